@@ -1,0 +1,375 @@
+//! The entities keygate stores and the closed vocabularies (statuses, roles, scopes)
+//! they use. Each vocabulary has one spelling, used in the database, the API and logs.
+
+use crate::ids::*;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A value outside a closed vocabulary, e.g. a status read from a hand-edited row.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} `{value}` (expected one of: {expected})")]
+pub struct UnknownVariant {
+    pub kind: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+macro_rules! vocabulary {
+    ($(#[$doc:meta])* $name:ident, $kind:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(UnknownVariant {
+                        kind: $kind,
+                        value: s.to_owned(),
+                        expected: concat!($($text, " "),+),
+                    }),
+                }
+            }
+        }
+    };
+}
+
+vocabulary!(
+    /// A workspace's lifecycle. Only an active workspace's credentials are ever used.
+    WorkspaceStatus, "workspace status" {
+        Active => "active",
+        Paused => "paused",
+        Cancelled => "cancelled",
+        Deleted => "deleted",
+    }
+);
+
+vocabulary!(
+    /// A user's role inside one workspace.
+    Role, "role" {
+        Owner => "owner",
+        Admin => "admin",
+        Member => "member",
+    }
+);
+
+vocabulary!(
+    /// Who owns a credential, and so who may use it.
+    CredentialScope, "credential scope" {
+        User => "user",
+        Workspace => "workspace",
+        Operator => "operator",
+    }
+);
+
+vocabulary!(
+    /// Whether a credential may be used at all.
+    CredentialStatus, "credential status" {
+        Active => "active",
+        Disabled => "disabled",
+    }
+);
+
+vocabulary!(
+    /// What keygate last learned about a credential's secret.
+    Validity, "validity" {
+        Valid => "valid",
+        Invalid => "invalid",
+        Unverified => "unverified",
+        Undecryptable => "undecryptable",
+    }
+);
+
+impl Role {
+    /// Whether this role may manage the workspace's shared credentials and members.
+    pub const fn can_administer(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+impl WorkspaceStatus {
+    /// Only an active workspace's credentials may be opened and used.
+    pub const fn allows_use(self) -> bool {
+        matches!(self, WorkspaceStatus::Active)
+    }
+}
+
+/// Who owns a data key: one workspace, or the operator (platform) scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyOwner {
+    Workspace(WorkspaceId),
+    Operator,
+}
+
+impl KeyOwner {
+    const OPERATOR: &'static str = "operator";
+    const WORKSPACE_PREFIX: &'static str = "workspace:";
+
+    /// The stable text form used as the data key's owner column and in associated data.
+    pub fn storage_key(&self) -> String {
+        match self {
+            KeyOwner::Workspace(id) => format!("{}{id}", Self::WORKSPACE_PREFIX),
+            KeyOwner::Operator => Self::OPERATOR.to_owned(),
+        }
+    }
+
+    pub fn parse_storage_key(s: &str) -> Result<Self, UnknownVariant> {
+        let unknown = || UnknownVariant {
+            kind: "data key owner",
+            value: s.to_owned(),
+            expected: "operator workspace:<uuid>",
+        };
+        if s == Self::OPERATOR {
+            return Ok(KeyOwner::Operator);
+        }
+        s.strip_prefix(Self::WORKSPACE_PREFIX)
+            .and_then(|id| id.parse().ok())
+            .map(KeyOwner::Workspace)
+            .ok_or_else(unknown)
+    }
+}
+
+impl fmt::Display for KeyOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.storage_key())
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub status: WorkspaceStatus,
+    /// A workspace made for one user on first sight (host-app JWT provisioning).
+    pub personal: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A person, or a host application's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: Option<String>,
+    /// The host application's id for this user (a JWT `sub`), when it came from one.
+    pub external_id: Option<String>,
+    pub tier: String,
+    pub super_admin: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user's place in a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub workspace_id: WorkspaceId,
+    pub user_id: UserId,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A data-encryption key as stored: wrapped by a key-encryption key (KEK).
+/// `wrapped` is `None` once the key was destroyed (crypto-shredding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataKeyRecord {
+    pub id: DataKeyId,
+    pub owner: KeyOwner,
+    /// The id of the KEK that wrapped it, also written into `wrapped`'s header.
+    pub kek_id: String,
+    pub wrapped: Option<Vec<u8>>,
+    /// Incremented on every rewrap: the compare-and-set guard for rotation.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+/// Running totals of what a credential was used for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UsageTotals {
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    /// Estimated cost in billionths of a US dollar, so sums stay exact.
+    pub cost_nano_usd: i64,
+}
+
+/// A stored provider secret, sealed. The plaintext is never part of this type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub id: CredentialId,
+    pub scope: CredentialScope,
+    /// `None` only for operator credentials.
+    pub workspace_id: Option<WorkspaceId>,
+    /// Set for user-scoped credentials: the user who owns it.
+    pub owner_user_id: Option<UserId>,
+    pub provider: String,
+    pub name: String,
+    /// The last characters of the secret, e.g. `…abcd`, fixed when it was stored.
+    pub hint: String,
+    pub model: Option<String>,
+    pub status: CredentialStatus,
+    pub validity: Validity,
+    pub validity_detail: Option<String>,
+    pub validity_checked_at: Option<DateTime<Utc>>,
+    /// Whether an operator credential is offered to users as the demo allowance.
+    pub operator_shared: bool,
+    /// The sealed record (header, nonce, ciphertext, tag).
+    pub sealed: Vec<u8>,
+    pub data_key_id: DataKeyId,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub usage: UsageTotals,
+}
+
+impl Credential {
+    /// The owner whose data key seals this credential.
+    pub fn key_owner(&self) -> KeyOwner {
+        match self.workspace_id {
+            Some(ws) if self.scope != CredentialScope::Operator => KeyOwner::Workspace(ws),
+            _ => KeyOwner::Operator,
+        }
+    }
+
+    /// The uniqueness key for "one active credential per provider per owner".
+    pub fn owner_key(&self) -> String {
+        owner_key(self.scope, self.workspace_id, self.owner_user_id)
+    }
+}
+
+/// The text that identifies a credential's owner: `user:<ws>:<user>`, `workspace:<ws>`
+/// or `operator`. Used for the one-active-per-provider rule.
+pub fn owner_key(
+    scope: CredentialScope,
+    workspace: Option<WorkspaceId>,
+    user: Option<UserId>,
+) -> String {
+    let ws = workspace.map(|w| w.to_string()).unwrap_or_default();
+    match scope {
+        CredentialScope::User => {
+            let user = user.map(|u| u.to_string()).unwrap_or_default();
+            format!("user:{ws}:{user}")
+        }
+        CredentialScope::Workspace => format!("workspace:{ws}"),
+        CredentialScope::Operator => "operator".to_owned(),
+    }
+}
+
+/// A keygate API token as stored: only the SHA-256 of its secret part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: TokenId,
+    /// The public part of `kg_<public id>_<secret>`, used to look the token up.
+    pub public_id: String,
+    pub secret_hash: Vec<u8>,
+    pub user_id: UserId,
+    pub workspace_id: Option<WorkspaceId>,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Who did what to what, when, from where, and how it ended. Never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub id: AuditEventId,
+    pub at: DateTime<Utc>,
+    pub actor_user_id: Option<UserId>,
+    /// A readable actor: an email, `cli`, `system`.
+    pub actor: String,
+    pub action: String,
+    pub target_type: String,
+    pub target_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
+    pub source_addr: Option<String>,
+    /// `ok`, `denied`, `failed`, ...
+    pub result: String,
+    /// Extra non-secret facts, as a JSON object.
+    pub detail: Option<String>,
+}
+
+/// One proxied call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageEvent {
+    pub id: UsageEventId,
+    pub at: DateTime<Utc>,
+    pub user_id: Option<UserId>,
+    pub workspace_id: Option<WorkspaceId>,
+    pub credential_id: Option<CredentialId>,
+    /// `user`, `workspace`, `operator_demo`, `platform`.
+    pub key_source: String,
+    pub provider: String,
+    pub model: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_nano_usd: i64,
+    pub status: i32,
+    pub latency_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabularies_round_trip_and_reject_unknown_values() {
+        for s in WorkspaceStatus::ALL {
+            assert_eq!(s.as_str().parse::<WorkspaceStatus>().ok(), Some(*s));
+        }
+        let err = "frozen".parse::<WorkspaceStatus>().unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("unknown workspace status `frozen`"));
+        assert!(err.to_string().contains("paused"));
+    }
+
+    #[test]
+    fn key_owner_storage_key_round_trips() {
+        let ws = KeyOwner::Workspace(WorkspaceId::new());
+        assert_eq!(
+            KeyOwner::parse_storage_key(&ws.storage_key()).ok(),
+            Some(ws)
+        );
+        assert_eq!(
+            KeyOwner::parse_storage_key("operator").ok(),
+            Some(KeyOwner::Operator)
+        );
+        assert!(KeyOwner::parse_storage_key("workspace:nope").is_err());
+    }
+
+    #[test]
+    fn only_active_workspaces_allow_use() {
+        assert!(WorkspaceStatus::Active.allows_use());
+        for s in [
+            WorkspaceStatus::Paused,
+            WorkspaceStatus::Cancelled,
+            WorkspaceStatus::Deleted,
+        ] {
+            assert!(!s.allows_use());
+        }
+    }
+}

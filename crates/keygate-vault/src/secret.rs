@@ -1,0 +1,77 @@
+//! Secret types. A [`SecretText`] is a provider key, token or password in the clear: it
+//! lives in a zeroizing buffer, its `Debug` shows at most `…abcd`, and it implements
+//! neither `Display` nor `Serialize`, so it cannot reach a log line or a response by
+//! accident.
+
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Below this length a secret's hint shows nothing of it.
+const MIN_LEN_FOR_HINT: usize = 12;
+
+/// A secret string, zeroized on drop.
+#[derive(Clone)]
+pub struct SecretText(SecretString);
+
+impl SecretText {
+    pub fn new(value: String) -> Self {
+        Self(SecretString::from(value))
+    }
+
+    /// Takes over a decrypted buffer; `None` if it is not UTF-8.
+    pub fn from_utf8(bytes: Zeroizing<Vec<u8>>) -> Option<Self> {
+        std::str::from_utf8(&bytes)
+            .ok()
+            .map(|s| Self::new(s.to_owned()))
+    }
+
+    /// The secret itself: only for the outbound call, sealing or hashing.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// `…abcd`: the last four characters, or `…` alone for short secrets.
+    pub fn hint(&self) -> String {
+        hint(self.expose())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expose().is_empty()
+    }
+}
+
+impl From<String> for SecretText {
+    fn from(value: String) -> Self {
+        Self::new(value)
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretText({})", self.hint())
+    }
+}
+
+/// `…abcd` for a secret: its last four characters when it is long enough that they say
+/// nothing useful about the rest.
+pub fn hint(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() < MIN_LEN_FOR_HINT {
+        return "…".to_owned();
+    }
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("…{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_only_the_hint() {
+        let s = SecretText::new("sk-ant-api03-verysecretvalue-wxyz".into());
+        assert_eq!(format!("{s:?}"), "SecretText(…wxyz)");
+        assert_eq!(SecretText::new("short".into()).hint(), "…");
+    }
+}
