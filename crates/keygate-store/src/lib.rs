@@ -1,1 +1,238 @@
-//! placeholder
+//! keygate's persistence: the [`Store`] trait and its two implementations, SQLite (the
+//! embedded default, WAL mode) and PostgreSQL (for scale), picked from the database URL.
+//! Each backend embeds its own migrations and runs them at start-up.
+//!
+//! Not for: deciding anything. The store saves what it is given (ids and timestamps are
+//! made by the services) and answers queries scoped by the owner the caller names. It
+//! never sees a plaintext secret: credentials arrive sealed.
+
+mod error;
+mod filter;
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+pub mod testdb;
+mod ts;
+
+pub use error::{StoreError, StoreResult};
+pub use filter::{AuditFilter, CredentialFilter, UsageFilter};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use keygate_core::*;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        })
+    }
+}
+
+/// Where the data lives, parsed from `KEYGATE_DATABASE_URL` (or the data directory).
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL URL, which may carry a password: never printed whole.
+    Postgres(String),
+}
+
+impl DatabaseLocation {
+    /// The default: `keygate.db` in the data directory.
+    pub fn in_data_dir(data_dir: &Path) -> Self {
+        Self::Sqlite(data_dir.join("keygate.db"))
+    }
+
+    /// `sqlite://path`, `sqlite:path`, `postgres://...` or `postgresql://...`.
+    pub fn parse(url: &str) -> StoreResult<Self> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::Config(
+                    "a sqlite: URL needs a file path, e.g. sqlite:///var/lib/keygate/keygate.db"
+                        .into(),
+                ));
+            }
+            return Ok(Self::Sqlite(path.into()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("(none)");
+        Err(StoreError::Config(format!(
+            "unsupported database URL scheme `{scheme}`: use sqlite:///path/to/keygate.db or postgres://user@host/db"
+        )))
+    }
+
+    /// A description safe to print: the path, or host/port/database without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("SQLite {}", path.display()),
+            Self::Postgres(url) => format!("PostgreSQL {}", redact_url(url)),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// `postgres://user:pass@host:5432/db?x=y` → `postgres://user@host:5432/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(unparseable URL)".into();
+    };
+    let rest = rest.split('?').next().unwrap_or(rest);
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{user}@{host}")
+        }
+        None => rest.to_owned(),
+    };
+    format!("{scheme}://{rest}")
+}
+
+/// Opens the store at `location` and brings its schema up to date.
+pub async fn connect(location: &DatabaseLocation) -> StoreResult<Arc<dyn Store>> {
+    let store = connect_unmigrated(location).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Opens the store at `location` as it is, for checks that must not change it.
+pub async fn connect_unmigrated(location: &DatabaseLocation) -> StoreResult<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match location {
+        DatabaseLocation::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
+        DatabaseLocation::Postgres(url) => Arc::new(PostgresStore::open(url).await?),
+    };
+    Ok(store)
+}
+
+/// Everything keygate persists. One implementation per backend; the same integration
+/// suite runs against each.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    fn backend(&self) -> Backend;
+    /// A round trip to the database.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Applies every embedded migration not yet applied.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Descriptions of embedded migrations not yet applied.
+    async fn pending_migrations(&self) -> StoreResult<Vec<String>>;
+    async fn close(&self);
+
+    // --- meta: small named blobs (the boot canary) ---
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Inserts unless present; returns whether it inserted.
+    async fn meta_insert(&self, key: &str, value: &[u8], now: DateTime<Utc>) -> StoreResult<bool>;
+    /// Replaces `expected` with `value`; returns whether it did (compare-and-set).
+    async fn meta_replace(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+
+    // --- workspaces ---
+    async fn insert_workspace(&self, workspace: &Workspace) -> StoreResult<()>;
+    async fn workspace(&self, id: WorkspaceId) -> StoreResult<Workspace>;
+    async fn workspaces(&self) -> StoreResult<Vec<Workspace>>;
+    async fn set_workspace_status(
+        &self,
+        id: WorkspaceId,
+        status: WorkspaceStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    // --- users and memberships ---
+    async fn insert_user(&self, user: &User, password_hash: Option<&str>) -> StoreResult<()>;
+    async fn user(&self, id: UserId) -> StoreResult<User>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn user_by_external_id(&self, external_id: &str) -> StoreResult<Option<User>>;
+    async fn users(&self) -> StoreResult<Vec<User>>;
+    async fn update_user(&self, user: &User) -> StoreResult<()>;
+    async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>>;
+    async fn set_password_hash(
+        &self,
+        id: UserId,
+        hash: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn upsert_membership(&self, membership: &Membership) -> StoreResult<()>;
+    async fn membership(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+    ) -> StoreResult<Option<Membership>>;
+    async fn memberships_of_user(&self, user: UserId) -> StoreResult<Vec<Membership>>;
+
+    // --- data keys ---
+    /// Fails with [`StoreError::Conflict`] if the owner already has one.
+    async fn insert_data_key(&self, key: &DataKeyRecord) -> StoreResult<()>;
+    async fn data_key(&self, id: DataKeyId) -> StoreResult<DataKeyRecord>;
+    async fn data_key_by_owner(&self, owner: &KeyOwner) -> StoreResult<Option<DataKeyRecord>>;
+    async fn data_keys(&self) -> StoreResult<Vec<DataKeyRecord>>;
+    /// Replaces the wrapping if the row is still at `expected_version`; returns whether
+    /// it did. The rotation's per-row compare-and-set.
+    async fn rewrap_data_key(
+        &self,
+        id: DataKeyId,
+        expected_version: i64,
+        kek_id: &str,
+        wrapped: &[u8],
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Forgets the wrapped key for good (crypto-shredding).
+    async fn destroy_data_key(&self, owner: &KeyOwner, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Distinct KEK ids still wrapping a live data key.
+    async fn kek_ids_in_use(&self) -> StoreResult<Vec<String>>;
+
+    // --- credentials ---
+    /// Fails with [`StoreError::Conflict`] if the owner already has an active credential
+    /// for the provider.
+    async fn insert_credential(&self, credential: &Credential) -> StoreResult<()>;
+    /// Deletes `old` and inserts `new` atomically: the replace-on-add rule.
+    async fn replace_credential(&self, old: CredentialId, new: &Credential) -> StoreResult<()>;
+    async fn credential(&self, id: CredentialId) -> StoreResult<Credential>;
+    async fn credentials(&self, filter: &CredentialFilter) -> StoreResult<Vec<Credential>>;
+    /// Saves every mutable field of `credential` (not its id, owner or creation time).
+    async fn update_credential(&self, credential: &Credential) -> StoreResult<()>;
+    async fn delete_credential(&self, id: CredentialId) -> StoreResult<()>;
+
+    // --- tokens ---
+    async fn insert_token(&self, token: &ApiToken) -> StoreResult<()>;
+    async fn token_by_public_id(&self, public_id: &str) -> StoreResult<Option<ApiToken>>;
+    async fn tokens_of_user(&self, user: UserId) -> StoreResult<Vec<ApiToken>>;
+    /// Revokes `id` if it belongs to `user`; [`StoreError::NotFound`] otherwise.
+    async fn revoke_token(&self, id: TokenId, user: UserId, now: DateTime<Utc>) -> StoreResult<()>;
+
+    // --- audit and usage history ---
+    async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()>;
+    async fn audit_events(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditEvent>>;
+    /// Saves a batch of usage events and adds them to their credentials' totals, in one
+    /// transaction.
+    async fn insert_usage_events(&self, events: &[UsageEvent]) -> StoreResult<()>;
+    async fn usage_events(&self, filter: &UsageFilter) -> StoreResult<Vec<UsageEvent>>;
+}

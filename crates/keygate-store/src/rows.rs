@@ -1,0 +1,338 @@
+//! Row shapes as the database returns them, and their conversion into domain types.
+//! The derives are generic over the backend, so both share these.
+
+use crate::ts::Ts;
+use crate::{StoreError, StoreResult};
+use keygate_core::*;
+use std::str::FromStr;
+use uuid::Uuid;
+
+fn parse<T: FromStr<Err = UnknownVariant>>(what: &'static str, value: &str) -> StoreResult<T> {
+    value
+        .parse()
+        .map_err(|e: UnknownVariant| StoreError::Corrupt {
+            what,
+            detail: e.to_string(),
+        })
+}
+
+macro_rules! workspace_columns {
+    () => {
+        "id, name, status, personal, created_at, updated_at"
+    };
+}
+pub(crate) use workspace_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WorkspaceRow {
+    id: Uuid,
+    name: String,
+    status: String,
+    personal: bool,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl TryFrom<WorkspaceRow> for Workspace {
+    type Error = StoreError;
+    fn try_from(r: WorkspaceRow) -> StoreResult<Self> {
+        Ok(Workspace {
+            id: WorkspaceId::from_uuid(r.id),
+            name: r.name,
+            status: parse("workspace", &r.status)?,
+            personal: r.personal,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        })
+    }
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, email, external_id, tier, super_admin, created_at, updated_at"
+    };
+}
+pub(crate) use user_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    id: Uuid,
+    email: Option<String>,
+    external_id: Option<String>,
+    tier: String,
+    super_admin: bool,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: UserId::from_uuid(r.id),
+            email: r.email,
+            external_id: r.external_id,
+            tier: r.tier,
+            super_admin: r.super_admin,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+macro_rules! membership_columns {
+    () => {
+        "workspace_id, user_id, role, created_at"
+    };
+}
+pub(crate) use membership_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MembershipRow {
+    workspace_id: Uuid,
+    user_id: Uuid,
+    role: String,
+    created_at: Ts,
+}
+
+impl TryFrom<MembershipRow> for Membership {
+    type Error = StoreError;
+    fn try_from(r: MembershipRow) -> StoreResult<Self> {
+        Ok(Membership {
+            workspace_id: WorkspaceId::from_uuid(r.workspace_id),
+            user_id: UserId::from_uuid(r.user_id),
+            role: parse("membership", &r.role)?,
+            created_at: r.created_at.0,
+        })
+    }
+}
+
+macro_rules! data_key_columns {
+    () => {
+        "id, owner, kek_id, wrapped, version, created_at, updated_at, destroyed_at"
+    };
+}
+pub(crate) use data_key_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DataKeyRow {
+    id: Uuid,
+    owner: String,
+    kek_id: String,
+    wrapped: Option<Vec<u8>>,
+    version: i64,
+    created_at: Ts,
+    updated_at: Ts,
+    destroyed_at: Option<Ts>,
+}
+
+impl TryFrom<DataKeyRow> for DataKeyRecord {
+    type Error = StoreError;
+    fn try_from(r: DataKeyRow) -> StoreResult<Self> {
+        Ok(DataKeyRecord {
+            id: DataKeyId::from_uuid(r.id),
+            owner: KeyOwner::parse_storage_key(&r.owner).map_err(|e| StoreError::Corrupt {
+                what: "data key",
+                detail: e.to_string(),
+            })?,
+            kek_id: r.kek_id,
+            wrapped: r.wrapped,
+            version: r.version,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            destroyed_at: r.destroyed_at.map(|t| t.0),
+        })
+    }
+}
+
+macro_rules! credential_columns {
+    () => {
+        "id, scope, workspace_id, owner_user_id, provider, name, hint, model, \
+     status, validity, validity_detail, validity_checked_at, operator_shared, sealed, data_key_id, created_at, \
+     updated_at, last_used_at, usage_requests, usage_input_tokens, usage_output_tokens, usage_cost_nano_usd"
+    };
+}
+pub(crate) use credential_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CredentialRow {
+    id: Uuid,
+    scope: String,
+    workspace_id: Option<Uuid>,
+    owner_user_id: Option<Uuid>,
+    provider: String,
+    name: String,
+    hint: String,
+    model: Option<String>,
+    status: String,
+    validity: String,
+    validity_detail: Option<String>,
+    validity_checked_at: Option<Ts>,
+    operator_shared: bool,
+    sealed: Vec<u8>,
+    data_key_id: Uuid,
+    created_at: Ts,
+    updated_at: Ts,
+    last_used_at: Option<Ts>,
+    usage_requests: i64,
+    usage_input_tokens: i64,
+    usage_output_tokens: i64,
+    usage_cost_nano_usd: i64,
+}
+
+impl TryFrom<CredentialRow> for Credential {
+    type Error = StoreError;
+    fn try_from(r: CredentialRow) -> StoreResult<Self> {
+        Ok(Credential {
+            id: CredentialId::from_uuid(r.id),
+            scope: parse("credential", &r.scope)?,
+            workspace_id: r.workspace_id.map(WorkspaceId::from_uuid),
+            owner_user_id: r.owner_user_id.map(UserId::from_uuid),
+            provider: r.provider,
+            name: r.name,
+            hint: r.hint,
+            model: r.model,
+            status: parse("credential", &r.status)?,
+            validity: parse("credential", &r.validity)?,
+            validity_detail: r.validity_detail,
+            validity_checked_at: r.validity_checked_at.map(|t| t.0),
+            operator_shared: r.operator_shared,
+            sealed: r.sealed,
+            data_key_id: DataKeyId::from_uuid(r.data_key_id),
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+            last_used_at: r.last_used_at.map(|t| t.0),
+            usage: UsageTotals {
+                requests: r.usage_requests,
+                input_tokens: r.usage_input_tokens,
+                output_tokens: r.usage_output_tokens,
+                cost_nano_usd: r.usage_cost_nano_usd,
+            },
+        })
+    }
+}
+
+macro_rules! token_columns {
+    () => {
+        "id, public_id, secret_hash, user_id, workspace_id, name, scopes, expires_at, \
+     created_at, last_used_at, revoked_at"
+    };
+}
+pub(crate) use token_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    id: Uuid,
+    public_id: String,
+    secret_hash: Vec<u8>,
+    user_id: Uuid,
+    workspace_id: Option<Uuid>,
+    name: String,
+    scopes: String,
+    expires_at: Option<Ts>,
+    created_at: Ts,
+    last_used_at: Option<Ts>,
+    revoked_at: Option<Ts>,
+}
+
+impl From<TokenRow> for ApiToken {
+    fn from(r: TokenRow) -> Self {
+        ApiToken {
+            id: TokenId::from_uuid(r.id),
+            public_id: r.public_id,
+            secret_hash: r.secret_hash,
+            user_id: UserId::from_uuid(r.user_id),
+            workspace_id: r.workspace_id.map(WorkspaceId::from_uuid),
+            name: r.name,
+            scopes: r.scopes.split_whitespace().map(str::to_owned).collect(),
+            expires_at: r.expires_at.map(|t| t.0),
+            created_at: r.created_at.0,
+            last_used_at: r.last_used_at.map(|t| t.0),
+            revoked_at: r.revoked_at.map(|t| t.0),
+        }
+    }
+}
+
+macro_rules! audit_columns {
+    () => {
+        "id, at, actor_user_id, actor, action, target_type, target_id, workspace_id, source_addr, result, detail"
+    };
+}
+pub(crate) use audit_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    id: Uuid,
+    at: Ts,
+    actor_user_id: Option<Uuid>,
+    actor: String,
+    action: String,
+    target_type: String,
+    target_id: Option<String>,
+    workspace_id: Option<Uuid>,
+    source_addr: Option<String>,
+    result: String,
+    detail: Option<String>,
+}
+
+impl From<AuditRow> for AuditEvent {
+    fn from(r: AuditRow) -> Self {
+        AuditEvent {
+            id: AuditEventId::from_uuid(r.id),
+            at: r.at.0,
+            actor_user_id: r.actor_user_id.map(UserId::from_uuid),
+            actor: r.actor,
+            action: r.action,
+            target_type: r.target_type,
+            target_id: r.target_id,
+            workspace_id: r.workspace_id.map(WorkspaceId::from_uuid),
+            source_addr: r.source_addr,
+            result: r.result,
+            detail: r.detail,
+        }
+    }
+}
+
+macro_rules! usage_columns {
+    () => {
+        "id, at, user_id, workspace_id, credential_id, key_source, provider, model, \
+     input_tokens, output_tokens, cost_nano_usd, status, latency_ms"
+    };
+}
+pub(crate) use usage_columns;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UsageRow {
+    id: Uuid,
+    at: Ts,
+    user_id: Option<Uuid>,
+    workspace_id: Option<Uuid>,
+    credential_id: Option<Uuid>,
+    key_source: String,
+    provider: String,
+    model: Option<String>,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_nano_usd: i64,
+    status: i32,
+    latency_ms: i64,
+}
+
+impl From<UsageRow> for UsageEvent {
+    fn from(r: UsageRow) -> Self {
+        UsageEvent {
+            id: UsageEventId::from_uuid(r.id),
+            at: r.at.0,
+            user_id: r.user_id.map(UserId::from_uuid),
+            workspace_id: r.workspace_id.map(WorkspaceId::from_uuid),
+            credential_id: r.credential_id.map(CredentialId::from_uuid),
+            key_source: r.key_source,
+            provider: r.provider,
+            model: r.model,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            cost_nano_usd: r.cost_nano_usd,
+            status: r.status,
+            latency_ms: r.latency_ms,
+        }
+    }
+}

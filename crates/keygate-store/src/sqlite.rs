@@ -1,0 +1,61 @@
+//! The SQLite backend: the embedded default. One file, WAL mode, foreign keys on.
+
+use crate::filter::*;
+use crate::rows::*;
+use crate::ts::Ts;
+use crate::{Backend, StoreError, StoreResult};
+use keygate_core::*;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::path::Path;
+use std::time::Duration;
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    const BACKEND: Backend = Backend::Sqlite;
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    /// Opens (creating if missing) the database file. Does not migrate.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unreachable {
+                location: format!("SQLite {}", path.display()),
+                reason: e.to_string(),
+            })?;
+        restrict_permissions(path);
+        Ok(Self { pool })
+    }
+}
+
+/// The file holds only ciphertext, but nobody else on the machine needs to read it.
+fn restrict_permissions(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), %err, "could not restrict the database file to mode 0600");
+        }
+    }
+}
+
+crate::sql::impl_store!(SqliteStore, sqlx::Sqlite);
