@@ -187,6 +187,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         user: UserId,
     ) -> StoreResult<Option<Membership>>;
     async fn memberships_of_user(&self, user: UserId) -> StoreResult<Vec<Membership>>;
+    /// Creates a user, a workspace and the user's membership in it, all or nothing.
+    async fn provision_user(
+        &self,
+        user: &User,
+        password_hash: Option<&str>,
+        workspace: &Workspace,
+        role: Role,
+    ) -> StoreResult<()>;
 
     // --- data keys ---
     /// Fails with [`StoreError::Conflict`] if the owner already has one.

@@ -81,16 +81,7 @@ macro_rules! impl_store {
             // ---------------------------------------------------------- workspaces
 
             async fn insert_workspace(&self, ws: &Workspace) -> $crate::StoreResult<()> {
-                sqlx::query(concat!("INSERT INTO workspaces (", workspace_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
-                    .bind(ws.id.as_uuid())
-                    .bind(&ws.name)
-                    .bind(ws.status.as_str())
-                    .bind(ws.personal)
-                    .bind(Ts(ws.created_at))
-                    .bind(Ts(ws.updated_at))
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
+                insert_workspace(&self.pool, ws).await
             }
 
             async fn workspace(&self, id: WorkspaceId) -> $crate::StoreResult<Workspace> {
@@ -129,22 +120,7 @@ macro_rules! impl_store {
             // --------------------------------------------------------------- users
 
             async fn insert_user(&self, user: &User, password_hash: Option<&str>) -> $crate::StoreResult<()> {
-                sqlx::query(concat!(
-                    "INSERT INTO users (",
-                    user_columns!(),
-                    ", password_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                ))
-                .bind(user.id.as_uuid())
-                .bind(&user.email)
-                .bind(&user.external_id)
-                .bind(&user.tier)
-                .bind(user.super_admin)
-                .bind(Ts(user.created_at))
-                .bind(Ts(user.updated_at))
-                .bind(password_hash)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                insert_user(&self.pool, user, password_hash).await
             }
 
             async fn user(&self, id: UserId) -> $crate::StoreResult<User> {
@@ -254,6 +230,27 @@ macro_rules! impl_store {
                 .into_iter()
                 .map(TryInto::try_into)
                 .collect()
+            }
+
+            async fn provision_user(
+                &self,
+                user: &User,
+                password_hash: Option<&str>,
+                workspace: &Workspace,
+                role: Role,
+            ) -> $crate::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                insert_workspace(&mut *tx, workspace).await?;
+                insert_user(&mut *tx, user, password_hash).await?;
+                sqlx::query(concat!("INSERT INTO memberships (", membership_columns!(), ") VALUES ($1, $2, $3, $4)"))
+                    .bind(workspace.id.as_uuid())
+                    .bind(user.id.as_uuid())
+                    .bind(role.as_str())
+                    .bind(Ts(user.created_at))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             // ----------------------------------------------------------- data keys
@@ -604,6 +601,40 @@ macro_rules! impl_store {
                 let rows = q.build_query_as::<UsageRow>().fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
+        }
+
+        async fn insert_workspace<'e, E>(executor: E, ws: &Workspace) -> $crate::StoreResult<()>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            sqlx::query(concat!("INSERT INTO workspaces (", workspace_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
+                .bind(ws.id.as_uuid())
+                .bind(&ws.name)
+                .bind(ws.status.as_str())
+                .bind(ws.personal)
+                .bind(Ts(ws.created_at))
+                .bind(Ts(ws.updated_at))
+                .execute(executor)
+                .await?;
+            Ok(())
+        }
+
+        async fn insert_user<'e, E>(executor: E, user: &User, password_hash: Option<&str>) -> $crate::StoreResult<()>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            sqlx::query(concat!("INSERT INTO users (", user_columns!(), ", password_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+                .bind(user.id.as_uuid())
+                .bind(&user.email)
+                .bind(&user.external_id)
+                .bind(&user.tier)
+                .bind(user.super_admin)
+                .bind(Ts(user.created_at))
+                .bind(Ts(user.updated_at))
+                .bind(password_hash)
+                .execute(executor)
+                .await?;
+            Ok(())
         }
 
         async fn insert_credential<'e, E>(executor: E, c: &Credential) -> $crate::StoreResult<()>

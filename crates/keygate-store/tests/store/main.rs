@@ -15,6 +15,7 @@ both_backends!(
     workspaces_round_trip_and_change_status,
     users_are_unique_by_email_and_external_id,
     memberships_upsert_roles,
+    provisioning_a_user_is_all_or_nothing,
     data_keys_are_one_per_owner_and_rewrap_with_compare_and_set,
     credentials_keep_one_active_per_owner_and_provider,
     credential_queries_stay_scoped_to_their_owner,
@@ -139,6 +140,31 @@ async fn memberships_upsert_roles(db: TestDb) {
         store.membership(WorkspaceId::new(), u.id).await.unwrap(),
         None
     );
+}
+
+async fn provisioning_a_user_is_all_or_nothing(db: TestDb) {
+    let store = connect(&db.location).await.unwrap();
+    let (ws, u) = (
+        workspace("personal"),
+        user(Some("p@example.com"), Some("host-1")),
+    );
+    store
+        .provision_user(&u, None, &ws, Role::Owner)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.membership(ws.id, u.id).await.unwrap().unwrap().role,
+        Role::Owner
+    );
+    // The same host user again: the user insert fails, and the new workspace is rolled back.
+    let again = workspace("personal-2");
+    let err = store
+        .provision_user(&user(None, Some("host-1")), None, &again, Role::Owner)
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    assert!(store.workspace(again.id).await.unwrap_err().is_not_found());
+    assert_eq!(store.workspaces().await.unwrap().len(), 1);
 }
 
 async fn data_keys_are_one_per_owner_and_rewrap_with_compare_and_set(db: TestDb) {

@@ -1,0 +1,129 @@
+//! Accounts with passwords: `keygate admin create`, and (later) login. Passwords are
+//! hashed with argon2id and never stored, logged or returned.
+
+use crate::audit::{self, Actor, Entry};
+use crate::{now, ServiceError, ServiceResult};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use keygate_core::*;
+use keygate_store::Store;
+use keygate_vault::SecretText;
+
+pub const MIN_PASSWORD_CHARS: usize = 12;
+pub const DEFAULT_TIER: &str = "community";
+
+/// Creates a super-admin with a personal workspace, all or nothing.
+pub async fn create_admin(
+    store: &dyn Store,
+    email: &str,
+    password: &SecretText,
+    actor: &Actor,
+) -> ServiceResult<User> {
+    let email = normalize_email(email)?;
+    check_password(password)?;
+    if store.user_by_email(&email).await?.is_some() {
+        return Err(ServiceError::Conflict(format!(
+            "a user with email {email} already exists"
+        )));
+    }
+    let hash = hash_password(password)?;
+    let at = now();
+    let user = User {
+        id: UserId::new(),
+        email: Some(email.clone()),
+        external_id: None,
+        tier: DEFAULT_TIER.into(),
+        super_admin: true,
+        created_at: at,
+        updated_at: at,
+    };
+    let workspace = Workspace {
+        id: WorkspaceId::new(),
+        name: format!("{email}'s workspace"),
+        status: WorkspaceStatus::Active,
+        personal: true,
+        created_at: at,
+        updated_at: at,
+    };
+    store
+        .provision_user(&user, Some(&hash), &workspace, Role::Owner)
+        .await?;
+    audit::record(
+        store,
+        actor,
+        Entry {
+            action: "user.create",
+            target_type: "user",
+            target_id: Some(user.id.to_string()),
+            workspace_id: Some(workspace.id),
+            result: "ok",
+            detail: Some(format!(r#"{{"super_admin":true,"email":{email:?}}}"#)),
+        },
+    )
+    .await?;
+    Ok(user)
+}
+
+/// Whether `password` matches the user's stored hash. Unknown users and users without a
+/// password never match.
+pub async fn verify_password(
+    store: &dyn Store,
+    user: UserId,
+    password: &SecretText,
+) -> ServiceResult<bool> {
+    let Some(stored) = store.password_hash(user).await? else {
+        return Ok(false);
+    };
+    let Ok(parsed) = PasswordHash::new(&stored) else {
+        return Ok(false);
+    };
+    Ok(Argon2::default()
+        .verify_password(password.expose().as_bytes(), &parsed)
+        .is_ok())
+}
+
+fn hash_password(password: &SecretText) -> ServiceResult<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default() // argon2id, 19 MiB, 2 passes: the OWASP minimum
+        .hash_password(password.expose().as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ServiceError::Invalid {
+            field: "password",
+            problem: format!("could not be hashed: {e}"),
+        })
+}
+
+fn check_password(password: &SecretText) -> ServiceResult<()> {
+    let chars = password.expose().chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ServiceError::Invalid {
+            field: "password",
+            problem: format!("must be at least {MIN_PASSWORD_CHARS} characters (got {chars})"),
+        });
+    }
+    Ok(())
+}
+
+/// Trims and lower-cases an email and checks its shape.
+pub fn normalize_email(email: &str) -> ServiceResult<String> {
+    let email = email.trim().to_lowercase();
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.contains(char::is_whitespace)
+        }
+        None => false,
+    };
+    if !valid {
+        return Err(ServiceError::Invalid {
+            field: "email",
+            problem: format!("`{email}` is not an email address"),
+        });
+    }
+    Ok(email)
+}

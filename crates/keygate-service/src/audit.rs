@@ -1,0 +1,54 @@
+//! Recording who did what. Audit rows never carry a secret: callers pass ids, names and
+//! outcomes, and `detail` is scrubbed of secret shapes before it is stored.
+
+use crate::{now, ServiceResult};
+use keygate_core::*;
+use keygate_store::Store;
+use keygate_vault::redact::scrub;
+
+/// Who acts: a user (with a readable label) or the system/CLI.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user_id: Option<UserId>,
+    pub label: String,
+    pub source_addr: Option<String>,
+}
+
+impl Actor {
+    pub fn cli() -> Self {
+        Self {
+            user_id: None,
+            label: "cli".into(),
+            source_addr: None,
+        }
+    }
+}
+
+/// One thing to record.
+#[derive(Debug, Clone)]
+pub struct Entry<'a> {
+    pub action: &'a str,
+    pub target_type: &'a str,
+    pub target_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
+    pub result: &'a str,
+    pub detail: Option<String>,
+}
+
+pub async fn record(store: &dyn Store, actor: &Actor, entry: Entry<'_>) -> ServiceResult<()> {
+    let event = AuditEvent {
+        id: AuditEventId::new(),
+        at: now(),
+        actor_user_id: actor.user_id,
+        actor: actor.label.clone(),
+        action: entry.action.to_owned(),
+        target_type: entry.target_type.to_owned(),
+        target_id: entry.target_id,
+        workspace_id: entry.workspace_id,
+        source_addr: actor.source_addr.clone(),
+        result: entry.result.to_owned(),
+        detail: entry.detail.map(|d| scrub(&d).into_owned()),
+    };
+    store.insert_audit_event(&event).await?;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! The service layer's one error type. Each variant has a stable machine code that the
+//! HTTP layer and the CLI show; messages say what happened and what to do.
+
+use keygate_store::StoreError;
+use keygate_vault::VaultError;
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    MasterKeyMismatch(String),
+    #[error("{0}")]
+    MasterKeyStillInUse(String),
+    #[error("{entity} not found")]
+    NotFound { entity: &'static str },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("credential {credential} cannot be decrypted: {reason}")]
+    Undecryptable { credential: String, reason: String },
+    #[error("workspace is {status}: its credentials cannot be used")]
+    WorkspaceInactive { status: String },
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("vault: {0}")]
+    Vault(#[from] VaultError),
+}
+
+impl ServiceError {
+    /// The stable machine code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MasterKeyMismatch(_) => "master_key_mismatch",
+            Self::MasterKeyStillInUse(_) => "master_key_still_in_use",
+            Self::NotFound { .. } => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::Invalid { .. } => "invalid_request",
+            Self::Undecryptable { .. } => "credential_undecryptable",
+            Self::WorkspaceInactive { .. } => "workspace_inactive",
+            Self::Interrupted(_) => "interrupted",
+            Self::Store(StoreError::Unreachable { .. }) => "database_unreachable",
+            Self::Store(_) => "database_error",
+            Self::Vault(_) => "vault_error",
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound { entity, .. } => Self::NotFound { entity },
+            StoreError::Conflict(what) => Self::Conflict(what),
+            other => Self::Store(other),
+        }
+    }
+}
