@@ -1,1 +1,38 @@
-//! placeholder
+//! keygate's HTTP face: the axum router, problem+json errors, and logging with redaction.
+//!
+//! [`router`] builds the app from an [`AppState`]; [`serve`] runs it on a listener the
+//! caller bound, until the shutdown future resolves. Tests bind port 0 and run many
+//! servers side by side.
+//!
+//! Not for: business rules (they live in `keygate-service`) or SQL (in `keygate-store`).
+//! Handlers parse, call one service function, and render.
+
+pub mod error;
+mod routes;
+pub mod state;
+pub mod telemetry;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::Router;
+use std::future::Future;
+use tokio::net::TcpListener;
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    routes::router()
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

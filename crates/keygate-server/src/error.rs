@@ -1,0 +1,92 @@
+//! [`ApiError`]: the one error every handler returns. It owns the HTTP status, renders
+//! RFC 9457 `application/problem+json` with a stable machine `code`, and logs internal
+//! causes instead of showing them.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keygate_service::ServiceError;
+use keygate_vault::redact::scrub;
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// A failure the caller cannot fix: logged in full, shown as a generic message.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(cause = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "keygate hit an internal error; the operator can find it in the logs",
+        )
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        let status = match &err {
+            ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ServiceError::Conflict(_) => StatusCode::CONFLICT,
+            ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ServiceError::WorkspaceInactive { .. } => StatusCode::FORBIDDEN,
+            ServiceError::Store(keygate_store::StoreError::Unreachable { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ServiceError::MasterKeyMismatch(_)
+            | ServiceError::MasterKeyStillInUse(_)
+            | ServiceError::Undecryptable { .. }
+            | ServiceError::Interrupted(_)
+            | ServiceError::Store(_)
+            | ServiceError::Vault(_) => return Self::internal(&err),
+        };
+        Self::new(status, err.code(), err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let detail = scrub(&self.detail);
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let problem = Problem {
+            kind: format!("https://keygate.dev/problems/{}", self.code),
+            title,
+            status: self.status.as_u16(),
+            code: self.code,
+            detail: &detail,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
