@@ -64,6 +64,13 @@ pub async fn run(store: Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>) -> Vec
         Ok(pending) if pending.is_empty() => {
             checks.push(Check::ok("migrations", "schema is current"))
         }
+        Ok(pending) if pending.len() == store.migration_count() => {
+            checks.push(Check::ok(
+                "migrations",
+                "empty database: the schema is created at the first start",
+            ));
+            return checks;
+        }
         Ok(pending) => {
             checks.push(Check::fail(
                 "migrations",

@@ -140,6 +140,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn migrate(&self) -> StoreResult<()>;
     /// Descriptions of embedded migrations not yet applied.
     async fn pending_migrations(&self) -> StoreResult<Vec<String>>;
+    /// How many migrations this build embeds.
+    fn migration_count(&self) -> usize;
     async fn close(&self);
 
     // --- meta: small named blobs (the boot canary) ---

@@ -37,6 +37,10 @@ macro_rules! impl_store {
                     .collect())
             }
 
+            fn migration_count(&self) -> usize {
+                Self::migrator().iter().filter(|m| !m.migration_type.is_down_migration()).count()
+            }
+
             async fn close(&self) {
                 self.pool.close().await;
             }

@@ -110,7 +110,7 @@ pub struct CredentialContext<'a> {
 }
 
 impl CredentialContext<'_> {
-    fn to_bytes(&self) -> Vec<u8> {
+    fn to_bytes(self) -> Vec<u8> {
         encode_context(
             b"keygate/credential/v1",
             &[
@@ -131,7 +131,7 @@ pub struct DataKeyContext<'a> {
 }
 
 impl DataKeyContext<'_> {
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(self) -> Vec<u8> {
         encode_context(
             b"keygate/data-key/v1",
             &[self.key_owner.as_bytes(), self.data_key_id.as_bytes()],

@@ -1,0 +1,77 @@
+//! The command line: `keygate <command>`. Names are fixed by DESIGN.md section 7.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "A self-hosted bring-your-own-key vault and gateway for AI and other API providers"
+)]
+pub struct Cli {
+    /// TOML configuration file (overrides KEYGATE_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides KEYGATE_DATA_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server until SIGTERM or Ctrl-C.
+    Serve {
+        /// Address to listen on (overrides KEYGATE_LISTEN).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Print a new random master key (64 hex characters).
+    Keygen {
+        /// Print it as `LABEL:hex`, ready for KEYGATE_MASTER_KEYS.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Check configuration, database, master key and every stored credential.
+    Doctor,
+    /// Master-key operations.
+    MasterKey {
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
+    /// Administrator accounts.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Show configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// Rewrap every data key under the primary master key (the first of KEYGATE_MASTER_KEYS).
+    Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a super-admin; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the example configuration, documenting every option.
+    Example,
+    /// Print the effective configuration and where each value came from (secrets hidden).
+    Show,
+}

@@ -1,0 +1,357 @@
+//! One function per command. Each loads what it needs, calls the service layer, and
+//! reports; errors carry context saying what was being done.
+
+use crate::cli::{AdminCommand, Cli, Command, ConfigCommand, MasterKeyCommand};
+use crate::config::{self, Config, Mode, Overrides};
+use crate::masterkey::{self, IfAbsent, Origin};
+use crate::output;
+use anyhow::{anyhow, Context};
+use keygate_server::{telemetry, AppState};
+use keygate_service::doctor::{Check, Status};
+use keygate_service::rotation::{Observer, Step};
+use keygate_service::{
+    accounts, audit::Actor, boot, doctor, keys::KeyVault, rotation, ServiceError,
+};
+use keygate_store::{DatabaseLocation, Store};
+use keygate_vault::{Kek, KeyEncryptionKeys, SecretText};
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        config: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        listen: match &cli.command {
+            Command::Serve { listen } => listen.clone(),
+            _ => None,
+        },
+    };
+    match cli.command {
+        Command::Keygen { label } => keygen(label),
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            output::line(config::EXAMPLE.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let config = Config::load(&overrides).context("loading configuration")?;
+            telemetry::init(&config.log.value)
+                .map_err(|e| anyhow!("log (from {}): {e}", config.log.source))?;
+            match command {
+                Command::Serve { .. } => serve(&config).await,
+                Command::Doctor => doctor(&config).await,
+                Command::MasterKey {
+                    command: MasterKeyCommand::Rotate,
+                } => rotate(&config).await,
+                Command::Admin {
+                    command: AdminCommand::Create { email },
+                } => admin_create(&config, &email).await,
+                Command::Config {
+                    command: ConfigCommand::Show,
+                } => {
+                    output::line(&config.describe());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Keygen { .. } | Command::Config { .. } => Ok(ExitCode::SUCCESS),
+            }
+        }
+    }
+}
+
+/// Turns a service error into one that leads with its stable code.
+fn coded(err: ServiceError) -> anyhow::Error {
+    anyhow!("[{}] {err}", err.code())
+}
+
+fn keygen(label: Option<String>) -> anyhow::Result<ExitCode> {
+    let kek = Kek::generate(label.clone().unwrap_or_else(|| "default".into()));
+    output::note("A new master key. Store it in a secret manager, apart from database backups.");
+    match label {
+        Some(label) => output::secret_line(&format!("{label}:{}", kek.to_hex().as_str())),
+        None => output::secret_line(kek.to_hex().as_str()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The keyring, generating the development key if the configuration allows.
+fn keyring(config: &Config) -> anyhow::Result<(Arc<dyn KeyEncryptionKeys>, Origin)> {
+    match masterkey::load(config, IfAbsent::Generate) {
+        Ok(Some((ring, origin))) => Ok((Arc::new(ring), origin)),
+        Ok(None) => Err(anyhow!("[master_key_missing] no master key")),
+        Err(e) => Err(anyhow!("[{}] {e}", e.code())),
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, DatabaseLocation)> {
+    let location = config.database()?;
+    if let DatabaseLocation::Sqlite(path) = &location {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            masterkey::ensure_private_dir(dir).with_context(|| {
+                format!(
+                    "creating the data directory {} (data_dir from {})",
+                    dir.display(),
+                    config.data_dir.source
+                )
+            })?;
+        }
+    }
+    let store = keygate_store::connect(&location)
+        .await
+        .with_context(|| format!("opening the database ({})", location.describe()))?;
+    Ok((store, location))
+}
+
+/// Everything `serve` and the admin commands need, checked: config, keyring, database,
+/// master key matches.
+async fn start(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn KeyEncryptionKeys>)> {
+    let (keks, origin) = keyring(config)?;
+    let (store, location) = open_store(config).await?;
+    let report = boot::check(&*store, &*keks).await.map_err(coded)?;
+    tracing::info!(database = %location.describe(), master_key = %origin, primary = %keks.primary_id(), "vault ready");
+    if report.first_start {
+        tracing::info!("first start: sealed the master-key canary");
+    }
+    if !report.rotation_pending.is_empty() {
+        tracing::warn!(
+            old_keys = %report.rotation_pending.join(", "),
+            "data keys are wrapped by a non-primary master key: run `keygate master-key rotate`"
+        );
+    }
+    Ok((store, keks))
+}
+
+async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+    let (store, keks) = start(config).await?;
+    let vault = Arc::new(KeyVault::new(store.clone(), keks));
+    let app = keygate_server::router(AppState::new(store.clone(), vault));
+    let addr = config.listen.value;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} (listen from {})", config.listen.source))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    tracing::info!("keygate listening on http://{bound}");
+    keygate_server::serve(listener, app, shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down: in-flight requests finished");
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+async fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
+    let mut checks = vec![Check::ok(
+        "config",
+        format!(
+            "loaded (env = {}, from {})",
+            config.env.value, config.env.source
+        ),
+    )];
+    let keks = match masterkey::load(config, IfAbsent::Report) {
+        Ok(Some((ring, origin))) => {
+            let keks: Arc<dyn KeyEncryptionKeys> = Arc::new(ring);
+            checks.push(Check::ok(
+                "master key",
+                format!(
+                    "{} key(s) from {origin}; primary {}",
+                    keks.available().len(),
+                    keks.primary_id()
+                ),
+            ));
+            Some(keks)
+        }
+        Ok(None) => {
+            checks.push(Check::ok(
+                "master key",
+                format!(
+                    "none yet: the first `keygate serve` generates {} (development mode only)",
+                    config
+                        .data_dir
+                        .value
+                        .join(masterkey::DEV_KEY_FILE)
+                        .display()
+                ),
+            ));
+            None
+        }
+        Err(e) => {
+            checks.push(Check::fail("master key", format!("[{}] {e}", e.code())));
+            None
+        }
+    };
+    if config.env.value == Mode::Production && config.redis_url.is_none() {
+        checks.push(Check::ok(
+            "redis",
+            "not configured: limits are kept per process",
+        ));
+    }
+
+    match config.database() {
+        Err(e) => checks.push(Check::fail("database", format!("{e:#}"))),
+        Ok(DatabaseLocation::Sqlite(path)) if !path.exists() => {
+            checks.push(Check::ok(
+                "database",
+                format!(
+                    "no database yet at {}: created at the first start",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(location) => match keygate_store::connect_unmigrated(&location).await {
+            Err(e) => checks.push(Check::fail(
+                "database",
+                format!("{} : {e}", location.describe()),
+            )),
+            Ok(store) => {
+                let keks = match keks {
+                    Some(k) => k,
+                    None => {
+                        // A database but no key: nothing stored can be opened.
+                        let has_canary = store
+                            .meta_get(boot::CANARY_META_KEY)
+                            .await
+                            .ok()
+                            .flatten()
+                            .is_some();
+                        if has_canary {
+                            checks.push(Check::fail(
+                                "master key",
+                                "the database holds sealed data but no master key is available: set KEYGATE_MASTER_KEY",
+                            ));
+                        }
+                        report(&checks);
+                        return Ok(exit_for(&checks));
+                    }
+                };
+                checks.extend(doctor::run(store.clone(), keks).await);
+                store.close().await;
+            }
+        },
+    }
+    report(&checks);
+    Ok(exit_for(&checks))
+}
+
+fn report(checks: &[Check]) {
+    for check in checks {
+        let status = match check.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        };
+        output::line(&format!("{status}  {:<12} {}", check.name, check.detail));
+    }
+    let failures = checks.iter().filter(|c| c.status == Status::Fail).count();
+    if failures == 0 {
+        output::line("keygate doctor: no problems found");
+    } else {
+        output::line(&format!("keygate doctor: {failures} problem(s) found"));
+    }
+}
+
+fn exit_for(checks: &[Check]) -> ExitCode {
+    if checks.iter().any(|c| c.status == Status::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A progress bar on standard error.
+struct Progress(indicatif::ProgressBar);
+
+impl Observer for Progress {
+    fn started(&mut self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn step(&mut self, step: Step) -> Result<(), String> {
+        if let Step::Committed { index, .. } = step {
+            self.0.set_position(index);
+        }
+        Ok(())
+    }
+}
+
+async fn rotate(config: &Config) -> anyhow::Result<ExitCode> {
+    let (store, keks) = start(config).await?;
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "rewrapping data keys {bar:40} {pos}/{len} ({eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut progress = Progress(bar);
+    let result = rotation::rotate(&*store, &*keks, &mut progress).await;
+    progress.0.finish_and_clear();
+    let report = result
+        .map_err(coded)
+        .context("rotating the master key (safe to run again)")?;
+    output::line(&format!(
+        "rotated {} data key(s) to master key {} ({} already done by another run); canary {}",
+        report.rewrapped,
+        keks.primary_id(),
+        report.by_others,
+        if report.canary_resealed {
+            "resealed"
+        } else {
+            "already current"
+        }
+    ));
+    let in_use = store
+        .kek_ids_in_use()
+        .await
+        .context("listing master keys in use")?;
+    for (id, label) in keks.available() {
+        if !in_use.contains(&id.to_string()) && id != keks.primary_id() {
+            output::line(&format!(
+                "master key `{label}` ({id}) wraps nothing now: it can be removed from the keyring"
+            ));
+        }
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn admin_create(config: &Config, email: &str) -> anyhow::Result<ExitCode> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("reading the password from standard input")?;
+    let password = SecretText::new(password.trim_end_matches(['\r', '\n']).to_owned());
+    let (store, _keks) = start(config).await?;
+    let user = accounts::create_admin(&*store, email, &password, &Actor::cli())
+        .await
+        .map_err(coded)
+        .context("creating the admin")?;
+    output::line(&format!(
+        "created super-admin {} ({})",
+        user.email.as_deref().unwrap_or(email),
+        user.id
+    ));
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}

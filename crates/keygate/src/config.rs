@@ -1,0 +1,432 @@
+//! Layered configuration: built-in defaults, then a TOML file (`KEYGATE_CONFIG` or
+//! `--config`), then `KEYGATE_*` environment variables, then command-line flags. Every
+//! value remembers where it came from, so an error can name the option and its source.
+//! Every option is documented in `keygate.example.toml` (`keygate config example`).
+
+use anyhow::{bail, Context};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const EXAMPLE: &str = include_str!("../keygate.example.toml");
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(&'static str),
+    Flag(&'static str),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(path) => write!(f, "config file {}", path.display()),
+            Source::Env(name) => write!(f, "environment variable {name}"),
+            Source::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Sourced<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+impl<T> Sourced<T> {
+    fn new(value: T, source: Source) -> Self {
+        Self { value, source }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "development" | "dev" => Some(Self::Development),
+            "production" | "prod" => Some(Self::Production),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Development => "development",
+            Mode::Production => "production",
+        })
+    }
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Sourced<SocketAddr>,
+    pub data_dir: Sourced<PathBuf>,
+    pub database_url: Option<Sourced<SecretString>>,
+    pub redis_url: Option<Sourced<SecretString>>,
+    pub env: Sourced<Mode>,
+    pub master_key: Option<Sourced<SecretString>>,
+    pub master_keys: Option<Sourced<SecretString>>,
+    pub master_key_file: Option<Sourced<PathBuf>>,
+    pub log: Sourced<String>,
+}
+
+/// What the TOML file may contain. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    redis_url: Option<String>,
+    env: Option<String>,
+    master_key_file: Option<PathBuf>,
+    log: Option<String>,
+}
+
+/// Flags that override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+}
+
+impl Config {
+    /// Loads from the process environment.
+    pub fn load(flags: &Overrides) -> anyhow::Result<Self> {
+        Self::load_from(flags, &|name| std::env::var(name).ok())
+    }
+
+    /// Loads with `env` standing in for the process environment (for tests).
+    pub fn load_from(
+        flags: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let (file, file_source) = match (&flags.config, env("KEYGATE_CONFIG")) {
+            (Some(path), _) => (
+                read_file(path, "flag --config")?,
+                Source::File(path.clone()),
+            ),
+            (None, Some(path)) => {
+                let path = PathBuf::from(path);
+                (read_file(&path, "KEYGATE_CONFIG")?, Source::File(path))
+            }
+            (None, None) => (FileConfig::default(), Source::Default),
+        };
+
+        // Each option: flag, else environment, else file, else default.
+        let layer =
+            |flag: Option<(String, &'static str)>, var: &'static str, from_file: Option<String>| {
+                flag.map(|(v, name)| Sourced::new(v, Source::Flag(name)))
+                    .or_else(|| env(var).map(|v| Sourced::new(v, Source::Env(var))))
+                    .or_else(|| from_file.map(|v| Sourced::new(v, file_source.clone())))
+            };
+
+        let listen = layer(
+            flags.listen.clone().map(|v| (v, "--listen")),
+            "KEYGATE_LISTEN",
+            file.listen,
+        )
+        .unwrap_or_else(|| Sourced::new("127.0.0.1:8080".into(), Source::Default));
+        let listen = Sourced::new(
+            listen.value.trim().parse::<SocketAddr>().with_context(|| {
+                format!(
+                    "listen (from {}): `{}` is not an address like 127.0.0.1:8080",
+                    listen.source, listen.value
+                )
+            })?,
+            listen.source,
+        );
+
+        let data_dir = layer(
+            flags
+                .data_dir
+                .clone()
+                .map(|p| (p.display().to_string(), "--data-dir")),
+            "KEYGATE_DATA_DIR",
+            file.data_dir.map(|p| p.display().to_string()),
+        )
+        .map(|s| Sourced::new(PathBuf::from(s.value), s.source))
+        .unwrap_or_else(|| Sourced::new(PathBuf::from("./keygate-data"), Source::Default));
+
+        let env_mode = layer(None, "KEYGATE_ENV", file.env)
+            .unwrap_or_else(|| Sourced::new("development".into(), Source::Default));
+        let Some(mode) = Mode::parse(&env_mode.value) else {
+            bail!(
+                "env (from {}): `{}` is not `development` or `production`",
+                env_mode.source,
+                env_mode.value
+            );
+        };
+
+        let secret = |s: Sourced<String>| Sourced::new(SecretString::from(s.value), s.source);
+        let database_url = layer(None, "KEYGATE_DATABASE_URL", file.database_url).map(secret);
+        let redis_url = layer(None, "KEYGATE_REDIS_URL", file.redis_url).map(secret);
+        let master_key = env("KEYGATE_MASTER_KEY")
+            .map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_MASTER_KEY")));
+        let master_keys = env("KEYGATE_MASTER_KEYS")
+            .map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_MASTER_KEYS")));
+        let master_key_file = layer(
+            None,
+            "KEYGATE_MASTER_KEY_FILE",
+            file.master_key_file.map(|p| p.display().to_string()),
+        )
+        .map(|s| Sourced::new(PathBuf::from(s.value), s.source));
+        let log = layer(None, "KEYGATE_LOG", file.log)
+            .unwrap_or_else(|| Sourced::new("info".into(), Source::Default));
+
+        Ok(Self {
+            listen,
+            data_dir,
+            database_url,
+            redis_url,
+            env: Sourced::new(mode, env_mode.source),
+            master_key,
+            master_keys,
+            master_key_file,
+            log,
+        })
+    }
+
+    /// Where the database is: `database_url`, or SQLite in the data directory.
+    pub fn database(&self) -> anyhow::Result<keygate_store::DatabaseLocation> {
+        match &self.database_url {
+            Some(url) => keygate_store::DatabaseLocation::parse(url.value.expose_secret())
+                .with_context(|| format!("database_url (from {})", url.source)),
+            None => Ok(keygate_store::DatabaseLocation::in_data_dir(
+                &self.data_dir.value,
+            )),
+        }
+    }
+
+    /// The effective configuration as `option = value  # source` lines, secrets hidden.
+    pub fn describe(&self) -> String {
+        let mut lines = vec![
+            line(
+                "listen",
+                &self.listen.value.to_string(),
+                &self.listen.source,
+            ),
+            line(
+                "data_dir",
+                &self.data_dir.value.display().to_string(),
+                &self.data_dir.source,
+            ),
+        ];
+        match (&self.database_url, self.database()) {
+            (Some(url), Ok(location)) => {
+                lines.push(line("database_url", &location.describe(), &url.source))
+            }
+            _ => lines.push(line(
+                "database_url",
+                "(unset: SQLite in data_dir)",
+                &Source::Default,
+            )),
+        }
+        match &self.redis_url {
+            Some(url) => lines.push(line(
+                "redis_url",
+                &keygate_store::redact_url(url.value.expose_secret()),
+                &url.source,
+            )),
+            None => lines.push(line("redis_url", "(unset)", &Source::Default)),
+        }
+        lines.push(line("env", &self.env.value.to_string(), &self.env.source));
+        for (name, value) in [
+            ("master_key", &self.master_key),
+            ("master_keys", &self.master_keys),
+        ] {
+            match value {
+                Some(v) => lines.push(line(name, "(set; hidden)", &v.source)),
+                None => lines.push(line(name, "(unset)", &Source::Default)),
+            }
+        }
+        match &self.master_key_file {
+            Some(f) => lines.push(line(
+                "master_key_file",
+                &f.value.display().to_string(),
+                &f.source,
+            )),
+            None => lines.push(line("master_key_file", "(unset)", &Source::Default)),
+        }
+        lines.push(line("log", &self.log.value, &self.log.source));
+        lines.join("\n")
+    }
+}
+
+fn line(name: &str, value: &str, source: &Source) -> String {
+    format!("{name:<16} = {value:<48} # {source}")
+}
+
+fn read_file(path: &Path, named_by: &str) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the config file {} (named by {named_by})",
+            path.display()
+        )
+    })?;
+    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)], flags: Overrides) -> anyhow::Result<Config> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Config::load_from(&flags, &|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_with_nothing_set() {
+        let c = load(&[], Overrides::default()).unwrap();
+        assert_eq!(c.listen.value.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.listen.source, Source::Default);
+        assert_eq!(c.data_dir.value, PathBuf::from("./keygate-data"));
+        assert_eq!(c.env.value, Mode::Development);
+        assert!(c.database_url.is_none() && c.master_key.is_none());
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1000\"\nlog = \"debug\"\nenv = \"production\"\n",
+        )
+        .unwrap();
+        let file = path.display().to_string();
+        let c = load(&[("KEYGATE_CONFIG", &file)], Overrides::default()).unwrap();
+        assert_eq!(c.listen.value.port(), 1000);
+        assert_eq!(c.listen.source, Source::File(path.clone()));
+        assert_eq!(c.env.value, Mode::Production);
+        let c = load(
+            &[
+                ("KEYGATE_CONFIG", &file),
+                ("KEYGATE_LISTEN", "127.0.0.1:2000"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.listen.value.port(), c.listen.source.clone()),
+            (2000, Source::Env("KEYGATE_LISTEN"))
+        );
+        assert_eq!(c.log.value, "debug");
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3000".into()),
+            ..Default::default()
+        };
+        let c = load(
+            &[
+                ("KEYGATE_CONFIG", &file),
+                ("KEYGATE_LISTEN", "127.0.0.1:2000"),
+            ],
+            flags,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.listen.value.port(), c.listen.source),
+            (3000, Source::Flag("--listen"))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_option_and_its_source() {
+        let err = load(&[("KEYGATE_LISTEN", "nowhere")], Overrides::default()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("listen (from environment variable KEYGATE_LISTEN)"),
+            "{msg}"
+        );
+        let err = load(&[("KEYGATE_ENV", "staging")], Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("env (from environment variable KEYGATE_ENV)"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "listn = \"x\"\n").unwrap();
+        let err = load(
+            &[("KEYGATE_CONFIG", &path.display().to_string())],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("bad.toml") && msg.contains("listn"), "{msg}");
+        let err = load(
+            &[("KEYGATE_CONFIG", "/does/not/exist.toml")],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("named by KEYGATE_CONFIG"));
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_documents_every_option() {
+        let parsed: FileConfig = toml::from_str(EXAMPLE).unwrap();
+        assert!(parsed.listen.is_some() && parsed.data_dir.is_some() && parsed.log.is_some());
+        for option in [
+            "listen",
+            "data_dir",
+            "database_url",
+            "redis_url",
+            "env",
+            "master_key_file",
+            "log",
+        ] {
+            assert!(
+                EXAMPLE.contains(&format!("{option} =")),
+                "{option} is not documented"
+            );
+        }
+        for var in [
+            "KEYGATE_MASTER_KEY",
+            "KEYGATE_MASTER_KEYS",
+            "KEYGATE_DATABASE_URL",
+            "KEYGATE_ENV",
+            "KEYGATE_LOG",
+        ] {
+            assert!(EXAMPLE.contains(var), "{var} is not documented");
+        }
+    }
+
+    #[test]
+    fn describe_hides_secrets() {
+        let c = load(
+            &[
+                (
+                    "KEYGATE_DATABASE_URL",
+                    "postgres://kg:hunter2-CANARY@db:5432/keygate",
+                ),
+                ("KEYGATE_MASTER_KEY", "CANARYCANARY"),
+            ],
+            Overrides::default(),
+        )
+        .unwrap();
+        let shown = c.describe();
+        assert!(
+            !shown.contains("CANARY") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://kg@db:5432/keygate"), "{shown}");
+    }
+}
