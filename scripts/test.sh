@@ -16,4 +16,16 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test"
-cargo test --workspace --locked
+# --all-targets: unit, integration and end-to-end tests (keygate has no doc tests).
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
+skipped=$(grep -c 'SKIPPED (PostgreSQL test)' "$log" || true)
+echo
+echo "tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
+exit "$status"

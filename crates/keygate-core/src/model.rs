@@ -243,7 +243,72 @@ pub struct Credential {
     pub usage: UsageTotals,
 }
 
+/// Who a credential belongs to. Each variant carries exactly the ids its scope needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// A user's personal credential inside one workspace.
+    User {
+        workspace: WorkspaceId,
+        user: UserId,
+    },
+    /// Shared by everyone in a workspace.
+    Workspace(WorkspaceId),
+    /// The platform's own.
+    Operator,
+}
+
+impl Owner {
+    pub const fn scope(&self) -> CredentialScope {
+        match self {
+            Owner::User { .. } => CredentialScope::User,
+            Owner::Workspace(_) => CredentialScope::Workspace,
+            Owner::Operator => CredentialScope::Operator,
+        }
+    }
+
+    pub const fn workspace_id(&self) -> Option<WorkspaceId> {
+        match self {
+            Owner::User { workspace, .. } | Owner::Workspace(workspace) => Some(*workspace),
+            Owner::Operator => None,
+        }
+    }
+
+    pub const fn user_id(&self) -> Option<UserId> {
+        match self {
+            Owner::User { user, .. } => Some(*user),
+            _ => None,
+        }
+    }
+}
+
 impl Credential {
+    /// A new, active, unverified credential with no secret yet: the caller seals one
+    /// (which needs the final id, owner and provider) and fills `sealed` and
+    /// `data_key_id` before storing it.
+    pub fn draft(owner: Owner, provider: &str, name: &str, at: DateTime<Utc>) -> Self {
+        Credential {
+            id: CredentialId::new(),
+            scope: owner.scope(),
+            workspace_id: owner.workspace_id(),
+            owner_user_id: owner.user_id(),
+            provider: provider.to_owned(),
+            name: name.to_owned(),
+            hint: String::new(),
+            model: None,
+            status: CredentialStatus::Active,
+            validity: Validity::Unverified,
+            validity_detail: None,
+            validity_checked_at: None,
+            operator_shared: false,
+            sealed: Vec::new(),
+            data_key_id: DataKeyId::from_uuid(uuid::Uuid::nil()),
+            created_at: at,
+            updated_at: at,
+            last_used_at: None,
+            usage: UsageTotals::default(),
+        }
+    }
+
     /// The owner whose data key seals this credential.
     pub fn key_owner(&self) -> KeyOwner {
         match self.workspace_id {

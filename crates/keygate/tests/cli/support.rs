@@ -115,27 +115,15 @@ pub async fn seed(db: &TestDb, keys: &str, n: usize) -> Vec<Credential> {
             .provision_user(&user, None, &ws, Role::Owner)
             .await
             .unwrap();
-        let mut c = Credential {
-            id: CredentialId::new(),
-            scope: CredentialScope::User,
-            workspace_id: Some(ws.id),
-            owner_user_id: Some(user.id),
-            provider: "openai".into(),
-            name: "mine".into(),
-            hint: "…cdef".into(),
-            model: None,
-            status: CredentialStatus::Active,
-            validity: Validity::Unverified,
-            validity_detail: None,
-            validity_checked_at: None,
-            operator_shared: false,
-            sealed: Vec::new(),
-            data_key_id: DataKeyId::new(),
-            created_at: at,
-            updated_at: at,
-            last_used_at: None,
-            usage: UsageTotals::default(),
-        };
+        let mut c = Credential::draft(
+            Owner::User {
+                workspace: ws.id,
+                user: user.id,
+            },
+            "openai",
+            "mine",
+            at,
+        );
         let (sealed, dek) = vault
             .seal_credential(&c, &SecretText::new(CANARY_SECRET.into()))
             .await
