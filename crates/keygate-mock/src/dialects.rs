@@ -1,0 +1,279 @@
+//! Each provider's answers and error bodies, streamed or not.
+
+use crate::config::{Fault, MockConfig};
+use crate::server::Shared;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const WORDS: [&str; 5] = ["Hello", " from", " keygate", "-mock", "!"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    OpenAi,
+    Anthropic,
+    Gemini,
+    Generic,
+}
+
+impl Dialect {
+    pub(crate) fn of(path: &str, headers: &HeaderMap) -> Self {
+        if path == "/v1/messages"
+            || (path.starts_with("/v1/") && headers.contains_key("anthropic-version"))
+        {
+            Dialect::Anthropic
+        } else if path.starts_with("/v1beta/") || headers.contains_key("x-goog-api-key") {
+            Dialect::Gemini
+        } else if path.starts_with("/v1/") || path.starts_with("/api/v1/") {
+            Dialect::OpenAi
+        } else {
+            Dialect::Generic
+        }
+    }
+}
+
+/// The provider's own answer to a bad or missing key. OpenAI's echoes the key (as the
+/// real one echoes part of it) so tests can prove keygate scrubs what it relays.
+pub(crate) fn unauthorized(dialect: Dialect, key: Option<&str>) -> Response {
+    let shown = key.unwrap_or("");
+    let (status, body) = match dialect {
+        Dialect::OpenAi => (
+            StatusCode::UNAUTHORIZED,
+            json!({"error": {"message": format!("Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys."), "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+        ),
+        Dialect::Anthropic => (
+            StatusCode::UNAUTHORIZED,
+            json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}),
+        ),
+        Dialect::Gemini => (
+            StatusCode::BAD_REQUEST,
+            json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT", "details": [{"reason": "API_KEY_INVALID"}]}}),
+        ),
+        Dialect::Generic => (
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "Not Authorized - Invalid Token"}),
+        ),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// An injected failure with the dialect's error shape.
+pub(crate) fn failure(dialect: Dialect, status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = format!("mock fault: {status}");
+    let body = match dialect {
+        Dialect::Anthropic => {
+            let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+                "rate_limit_error"
+            } else {
+                "api_error"
+            };
+            json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+        _ => {
+            json!({"error": {"message": message, "type": "server_error", "code": status.as_u16()}})
+        }
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+pub(crate) fn answer(
+    shared: &Shared,
+    config: &MockConfig,
+    fault: Option<Fault>,
+    method: &Method,
+    path: &str,
+    dialect: Dialect,
+    request: &Value,
+) -> Response {
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-model")
+        .to_owned();
+    let stream = request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let id = shared.next_id();
+    match (method.as_str(), path, dialect) {
+        ("GET", "/v1/models", Dialect::Anthropic) => axum::Json(json!({
+            "data": [{"type": "model", "id": "claude-sonnet-4-20250514", "display_name": "Claude Sonnet 4", "created_at": "2025-05-14T00:00:00Z"}],
+            "has_more": false, "first_id": "claude-sonnet-4-20250514", "last_id": "claude-sonnet-4-20250514"
+        }))
+        .into_response(),
+        ("GET", "/v1/models" | "/api/v1/models", _) => axum::Json(json!({
+            "object": "list",
+            "data": [
+                {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
+                {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"}
+            ]
+        }))
+        .into_response(),
+        ("POST", "/v1/chat/completions" | "/api/v1/chat/completions", _) => {
+            if stream {
+                let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+                sse(config, fault, openai_chunks(config, id, &model, include_usage), "text/event-stream")
+            } else {
+                axum::Json(json!({
+                    "id": format!("chatcmpl-mock-{id}"), "object": "chat.completion", "created": unix_now(), "model": model,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text(config)}, "logprobs": null, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": config.input_tokens, "completion_tokens": config.output_tokens, "total_tokens": config.input_tokens + config.output_tokens}
+                }))
+                .into_response()
+            }
+        }
+        ("POST", "/v1/embeddings", _) => axum::Json(json!({
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
+            "model": model,
+            "usage": {"prompt_tokens": config.input_tokens, "total_tokens": config.input_tokens}
+        }))
+        .into_response(),
+        ("POST", "/v1/messages", _) => {
+            if stream {
+                sse(config, fault, anthropic_events(config, id, &model), "text/event-stream")
+            } else {
+                axum::Json(json!({
+                    "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model,
+                    "content": [{"type": "text", "text": text(config)}],
+                    "stop_reason": "end_turn", "stop_sequence": null,
+                    "usage": {"input_tokens": config.input_tokens, "output_tokens": config.output_tokens}
+                }))
+                .into_response()
+            }
+        }
+        ("POST", p, Dialect::Gemini) if p.ends_with(":generateContent") => axum::Json(json!({
+            "candidates": [{"content": {"parts": [{"text": text(config)}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": config.input_tokens, "candidatesTokenCount": config.output_tokens, "totalTokenCount": config.input_tokens + config.output_tokens}
+        }))
+        .into_response(),
+        _ => axum::Json(json!({"ok": true, "method": method.as_str(), "path": path})).into_response(),
+    }
+}
+
+fn text(config: &MockConfig) -> String {
+    (0..config.chunks.max(1) as usize)
+        .map(|i| WORDS[i % WORDS.len()])
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn openai_chunks(config: &MockConfig, id: u64, model: &str, include_usage: bool) -> Vec<String> {
+    let created = unix_now();
+    let chunk = |delta: Value, finish: Value| {
+        json!({"id": format!("chatcmpl-mock-{id}"), "object": "chat.completion.chunk", "created": created, "model": model,
+               "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]})
+    };
+    let mut events = Vec::new();
+    for i in 0..config.chunks.max(1) as usize {
+        let delta = if i == 0 {
+            json!({"role": "assistant", "content": WORDS[0]})
+        } else {
+            json!({"content": WORDS[i % WORDS.len()]})
+        };
+        events.push(format!("data: {}\n\n", chunk(delta, Value::Null)));
+    }
+    events.push(format!("data: {}\n\n", chunk(json!({}), json!("stop"))));
+    if include_usage {
+        let usage = json!({"id": format!("chatcmpl-mock-{id}"), "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                           "usage": {"prompt_tokens": config.input_tokens, "completion_tokens": config.output_tokens, "total_tokens": config.input_tokens + config.output_tokens}});
+        events.push(format!("data: {usage}\n\n"));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    events
+}
+
+fn anthropic_events(config: &MockConfig, id: u64, model: &str) -> Vec<String> {
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut events = vec![
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": config.input_tokens, "output_tokens": 1}}}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        event("ping", json!({"type": "ping"})),
+    ];
+    for i in 0..config.chunks.max(1) as usize {
+        events.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % WORDS.len()]}}),
+        ));
+    }
+    events.push(event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push(event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": config.output_tokens}}),
+    ));
+    events.push(event("message_stop", json!({"type": "message_stop"})));
+    events
+}
+
+/// Streams `events` with the configured pacing, applying a stream fault if one is set.
+fn sse(
+    config: &MockConfig,
+    fault: Option<Fault>,
+    mut events: Vec<String>,
+    content_type: &'static str,
+) -> Response {
+    if fault == Some(Fault::MalformedSse) {
+        let at = events.len() / 2;
+        events.insert(at, "data: {\"this is\": not json\n\n".to_owned());
+    }
+    let reset_after = match fault {
+        Some(Fault::ResetMidStream { after_chunks }) => Some(after_chunks as usize),
+        _ => None,
+    };
+    let interval = Duration::from_millis(config.chunk_interval_ms);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::spawn(async move {
+        for (i, event) in events.into_iter().enumerate() {
+            if reset_after == Some(i) {
+                let _ = tx
+                    .send(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "mock fault: reset mid-stream",
+                    )))
+                    .await;
+                return;
+            }
+            if i > 0 && !interval.is_zero() {
+                tokio::time::sleep(interval).await;
+            }
+            if tx.send(Ok(Bytes::from(event))).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}

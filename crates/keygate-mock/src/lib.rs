@@ -1,0 +1,29 @@
+//! keygate-mock: a fake upstream provider for keygate's tests and benchmarks, on
+//! 127.0.0.1. It speaks enough of each provider's dialect for keygate and the official
+//! SDKs to work against it unchanged:
+//!
+//! - OpenAI: `GET /v1/models`, `POST /v1/chat/completions` (and OpenRouter's
+//!   `/api/v1/chat/completions`), streamed or not, with usage in the final chunk when
+//!   `stream_options.include_usage` asks; `POST /v1/embeddings`;
+//! - Anthropic: `GET /v1/models`, `POST /v1/messages`, streamed (`message_start` /
+//!   `message_delta` usage) or not;
+//! - Gemini: `POST /v1beta/models/{model}:generateContent` with `usageMetadata`;
+//! - anything else: a generic JSON API that takes its key as a bearer token, a header,
+//!   or a `key=` / `access_token=` query parameter (Mapbox, Google Maps, MapTiler, Resend);
+//! - OAuth2 client credentials: `POST /oauth/token` and
+//!   `/auth/realms/main/protocol/openid-connect/token` (Sentinel Hub's path).
+//!
+//! Which keys are valid, latency, token counts and faults (status codes, slow answers,
+//! a reset mid-stream, malformed SSE) are configurable, also at run time through
+//! `/__mock/config`. Every request is recorded with the credential it carried, so tests
+//! can prove what keygate injected. Invalid keys get the provider's own error body, which
+//! (like OpenAI's) echoes the key, so tests can check keygate scrubs relayed errors.
+//!
+//! Not for: production, or anything off loopback.
+
+mod config;
+mod dialects;
+mod server;
+
+pub use config::{Fault, MockConfig, OAuthClient};
+pub use server::{router, MockProvider, Recorded, Shared};

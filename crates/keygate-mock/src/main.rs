@@ -1,0 +1,102 @@
+//! `keygate-mock`: the mock provider as a standalone server for scripts, SDK tests and
+//! benchmarks. Reconfigure it at run time with `PUT /__mock/config`.
+
+use clap::Parser;
+use keygate_mock::{router, MockConfig, OAuthClient, Shared};
+use std::io::Write;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "keygate-mock",
+    about = "A mock AI/API provider on loopback, for keygate's tests and benchmarks"
+)]
+struct Args {
+    /// Address to listen on (loopback only).
+    #[arg(long, default_value = "127.0.0.1:9999")]
+    listen: std::net::SocketAddr,
+    /// An API key to accept (repeatable).
+    #[arg(long = "valid-key")]
+    valid_keys: Vec<String>,
+    /// An OAuth2 client to accept, as `client_id:client_secret` (repeatable).
+    #[arg(long = "oauth-client")]
+    oauth_clients: Vec<String>,
+    /// Delay before every answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Delay between streamed chunks, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    chunk_interval_ms: u64,
+    #[arg(long, default_value_t = 11)]
+    input_tokens: u64,
+    #[arg(long, default_value_t = 7)]
+    output_tokens: u64,
+    /// Do not record requests (for benchmarks).
+    #[arg(long)]
+    no_record: bool,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    if !args.listen.ip().is_loopback() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "keygate-mock listens on loopback only; got {}",
+            args.listen
+        );
+        return std::process::ExitCode::FAILURE;
+    }
+    let mut oauth_clients = Vec::new();
+    for spec in &args.oauth_clients {
+        let Some((client_id, client_secret)) = spec.split_once(':') else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "--oauth-client must be client_id:client_secret"
+            );
+            return std::process::ExitCode::FAILURE;
+        };
+        oauth_clients.push(OAuthClient {
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+        });
+    }
+    let config = MockConfig {
+        valid_keys: args.valid_keys,
+        oauth_clients,
+        latency_ms: args.latency_ms,
+        chunk_interval_ms: args.chunk_interval_ms,
+        input_tokens: args.input_tokens,
+        output_tokens: args.output_tokens,
+        record: !args.no_record,
+        ..MockConfig::default()
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "keygate-mock: cannot listen on {}: {e}",
+                args.listen
+            );
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = writeln!(std::io::stdout(), "keygate-mock listening on http://{addr}");
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match axum::serve(listener, router(Shared::new(config)))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "keygate-mock: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
