@@ -4,8 +4,10 @@
 //! Not for: storage, cryptography, HTTP. This crate never touches a database, a socket
 //! or a key; it is what the store saves and what the services reason about.
 
+pub mod catalog;
 pub mod ids;
 pub mod model;
+pub mod policy;
 
 pub use ids::*;
 pub use model::*;

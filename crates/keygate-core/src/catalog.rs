@@ -1,0 +1,452 @@
+//! The provider catalog: what keygate knows about each provider, loaded from
+//! `providers.toml` (compiled in) and adjusted by configuration (base URLs, prices).
+//! Also the rules for what a pasted credential must look like.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const BUILTIN: &str = include_str!("../providers.toml");
+
+/// What a provider's credential consists of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// One secret string.
+    ApiKey,
+    /// `client_id` + `client_secret`, exchanged for access tokens (OAuth2).
+    ClientCredentials,
+    /// `access_key_id` + `secret_access_key` + `region`.
+    Aws,
+}
+
+impl CredentialKind {
+    /// The fields a credential of this kind has, in order; the last secret one gives the hint.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            CredentialKind::ApiKey => &["api_key"],
+            CredentialKind::ClientCredentials => &["client_id", "client_secret"],
+            CredentialKind::Aws => &["access_key_id", "secret_access_key", "region"],
+        }
+    }
+}
+
+/// How the credential goes into an outbound call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "scheme")]
+pub enum Injection {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// A header of its own, e.g. `x-api-key`.
+    Header { name: String },
+    /// A query parameter, e.g. `access_token` or `key`.
+    Query { name: String },
+    /// OAuth2 client credentials: exchange at `token_path`, then bearer the access token.
+    Oauth2 { token_path: String },
+    /// AWS Signature Version 4 for the named service.
+    Sigv4 { name: String },
+}
+
+/// The cheapest authenticated call that tells a good key from a bad one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub method: String,
+    /// Path (and query) appended to the base URL.
+    pub path: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Statuses that mean the provider rejected the key.
+    #[serde(default = "default_invalid_status")]
+    pub invalid_status: Vec<u16>,
+    /// A 2xx body containing this also means rejected (Google Maps answers 200 REQUEST_DENIED).
+    #[serde(default)]
+    pub invalid_body: Option<String>,
+}
+
+fn default_invalid_status() -> Vec<u16> {
+    vec![401, 403]
+}
+
+/// USD per million tokens, input then output.
+pub type Price = [f64; 2];
+
+/// One provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub id: String,
+    pub name: String,
+    /// `ai`, `maps`, `satellite`, `email`.
+    pub kind: String,
+    /// Origin without a version path: passthrough appends the caller's path.
+    pub base_url: String,
+    pub credential: CredentialKind,
+    #[serde(default)]
+    pub key_prefixes: Vec<String>,
+    #[serde(default)]
+    pub min_len: usize,
+    pub inject: Injection,
+    /// Headers every call carries (e.g. `anthropic-version`), unless the caller sets them.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub probe: Option<Probe>,
+    #[serde(default)]
+    pub default_model: Option<String>,
+    /// Where a user creates a key, for messages.
+    #[serde(default)]
+    pub key_url: Option<String>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// Why a pasted credential was refused before anything was sent anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FormatError {
+    pub message: String,
+}
+
+impl FormatError {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Trims surrounding whitespace and line breaks (a common copy-paste artifact) and
+/// refuses inner whitespace. Borrows: the secret is never copied here.
+pub fn trim_secret<'a>(field: &str, value: &'a str) -> Result<&'a str, FormatError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(FormatError::new(format!(
+            "`{field}` is empty: paste the whole key"
+        )));
+    }
+    if trimmed.chars().any(char::is_whitespace) {
+        return Err(FormatError::new(format!(
+            "`{field}` contains spaces or line breaks inside it: copy the key again in one piece"
+        )));
+    }
+    Ok(trimmed)
+}
+
+impl Provider {
+    /// Checks already-trimmed credential fields against this provider's format.
+    /// `fields` are (name, value) in any order; missing or unexpected fields are errors.
+    pub fn check_format(&self, fields: &[(&str, &str)]) -> Result<(), FormatError> {
+        let expected = self.credential.fields();
+        for (name, _) in fields {
+            if !expected.contains(name) {
+                return Err(FormatError::new(format!(
+                    "{} credentials have the fields {}; `{name}` is not one of them",
+                    self.name,
+                    expected.join(", ")
+                )));
+            }
+        }
+        let get = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+        for name in expected {
+            if get(name).is_none() {
+                return Err(FormatError::new(format!(
+                    "{} credentials need `{name}`",
+                    self.name
+                )));
+            }
+        }
+        match self.credential {
+            CredentialKind::ApiKey => {
+                let key = get("api_key").unwrap_or_default();
+                if !self.key_prefixes.is_empty()
+                    && !self
+                        .key_prefixes
+                        .iter()
+                        .any(|p| key.starts_with(p.as_str()))
+                {
+                    let wanted: Vec<String> =
+                        self.key_prefixes.iter().map(|p| format!("`{p}`")).collect();
+                    return Err(FormatError::new(format!(
+                        "this does not look like a {} key: {} keys start with {}",
+                        self.name,
+                        self.name,
+                        wanted.join(" or ")
+                    )));
+                }
+                if key.chars().count() < self.min_len {
+                    return Err(FormatError::new(format!(
+                        "this {} key is too short ({} characters; at least {}): it may have been copied incompletely",
+                        self.name,
+                        key.chars().count(),
+                        self.min_len
+                    )));
+                }
+            }
+            CredentialKind::ClientCredentials => {}
+            CredentialKind::Aws => {
+                let id = get("access_key_id").unwrap_or_default();
+                let id_ok = id.len() == 20
+                    && (id.starts_with("AKIA") || id.starts_with("ASIA"))
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                if !id_ok {
+                    return Err(FormatError::new(
+                        "`access_key_id` must be 20 characters starting with AKIA or ASIA",
+                    ));
+                }
+                if get("secret_access_key").unwrap_or_default().len() != 40 {
+                    return Err(FormatError::new(
+                        "`secret_access_key` must be 40 characters",
+                    ));
+                }
+                let region = get("region").unwrap_or_default();
+                let region_ok = region.split('-').count() >= 3
+                    && region
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !region_ok {
+                    return Err(FormatError::new("`region` must look like us-east-1"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Estimated cost of a call in billionths of a dollar; 0 for unpriced models.
+    pub fn cost_nano_usd(&self, model: &str, input_tokens: i64, output_tokens: i64) -> i64 {
+        let Some([input, output]) = self.prices.get(model) else {
+            return 0;
+        };
+        // 1 USD per million tokens is 1,000 nano-USD per token.
+        let nano =
+            (input_tokens as f64) * input * 1000.0 + (output_tokens as f64) * output * 1000.0;
+        nano.round() as i64
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    provider: Vec<Provider>,
+}
+
+/// Why the catalog could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogError {
+    #[error("provider catalog: {0}")]
+    Parse(String),
+    #[error("provider catalog: provider `{0}` appears twice")]
+    Duplicate(String),
+    #[error("unknown provider `{0}`")]
+    Unknown(String),
+    #[error(
+        "provider `{id}`: base URL `{url}` must be an http(s) origin like https://api.example.com"
+    )]
+    BadBaseUrl { id: String, url: String },
+}
+
+/// Every provider keygate knows, in catalog order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Catalog {
+    providers: Vec<Provider>,
+}
+
+impl Catalog {
+    /// The catalog compiled into keygate.
+    pub fn builtin() -> Result<Self, CatalogError> {
+        Self::parse(BUILTIN)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, CatalogError> {
+        let file: CatalogFile =
+            toml::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+        let mut catalog = Catalog {
+            providers: Vec::new(),
+        };
+        for provider in file.provider {
+            catalog.add(provider)?;
+        }
+        Ok(catalog)
+    }
+
+    fn add(&mut self, provider: Provider) -> Result<(), CatalogError> {
+        if self.get(&provider.id).is_some() {
+            return Err(CatalogError::Duplicate(provider.id));
+        }
+        check_base_url(&provider.id, &provider.base_url)?;
+        self.providers.push(provider);
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.id == id)
+    }
+
+    pub fn all(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// Points a provider at another origin (a proxy, a regional endpoint, the mock).
+    pub fn set_base_url(&mut self, id: &str, url: &str) -> Result<(), CatalogError> {
+        check_base_url(id, url)?;
+        let provider = self
+            .providers
+            .iter_mut()
+            .find(|p| p.id == id)
+            .ok_or_else(|| CatalogError::Unknown(id.into()))?;
+        provider.base_url = url.trim_end_matches('/').to_owned();
+        Ok(())
+    }
+
+    /// Sets a model's price (USD per million input / output tokens).
+    pub fn set_price(&mut self, id: &str, model: &str, price: Price) -> Result<(), CatalogError> {
+        let provider = self
+            .providers
+            .iter_mut()
+            .find(|p| p.id == id)
+            .ok_or_else(|| CatalogError::Unknown(id.into()))?;
+        provider.prices.insert(model.to_owned(), price);
+        Ok(())
+    }
+}
+
+fn check_base_url(id: &str, url: &str) -> Result<(), CatalogError> {
+    let bad = || CatalogError::BadBaseUrl {
+        id: id.into(),
+        url: url.into(),
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains(['?', '#', ' ']) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Catalog {
+        Catalog::builtin().unwrap()
+    }
+
+    #[test]
+    fn the_builtin_catalog_has_every_provider_the_design_names() {
+        let c = catalog();
+        for id in [
+            "openai",
+            "anthropic",
+            "openrouter",
+            "gemini",
+            "bedrock",
+            "voyage",
+            "mapbox",
+            "maptiler",
+            "google_maps",
+            "sentinel_hub",
+            "resend",
+        ] {
+            let p = c.get(id).unwrap_or_else(|| panic!("{id} missing"));
+            assert!(
+                !p.base_url.ends_with('/') && !p.base_url.contains("/v1"),
+                "{id}: origin only"
+            );
+        }
+        assert_eq!(
+            c.get("anthropic").unwrap().default_model.as_deref(),
+            Some("claude-sonnet-4-20250514")
+        );
+        assert_eq!(
+            c.get("sentinel_hub").unwrap().credential,
+            CredentialKind::ClientCredentials
+        );
+    }
+
+    #[test]
+    fn pasted_keys_are_trimmed_and_inner_whitespace_refused() {
+        assert_eq!(trim_secret("api_key", "  sk-abc\r\n").unwrap(), "sk-abc");
+        assert!(trim_secret("api_key", "sk-ab c")
+            .unwrap_err()
+            .message
+            .contains("inside it"));
+        assert!(trim_secret("api_key", " \n ")
+            .unwrap_err()
+            .message
+            .contains("empty"));
+    }
+
+    #[test]
+    fn formats_are_checked_per_provider() {
+        let c = catalog();
+        let anthropic = c.get("anthropic").unwrap();
+        assert!(anthropic
+            .check_format(&[("api_key", "sk-ant-api03-abcdefghijklmnop")])
+            .is_ok());
+        let err = anthropic
+            .check_format(&[("api_key", "sk-proj-abcdefghijklmnopqrst")])
+            .unwrap_err();
+        assert!(err.message.contains("start with `sk-ant-`"), "{err}");
+        let err = c
+            .get("openai")
+            .unwrap()
+            .check_format(&[("api_key", "sk-short")])
+            .unwrap_err();
+        assert!(err.message.contains("too short"));
+        let sh = c.get("sentinel_hub").unwrap();
+        assert!(sh
+            .check_format(&[("client_id", "id"), ("client_secret", "s")])
+            .is_ok());
+        assert!(sh
+            .check_format(&[("api_key", "x")])
+            .unwrap_err()
+            .message
+            .contains("client_id, client_secret"));
+        let aws = c.get("bedrock").unwrap();
+        let good = [
+            ("access_key_id", "AKIAIOSFODNN7EXAMPLE"),
+            (
+                "secret_access_key",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            ),
+            ("region", "us-east-1"),
+        ];
+        assert!(aws.check_format(&good).is_ok());
+        assert!(aws
+            .check_format(&[good[0], good[1], ("region", "mars")])
+            .is_err());
+    }
+
+    #[test]
+    fn costs_are_exact_in_nano_dollars() {
+        let c = catalog();
+        let openai = c.get("openai").unwrap();
+        // gpt-4o: $2.50 / $10 per million tokens.
+        assert_eq!(openai.cost_nano_usd("gpt-4o", 1_000_000, 0), 2_500_000_000);
+        assert_eq!(
+            openai.cost_nano_usd("gpt-4o", 11, 7),
+            11 * 2_500 + 7 * 10_000
+        );
+        assert_eq!(openai.cost_nano_usd("unknown-model", 10, 10), 0);
+    }
+
+    #[test]
+    fn base_urls_can_be_overridden_but_must_be_origins() {
+        let mut c = catalog();
+        c.set_base_url("openai", "http://127.0.0.1:9999/").unwrap();
+        assert_eq!(c.get("openai").unwrap().base_url, "http://127.0.0.1:9999");
+        assert!(c.set_base_url("openai", "ftp://x").is_err());
+        assert!(matches!(
+            c.set_base_url("nope", "http://x"),
+            Err(CatalogError::Unknown(_))
+        ));
+        assert!(matches!(
+            Catalog::parse("[[provider]]\nid = 1"),
+            Err(CatalogError::Parse(_))
+        ));
+    }
+}
