@@ -162,6 +162,8 @@ pub struct Workspace {
     pub status: WorkspaceStatus,
     /// A workspace made for one user on first sight (host-app JWT provisioning).
     pub personal: bool,
+    /// The host application's id for this workspace (a JWT `workspace` claim).
+    pub external_id: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -44,6 +44,7 @@ pub async fn create_admin(
         name: format!("{email}'s workspace"),
         status: WorkspaceStatus::Active,
         personal: true,
+        external_id: None,
         created_at: at,
         updated_at: at,
     };

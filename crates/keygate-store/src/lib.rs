@@ -149,6 +149,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Inserts unless present; returns whether it inserted.
     async fn meta_insert(&self, key: &str, value: &[u8], now: DateTime<Utc>) -> StoreResult<bool>;
     /// Replaces `expected` with `value`; returns whether it did (compare-and-set).
+    /// A named settings document (JSON text).
+    async fn settings_get(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn settings_put(&self, key: &str, value: &str, now: DateTime<Utc>) -> StoreResult<()>;
     async fn meta_replace(
         &self,
         key: &str,
@@ -161,6 +164,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn insert_workspace(&self, workspace: &Workspace) -> StoreResult<()>;
     async fn workspace(&self, id: WorkspaceId) -> StoreResult<Workspace>;
     async fn workspaces(&self) -> StoreResult<Vec<Workspace>>;
+    async fn workspace_by_external_id(&self, external_id: &str) -> StoreResult<Option<Workspace>>;
     async fn set_workspace_status(
         &self,
         id: WorkspaceId,
@@ -235,6 +239,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn insert_token(&self, token: &ApiToken) -> StoreResult<()>;
     async fn token_by_public_id(&self, public_id: &str) -> StoreResult<Option<ApiToken>>;
     async fn tokens_of_user(&self, user: UserId) -> StoreResult<Vec<ApiToken>>;
+    /// Records that a token was just used.
+    async fn touch_token(&self, id: TokenId, now: DateTime<Utc>) -> StoreResult<()>;
     /// Revokes `id` if it belongs to `user`; [`StoreError::NotFound`] otherwise.
     async fn revoke_token(&self, id: TokenId, user: UserId, now: DateTime<Utc>) -> StoreResult<()>;
 

@@ -18,7 +18,7 @@ fn parse<T: FromStr<Err = UnknownVariant>>(what: &'static str, value: &str) -> S
 
 macro_rules! workspace_columns {
     () => {
-        "id, name, status, personal, created_at, updated_at"
+        "id, name, status, personal, external_id, created_at, updated_at"
     };
 }
 pub(crate) use workspace_columns;
@@ -29,6 +29,7 @@ pub(crate) struct WorkspaceRow {
     name: String,
     status: String,
     personal: bool,
+    external_id: Option<String>,
     created_at: Ts,
     updated_at: Ts,
 }
@@ -41,6 +42,7 @@ impl TryFrom<WorkspaceRow> for Workspace {
             name: r.name,
             status: parse("workspace", &r.status)?,
             personal: r.personal,
+            external_id: r.external_id,
             created_at: r.created_at.0,
             updated_at: r.updated_at.0,
         })

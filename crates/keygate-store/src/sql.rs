@@ -106,6 +106,36 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn workspace_by_external_id(&self, external_id: &str) -> $crate::StoreResult<Option<Workspace>> {
+                sqlx::query_as::<_, WorkspaceRow>(concat!("SELECT ", workspace_columns!(), " FROM workspaces WHERE external_id = $1"))
+                    .bind(external_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn settings_get(&self, key: &str) -> $crate::StoreResult<Option<String>> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT value FROM settings WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0))
+            }
+
+            async fn settings_put(&self, key: &str, value: &str, now: chrono::DateTime<chrono::Utc>) -> $crate::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                )
+                .bind(key)
+                .bind(value)
+                .bind(Ts(now))
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
             async fn set_workspace_status(
                 &self,
                 id: WorkspaceId,
@@ -473,6 +503,15 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn touch_token(&self, id: TokenId, now: chrono::DateTime<chrono::Utc>) -> $crate::StoreResult<()> {
+                sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+                    .bind(Ts(now))
+                    .bind(id.as_uuid())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn revoke_token(&self, id: TokenId, user: UserId, now: chrono::DateTime<chrono::Utc>) -> $crate::StoreResult<()> {
                 let done = sqlx::query(
                     "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND user_id = $3",
@@ -611,11 +650,12 @@ macro_rules! impl_store {
         where
             E: sqlx::Executor<'e, Database = $db>,
         {
-            sqlx::query(concat!("INSERT INTO workspaces (", workspace_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6)"))
+            sqlx::query(concat!("INSERT INTO workspaces (", workspace_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7)"))
                 .bind(ws.id.as_uuid())
                 .bind(&ws.name)
                 .bind(ws.status.as_str())
                 .bind(ws.personal)
+                .bind(&ws.external_id)
                 .bind(Ts(ws.created_at))
                 .bind(Ts(ws.updated_at))
                 .execute(executor)

@@ -54,6 +54,7 @@ async fn world(db: &TestDb, keks: Arc<dyn KeyEncryptionKeys>, n: usize) -> World
             name: format!("ws{i}"),
             status: WorkspaceStatus::Active,
             personal: false,
+            external_id: None,
             created_at: now(),
             updated_at: now(),
         };

@@ -10,6 +10,7 @@ pub fn workspace(name: &str) -> Workspace {
         name: name.into(),
         status: WorkspaceStatus::Active,
         personal: false,
+        external_id: None,
         created_at: now(),
         updated_at: now(),
     }

@@ -24,6 +24,7 @@ both_backends!(
     audit_events_filter_and_come_newest_first,
     usage_events_add_to_credential_totals,
     meta_compare_and_set,
+    settings_and_host_workspaces,
 );
 
 async fn migrations_apply_once_and_leave_nothing_pending(db: TestDb) {
@@ -519,6 +520,45 @@ async fn meta_compare_and_set(db: TestDb) {
         store.meta_get("canary").await.unwrap().as_deref(),
         Some(&b"four"[..])
     );
+}
+
+async fn settings_and_host_workspaces(db: TestDb) {
+    let store = connect(&db.location).await.unwrap();
+    assert_eq!(store.settings_get("policy").await.unwrap(), None);
+    store
+        .settings_put("policy", r#"{"a":1}"#, now())
+        .await
+        .unwrap();
+    store
+        .settings_put("policy", r#"{"a":2}"#, now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.settings_get("policy").await.unwrap().as_deref(),
+        Some(r#"{"a":2}"#)
+    );
+
+    let mut ws = workspace("host");
+    ws.external_id = Some("org_42".into());
+    store.insert_workspace(&ws).await.unwrap();
+    assert_eq!(
+        store.workspace_by_external_id("org_42").await.unwrap(),
+        Some(ws.clone())
+    );
+    assert_eq!(
+        store.workspace_by_external_id("org_43").await.unwrap(),
+        None
+    );
+    let mut twin = workspace("twin");
+    twin.external_id = Some("org_42".into());
+    assert!(store
+        .insert_workspace(&twin)
+        .await
+        .unwrap_err()
+        .is_conflict());
+    // Several workspaces without a host id are fine.
+    store.insert_workspace(&workspace("a")).await.unwrap();
+    store.insert_workspace(&workspace("b")).await.unwrap();
 }
 
 /// Timestamps at microsecond precision, which both backends keep exactly.

@@ -99,6 +99,7 @@ pub async fn seed(db: &TestDb, keys: &str, n: usize) -> Vec<Credential> {
             name: format!("w{i}"),
             status: WorkspaceStatus::Active,
             personal: true,
+            external_id: None,
             created_at: at,
             updated_at: at,
         };
