@@ -381,6 +381,10 @@ async fn tokens_are_found_by_public_id_and_revoked_only_by_their_owner(db: TestD
         vec![t.clone()]
     );
 
+    let used = now() + Duration::seconds(3);
+    store.touch_token(t.id, used).await.unwrap();
+    let touched = store.token_by_public_id("pub123").await.unwrap().unwrap();
+    assert_eq!(touched.last_used_at, Some(used));
     assert!(store
         .revoke_token(t.id, b.user.id, now())
         .await
