@@ -15,6 +15,18 @@ pub enum ServiceError {
     #[error("{entity} not found")]
     NotFound { entity: &'static str },
     #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    InvalidKeyFormat(String),
+    #[error("{0}")]
+    ProviderRejectedKey(String),
+    #[error("{0}")]
+    CredentialLimit(String),
+    #[error("unknown provider `{0}`: GET /api/v1/providers lists them")]
+    UnknownProvider(String),
+    #[error("{0}")]
     Conflict(String),
     #[error("{field}: {problem}")]
     Invalid {
@@ -23,7 +35,7 @@ pub enum ServiceError {
     },
     #[error("credential {credential} cannot be decrypted: {reason}")]
     Undecryptable { credential: String, reason: String },
-    #[error("workspace is {status}: its credentials cannot be used")]
+    #[error("the workspace is {status}: its credentials cannot be used until it is active again")]
     WorkspaceInactive { status: String },
     #[error("interrupted: {0}")]
     Interrupted(String),
@@ -40,6 +52,12 @@ impl ServiceError {
             Self::MasterKeyMismatch(_) => "master_key_mismatch",
             Self::MasterKeyStillInUse(_) => "master_key_still_in_use",
             Self::NotFound { .. } => "not_found",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::Forbidden(_) => "forbidden",
+            Self::InvalidKeyFormat(_) => "invalid_key_format",
+            Self::ProviderRejectedKey(_) => "provider_rejected_key",
+            Self::CredentialLimit(_) => "credential_limit_reached",
+            Self::UnknownProvider(_) => "unknown_provider",
             Self::Conflict(_) => "conflict",
             Self::Invalid { .. } => "invalid_request",
             Self::Undecryptable { .. } => "credential_undecryptable",

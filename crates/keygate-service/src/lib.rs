@@ -12,14 +12,20 @@
 //! [`keygate_store::Store`] trait and [`keygate_vault`].
 
 pub mod accounts;
+pub mod admin;
 pub mod audit;
+pub mod auth;
 pub mod boot;
+pub mod credentials;
 pub mod doctor;
 mod error;
 pub mod keys;
 pub mod rotation;
+pub mod services;
+pub mod validation;
 
 pub use error::{ServiceError, ServiceResult};
+pub use services::{Options, Services};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 

@@ -75,3 +75,51 @@ mod tests {
         assert_eq!(SecretText::new("short".into()).hint(), "…");
     }
 }
+
+/// `len` random characters from `[A-Za-z0-9]`, uniformly (rejection sampling over the
+/// operating system's generator): token ids and secrets.
+pub fn random_alphanumeric(len: usize) -> String {
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        for byte in crate::cipher::random_bytes::<64>().iter() {
+            // 248 = 4 * 62: accepting only bytes below it keeps every character equally likely.
+            if *byte < 248 && out.len() < len {
+                out.push(char::from(ALPHABET[usize::from(*byte % 62)]));
+            }
+        }
+    }
+    out
+}
+
+/// SHA-256 of `data`: how tokens are stored.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).into()
+}
+
+/// Constant-time equality, for comparing token hashes.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn random_alphanumeric_has_the_length_and_alphabet_asked_for() {
+        let a = random_alphanumeric(40);
+        assert_eq!(a.len(), 40);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(a, random_alphanumeric(40));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

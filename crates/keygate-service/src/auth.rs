@@ -1,0 +1,669 @@
+//! Who is calling. A request authenticates with a keygate token (`kg_<public>_<secret>`,
+//! stored as the SHA-256 of its secret part and compared in constant time) or with a
+//! JWT signed by the host application (HS256 shared secret, or RS256 keys from a JWKS).
+//! A host user seen for the first time is provisioned with a personal workspace, or
+//! joined to the workspace its `workspace` claim names.
+
+use crate::audit::{self, Actor, Entry};
+use crate::services::Services;
+use crate::{now, ServiceError, ServiceResult};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use keygate_core::*;
+use keygate_vault::{constant_time_eq, random_alphanumeric, sha256, SecretText};
+use serde::Deserialize;
+use std::fmt;
+
+/// Token scopes. A token carries some; a JWT or a login session carries all of them
+/// (what the user may do is still bounded by their roles).
+pub const SCOPE_KEYS: &str = "keys";
+pub const SCOPE_PROXY: &str = "proxy";
+pub const SCOPE_USAGE: &str = "usage";
+pub const SCOPE_ADMIN: &str = "admin";
+pub const ALL_SCOPES: &[&str] = &[SCOPE_KEYS, SCOPE_PROXY, SCOPE_USAGE, SCOPE_ADMIN];
+
+const PUBLIC_ID_LEN: usize = 16;
+const SECRET_LEN: usize = 40;
+/// How long a password login's token lives.
+pub const LOGIN_TOKEN_HOURS: i64 = 12;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    Token { id: TokenId, scopes: Vec<String> },
+    Jwt,
+}
+
+/// An authenticated caller acting in one workspace.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub workspace: Workspace,
+    pub role: Role,
+    pub via: Via,
+    pub source_addr: Option<String>,
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: Some(self.user.id),
+            label: self
+                .user
+                .email
+                .clone()
+                .or_else(|| self.user.external_id.clone())
+                .unwrap_or_else(|| self.user.id.to_string()),
+            source_addr: self.source_addr.clone(),
+        }
+    }
+
+    /// Fails unless the credential used carries `scope`.
+    pub fn require_scope(&self, scope: &str) -> ServiceResult<()> {
+        match &self.via {
+            Via::Token { scopes, .. } if !scopes.iter().any(|s| s == scope) => Err(
+                ServiceError::Forbidden(format!("this token lacks the `{scope}` scope")),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails unless the caller is a super-admin using a credential with the admin scope.
+    pub fn require_super_admin(&self) -> ServiceResult<()> {
+        if !self.user.super_admin {
+            return Err(ServiceError::Forbidden("this needs a super-admin".into()));
+        }
+        self.require_scope(SCOPE_ADMIN)
+    }
+}
+
+/// A token as issued: shown once, never stored.
+pub struct IssuedToken {
+    pub token: ApiToken,
+    pub secret: SecretText,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IssuedToken({})", self.token.public_id)
+    }
+}
+
+/// What a new token may do.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    pub name: String,
+    /// `None`: keys, proxy and usage (and admin for super-admins).
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub workspace_id: Option<WorkspaceId>,
+}
+
+impl Services {
+    /// Issues a token for `user`. The returned secret is the only copy.
+    pub async fn create_token(
+        &self,
+        user: &User,
+        request: TokenRequest,
+        actor: &Actor,
+    ) -> ServiceResult<IssuedToken> {
+        let name = request.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(ServiceError::Invalid {
+                field: "name",
+                problem: "must be 1 to 100 characters".into(),
+            });
+        }
+        let scopes = match request.scopes {
+            Some(scopes) => {
+                for scope in &scopes {
+                    if !ALL_SCOPES.contains(&scope.as_str()) {
+                        return Err(ServiceError::Invalid {
+                            field: "scopes",
+                            problem: format!("`{scope}` is not one of {}", ALL_SCOPES.join(", ")),
+                        });
+                    }
+                }
+                if scopes.iter().any(|s| s == SCOPE_ADMIN) && !user.super_admin {
+                    return Err(ServiceError::Forbidden(
+                        "only super-admins may hold the `admin` scope".into(),
+                    ));
+                }
+                scopes
+            }
+            None => {
+                let mut scopes = vec![
+                    SCOPE_KEYS.to_owned(),
+                    SCOPE_PROXY.to_owned(),
+                    SCOPE_USAGE.to_owned(),
+                ];
+                if user.super_admin {
+                    scopes.push(SCOPE_ADMIN.to_owned());
+                }
+                scopes
+            }
+        };
+        if let Some(expiry) = request.expires_at {
+            if expiry <= now() {
+                return Err(ServiceError::Invalid {
+                    field: "expires_at",
+                    problem: "must be in the future".into(),
+                });
+            }
+        }
+        if let Some(ws) = request.workspace_id {
+            self.store
+                .membership(ws, user.id)
+                .await?
+                .ok_or(ServiceError::NotFound {
+                    entity: "workspace",
+                })?;
+        }
+        let public_id = random_alphanumeric(PUBLIC_ID_LEN);
+        let secret = random_alphanumeric(SECRET_LEN);
+        let token = ApiToken {
+            id: TokenId::new(),
+            public_id: public_id.clone(),
+            secret_hash: sha256(secret.as_bytes()).to_vec(),
+            user_id: user.id,
+            workspace_id: request.workspace_id,
+            name: name.to_owned(),
+            scopes,
+            expires_at: request.expires_at,
+            created_at: now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.store.insert_token(&token).await?;
+        audit::record(
+            &*self.store,
+            actor,
+            Entry {
+                action: "token.create",
+                target_type: "token",
+                target_id: Some(token.id.to_string()),
+                workspace_id: request.workspace_id,
+                result: "ok",
+                detail: Some(serde_json::json!({"name": token.name, "scopes": token.scopes, "user": user.id}).to_string()),
+            },
+        )
+        .await?;
+        Ok(IssuedToken {
+            token,
+            secret: SecretText::new(format!("kg_{public_id}_{secret}")),
+        })
+    }
+
+    pub async fn list_tokens(&self, principal: &Principal) -> ServiceResult<Vec<ApiToken>> {
+        Ok(self.store.tokens_of_user(principal.user.id).await?)
+    }
+
+    /// Revokes one of the caller's own tokens (404 for anyone else's).
+    pub async fn revoke_token(&self, principal: &Principal, id: TokenId) -> ServiceResult<()> {
+        self.store
+            .revoke_token(id, principal.user.id, now())
+            .await?;
+        audit::record(
+            &*self.store,
+            &principal.actor(),
+            Entry {
+                action: "token.revoke",
+                target_type: "token",
+                target_id: Some(id.to_string()),
+                workspace_id: None,
+                result: "ok",
+                detail: None,
+            },
+        )
+        .await
+    }
+
+    /// Authenticates a bearer credential: a keygate token or a host JWT.
+    pub async fn authenticate(
+        &self,
+        bearer: &str,
+        source_addr: Option<String>,
+    ) -> ServiceResult<Principal> {
+        let bearer = bearer.trim();
+        if bearer.starts_with("kg_") {
+            return self.authenticate_token(bearer, source_addr).await;
+        }
+        if bearer.matches('.').count() == 2 {
+            let Some(jwt) = &self.jwt else {
+                return Err(ServiceError::Unauthenticated(
+                    "host JWTs are not enabled on this keygate (set KEYGATE_JWT_HS256_SECRET or KEYGATE_JWT_JWKS)".into(),
+                ));
+            };
+            let claims = jwt.verify(bearer, &self.http).await?;
+            return self.provision(claims, source_addr).await;
+        }
+        Err(ServiceError::Unauthenticated(
+            "the credential is neither a keygate token (kg_...) nor a JWT".into(),
+        ))
+    }
+
+    async fn authenticate_token(
+        &self,
+        presented: &str,
+        source_addr: Option<String>,
+    ) -> ServiceResult<Principal> {
+        let invalid =
+            || ServiceError::Unauthenticated("the token is invalid, expired or revoked".into());
+        let rest = presented.strip_prefix("kg_").ok_or_else(invalid)?;
+        let (public_id, secret) = rest.split_once('_').ok_or_else(invalid)?;
+        if public_id.len() != PUBLIC_ID_LEN || !public_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(invalid());
+        }
+        let token = self
+            .store
+            .token_by_public_id(public_id)
+            .await?
+            .ok_or_else(invalid)?;
+        if !constant_time_eq(&sha256(secret.as_bytes()), &token.secret_hash) {
+            return Err(invalid());
+        }
+        let at = now();
+        if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= at) {
+            return Err(invalid());
+        }
+        let user = self.store.user(token.user_id).await?;
+        let (workspace, role) = self.acting_workspace(&user, token.workspace_id).await?;
+        self.store.touch_token(token.id, at).await?;
+        Ok(Principal {
+            user,
+            workspace,
+            role,
+            via: Via::Token {
+                id: token.id,
+                scopes: token.scopes,
+            },
+            source_addr,
+        })
+    }
+
+    /// The workspace a caller acts in: the one named, or their first (oldest) membership.
+    async fn acting_workspace(
+        &self,
+        user: &User,
+        named: Option<WorkspaceId>,
+    ) -> ServiceResult<(Workspace, Role)> {
+        let memberships = self.store.memberships_of_user(user.id).await?;
+        let membership = match named {
+            Some(ws) => memberships.into_iter().find(|m| m.workspace_id == ws),
+            None => memberships
+                .into_iter()
+                .min_by_key(|m| (m.created_at, m.workspace_id)),
+        }
+        .ok_or_else(|| {
+            ServiceError::Unauthenticated("the token's user belongs to no workspace".into())
+        })?;
+        Ok((
+            self.store.workspace(membership.workspace_id).await?,
+            membership.role,
+        ))
+    }
+
+    /// Finds or creates the host user (and workspace) a verified JWT describes.
+    async fn provision(
+        &self,
+        claims: HostClaims,
+        source_addr: Option<String>,
+    ) -> ServiceResult<Principal> {
+        let policy = self.policy();
+        let tier = match &claims.tier {
+            Some(t) if policy.tiers.contains_key(t) => t.clone(),
+            Some(t) => {
+                return Err(ServiceError::Unauthenticated(format!(
+                    "the JWT's tier `{t}` is not a tier of this keygate"
+                )))
+            }
+            None => policy.default_tier.clone(),
+        };
+        let role_claim = match claims.role.as_deref().map(str::parse::<Role>) {
+            Some(Ok(role)) => Some(role),
+            Some(Err(e)) => {
+                return Err(ServiceError::Unauthenticated(format!(
+                    "the JWT's role claim: {e}"
+                )))
+            }
+            None => None,
+        };
+        let mut user = match self.store.user_by_external_id(&claims.sub).await? {
+            Some(user) => user,
+            None => {
+                self.provision_user(&claims, &tier, source_addr.clone())
+                    .await?
+            }
+        };
+        if claims.tier.is_some() && user.tier != tier {
+            user.tier = tier;
+            user.updated_at = now();
+            self.store.update_user(&user).await?;
+        }
+        let (workspace, role) = match &claims.workspace {
+            Some(host_ws) => self.join_host_workspace(&user, host_ws, role_claim).await?,
+            None => self.acting_workspace(&user, None).await?,
+        };
+        Ok(Principal {
+            user,
+            workspace,
+            role,
+            via: Via::Jwt,
+            source_addr,
+        })
+    }
+
+    async fn provision_user(
+        &self,
+        claims: &HostClaims,
+        tier: &str,
+        source_addr: Option<String>,
+    ) -> ServiceResult<User> {
+        let at = now();
+        // An email already held by another account is not taken over by a host JWT.
+        let email = match &claims.email {
+            Some(e)
+                if self
+                    .store
+                    .user_by_email(&e.trim().to_lowercase())
+                    .await?
+                    .is_none() =>
+            {
+                Some(e.trim().to_lowercase())
+            }
+            _ => None,
+        };
+        let user = User {
+            id: UserId::new(),
+            email,
+            external_id: Some(claims.sub.clone()),
+            tier: tier.to_owned(),
+            super_admin: false,
+            created_at: at,
+            updated_at: at,
+        };
+        let personal = Workspace {
+            id: WorkspaceId::new(),
+            name: format!(
+                "{}'s workspace",
+                claims.email.as_deref().unwrap_or(&claims.sub)
+            ),
+            status: WorkspaceStatus::Active,
+            personal: true,
+            external_id: None,
+            created_at: at,
+            updated_at: at,
+        };
+        match self
+            .store
+            .provision_user(&user, None, &personal, Role::Owner)
+            .await
+        {
+            Ok(()) => {}
+            // A concurrent request provisioned the same host user first.
+            Err(e) if e.is_conflict() => {
+                return self
+                    .store
+                    .user_by_external_id(&claims.sub)
+                    .await?
+                    .ok_or_else(|| {
+                        ServiceError::Conflict("host user vanished while provisioning".into())
+                    });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let actor = Actor {
+            user_id: Some(user.id),
+            label: format!("host:{}", claims.sub),
+            source_addr,
+        };
+        audit::record(
+            &*self.store,
+            &actor,
+            Entry {
+                action: "user.provision",
+                target_type: "user",
+                target_id: Some(user.id.to_string()),
+                workspace_id: Some(personal.id),
+                result: "ok",
+                detail: Some(
+                    serde_json::json!({"external_id": claims.sub, "tier": tier}).to_string(),
+                ),
+            },
+        )
+        .await?;
+        Ok(user)
+    }
+
+    async fn join_host_workspace(
+        &self,
+        user: &User,
+        host_ws: &str,
+        role_claim: Option<Role>,
+    ) -> ServiceResult<(Workspace, Role)> {
+        let workspace = match self.store.workspace_by_external_id(host_ws).await? {
+            Some(ws) => ws,
+            None => {
+                let at = now();
+                let ws = Workspace {
+                    id: WorkspaceId::new(),
+                    name: host_ws.to_owned(),
+                    status: WorkspaceStatus::Active,
+                    personal: false,
+                    external_id: Some(host_ws.to_owned()),
+                    created_at: at,
+                    updated_at: at,
+                };
+                match self.store.insert_workspace(&ws).await {
+                    Ok(()) => {
+                        let m = Membership {
+                            workspace_id: ws.id,
+                            user_id: user.id,
+                            role: role_claim.unwrap_or(Role::Owner),
+                            created_at: at,
+                        };
+                        self.store.upsert_membership(&m).await?;
+                        ws
+                    }
+                    Err(e) if e.is_conflict() => {
+                        self.store.workspace_by_external_id(host_ws).await?.ok_or(
+                            ServiceError::NotFound {
+                                entity: "workspace",
+                            },
+                        )?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let role = match (
+            self.store.membership(workspace.id, user.id).await?,
+            role_claim,
+        ) {
+            (Some(m), None) => m.role,
+            (Some(m), Some(role)) if m.role == role => role,
+            (_, claimed) => {
+                let role = claimed.unwrap_or(Role::Member);
+                let m = Membership {
+                    workspace_id: workspace.id,
+                    user_id: user.id,
+                    role,
+                    created_at: now(),
+                };
+                self.store.upsert_membership(&m).await?;
+                role
+            }
+        };
+        Ok((workspace, role))
+    }
+
+    /// Email and password in, a short-lived token out. Every attempt is audited.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &SecretText,
+        source_addr: Option<String>,
+    ) -> ServiceResult<(User, IssuedToken)> {
+        let denied = || ServiceError::Unauthenticated("wrong email or password".into());
+        let email = email.trim().to_lowercase();
+        let user = self.store.user_by_email(&email).await?;
+        let ok = match &user {
+            Some(u) => crate::accounts::verify_password(&*self.store, u.id, password).await?,
+            None => false,
+        };
+        let actor = Actor {
+            user_id: user.as_ref().map(|u| u.id),
+            label: email.clone(),
+            source_addr,
+        };
+        let target_id = user.as_ref().map(|u| u.id.to_string());
+        let entry = |result| Entry {
+            action: "auth.login",
+            target_type: "user",
+            target_id: target_id.clone(),
+            workspace_id: None,
+            result,
+            detail: None,
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            audit::record(&*self.store, &actor, entry("denied")).await?;
+            return Err(denied());
+        };
+        audit::record(&*self.store, &actor, entry("ok")).await?;
+        let request = TokenRequest {
+            name: "login".into(),
+            scopes: None,
+            expires_at: Some(now() + chrono::Duration::hours(LOGIN_TOKEN_HOURS)),
+            workspace_id: None,
+        };
+        let issued = self.create_token(&user, request, &actor).await?;
+        Ok((user, issued))
+    }
+}
+
+/// The claims keygate reads from a host JWT.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HostClaims {
+    pub sub: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub workspace: Option<String>,
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    pub exp: i64,
+}
+
+/// Where RS256 keys come from.
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    Static(JwkSet),
+    Url(String),
+}
+
+/// Verifies host JWTs: HS256 with a shared secret and/or RS256 with a JWKS.
+pub struct JwtVerifier {
+    hs256: Option<DecodingKey>,
+    jwks: Option<JwksSource>,
+    fetched: tokio::sync::RwLock<Option<(JwkSet, std::time::Instant)>>,
+}
+
+impl fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("hs256", &self.hs256.is_some())
+            .field("jwks", &self.jwks)
+            .finish()
+    }
+}
+
+/// How long fetched JWKS are trusted before a refetch (also the gap between refetches
+/// triggered by an unknown `kid`).
+const JWKS_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+impl JwtVerifier {
+    pub fn new(hs256_secret: Option<&SecretText>, jwks: Option<JwksSource>) -> Self {
+        Self {
+            hs256: hs256_secret.map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
+            jwks,
+            fetched: tokio::sync::RwLock::new(None),
+        }
+    }
+
+    pub async fn verify(&self, token: &str, http: &reqwest::Client) -> ServiceResult<HostClaims> {
+        let bad =
+            |why: String| ServiceError::Unauthenticated(format!("the JWT was rejected: {why}"));
+        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self
+                .hs256
+                .clone()
+                .ok_or_else(|| bad("HS256 is not enabled (KEYGATE_JWT_HS256_SECRET)".into()))?,
+            Algorithm::RS256 => self.rsa_key(header.kid.as_deref(), http).await?,
+            other => {
+                return Err(bad(format!(
+                    "algorithm {other:?} is not accepted (HS256 or RS256)"
+                )))
+            }
+        };
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 30;
+        let data = jsonwebtoken::decode::<HostClaims>(token, &key, &validation)
+            .map_err(|e| bad(e.to_string()))?;
+        if data.claims.sub.trim().is_empty() {
+            return Err(bad("`sub` is empty".into()));
+        }
+        Ok(data.claims)
+    }
+
+    async fn rsa_key(
+        &self,
+        kid: Option<&str>,
+        http: &reqwest::Client,
+    ) -> ServiceResult<DecodingKey> {
+        let bad =
+            |why: String| ServiceError::Unauthenticated(format!("the JWT was rejected: {why}"));
+        let find = |set: &JwkSet| -> Option<DecodingKey> {
+            let jwk = match kid {
+                Some(kid) => set.find(kid),
+                None if set.keys.len() == 1 => set.keys.first(),
+                None => None,
+            }?;
+            DecodingKey::from_jwk(jwk).ok()
+        };
+        match &self.jwks {
+            None => Err(bad("RS256 is not enabled (KEYGATE_JWT_JWKS)".into())),
+            Some(JwksSource::Static(set)) => {
+                find(set).ok_or_else(|| bad("no key in the JWKS matches the token's kid".into()))
+            }
+            Some(JwksSource::Url(url)) => {
+                if let Some((set, at)) = &*self.fetched.read().await {
+                    if let Some(key) = find(set) {
+                        if at.elapsed() < JWKS_TTL {
+                            return Ok(key);
+                        }
+                    } else if at.elapsed() < std::time::Duration::from_secs(60) {
+                        return Err(bad("no key in the JWKS matches the token's kid".into()));
+                    }
+                }
+                let set: JwkSet = http
+                    .get(url)
+                    .send()
+                    .await
+                    .and_then(|r| r.error_for_status())
+                    .map_err(|e| bad(format!("the JWKS could not be fetched: {e}")))?
+                    .json()
+                    .await
+                    .map_err(|e| bad(format!("the JWKS is not a JWK set: {e}")))?;
+                let key = find(&set);
+                *self.fetched.write().await = Some((set, std::time::Instant::now()));
+                key.ok_or_else(|| bad("no key in the JWKS matches the token's kid".into()))
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! [`Services`]: everything a request needs, built once at start-up and shared.
+
+use crate::auth::JwtVerifier;
+use crate::keys::KeyVault;
+use crate::{now, ServiceError, ServiceResult};
+use keygate_core::catalog::Catalog;
+use keygate_core::policy::Policy;
+use keygate_store::Store;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// The settings document that holds the [`Policy`].
+pub const POLICY_SETTINGS_KEY: &str = "policy";
+
+/// Knobs the binary sets from configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a validation probe may take before the key counts as unverified.
+    pub probe_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub vault: Arc<KeyVault>,
+    pub catalog: Arc<Catalog>,
+    /// Outbound HTTP (validation probes, JWKS).
+    pub http: reqwest::Client,
+    pub jwt: Option<JwtVerifier>,
+    pub options: Options,
+    policy: RwLock<Arc<Policy>>,
+}
+
+impl Services {
+    /// Loads the stored policy (or the defaults) and builds the outbound client.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        vault: Arc<KeyVault>,
+        catalog: Catalog,
+        jwt: Option<JwtVerifier>,
+        options: Options,
+    ) -> ServiceResult<Self> {
+        let policy = match store.settings_get(POLICY_SETTINGS_KEY).await? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| ServiceError::Invalid {
+                field: "policy",
+                problem: format!("the stored policy does not parse ({e}); fix it with PUT /api/v1/admin/settings"),
+            })?,
+            None => Policy::default(),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.probe_timeout)
+            .timeout(options.probe_timeout)
+            .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ServiceError::Invalid {
+                field: "http client",
+                problem: e.to_string(),
+            })?;
+        Ok(Self {
+            store,
+            vault,
+            catalog: Arc::new(catalog),
+            http,
+            jwt,
+            options,
+            policy: RwLock::new(Arc::new(policy)),
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Validates, stores and applies a new policy.
+    pub async fn set_policy(&self, policy: Policy) -> ServiceResult<Arc<Policy>> {
+        let problems = policy.problems(|id| self.catalog.get(id).is_some());
+        if !problems.is_empty() {
+            return Err(ServiceError::Invalid {
+                field: "settings",
+                problem: problems.join("; "),
+            });
+        }
+        let text = serde_json::to_string(&policy).map_err(|e| ServiceError::Invalid {
+            field: "settings",
+            problem: e.to_string(),
+        })?;
+        self.store
+            .settings_put(POLICY_SETTINGS_KEY, &text, now())
+            .await?;
+        let policy = Arc::new(policy);
+        if let Ok(mut current) = self.policy.write() {
+            *current = policy.clone();
+        }
+        Ok(policy)
+    }
+}

@@ -1,0 +1,179 @@
+//! Live validation: one cheap authenticated call to the provider. A 401/403 (or what
+//! the catalog lists for the provider) means the key is invalid; a timeout, a 5xx, a 429
+//! or a network error means "could not tell": unverified, never invalid. Each outcome
+//! carries a detail that tells the user what to do. Response bodies are never quoted:
+//! some providers echo the key in them.
+
+use keygate_core::catalog::{CredentialKind, Injection, Provider};
+use keygate_core::Validity;
+use keygate_vault::SecretText;
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use std::collections::BTreeMap;
+
+/// What a probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub validity: Validity,
+    pub detail: String,
+}
+
+impl Outcome {
+    fn valid(provider: &Provider) -> Self {
+        Self {
+            validity: Validity::Valid,
+            detail: format!("{} accepted the key", provider.name),
+        }
+    }
+
+    fn invalid(provider: &Provider, status: u16) -> Self {
+        let fresh = provider
+            .key_url
+            .as_deref()
+            .map(|u| format!(" at {u}"))
+            .unwrap_or_default();
+        Self {
+            validity: Validity::Invalid,
+            detail: format!(
+                "{} rejected the key (HTTP {status}): it may have been rotated or revoked, copied incompletely, \
+                 or lack API access. Generate a fresh key{fresh} and replace this one.",
+                provider.name
+            ),
+        }
+    }
+
+    fn unverified(detail: String) -> Self {
+        Self {
+            validity: Validity::Unverified,
+            detail,
+        }
+    }
+}
+
+/// The fields of a stored credential: one `api_key`, or a JSON object of named fields.
+pub fn fields(provider: &Provider, secret: &SecretText) -> Option<BTreeMap<String, SecretText>> {
+    match provider.credential {
+        CredentialKind::ApiKey => Some(BTreeMap::from([("api_key".to_owned(), secret.clone())])),
+        _ => {
+            let map: BTreeMap<String, String> = serde_json::from_str(secret.expose()).ok()?;
+            Some(
+                map.into_iter()
+                    .map(|(k, v)| (k, SecretText::new(v)))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// Probes `provider` with `secret` (a plain key, or the JSON of a multi-field credential).
+pub async fn probe(http: &reqwest::Client, provider: &Provider, secret: &SecretText) -> Outcome {
+    let Some(fields) = fields(provider, secret) else {
+        return Outcome::unverified(
+            "the stored credential could not be read as its provider's fields".into(),
+        );
+    };
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default()
+    };
+    match &provider.inject {
+        Injection::Sigv4 { .. } => Outcome::unverified(format!(
+            "{} credentials are checked for format only; the first call through keygate verifies them",
+            provider.name
+        )),
+        Injection::Oauth2 { token_path } => {
+            let url = format!("{}{token_path}", provider.base_url);
+            let form = [("grant_type", "client_credentials".to_owned()), ("client_id", field("client_id")), ("client_secret", field("client_secret"))];
+            let result = http.post(&url).form(&form).send().await;
+            judge(provider, result, &[400, 401, 403], None).await
+        }
+        injection => {
+            let Some(probe) = &provider.probe else {
+                return Outcome::unverified(format!("{} has no validation call; the key was checked for format only", provider.name));
+            };
+            let key = field("api_key");
+            let url = format!("{}{}", provider.base_url, probe.path);
+            let method = reqwest::Method::from_bytes(probe.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+            let mut request = http.request(method, &url);
+            for (name, value) in &provider.headers {
+                request = request.header(name, value);
+            }
+            request = match injection {
+                Injection::Bearer => request.header(AUTHORIZATION, sensitive(&format!("Bearer {key}"))),
+                Injection::Header { name } => match HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(name) => request.header(name, sensitive(&key)),
+                    Err(_) => return Outcome::unverified(format!("the catalog's header name for {} is invalid", provider.name)),
+                },
+                Injection::Query { name } => request.query(&[(name.as_str(), key.as_str())]),
+                Injection::Oauth2 { .. } | Injection::Sigv4 { .. } => request,
+            };
+            if let Some(body) = &probe.body {
+                request = request.header("content-type", "application/json").body(body.clone());
+            }
+            judge(provider, request.send().await, &probe.invalid_status, probe.invalid_body.as_deref()).await
+        }
+    }
+}
+
+/// A header value the HTTP stack will never log or print.
+fn sensitive(value: &str) -> HeaderValue {
+    let mut v = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}
+
+async fn judge(
+    provider: &Provider,
+    result: Result<reqwest::Response, reqwest::Error>,
+    invalid_status: &[u16],
+    invalid_body: Option<&str>,
+) -> Outcome {
+    let response = match result {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => return Outcome::unverified(format!(
+            "{} did not answer in time; the key is saved but not verified. Test it again later.",
+            provider.name
+        )),
+        Err(e) => {
+            let why = if e.is_connect() {
+                "could not connect"
+            } else {
+                "the request failed"
+            };
+            return Outcome::unverified(format!(
+                "{why} to {}; the key is saved but not verified. If several keys fail at once, the problem is on the \
+                 provider's or the platform's side, not your key.",
+                provider.name
+            ));
+        }
+    };
+    let status = response.status().as_u16();
+    if invalid_status.contains(&status) {
+        return Outcome::invalid(provider, status);
+    }
+    if response.status().is_success() {
+        if let Some(marker) = invalid_body {
+            match response.text().await {
+                Ok(body) if body.contains(marker) => return Outcome::invalid(provider, status),
+                Ok(_) => {}
+                Err(_) => {
+                    return Outcome::unverified(format!(
+                        "{}'s answer could not be read; test the key again",
+                        provider.name
+                    ))
+                }
+            }
+        }
+        return Outcome::valid(provider);
+    }
+    let kind = match status {
+        429 => "is rate limiting the check".to_owned(),
+        500..=599 => format!("answered HTTP {status}, a problem on its side"),
+        _ => format!("answered HTTP {status}, which does not say whether the key is valid"),
+    };
+    Outcome::unverified(format!(
+        "{} {kind}; the key is saved but not verified. Test it again later.",
+        provider.name
+    ))
+}
