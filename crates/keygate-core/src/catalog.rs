@@ -109,9 +109,7 @@ pub struct FormatError {
 
 impl FormatError {
     fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
+        Self { message: message.into() }
     }
 }
 
@@ -120,9 +118,7 @@ impl FormatError {
 pub fn trim_secret<'a>(field: &str, value: &'a str) -> Result<&'a str, FormatError> {
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(FormatError::new(format!(
-            "`{field}` is empty: paste the whole key"
-        )));
+        return Err(FormatError::new(format!("`{field}` is empty: paste the whole key")));
     }
     if trimmed.chars().any(char::is_whitespace) {
         return Err(FormatError::new(format!(
@@ -149,23 +145,14 @@ impl Provider {
         let get = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
         for name in expected {
             if get(name).is_none() {
-                return Err(FormatError::new(format!(
-                    "{} credentials need `{name}`",
-                    self.name
-                )));
+                return Err(FormatError::new(format!("{} credentials need `{name}`", self.name)));
             }
         }
         match self.credential {
             CredentialKind::ApiKey => {
                 let key = get("api_key").unwrap_or_default();
-                if !self.key_prefixes.is_empty()
-                    && !self
-                        .key_prefixes
-                        .iter()
-                        .any(|p| key.starts_with(p.as_str()))
-                {
-                    let wanted: Vec<String> =
-                        self.key_prefixes.iter().map(|p| format!("`{p}`")).collect();
+                if !self.key_prefixes.is_empty() && !self.key_prefixes.iter().any(|p| key.starts_with(p.as_str())) {
+                    let wanted: Vec<String> = self.key_prefixes.iter().map(|p| format!("`{p}`")).collect();
                     return Err(FormatError::new(format!(
                         "this does not look like a {} key: {} keys start with {}",
                         self.name,
@@ -187,24 +174,16 @@ impl Provider {
                 let id = get("access_key_id").unwrap_or_default();
                 let id_ok = id.len() == 20
                     && (id.starts_with("AKIA") || id.starts_with("ASIA"))
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+                    && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
                 if !id_ok {
-                    return Err(FormatError::new(
-                        "`access_key_id` must be 20 characters starting with AKIA or ASIA",
-                    ));
+                    return Err(FormatError::new("`access_key_id` must be 20 characters starting with AKIA or ASIA"));
                 }
                 if get("secret_access_key").unwrap_or_default().len() != 40 {
-                    return Err(FormatError::new(
-                        "`secret_access_key` must be 40 characters",
-                    ));
+                    return Err(FormatError::new("`secret_access_key` must be 40 characters"));
                 }
                 let region = get("region").unwrap_or_default();
                 let region_ok = region.split('-').count() >= 3
-                    && region
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                    && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
                 if !region_ok {
                     return Err(FormatError::new("`region` must look like us-east-1"));
                 }
@@ -219,8 +198,7 @@ impl Provider {
             return 0;
         };
         // 1 USD per million tokens is 1,000 nano-USD per token.
-        let nano =
-            (input_tokens as f64) * input * 1000.0 + (output_tokens as f64) * output * 1000.0;
+        let nano = (input_tokens as f64) * input * 1000.0 + (output_tokens as f64) * output * 1000.0;
         nano.round() as i64
     }
 }
@@ -240,9 +218,7 @@ pub enum CatalogError {
     Duplicate(String),
     #[error("unknown provider `{0}`")]
     Unknown(String),
-    #[error(
-        "provider `{id}`: base URL `{url}` must be an http(s) origin like https://api.example.com"
-    )]
+    #[error("provider `{id}`: base URL `{url}` must be an http(s) origin like https://api.example.com")]
     BadBaseUrl { id: String, url: String },
 }
 
@@ -259,11 +235,8 @@ impl Catalog {
     }
 
     pub fn parse(text: &str) -> Result<Self, CatalogError> {
-        let file: CatalogFile =
-            toml::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
-        let mut catalog = Catalog {
-            providers: Vec::new(),
-        };
+        let file: CatalogFile = toml::from_str(text).map_err(|e| CatalogError::Parse(e.to_string()))?;
+        let mut catalog = Catalog { providers: Vec::new() };
         for provider in file.provider {
             catalog.add(provider)?;
         }
@@ -290,36 +263,24 @@ impl Catalog {
     /// Points a provider at another origin (a proxy, a regional endpoint, the mock).
     pub fn set_base_url(&mut self, id: &str, url: &str) -> Result<(), CatalogError> {
         check_base_url(id, url)?;
-        let provider = self
-            .providers
-            .iter_mut()
-            .find(|p| p.id == id)
-            .ok_or_else(|| CatalogError::Unknown(id.into()))?;
+        let provider =
+            self.providers.iter_mut().find(|p| p.id == id).ok_or_else(|| CatalogError::Unknown(id.into()))?;
         provider.base_url = url.trim_end_matches('/').to_owned();
         Ok(())
     }
 
     /// Sets a model's price (USD per million input / output tokens).
     pub fn set_price(&mut self, id: &str, model: &str, price: Price) -> Result<(), CatalogError> {
-        let provider = self
-            .providers
-            .iter_mut()
-            .find(|p| p.id == id)
-            .ok_or_else(|| CatalogError::Unknown(id.into()))?;
+        let provider =
+            self.providers.iter_mut().find(|p| p.id == id).ok_or_else(|| CatalogError::Unknown(id.into()))?;
         provider.prices.insert(model.to_owned(), price);
         Ok(())
     }
 }
 
 fn check_base_url(id: &str, url: &str) -> Result<(), CatalogError> {
-    let bad = || CatalogError::BadBaseUrl {
-        id: id.into(),
-        url: url.into(),
-    };
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(bad)?;
+    let bad = || CatalogError::BadBaseUrl { id: id.into(), url: url.into() };
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).ok_or_else(bad)?;
     let host = rest.trim_end_matches('/');
     if host.is_empty() || host.contains(['?', '#', ' ']) {
         return Err(bad());
@@ -352,73 +313,39 @@ mod tests {
             "resend",
         ] {
             let p = c.get(id).unwrap_or_else(|| panic!("{id} missing"));
-            assert!(
-                !p.base_url.ends_with('/') && !p.base_url.contains("/v1"),
-                "{id}: origin only"
-            );
+            assert!(!p.base_url.ends_with('/') && !p.base_url.contains("/v1"), "{id}: origin only");
         }
-        assert_eq!(
-            c.get("anthropic").unwrap().default_model.as_deref(),
-            Some("claude-sonnet-4-20250514")
-        );
-        assert_eq!(
-            c.get("sentinel_hub").unwrap().credential,
-            CredentialKind::ClientCredentials
-        );
+        assert_eq!(c.get("anthropic").unwrap().default_model.as_deref(), Some("claude-sonnet-4-20250514"));
+        assert_eq!(c.get("sentinel_hub").unwrap().credential, CredentialKind::ClientCredentials);
     }
 
     #[test]
     fn pasted_keys_are_trimmed_and_inner_whitespace_refused() {
         assert_eq!(trim_secret("api_key", "  sk-abc\r\n").unwrap(), "sk-abc");
-        assert!(trim_secret("api_key", "sk-ab c")
-            .unwrap_err()
-            .message
-            .contains("inside it"));
-        assert!(trim_secret("api_key", " \n ")
-            .unwrap_err()
-            .message
-            .contains("empty"));
+        assert!(trim_secret("api_key", "sk-ab c").unwrap_err().message.contains("inside it"));
+        assert!(trim_secret("api_key", " \n ").unwrap_err().message.contains("empty"));
     }
 
     #[test]
     fn formats_are_checked_per_provider() {
         let c = catalog();
         let anthropic = c.get("anthropic").unwrap();
-        assert!(anthropic
-            .check_format(&[("api_key", "sk-ant-api03-abcdefghijklmnop")])
-            .is_ok());
-        let err = anthropic
-            .check_format(&[("api_key", "sk-proj-abcdefghijklmnopqrst")])
-            .unwrap_err();
+        assert!(anthropic.check_format(&[("api_key", "sk-ant-api03-abcdefghijklmnop")]).is_ok());
+        let err = anthropic.check_format(&[("api_key", "sk-proj-abcdefghijklmnopqrst")]).unwrap_err();
         assert!(err.message.contains("start with `sk-ant-`"), "{err}");
-        let err = c
-            .get("openai")
-            .unwrap()
-            .check_format(&[("api_key", "sk-short")])
-            .unwrap_err();
+        let err = c.get("openai").unwrap().check_format(&[("api_key", "sk-short")]).unwrap_err();
         assert!(err.message.contains("too short"));
         let sh = c.get("sentinel_hub").unwrap();
-        assert!(sh
-            .check_format(&[("client_id", "id"), ("client_secret", "s")])
-            .is_ok());
-        assert!(sh
-            .check_format(&[("api_key", "x")])
-            .unwrap_err()
-            .message
-            .contains("client_id, client_secret"));
+        assert!(sh.check_format(&[("client_id", "id"), ("client_secret", "s")]).is_ok());
+        assert!(sh.check_format(&[("api_key", "x")]).unwrap_err().message.contains("client_id, client_secret"));
         let aws = c.get("bedrock").unwrap();
         let good = [
             ("access_key_id", "AKIAIOSFODNN7EXAMPLE"),
-            (
-                "secret_access_key",
-                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-            ),
+            ("secret_access_key", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
             ("region", "us-east-1"),
         ];
         assert!(aws.check_format(&good).is_ok());
-        assert!(aws
-            .check_format(&[good[0], good[1], ("region", "mars")])
-            .is_err());
+        assert!(aws.check_format(&[good[0], good[1], ("region", "mars")]).is_err());
     }
 
     #[test]
@@ -427,10 +354,7 @@ mod tests {
         let openai = c.get("openai").unwrap();
         // gpt-4o: $2.50 / $10 per million tokens.
         assert_eq!(openai.cost_nano_usd("gpt-4o", 1_000_000, 0), 2_500_000_000);
-        assert_eq!(
-            openai.cost_nano_usd("gpt-4o", 11, 7),
-            11 * 2_500 + 7 * 10_000
-        );
+        assert_eq!(openai.cost_nano_usd("gpt-4o", 11, 7), 11 * 2_500 + 7 * 10_000);
         assert_eq!(openai.cost_nano_usd("unknown-model", 10, 10), 0);
     }
 
@@ -440,13 +364,7 @@ mod tests {
         c.set_base_url("openai", "http://127.0.0.1:9999/").unwrap();
         assert_eq!(c.get("openai").unwrap().base_url, "http://127.0.0.1:9999");
         assert!(c.set_base_url("openai", "ftp://x").is_err());
-        assert!(matches!(
-            c.set_base_url("nope", "http://x"),
-            Err(CatalogError::Unknown(_))
-        ));
-        assert!(matches!(
-            Catalog::parse("[[provider]]\nid = 1"),
-            Err(CatalogError::Parse(_))
-        ));
+        assert!(matches!(c.set_base_url("nope", "http://x"), Err(CatalogError::Unknown(_))));
+        assert!(matches!(Catalog::parse("[[provider]]\nid = 1"), Err(CatalogError::Parse(_))));
     }
 }

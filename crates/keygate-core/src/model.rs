@@ -133,11 +133,8 @@ impl KeyOwner {
     }
 
     pub fn parse_storage_key(s: &str) -> Result<Self, UnknownVariant> {
-        let unknown = || UnknownVariant {
-            kind: "data key owner",
-            value: s.to_owned(),
-            expected: "operator workspace:<uuid>",
-        };
+        let unknown =
+            || UnknownVariant { kind: "data key owner", value: s.to_owned(), expected: "operator workspace:<uuid>" };
         if s == Self::OPERATOR {
             return Ok(KeyOwner::Operator);
         }
@@ -249,10 +246,7 @@ pub struct Credential {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Owner {
     /// A user's personal credential inside one workspace.
-    User {
-        workspace: WorkspaceId,
-        user: UserId,
-    },
+    User { workspace: WorkspaceId, user: UserId },
     /// Shared by everyone in a workspace.
     Workspace(WorkspaceId),
     /// The platform's own.
@@ -327,11 +321,7 @@ impl Credential {
 
 /// The text that identifies a credential's owner: `user:<ws>:<user>`, `workspace:<ws>`
 /// or `operator`. Used for the one-active-per-provider rule.
-pub fn owner_key(
-    scope: CredentialScope,
-    workspace: Option<WorkspaceId>,
-    user: Option<UserId>,
-) -> String {
+pub fn owner_key(scope: CredentialScope, workspace: Option<WorkspaceId>, user: Option<UserId>) -> String {
     let ws = workspace.map(|w| w.to_string()).unwrap_or_default();
     match scope {
         CredentialScope::User => {
@@ -408,34 +398,22 @@ mod tests {
             assert_eq!(s.as_str().parse::<WorkspaceStatus>().ok(), Some(*s));
         }
         let err = "frozen".parse::<WorkspaceStatus>().unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("unknown workspace status `frozen`"));
+        assert!(err.to_string().contains("unknown workspace status `frozen`"));
         assert!(err.to_string().contains("paused"));
     }
 
     #[test]
     fn key_owner_storage_key_round_trips() {
         let ws = KeyOwner::Workspace(WorkspaceId::new());
-        assert_eq!(
-            KeyOwner::parse_storage_key(&ws.storage_key()).ok(),
-            Some(ws)
-        );
-        assert_eq!(
-            KeyOwner::parse_storage_key("operator").ok(),
-            Some(KeyOwner::Operator)
-        );
+        assert_eq!(KeyOwner::parse_storage_key(&ws.storage_key()).ok(), Some(ws));
+        assert_eq!(KeyOwner::parse_storage_key("operator").ok(), Some(KeyOwner::Operator));
         assert!(KeyOwner::parse_storage_key("workspace:nope").is_err());
     }
 
     #[test]
     fn only_active_workspaces_allow_use() {
         assert!(WorkspaceStatus::Active.allows_use());
-        for s in [
-            WorkspaceStatus::Paused,
-            WorkspaceStatus::Cancelled,
-            WorkspaceStatus::Deleted,
-        ] {
+        for s in [WorkspaceStatus::Paused, WorkspaceStatus::Cancelled, WorkspaceStatus::Deleted] {
             assert!(!s.allows_use());
         }
     }

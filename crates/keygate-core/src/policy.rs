@@ -44,11 +44,8 @@ pub struct Policy {
 
 impl Default for Policy {
     fn default() -> Self {
-        let tier = |per_minute, per_day| TierLimits {
-            requests_per_minute: per_minute,
-            requests_per_day: per_day,
-            byok: true,
-        };
+        let tier =
+            |per_minute, per_day| TierLimits { requests_per_minute: per_minute, requests_per_day: per_day, byok: true };
         Self {
             tiers: BTreeMap::from([
                 ("community".into(), tier(10, 100)),
@@ -57,17 +54,8 @@ impl Default for Policy {
                 ("lifetime".into(), tier(100, 2_000)),
             ]),
             default_tier: "community".into(),
-            demo: DemoAllowance {
-                enabled: true,
-                tokens_per_day: 10_000,
-                days: 30,
-            },
-            provider_priority: vec![
-                "anthropic".into(),
-                "openai".into(),
-                "openrouter".into(),
-                "bedrock".into(),
-            ],
+            demo: DemoAllowance { enabled: true, tokens_per_day: 10_000, days: 30 },
+            provider_priority: vec!["anthropic".into(), "openai".into(), "openrouter".into(), "bedrock".into()],
             max_keys_per_user: 5,
             reject_invalid_keys: false,
         }
@@ -82,20 +70,11 @@ impl Policy {
             problems.push("tiers: at least one tier is needed".into());
         }
         if !self.tiers.contains_key(&self.default_tier) {
-            problems.push(format!(
-                "default_tier: `{}` is not one of the tiers",
-                self.default_tier
-            ));
+            problems.push(format!("default_tier: `{}` is not one of the tiers", self.default_tier));
         }
         for (name, limits) in &self.tiers {
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                problems.push(format!(
-                    "tiers: `{name}` must be letters, digits, `_` or `-`"
-                ));
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                problems.push(format!("tiers: `{name}` must be letters, digits, `_` or `-`"));
             }
             if limits.requests_per_minute == 0 || limits.requests_per_day == 0 {
                 problems.push(format!("tiers.{name}: limits must be at least 1"));
@@ -114,9 +93,7 @@ impl Policy {
 
     /// The limits of `tier`, or of the default tier if it is unknown.
     pub fn tier(&self, tier: &str) -> Option<&TierLimits> {
-        self.tiers
-            .get(tier)
-            .or_else(|| self.tiers.get(&self.default_tier))
+        self.tiers.get(tier).or_else(|| self.tiers.get(&self.default_tier))
     }
 }
 
@@ -136,16 +113,11 @@ mod tests {
 
     #[test]
     fn problems_name_their_field() {
-        let mut p = Policy::default();
-        p.default_tier = "gold".into();
+        let mut p = Policy { default_tier: "gold".into(), max_keys_per_user: 0, ..Policy::default() };
         p.provider_priority.push("nope".into());
-        p.max_keys_per_user = 0;
         let problems = p.problems(|id| id != "nope");
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems.iter().any(|m| m.starts_with("default_tier")));
-        assert!(
-            p.tier("unknown").is_none(),
-            "falls back to a default tier that does not exist"
-        );
+        assert!(p.tier("unknown").is_none(), "falls back to a default tier that does not exist");
     }
 }

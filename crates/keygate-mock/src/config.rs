@@ -68,9 +68,6 @@ impl Default for MockConfig {
 impl MockConfig {
     /// Accepts exactly these keys.
     pub fn with_keys<I: IntoIterator<Item = S>, S: Into<String>>(keys: I) -> Self {
-        Self {
-            valid_keys: keys.into_iter().map(Into::into).collect(),
-            ..Self::default()
-        }
+        Self { valid_keys: keys.into_iter().map(Into::into).collect(), ..Self::default() }
     }
 }

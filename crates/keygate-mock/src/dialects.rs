@@ -20,9 +20,7 @@ pub(crate) enum Dialect {
 
 impl Dialect {
     pub(crate) fn of(path: &str, headers: &HeaderMap) -> Self {
-        if path == "/v1/messages"
-            || (path.starts_with("/v1/") && headers.contains_key("anthropic-version"))
-        {
+        if path == "/v1/messages" || (path.starts_with("/v1/") && headers.contains_key("anthropic-version")) {
             Dialect::Anthropic
         } else if path.starts_with("/v1beta/") || headers.contains_key("x-goog-api-key") {
             Dialect::Gemini
@@ -51,10 +49,7 @@ pub(crate) fn unauthorized(dialect: Dialect, key: Option<&str>) -> Response {
             StatusCode::BAD_REQUEST,
             json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT", "details": [{"reason": "API_KEY_INVALID"}]}}),
         ),
-        Dialect::Generic => (
-            StatusCode::UNAUTHORIZED,
-            json!({"message": "Not Authorized - Invalid Token"}),
-        ),
+        Dialect::Generic => (StatusCode::UNAUTHORIZED, json!({"message": "Not Authorized - Invalid Token"})),
     };
     (status, axum::Json(body)).into_response()
 }
@@ -65,11 +60,7 @@ pub(crate) fn failure(dialect: Dialect, status: u16) -> Response {
     let message = format!("mock fault: {status}");
     let body = match dialect {
         Dialect::Anthropic => {
-            let kind = if status == StatusCode::TOO_MANY_REQUESTS {
-                "rate_limit_error"
-            } else {
-                "api_error"
-            };
+            let kind = if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "api_error" };
             json!({"type": "error", "error": {"type": kind, "message": message}})
         }
         _ => {
@@ -78,9 +69,7 @@ pub(crate) fn failure(dialect: Dialect, status: u16) -> Response {
     };
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
 }
@@ -94,15 +83,8 @@ pub(crate) fn answer(
     dialect: Dialect,
     request: &Value,
 ) -> Response {
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("mock-model")
-        .to_owned();
-    let stream = request
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let model = request.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_owned();
+    let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let id = shared.next_id();
     match (method.as_str(), path, dialect) {
         ("GET", "/v1/models", Dialect::Anthropic) => axum::Json(json!({
@@ -161,16 +143,11 @@ pub(crate) fn answer(
 }
 
 fn text(config: &MockConfig) -> String {
-    (0..config.chunks.max(1) as usize)
-        .map(|i| WORDS[i % WORDS.len()])
-        .collect()
+    (0..config.chunks.max(1) as usize).map(|i| WORDS[i % WORDS.len()]).collect()
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn openai_chunks(config: &MockConfig, id: u64, model: &str, include_usage: bool) -> Vec<String> {
@@ -217,10 +194,7 @@ fn anthropic_events(config: &MockConfig, id: u64, model: &str) -> Vec<String> {
             json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % WORDS.len()]}}),
         ));
     }
-    events.push(event(
-        "content_block_stop",
-        json!({"type": "content_block_stop", "index": 0}),
-    ));
+    events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
     events.push(event(
         "message_delta",
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": config.output_tokens}}),
@@ -230,12 +204,7 @@ fn anthropic_events(config: &MockConfig, id: u64, model: &str) -> Vec<String> {
 }
 
 /// Streams `events` with the configured pacing, applying a stream fault if one is set.
-fn sse(
-    config: &MockConfig,
-    fault: Option<Fault>,
-    mut events: Vec<String>,
-    content_type: &'static str,
-) -> Response {
+fn sse(config: &MockConfig, fault: Option<Fault>, mut events: Vec<String>, content_type: &'static str) -> Response {
     if fault == Some(Fault::MalformedSse) {
         let at = events.len() / 2;
         events.insert(at, "data: {\"this is\": not json\n\n".to_owned());
@@ -250,10 +219,7 @@ fn sse(
         for (i, event) in events.into_iter().enumerate() {
             if reset_after == Some(i) {
                 let _ = tx
-                    .send(Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "mock fault: reset mid-stream",
-                    )))
+                    .send(Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock fault: reset mid-stream")))
                     .await;
                 return;
             }
@@ -265,15 +231,9 @@ fn sse(
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     let mut response = Response::new(Body::from_stream(stream));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }

@@ -6,10 +6,7 @@ use keygate_mock::{router, MockConfig, OAuthClient, Shared};
 use std::io::Write;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "keygate-mock",
-    about = "A mock AI/API provider on loopback, for keygate's tests and benchmarks"
-)]
+#[command(name = "keygate-mock", about = "A mock AI/API provider on loopback, for keygate's tests and benchmarks")]
 struct Args {
     /// Address to listen on (loopback only).
     #[arg(long, default_value = "127.0.0.1:9999")]
@@ -39,26 +36,16 @@ struct Args {
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     if !args.listen.ip().is_loopback() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "keygate-mock listens on loopback only; got {}",
-            args.listen
-        );
+        let _ = writeln!(std::io::stderr(), "keygate-mock listens on loopback only; got {}", args.listen);
         return std::process::ExitCode::FAILURE;
     }
     let mut oauth_clients = Vec::new();
     for spec in &args.oauth_clients {
         let Some((client_id, client_secret)) = spec.split_once(':') else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "--oauth-client must be client_id:client_secret"
-            );
+            let _ = writeln!(std::io::stderr(), "--oauth-client must be client_id:client_secret");
             return std::process::ExitCode::FAILURE;
         };
-        oauth_clients.push(OAuthClient {
-            client_id: client_id.into(),
-            client_secret: client_secret.into(),
-        });
+        oauth_clients.push(OAuthClient { client_id: client_id.into(), client_secret: client_secret.into() });
     }
     let config = MockConfig {
         valid_keys: args.valid_keys,
@@ -73,26 +60,16 @@ async fn main() -> std::process::ExitCode {
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "keygate-mock: cannot listen on {}: {e}",
-                args.listen
-            );
+            let _ = writeln!(std::io::stderr(), "keygate-mock: cannot listen on {}: {e}", args.listen);
             return std::process::ExitCode::FAILURE;
         }
     };
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     let _ = writeln!(std::io::stdout(), "keygate-mock listening on http://{addr}");
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match axum::serve(listener, router(Shared::new(config)))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
+    match axum::serve(listener, router(Shared::new(config))).with_graceful_shutdown(shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "keygate-mock: {e}");

@@ -32,10 +32,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -50,10 +47,7 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: MockConfig) -> Arc<Self> {
-        Arc::new(Self {
-            config: RwLock::new(config),
-            ..Self::default()
-        })
+        Arc::new(Self { config: RwLock::new(config), ..Self::default() })
     }
 
     fn config(&self) -> MockConfig {
@@ -113,11 +107,7 @@ impl MockProvider {
                 })
                 .await;
         });
-        Ok(Self {
-            addr,
-            shared,
-            stop: Some(stop),
-        })
+        Ok(Self { addr, shared, stop: Some(stop) })
     }
 
     /// `http://127.0.0.1:<port>`: the base URL to give keygate for a provider.
@@ -138,11 +128,7 @@ impl MockProvider {
 
     /// Every request recorded so far, oldest first.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.shared
-            .requests
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        self.shared.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     pub fn clear_requests(&self) {
@@ -188,12 +174,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             headers: parts
                 .headers
                 .iter()
-                .map(|(n, v)| {
-                    (
-                        n.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect(),
             credential: credential.clone(),
             credential_via: via,
@@ -204,16 +185,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
     }
 
-    if parts.method == Method::POST
-        && (path == "/oauth/token" || path.ends_with("/protocol/openid-connect/token"))
-    {
+    if parts.method == Method::POST && (path == "/oauth/token" || path.ends_with("/protocol/openid-connect/token")) {
         return oauth_token(&shared, &config, &parts.headers, &body);
     }
 
     let dialect = Dialect::of(&path, &parts.headers);
-    let authorized = credential
-        .as_deref()
-        .is_some_and(|c| config.valid_keys.iter().any(|k| k == c) || token_is_live(&shared, c));
+    let authorized =
+        credential.as_deref().is_some_and(|c| config.valid_keys.iter().any(|k| k == c) || token_is_live(&shared, c));
     if !authorized {
         return dialects::unauthorized(dialect, credential.as_deref());
     }
@@ -227,27 +205,13 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if config.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(config.latency_ms)).await;
     }
-    let request =
-        serde_json::from_slice::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null);
-    dialects::answer(
-        &shared,
-        &config,
-        fault,
-        &parts.method,
-        &path,
-        dialect,
-        &request,
-    )
+    let request = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null);
+    dialects::answer(&shared, &config, fault, &parts.method, &path, dialect, &request)
 }
 
 /// The credential a request carries, and how it carried it.
 fn credential(headers: &HeaderMap, query: Option<&str>) -> (Option<String>, Option<String>) {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if let Some(v) = header("x-api-key") {
         return (Some(v), Some("x-api-key".into()));
     }
@@ -255,18 +219,11 @@ fn credential(headers: &HeaderMap, query: Option<&str>) -> (Option<String>, Opti
         return (Some(v), Some("x-goog-api-key".into()));
     }
     if let Some(auth) = header("authorization") {
-        if let Some(token) = auth
-            .strip_prefix("Bearer ")
-            .or_else(|| auth.strip_prefix("bearer "))
-        {
+        if let Some(token) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")) {
             return (Some(token.trim().to_owned()), Some("authorization".into()));
         }
     }
-    for (name, value) in query
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-    {
+    for (name, value) in query.unwrap_or("").split('&').filter_map(|p| p.split_once('=')) {
         if matches!(name, "key" | "access_token" | "api_key") {
             return (Some(value.to_owned()), Some(format!("query:{name}")));
         }
@@ -275,19 +232,10 @@ fn credential(headers: &HeaderMap, query: Option<&str>) -> (Option<String>, Opti
 }
 
 fn token_is_live(shared: &Shared, token: &str) -> bool {
-    shared
-        .tokens
-        .lock()
-        .map(|t| t.get(token).is_some_and(|exp| *exp > Instant::now()))
-        .unwrap_or(false)
+    shared.tokens.lock().map(|t| t.get(token).is_some_and(|exp| *exp > Instant::now())).unwrap_or(false)
 }
 
-fn oauth_token(
-    shared: &Shared,
-    config: &MockConfig,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Response {
+fn oauth_token(shared: &Shared, config: &MockConfig, headers: &HeaderMap, body: &Bytes) -> Response {
     let form: HashMap<String, String> = String::from_utf8_lossy(body)
         .split('&')
         .filter_map(|p| p.split_once('='))
@@ -298,10 +246,7 @@ fn oauth_token(
         _ => basic_auth(headers).unwrap_or_default(),
     };
     let grant_ok = form.get("grant_type").map(String::as_str) == Some("client_credentials");
-    let client_ok = config
-        .oauth_clients
-        .iter()
-        .any(|c| c.client_id == id && c.client_secret == secret);
+    let client_ok = config.oauth_clients.iter().any(|c| c.client_id == id && c.client_secret == secret);
     if !grant_ok || !client_ok {
         let body = serde_json::json!({"error": "invalid_client", "error_description": "Invalid client or Invalid client credentials"});
         return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
@@ -316,11 +261,7 @@ fn oauth_token(
 }
 
 fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Basic ")?;
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
     let decoded = decode_base64(value.trim())?;
     let text = String::from_utf8(decoded).ok()?;
     let (id, secret) = text.split_once(':')?;
@@ -358,25 +299,16 @@ fn admin_endpoint(shared: &Shared, method: &Method, what: &str, body: &Bytes) ->
             }
             Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         },
-        ("GET", "requests") => axum::Json(
-            shared
-                .requests
-                .lock()
-                .map(|r| r.clone())
-                .unwrap_or_default(),
-        )
-        .into_response(),
+        ("GET", "requests") => {
+            axum::Json(shared.requests.lock().map(|r| r.clone()).unwrap_or_default()).into_response()
+        }
         ("DELETE", "requests") => {
             if let Ok(mut r) = shared.requests.lock() {
                 r.clear();
             }
             StatusCode::NO_CONTENT.into_response()
         }
-        _ => (
-            StatusCode::NOT_FOUND,
-            Body::from("unknown mock admin endpoint"),
-        )
-            .into_response(),
+        _ => (StatusCode::NOT_FOUND, Body::from("unknown mock admin endpoint")).into_response(),
     }
 }
 

@@ -27,11 +27,7 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            detail: detail.into(),
-        }
+        Self { status, code, detail: detail.into() }
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -53,12 +49,16 @@ impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
         let status = match &err {
             ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ServiceError::InvalidKeyFormat(_)
+            | ServiceError::ProviderRejectedKey(_)
+            | ServiceError::UnknownProvider(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ServiceError::CredentialLimit(_) => StatusCode::CONFLICT,
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::WorkspaceInactive { .. } => StatusCode::FORBIDDEN,
-            ServiceError::Store(keygate_store::StoreError::Unreachable { .. }) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ServiceError::Store(keygate_store::StoreError::Unreachable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ServiceError::MasterKeyMismatch(_)
             | ServiceError::MasterKeyStillInUse(_)
             | ServiceError::Undecryptable { .. }
@@ -83,10 +83,11 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut response = (self.status, body).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         response
     }
 }

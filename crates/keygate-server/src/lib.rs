@@ -7,12 +7,15 @@
 //! Not for: business rules (they live in `keygate-service`) or SQL (in `keygate-store`).
 //! Handlers parse, call one service function, and render.
 
+pub mod dto;
 pub mod error;
+pub mod extract;
 mod routes;
 pub mod state;
 pub mod telemetry;
 
 pub use error::ApiError;
+pub use routes::openapi;
 pub use state::AppState;
 
 use axum::Router;
@@ -21,9 +24,7 @@ use tokio::net::TcpListener;
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    routes::router()
-        .fallback(routes::not_found)
-        .with_state(state)
+    routes::router().fallback(routes::not_found).with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
@@ -32,7 +33,5 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -17,10 +17,7 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Redacting<M> {
     type Writer = RedactingWriter<M::Writer>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingWriter {
-            inner: self.0.make_writer(),
-            buf: Vec::with_capacity(256),
-        }
+        RedactingWriter { inner: self.0.make_writer(), buf: Vec::with_capacity(256) }
     }
 }
 
@@ -63,16 +60,11 @@ impl<W: Write> Drop for RedactingWriter<W> {
 
 /// The subscriber keygate logs through, writing to `writer`. `filter` is an `EnvFilter`
 /// directive such as `info` or `keygate=debug,sqlx=warn`.
-pub fn subscriber<W>(
-    filter: &str,
-    writer: W,
-    ansi: bool,
-) -> Result<impl Subscriber + Send + Sync, String>
+pub fn subscriber<W>(filter: &str, writer: W, ansi: bool) -> Result<impl Subscriber + Send + Sync, String>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter =
-        EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter `{filter}`: {e}"))?;
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid log filter `{filter}`: {e}"))?;
     Ok(tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Redacting(writer))

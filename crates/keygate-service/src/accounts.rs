@@ -3,9 +3,7 @@
 
 use crate::audit::{self, Actor, Entry};
 use crate::{now, ServiceError, ServiceResult};
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use keygate_core::*;
 use keygate_store::Store;
@@ -15,18 +13,11 @@ pub const MIN_PASSWORD_CHARS: usize = 12;
 pub const DEFAULT_TIER: &str = "community";
 
 /// Creates a super-admin with a personal workspace, all or nothing.
-pub async fn create_admin(
-    store: &dyn Store,
-    email: &str,
-    password: &SecretText,
-    actor: &Actor,
-) -> ServiceResult<User> {
+pub async fn create_admin(store: &dyn Store, email: &str, password: &SecretText, actor: &Actor) -> ServiceResult<User> {
     let email = normalize_email(email)?;
     check_password(password)?;
     if store.user_by_email(&email).await?.is_some() {
-        return Err(ServiceError::Conflict(format!(
-            "a user with email {email} already exists"
-        )));
+        return Err(ServiceError::Conflict(format!("a user with email {email} already exists")));
     }
     let hash = hash_password(password)?;
     let at = now();
@@ -48,9 +39,7 @@ pub async fn create_admin(
         created_at: at,
         updated_at: at,
     };
-    store
-        .provision_user(&user, Some(&hash), &workspace, Role::Owner)
-        .await?;
+    store.provision_user(&user, Some(&hash), &workspace, Role::Owner).await?;
     audit::record(
         store,
         actor,
@@ -69,20 +58,14 @@ pub async fn create_admin(
 
 /// Whether `password` matches the user's stored hash. Unknown users and users without a
 /// password never match.
-pub async fn verify_password(
-    store: &dyn Store,
-    user: UserId,
-    password: &SecretText,
-) -> ServiceResult<bool> {
+pub async fn verify_password(store: &dyn Store, user: UserId, password: &SecretText) -> ServiceResult<bool> {
     let Some(stored) = store.password_hash(user).await? else {
         return Ok(false);
     };
     let Ok(parsed) = PasswordHash::new(&stored) else {
         return Ok(false);
     };
-    Ok(Argon2::default()
-        .verify_password(password.expose().as_bytes(), &parsed)
-        .is_ok())
+    Ok(Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok())
 }
 
 fn hash_password(password: &SecretText) -> ServiceResult<String> {
@@ -90,10 +73,7 @@ fn hash_password(password: &SecretText) -> ServiceResult<String> {
     Argon2::default() // argon2id, 19 MiB, 2 passes: the OWASP minimum
         .hash_password(password.expose().as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| ServiceError::Invalid {
-            field: "password",
-            problem: format!("could not be hashed: {e}"),
-        })
+        .map_err(|e| ServiceError::Invalid { field: "password", problem: format!("could not be hashed: {e}") })
 }
 
 fn check_password(password: &SecretText) -> ServiceResult<()> {
@@ -121,10 +101,7 @@ pub fn normalize_email(email: &str) -> ServiceResult<String> {
         None => false,
     };
     if !valid {
-        return Err(ServiceError::Invalid {
-            field: "email",
-            problem: format!("`{email}` is not an email address"),
-        });
+        return Err(ServiceError::Invalid { field: "email", problem: format!("`{email}` is not an email address") });
     }
     Ok(email)
 }

@@ -16,27 +16,16 @@ impl Services {
         Ok(self.store.workspaces().await?)
     }
 
-    pub async fn admin_workspace(
-        &self,
-        principal: &Principal,
-        id: WorkspaceId,
-    ) -> ServiceResult<Workspace> {
+    pub async fn admin_workspace(&self, principal: &Principal, id: WorkspaceId) -> ServiceResult<Workspace> {
         principal.require_super_admin()?;
         Ok(self.store.workspace(id).await?)
     }
 
-    pub async fn admin_create_workspace(
-        &self,
-        principal: &Principal,
-        name: &str,
-    ) -> ServiceResult<Workspace> {
+    pub async fn admin_create_workspace(&self, principal: &Principal, name: &str) -> ServiceResult<Workspace> {
         principal.require_super_admin()?;
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
-            return Err(ServiceError::Invalid {
-                field: "name",
-                problem: "must be 1 to 100 characters".into(),
-            });
+            return Err(ServiceError::Invalid { field: "name", problem: "must be 1 to 100 characters".into() });
         }
         let at = now();
         let ws = Workspace {
@@ -49,15 +38,7 @@ impl Services {
             updated_at: at,
         };
         self.store.insert_workspace(&ws).await?;
-        self.audit_admin(
-            principal,
-            "workspace.create",
-            "workspace",
-            ws.id.to_string(),
-            Some(ws.id),
-            None,
-        )
-        .await?;
+        self.audit_admin(principal, "workspace.create", "workspace", ws.id.to_string(), Some(ws.id), None).await?;
         Ok(ws)
     }
 
@@ -80,32 +61,18 @@ impl Services {
         self.store.set_workspace_status(id, status, at).await?;
         if status == WorkspaceStatus::Deleted && current.status != WorkspaceStatus::Deleted {
             self.vault.destroy_data_key(KeyOwner::Workspace(id)).await?;
-            for mut credential in self
-                .store
-                .credentials(&CredentialFilter {
-                    workspace_id: Some(id),
-                    ..Default::default()
-                })
-                .await?
+            for mut credential in
+                self.store.credentials(&CredentialFilter { workspace_id: Some(id), ..Default::default() }).await?
             {
                 credential.validity = Validity::Undecryptable;
-                credential.validity_detail =
-                    Some("the workspace was deleted and its data key destroyed".into());
+                credential.validity_detail = Some("the workspace was deleted and its data key destroyed".into());
                 credential.validity_checked_at = Some(at);
                 credential.updated_at = at;
                 self.store.update_credential(&credential).await?;
             }
         }
         let detail = serde_json::json!({"from": current.status, "to": status}).to_string();
-        self.audit_admin(
-            principal,
-            "workspace.status",
-            "workspace",
-            id.to_string(),
-            Some(id),
-            Some(detail),
-        )
-        .await?;
+        self.audit_admin(principal, "workspace.status", "workspace", id.to_string(), Some(id), Some(detail)).await?;
         Ok(self.store.workspace(id).await?)
     }
 
@@ -119,23 +86,10 @@ impl Services {
         principal.require_super_admin()?;
         self.store.workspace(ws).await?;
         self.store.user(user).await?;
-        let membership = Membership {
-            workspace_id: ws,
-            user_id: user,
-            role,
-            created_at: now(),
-        };
+        let membership = Membership { workspace_id: ws, user_id: user, role, created_at: now() };
         self.store.upsert_membership(&membership).await?;
         let detail = serde_json::json!({"user": user, "role": role}).to_string();
-        self.audit_admin(
-            principal,
-            "workspace.member",
-            "workspace",
-            ws.to_string(),
-            Some(ws),
-            Some(detail),
-        )
-        .await?;
+        self.audit_admin(principal, "workspace.member", "workspace", ws.to_string(), Some(ws), Some(detail)).await?;
         Ok(membership)
     }
 
@@ -167,13 +121,7 @@ impl Services {
         }
         if let Some(flag) = super_admin {
             if !flag && user.super_admin {
-                let admins = self
-                    .store
-                    .users()
-                    .await?
-                    .into_iter()
-                    .filter(|u| u.super_admin)
-                    .count();
+                let admins = self.store.users().await?.into_iter().filter(|u| u.super_admin).count();
                 if admins <= 1 {
                     return Err(ServiceError::Conflict(
                         "this is the last super-admin: promote another user first".into(),
@@ -184,17 +132,8 @@ impl Services {
         }
         user.updated_at = now();
         self.store.update_user(&user).await?;
-        let detail =
-            serde_json::json!({"tier": user.tier, "super_admin": user.super_admin}).to_string();
-        self.audit_admin(
-            principal,
-            "user.update",
-            "user",
-            id.to_string(),
-            None,
-            Some(detail),
-        )
-        .await?;
+        let detail = serde_json::json!({"tier": user.tier, "super_admin": user.super_admin}).to_string();
+        self.audit_admin(principal, "user.update", "user", id.to_string(), None, Some(detail)).await?;
         Ok(user)
     }
 
@@ -203,30 +142,14 @@ impl Services {
         Ok(self.policy())
     }
 
-    pub async fn admin_set_policy(
-        &self,
-        principal: &Principal,
-        policy: Policy,
-    ) -> ServiceResult<Arc<Policy>> {
+    pub async fn admin_set_policy(&self, principal: &Principal, policy: Policy) -> ServiceResult<Arc<Policy>> {
         principal.require_super_admin()?;
         let policy = self.set_policy(policy).await?;
-        self.audit_admin(
-            principal,
-            "settings.update",
-            "settings",
-            "policy".into(),
-            None,
-            None,
-        )
-        .await?;
+        self.audit_admin(principal, "settings.update", "settings", "policy".into(), None, None).await?;
         Ok(policy)
     }
 
-    pub async fn admin_audit(
-        &self,
-        principal: &Principal,
-        filter: AuditFilter,
-    ) -> ServiceResult<Vec<AuditEvent>> {
+    pub async fn admin_audit(&self, principal: &Principal, filter: AuditFilter) -> ServiceResult<Vec<AuditEvent>> {
         principal.require_super_admin()?;
         Ok(self.store.audit_events(&filter).await?)
     }
@@ -243,14 +166,7 @@ impl Services {
         audit::record(
             &*self.store,
             &principal.actor(),
-            Entry {
-                action,
-                target_type,
-                target_id: Some(target),
-                workspace_id: ws,
-                result: "ok",
-                detail,
-            },
+            Entry { action, target_type, target_id: Some(target), workspace_id: ws, result: "ok", detail },
         )
         .await
     }

@@ -16,11 +16,7 @@ pub struct Actor {
 
 impl Actor {
     pub fn cli() -> Self {
-        Self {
-            user_id: None,
-            label: "cli".into(),
-            source_addr: None,
-        }
+        Self { user_id: None, label: "cli".into(), source_addr: None }
     }
 }
 

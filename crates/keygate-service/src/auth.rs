@@ -62,9 +62,9 @@ impl Principal {
     /// Fails unless the credential used carries `scope`.
     pub fn require_scope(&self, scope: &str) -> ServiceResult<()> {
         match &self.via {
-            Via::Token { scopes, .. } if !scopes.iter().any(|s| s == scope) => Err(
-                ServiceError::Forbidden(format!("this token lacks the `{scope}` scope")),
-            ),
+            Via::Token { scopes, .. } if !scopes.iter().any(|s| s == scope) => {
+                Err(ServiceError::Forbidden(format!("this token lacks the `{scope}` scope")))
+            }
             _ => Ok(()),
         }
     }
@@ -102,18 +102,10 @@ pub struct TokenRequest {
 
 impl Services {
     /// Issues a token for `user`. The returned secret is the only copy.
-    pub async fn create_token(
-        &self,
-        user: &User,
-        request: TokenRequest,
-        actor: &Actor,
-    ) -> ServiceResult<IssuedToken> {
+    pub async fn create_token(&self, user: &User, request: TokenRequest, actor: &Actor) -> ServiceResult<IssuedToken> {
         let name = request.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
-            return Err(ServiceError::Invalid {
-                field: "name",
-                problem: "must be 1 to 100 characters".into(),
-            });
+            return Err(ServiceError::Invalid { field: "name", problem: "must be 1 to 100 characters".into() });
         }
         let scopes = match request.scopes {
             Some(scopes) => {
@@ -126,18 +118,12 @@ impl Services {
                     }
                 }
                 if scopes.iter().any(|s| s == SCOPE_ADMIN) && !user.super_admin {
-                    return Err(ServiceError::Forbidden(
-                        "only super-admins may hold the `admin` scope".into(),
-                    ));
+                    return Err(ServiceError::Forbidden("only super-admins may hold the `admin` scope".into()));
                 }
                 scopes
             }
             None => {
-                let mut scopes = vec![
-                    SCOPE_KEYS.to_owned(),
-                    SCOPE_PROXY.to_owned(),
-                    SCOPE_USAGE.to_owned(),
-                ];
+                let mut scopes = vec![SCOPE_KEYS.to_owned(), SCOPE_PROXY.to_owned(), SCOPE_USAGE.to_owned()];
                 if user.super_admin {
                     scopes.push(SCOPE_ADMIN.to_owned());
                 }
@@ -146,19 +132,11 @@ impl Services {
         };
         if let Some(expiry) = request.expires_at {
             if expiry <= now() {
-                return Err(ServiceError::Invalid {
-                    field: "expires_at",
-                    problem: "must be in the future".into(),
-                });
+                return Err(ServiceError::Invalid { field: "expires_at", problem: "must be in the future".into() });
             }
         }
         if let Some(ws) = request.workspace_id {
-            self.store
-                .membership(ws, user.id)
-                .await?
-                .ok_or(ServiceError::NotFound {
-                    entity: "workspace",
-                })?;
+            self.store.membership(ws, user.id).await?.ok_or(ServiceError::NotFound { entity: "workspace" })?;
         }
         let public_id = random_alphanumeric(PUBLIC_ID_LEN);
         let secret = random_alphanumeric(SECRET_LEN);
@@ -185,14 +163,13 @@ impl Services {
                 target_id: Some(token.id.to_string()),
                 workspace_id: request.workspace_id,
                 result: "ok",
-                detail: Some(serde_json::json!({"name": token.name, "scopes": token.scopes, "user": user.id}).to_string()),
+                detail: Some(
+                    serde_json::json!({"name": token.name, "scopes": token.scopes, "user": user.id}).to_string(),
+                ),
             },
         )
         .await?;
-        Ok(IssuedToken {
-            token,
-            secret: SecretText::new(format!("kg_{public_id}_{secret}")),
-        })
+        Ok(IssuedToken { token, secret: SecretText::new(format!("kg_{public_id}_{secret}")) })
     }
 
     pub async fn list_tokens(&self, principal: &Principal) -> ServiceResult<Vec<ApiToken>> {
@@ -201,9 +178,7 @@ impl Services {
 
     /// Revokes one of the caller's own tokens (404 for anyone else's).
     pub async fn revoke_token(&self, principal: &Principal, id: TokenId) -> ServiceResult<()> {
-        self.store
-            .revoke_token(id, principal.user.id, now())
-            .await?;
+        self.store.revoke_token(id, principal.user.id, now()).await?;
         audit::record(
             &*self.store,
             &principal.actor(),
@@ -220,11 +195,7 @@ impl Services {
     }
 
     /// Authenticates a bearer credential: a keygate token or a host JWT.
-    pub async fn authenticate(
-        &self,
-        bearer: &str,
-        source_addr: Option<String>,
-    ) -> ServiceResult<Principal> {
+    pub async fn authenticate(&self, bearer: &str, source_addr: Option<String>) -> ServiceResult<Principal> {
         let bearer = bearer.trim();
         if bearer.starts_with("kg_") {
             return self.authenticate_token(bearer, source_addr).await;
@@ -232,35 +203,24 @@ impl Services {
         if bearer.matches('.').count() == 2 {
             let Some(jwt) = &self.jwt else {
                 return Err(ServiceError::Unauthenticated(
-                    "host JWTs are not enabled on this keygate (set KEYGATE_JWT_HS256_SECRET or KEYGATE_JWT_JWKS)".into(),
+                    "host JWTs are not enabled on this keygate (set KEYGATE_JWT_HS256_SECRET or KEYGATE_JWT_JWKS)"
+                        .into(),
                 ));
             };
             let claims = jwt.verify(bearer, &self.http).await?;
             return self.provision(claims, source_addr).await;
         }
-        Err(ServiceError::Unauthenticated(
-            "the credential is neither a keygate token (kg_...) nor a JWT".into(),
-        ))
+        Err(ServiceError::Unauthenticated("the credential is neither a keygate token (kg_...) nor a JWT".into()))
     }
 
-    async fn authenticate_token(
-        &self,
-        presented: &str,
-        source_addr: Option<String>,
-    ) -> ServiceResult<Principal> {
-        let invalid =
-            || ServiceError::Unauthenticated("the token is invalid, expired or revoked".into());
+    async fn authenticate_token(&self, presented: &str, source_addr: Option<String>) -> ServiceResult<Principal> {
+        let invalid = || ServiceError::Unauthenticated("the token is invalid, expired or revoked".into());
         let rest = presented.strip_prefix("kg_").ok_or_else(invalid)?;
         let (public_id, secret) = rest.split_once('_').ok_or_else(invalid)?;
-        if public_id.len() != PUBLIC_ID_LEN || !public_id.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if public_id.len() != PUBLIC_ID_LEN || !public_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(invalid());
         }
-        let token = self
-            .store
-            .token_by_public_id(public_id)
-            .await?
-            .ok_or_else(invalid)?;
+        let token = self.store.token_by_public_id(public_id).await?.ok_or_else(invalid)?;
         if !constant_time_eq(&sha256(secret.as_bytes()), &token.secret_hash) {
             return Err(invalid());
         }
@@ -271,46 +231,22 @@ impl Services {
         let user = self.store.user(token.user_id).await?;
         let (workspace, role) = self.acting_workspace(&user, token.workspace_id).await?;
         self.store.touch_token(token.id, at).await?;
-        Ok(Principal {
-            user,
-            workspace,
-            role,
-            via: Via::Token {
-                id: token.id,
-                scopes: token.scopes,
-            },
-            source_addr,
-        })
+        Ok(Principal { user, workspace, role, via: Via::Token { id: token.id, scopes: token.scopes }, source_addr })
     }
 
     /// The workspace a caller acts in: the one named, or their first (oldest) membership.
-    async fn acting_workspace(
-        &self,
-        user: &User,
-        named: Option<WorkspaceId>,
-    ) -> ServiceResult<(Workspace, Role)> {
+    async fn acting_workspace(&self, user: &User, named: Option<WorkspaceId>) -> ServiceResult<(Workspace, Role)> {
         let memberships = self.store.memberships_of_user(user.id).await?;
         let membership = match named {
             Some(ws) => memberships.into_iter().find(|m| m.workspace_id == ws),
-            None => memberships
-                .into_iter()
-                .min_by_key(|m| (m.created_at, m.workspace_id)),
+            None => memberships.into_iter().min_by_key(|m| (m.created_at, m.workspace_id)),
         }
-        .ok_or_else(|| {
-            ServiceError::Unauthenticated("the token's user belongs to no workspace".into())
-        })?;
-        Ok((
-            self.store.workspace(membership.workspace_id).await?,
-            membership.role,
-        ))
+        .ok_or_else(|| ServiceError::Unauthenticated("the token's user belongs to no workspace".into()))?;
+        Ok((self.store.workspace(membership.workspace_id).await?, membership.role))
     }
 
     /// Finds or creates the host user (and workspace) a verified JWT describes.
-    async fn provision(
-        &self,
-        claims: HostClaims,
-        source_addr: Option<String>,
-    ) -> ServiceResult<Principal> {
+    async fn provision(&self, claims: HostClaims, source_addr: Option<String>) -> ServiceResult<Principal> {
         let policy = self.policy();
         let tier = match &claims.tier {
             Some(t) if policy.tiers.contains_key(t) => t.clone(),
@@ -323,19 +259,12 @@ impl Services {
         };
         let role_claim = match claims.role.as_deref().map(str::parse::<Role>) {
             Some(Ok(role)) => Some(role),
-            Some(Err(e)) => {
-                return Err(ServiceError::Unauthenticated(format!(
-                    "the JWT's role claim: {e}"
-                )))
-            }
+            Some(Err(e)) => return Err(ServiceError::Unauthenticated(format!("the JWT's role claim: {e}"))),
             None => None,
         };
         let mut user = match self.store.user_by_external_id(&claims.sub).await? {
             Some(user) => user,
-            None => {
-                self.provision_user(&claims, &tier, source_addr.clone())
-                    .await?
-            }
+            None => self.provision_user(&claims, &tier, source_addr.clone()).await?,
         };
         if claims.tier.is_some() && user.tier != tier {
             user.tier = tier;
@@ -346,13 +275,7 @@ impl Services {
             Some(host_ws) => self.join_host_workspace(&user, host_ws, role_claim).await?,
             None => self.acting_workspace(&user, None).await?,
         };
-        Ok(Principal {
-            user,
-            workspace,
-            role,
-            via: Via::Jwt,
-            source_addr,
-        })
+        Ok(Principal { user, workspace, role, via: Via::Jwt, source_addr })
     }
 
     async fn provision_user(
@@ -364,13 +287,7 @@ impl Services {
         let at = now();
         // An email already held by another account is not taken over by a host JWT.
         let email = match &claims.email {
-            Some(e)
-                if self
-                    .store
-                    .user_by_email(&e.trim().to_lowercase())
-                    .await?
-                    .is_none() =>
-            {
+            Some(e) if self.store.user_by_email(&e.trim().to_lowercase()).await?.is_none() => {
                 Some(e.trim().to_lowercase())
             }
             _ => None,
@@ -386,21 +303,14 @@ impl Services {
         };
         let personal = Workspace {
             id: WorkspaceId::new(),
-            name: format!(
-                "{}'s workspace",
-                claims.email.as_deref().unwrap_or(&claims.sub)
-            ),
+            name: format!("{}'s workspace", claims.email.as_deref().unwrap_or(&claims.sub)),
             status: WorkspaceStatus::Active,
             personal: true,
             external_id: None,
             created_at: at,
             updated_at: at,
         };
-        match self
-            .store
-            .provision_user(&user, None, &personal, Role::Owner)
-            .await
-        {
+        match self.store.provision_user(&user, None, &personal, Role::Owner).await {
             Ok(()) => {}
             // A concurrent request provisioned the same host user first.
             Err(e) if e.is_conflict() => {
@@ -408,17 +318,11 @@ impl Services {
                     .store
                     .user_by_external_id(&claims.sub)
                     .await?
-                    .ok_or_else(|| {
-                        ServiceError::Conflict("host user vanished while provisioning".into())
-                    });
+                    .ok_or_else(|| ServiceError::Conflict("host user vanished while provisioning".into()));
             }
             Err(e) => return Err(e.into()),
         }
-        let actor = Actor {
-            user_id: Some(user.id),
-            label: format!("host:{}", claims.sub),
-            source_addr,
-        };
+        let actor = Actor { user_id: Some(user.id), label: format!("host:{}", claims.sub), source_addr };
         audit::record(
             &*self.store,
             &actor,
@@ -428,9 +332,7 @@ impl Services {
                 target_id: Some(user.id.to_string()),
                 workspace_id: Some(personal.id),
                 result: "ok",
-                detail: Some(
-                    serde_json::json!({"external_id": claims.sub, "tier": tier}).to_string(),
-                ),
+                detail: Some(serde_json::json!({"external_id": claims.sub, "tier": tier}).to_string()),
             },
         )
         .await?;
@@ -467,31 +369,21 @@ impl Services {
                         self.store.upsert_membership(&m).await?;
                         ws
                     }
-                    Err(e) if e.is_conflict() => {
-                        self.store.workspace_by_external_id(host_ws).await?.ok_or(
-                            ServiceError::NotFound {
-                                entity: "workspace",
-                            },
-                        )?
-                    }
+                    Err(e) if e.is_conflict() => self
+                        .store
+                        .workspace_by_external_id(host_ws)
+                        .await?
+                        .ok_or(ServiceError::NotFound { entity: "workspace" })?,
                     Err(e) => return Err(e.into()),
                 }
             }
         };
-        let role = match (
-            self.store.membership(workspace.id, user.id).await?,
-            role_claim,
-        ) {
+        let role = match (self.store.membership(workspace.id, user.id).await?, role_claim) {
             (Some(m), None) => m.role,
             (Some(m), Some(role)) if m.role == role => role,
             (_, claimed) => {
                 let role = claimed.unwrap_or(Role::Member);
-                let m = Membership {
-                    workspace_id: workspace.id,
-                    user_id: user.id,
-                    role,
-                    created_at: now(),
-                };
+                let m = Membership { workspace_id: workspace.id, user_id: user.id, role, created_at: now() };
                 self.store.upsert_membership(&m).await?;
                 role
             }
@@ -513,11 +405,7 @@ impl Services {
             Some(u) => crate::accounts::verify_password(&*self.store, u.id, password).await?,
             None => false,
         };
-        let actor = Actor {
-            user_id: user.as_ref().map(|u| u.id),
-            label: email.clone(),
-            source_addr,
-        };
+        let actor = Actor { user_id: user.as_ref().map(|u| u.id), label: email.clone(), source_addr };
         let target_id = user.as_ref().map(|u| u.id.to_string());
         let entry = |result| Entry {
             action: "auth.login",
@@ -574,10 +462,7 @@ pub struct JwtVerifier {
 
 impl fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtVerifier")
-            .field("hs256", &self.hs256.is_some())
-            .field("jwks", &self.jwks)
-            .finish()
+        f.debug_struct("JwtVerifier").field("hs256", &self.hs256.is_some()).field("jwks", &self.jwks).finish()
     }
 }
 
@@ -595,39 +480,27 @@ impl JwtVerifier {
     }
 
     pub async fn verify(&self, token: &str, http: &reqwest::Client) -> ServiceResult<HostClaims> {
-        let bad =
-            |why: String| ServiceError::Unauthenticated(format!("the JWT was rejected: {why}"));
+        let bad = |why: String| ServiceError::Unauthenticated(format!("the JWT was rejected: {why}"));
         let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
         let key = match header.alg {
-            Algorithm::HS256 => self
-                .hs256
-                .clone()
-                .ok_or_else(|| bad("HS256 is not enabled (KEYGATE_JWT_HS256_SECRET)".into()))?,
-            Algorithm::RS256 => self.rsa_key(header.kid.as_deref(), http).await?,
-            other => {
-                return Err(bad(format!(
-                    "algorithm {other:?} is not accepted (HS256 or RS256)"
-                )))
+            Algorithm::HS256 => {
+                self.hs256.clone().ok_or_else(|| bad("HS256 is not enabled (KEYGATE_JWT_HS256_SECRET)".into()))?
             }
+            Algorithm::RS256 => self.rsa_key(header.kid.as_deref(), http).await?,
+            other => return Err(bad(format!("algorithm {other:?} is not accepted (HS256 or RS256)"))),
         };
         let mut validation = Validation::new(header.alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 30;
-        let data = jsonwebtoken::decode::<HostClaims>(token, &key, &validation)
-            .map_err(|e| bad(e.to_string()))?;
+        let data = jsonwebtoken::decode::<HostClaims>(token, &key, &validation).map_err(|e| bad(e.to_string()))?;
         if data.claims.sub.trim().is_empty() {
             return Err(bad("`sub` is empty".into()));
         }
         Ok(data.claims)
     }
 
-    async fn rsa_key(
-        &self,
-        kid: Option<&str>,
-        http: &reqwest::Client,
-    ) -> ServiceResult<DecodingKey> {
-        let bad =
-            |why: String| ServiceError::Unauthenticated(format!("the JWT was rejected: {why}"));
+    async fn rsa_key(&self, kid: Option<&str>, http: &reqwest::Client) -> ServiceResult<DecodingKey> {
+        let bad = |why: String| ServiceError::Unauthenticated(format!("the JWT was rejected: {why}"));
         let find = |set: &JwkSet| -> Option<DecodingKey> {
             let jwk = match kid {
                 Some(kid) => set.find(kid),

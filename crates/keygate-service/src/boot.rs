@@ -43,11 +43,7 @@ pub async fn check(store: &dyn Store, keks: &dyn KeyEncryptionKeys) -> ServiceRe
         }
     };
     let in_use = store.kek_ids_in_use().await?;
-    let available: Vec<String> = keks
-        .available()
-        .into_iter()
-        .map(|(id, _)| id.to_string())
-        .collect();
+    let available: Vec<String> = keks.available().into_iter().map(|(id, _)| id.to_string()).collect();
     let missing: Vec<&String> = in_use.iter().filter(|id| !available.contains(id)).collect();
     if !missing.is_empty() {
         return Err(ServiceError::MasterKeyStillInUse(format!(
@@ -60,10 +56,7 @@ pub async fn check(store: &dyn Store, keks: &dyn KeyEncryptionKeys) -> ServiceRe
     }
     let primary = keks.primary_id().to_string();
     let rotation_pending = in_use.into_iter().filter(|id| *id != primary).collect();
-    Ok(BootReport {
-        first_start,
-        rotation_pending,
-    })
+    Ok(BootReport { first_start, rotation_pending })
 }
 
 /// Opens the canary; a failure becomes `master_key_mismatch` with what to do.
@@ -94,24 +87,15 @@ pub async fn reseal_canary(store: &dyn Store, keks: &dyn KeyEncryptionKeys) -> S
     }
     verify_canary(keks, &sealed).await?;
     let fresh = keks.seal(CANARY_PLAINTEXT, CANARY_CONTEXT).await?;
-    Ok(store
-        .meta_replace(CANARY_META_KEY, &sealed, &fresh, now())
-        .await?)
+    Ok(store.meta_replace(CANARY_META_KEY, &sealed, &fresh, now()).await?)
 }
 
 /// `a1b2… (label primary), c3d4… (label old)`.
 pub fn describe(keks: &dyn KeyEncryptionKeys) -> String {
-    let keys: Vec<String> = keks
-        .available()
-        .into_iter()
-        .map(|(id, label)| format!("{id} (`{label}`)"))
-        .collect();
+    let keys: Vec<String> = keks.available().into_iter().map(|(id, label)| format!("{id} (`{label}`)")).collect();
     keys.join(", ")
 }
 
 fn join(ids: &[&String]) -> String {
-    ids.iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }

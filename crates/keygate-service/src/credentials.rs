@@ -61,20 +61,10 @@ enum Access {
 const MAX_NAME_CHARS: usize = 100;
 
 impl Services {
-    pub async fn create_credential(
-        &self,
-        principal: &Principal,
-        input: NewCredential,
-    ) -> ServiceResult<Credential> {
+    pub async fn create_credential(&self, principal: &Principal, input: NewCredential) -> ServiceResult<Credential> {
         principal.require_scope(SCOPE_KEYS)?;
         let provider = self.provider(&input.provider)?;
-        let owner = self
-            .owner_for(
-                principal,
-                input.scope.unwrap_or(CredentialScope::User),
-                input.workspace_id,
-            )
-            .await?;
+        let owner = self.owner_for(principal, input.scope.unwrap_or(CredentialScope::User), input.workspace_id).await?;
         if let Some(ws) = owner.workspace_id() {
             self.require_active(ws).await?;
         }
@@ -95,10 +85,7 @@ impl Services {
             })
             .await?
             .into_iter()
-            .find(|c| {
-                c.owner_key()
-                    == keygate_core::owner_key(owner.scope(), owner.workspace_id(), owner.user_id())
-            });
+            .find(|c| c.owner_key() == keygate_core::owner_key(owner.scope(), owner.workspace_id(), owner.user_id()));
         if existing.is_none() {
             if let Owner::User { user, .. } = owner {
                 let held = self
@@ -138,8 +125,7 @@ impl Services {
         let mut credential = Credential::draft(owner, &provider.id, &name, at);
         credential.model = model;
         credential.hint = hint(provider, &secret);
-        credential.operator_shared =
-            owner == Owner::Operator && input.operator_shared.unwrap_or(false);
+        credential.operator_shared = owner == Owner::Operator && input.operator_shared.unwrap_or(false);
         apply(&mut credential, &outcome, at);
         let (sealed, dek) = self.vault.seal_credential(&credential, &secret).await?;
         credential.sealed = sealed;
@@ -148,15 +134,9 @@ impl Services {
             Some(old) => self.store.replace_credential(old.id, &credential).await?,
             None => self.store.insert_credential(&credential).await?,
         }
-        let action = if existing.is_some() {
-            "credential.replace"
-        } else {
-            "credential.create"
-        };
-        let detail = existing
-            .as_ref()
-            .map(|old| format!("replaces {}; {}", old.id, outcome.detail))
-            .unwrap_or(outcome.detail);
+        let action = if existing.is_some() { "credential.replace" } else { "credential.create" };
+        let detail =
+            existing.as_ref().map(|old| format!("replaces {}; {}", old.id, outcome.detail)).unwrap_or(outcome.detail);
         self.audit_credential(
             principal,
             action,
@@ -170,11 +150,7 @@ impl Services {
         Ok(credential)
     }
 
-    pub async fn list_credentials(
-        &self,
-        principal: &Principal,
-        which: ListScope,
-    ) -> ServiceResult<Vec<Credential>> {
+    pub async fn list_credentials(&self, principal: &Principal, which: ListScope) -> ServiceResult<Vec<Credential>> {
         principal.require_scope(SCOPE_KEYS)?;
         let ws = principal.workspace.id;
         let mine = CredentialFilter {
@@ -183,11 +159,8 @@ impl Services {
             owner_user_id: Some(principal.user.id),
             ..Default::default()
         };
-        let shared = CredentialFilter {
-            scope: Some(CredentialScope::Workspace),
-            workspace_id: Some(ws),
-            ..Default::default()
-        };
+        let shared =
+            CredentialFilter { scope: Some(CredentialScope::Workspace), workspace_id: Some(ws), ..Default::default() };
         Ok(match which {
             ListScope::Mine => {
                 let mut all = self.store.credentials(&mine).await?;
@@ -199,20 +172,13 @@ impl Services {
             ListScope::Only(CredentialScope::Operator) => {
                 principal.require_super_admin()?;
                 self.store
-                    .credentials(&CredentialFilter {
-                        scope: Some(CredentialScope::Operator),
-                        ..Default::default()
-                    })
+                    .credentials(&CredentialFilter { scope: Some(CredentialScope::Operator), ..Default::default() })
                     .await?
             }
         })
     }
 
-    pub async fn get_credential(
-        &self,
-        principal: &Principal,
-        id: CredentialId,
-    ) -> ServiceResult<Credential> {
+    pub async fn get_credential(&self, principal: &Principal, id: CredentialId) -> ServiceResult<Credential> {
         principal.require_scope(SCOPE_KEYS)?;
         self.load(principal, id, Access::Read).await
     }
@@ -245,26 +211,15 @@ impl Services {
             credential.operator_shared = shared;
         }
         credential.updated_at = now();
-        self.store
-            .update_credential(&credential)
-            .await
-            .map_err(|e| match e {
-                keygate_store::StoreError::Conflict(_) => ServiceError::Conflict(format!(
-                    "another active {} key exists for this owner: disable or delete it first",
-                    provider.name
-                )),
-                other => other.into(),
-            })?;
-        self.audit_credential(
-            principal,
-            "credential.update",
-            Some(id),
-            credential.workspace_id,
-            "ok",
-            provider,
-            None,
-        )
-        .await?;
+        self.store.update_credential(&credential).await.map_err(|e| match e {
+            keygate_store::StoreError::Conflict(_) => ServiceError::Conflict(format!(
+                "another active {} key exists for this owner: disable or delete it first",
+                provider.name
+            )),
+            other => other.into(),
+        })?;
+        self.audit_credential(principal, "credential.update", Some(id), credential.workspace_id, "ok", provider, None)
+            .await?;
         Ok(credential)
     }
 
@@ -318,11 +273,7 @@ impl Services {
     }
 
     /// Probes the stored secret again and records the result.
-    pub async fn test_credential(
-        &self,
-        principal: &Principal,
-        id: CredentialId,
-    ) -> ServiceResult<Credential> {
+    pub async fn test_credential(&self, principal: &Principal, id: CredentialId) -> ServiceResult<Credential> {
         principal.require_scope(SCOPE_KEYS)?;
         let mut credential = self.load(principal, id, Access::Read).await?;
         if let Some(ws) = credential.workspace_id {
@@ -354,31 +305,17 @@ impl Services {
         Ok(credential)
     }
 
-    pub async fn delete_credential(
-        &self,
-        principal: &Principal,
-        id: CredentialId,
-    ) -> ServiceResult<()> {
+    pub async fn delete_credential(&self, principal: &Principal, id: CredentialId) -> ServiceResult<()> {
         principal.require_scope(SCOPE_KEYS)?;
         let credential = self.load(principal, id, Access::Manage).await?;
         self.store.delete_credential(id).await?;
         let provider = self.provider(&credential.provider)?;
-        self.audit_credential(
-            principal,
-            "credential.delete",
-            Some(id),
-            credential.workspace_id,
-            "ok",
-            provider,
-            None,
-        )
-        .await
+        self.audit_credential(principal, "credential.delete", Some(id), credential.workspace_id, "ok", provider, None)
+            .await
     }
 
     pub(crate) fn provider(&self, id: &str) -> ServiceResult<&Provider> {
-        self.catalog
-            .get(id)
-            .ok_or_else(|| ServiceError::UnknownProvider(id.to_owned()))
+        self.catalog.get(id).ok_or_else(|| ServiceError::UnknownProvider(id.to_owned()))
     }
 
     async fn require_active(&self, ws: WorkspaceId) -> ServiceResult<()> {
@@ -386,9 +323,7 @@ impl Services {
         if workspace.status.allows_use() {
             Ok(())
         } else {
-            Err(ServiceError::WorkspaceInactive {
-                status: workspace.status.to_string(),
-            })
+            Err(ServiceError::WorkspaceInactive { status: workspace.status.to_string() })
         }
     }
 
@@ -403,29 +338,19 @@ impl Services {
         let role = if ws == principal.workspace.id {
             Some(principal.role)
         } else {
-            self.store
-                .membership(ws, principal.user.id)
-                .await?
-                .map(|m| m.role)
+            self.store.membership(ws, principal.user.id).await?.map(|m| m.role)
         };
         match scope {
             CredentialScope::User => {
-                role.ok_or(ServiceError::NotFound {
-                    entity: "workspace",
-                })?;
-                Ok(Owner::User {
-                    workspace: ws,
-                    user: principal.user.id,
-                })
+                role.ok_or(ServiceError::NotFound { entity: "workspace" })?;
+                Ok(Owner::User { workspace: ws, user: principal.user.id })
             }
             CredentialScope::Workspace => match role {
                 Some(r) if r.can_administer() => Ok(Owner::Workspace(ws)),
-                Some(_) => Err(ServiceError::Forbidden(
-                    "workspace keys need the owner or admin role in the workspace".into(),
-                )),
-                None => Err(ServiceError::NotFound {
-                    entity: "workspace",
-                }),
+                Some(_) => {
+                    Err(ServiceError::Forbidden("workspace keys need the owner or admin role in the workspace".into()))
+                }
+                None => Err(ServiceError::NotFound { entity: "workspace" }),
             },
             CredentialScope::Operator => {
                 principal.require_super_admin()?;
@@ -435,12 +360,7 @@ impl Services {
     }
 
     /// Loads a credential the caller may reach with at least `needed` access.
-    async fn load(
-        &self,
-        principal: &Principal,
-        id: CredentialId,
-        needed: Access,
-    ) -> ServiceResult<Credential> {
+    async fn load(&self, principal: &Principal, id: CredentialId, needed: Access) -> ServiceResult<Credential> {
         let not_found = || ServiceError::NotFound { entity: "key" };
         let credential = match self.store.credential(id).await {
             Ok(c) => c,
@@ -448,9 +368,7 @@ impl Services {
             Err(e) => return Err(e.into()),
         };
         let access = match credential.scope {
-            CredentialScope::User if credential.owner_user_id == Some(principal.user.id) => {
-                Access::Manage
-            }
+            CredentialScope::User if credential.owner_user_id == Some(principal.user.id) => Access::Manage,
             CredentialScope::User => Access::None,
             CredentialScope::Workspace => {
                 let ws = credential.workspace_id.ok_or_else(not_found)?;
@@ -465,9 +383,9 @@ impl Services {
         };
         match access {
             Access::None => Err(not_found()),
-            a if a < needed => Err(ServiceError::Forbidden(
-                "managing this key needs the owner or admin role in its workspace".into(),
-            )),
+            a if a < needed => {
+                Err(ServiceError::Forbidden("managing this key needs the owner or admin role in its workspace".into()))
+            }
             _ => Ok(credential),
         }
     }
@@ -512,14 +430,12 @@ fn normalize(provider: &Provider, input: &SecretInput) -> ServiceResult<SecretTe
     match (provider.credential, input) {
         (CredentialKind::ApiKey, SecretInput::Key(key)) => {
             let trimmed = trim_secret("secret", key.expose()).map_err(bad)?;
-            provider
-                .check_format(&[("api_key", trimmed)])
-                .map_err(bad)?;
+            provider.check_format(&[("api_key", trimmed)]).map_err(bad)?;
             Ok(SecretText::new(trimmed.to_owned()))
         }
-        (CredentialKind::ApiKey, SecretInput::Fields(_)) => Err(ServiceError::InvalidKeyFormat(
-            format!("{} takes one key: send `secret` as a string", provider.name),
-        )),
+        (CredentialKind::ApiKey, SecretInput::Fields(_)) => {
+            Err(ServiceError::InvalidKeyFormat(format!("{} takes one key: send `secret` as a string", provider.name)))
+        }
         (_, SecretInput::Key(_)) => Err(ServiceError::InvalidKeyFormat(format!(
             "{} credentials are an object with {}",
             provider.name,
@@ -528,15 +444,11 @@ fn normalize(provider: &Provider, input: &SecretInput) -> ServiceResult<SecretTe
         (_, SecretInput::Fields(fields)) => {
             let mut trimmed = Vec::with_capacity(fields.len());
             for (name, value) in fields {
-                trimmed.push((
-                    name.as_str(),
-                    trim_secret(name, value.expose()).map_err(bad)?,
-                ));
+                trimmed.push((name.as_str(), trim_secret(name, value.expose()).map_err(bad)?));
             }
             provider.check_format(&trimmed).map_err(bad)?;
             let map: BTreeMap<&str, &str> = trimmed.into_iter().collect();
-            let json = serde_json::to_string(&map)
-                .map_err(|e| ServiceError::InvalidKeyFormat(e.to_string()))?;
+            let json = serde_json::to_string(&map).map_err(|e| ServiceError::InvalidKeyFormat(e.to_string()))?;
             Ok(SecretText::new(json))
         }
     }
@@ -549,9 +461,7 @@ fn hint(provider: &Provider, secret: &SecretText) -> String {
         CredentialKind::ClientCredentials => "client_secret",
         CredentialKind::Aws => "access_key_id",
     };
-    validation::fields(provider, secret)
-        .and_then(|f| f.get(field).map(SecretText::hint))
-        .unwrap_or_else(|| "…".into())
+    validation::fields(provider, secret).and_then(|f| f.get(field).map(SecretText::hint)).unwrap_or_else(|| "…".into())
 }
 
 fn clean_name(name: Option<&str>, provider: &Provider) -> ServiceResult<String> {

@@ -26,25 +26,13 @@ pub struct Check {
 
 impl Check {
     pub fn ok(name: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            name,
-            status: Status::Ok,
-            detail: detail.into(),
-        }
+        Self { name, status: Status::Ok, detail: detail.into() }
     }
     pub fn warn(name: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            name,
-            status: Status::Warn,
-            detail: detail.into(),
-        }
+        Self { name, status: Status::Warn, detail: detail.into() }
     }
     pub fn fail(name: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            name,
-            status: Status::Fail,
-            detail: detail.into(),
-        }
+        Self { name, status: Status::Fail, detail: detail.into() }
     }
 }
 
@@ -55,20 +43,12 @@ pub async fn run(store: Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>) -> Vec
         checks.push(Check::fail("database", e.to_string()));
         return checks;
     }
-    checks.push(Check::ok(
-        "database",
-        format!("{} answers", store.backend()),
-    ));
+    checks.push(Check::ok("database", format!("{} answers", store.backend())));
 
     match store.pending_migrations().await {
-        Ok(pending) if pending.is_empty() => {
-            checks.push(Check::ok("migrations", "schema is current"))
-        }
+        Ok(pending) if pending.is_empty() => checks.push(Check::ok("migrations", "schema is current")),
         Ok(pending) if pending.len() == store.migration_count() => {
-            checks.push(Check::ok(
-                "migrations",
-                "empty database: the schema is created at the first start",
-            ));
+            checks.push(Check::ok("migrations", "empty database: the schema is created at the first start"));
             return checks;
         }
         Ok(pending) => {
@@ -90,19 +70,14 @@ pub async fn run(store: Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>) -> Vec
 
     match store.meta_get(boot::CANARY_META_KEY).await {
         Ok(Some(sealed)) => match boot::verify_canary(&*keks, &sealed).await {
-            Ok(()) => checks.push(Check::ok(
-                "master key",
-                format!("canary opens with the keyring ({})", boot::describe(&*keks)),
-            )),
+            Ok(()) => checks
+                .push(Check::ok("master key", format!("canary opens with the keyring ({})", boot::describe(&*keks)))),
             Err(e) => {
                 checks.push(Check::fail("master key", format!("[{}] {e}", e.code())));
                 return checks;
             }
         },
-        Ok(None) => checks.push(Check::ok(
-            "master key",
-            "no canary yet: it is sealed at the first `keygate serve`",
-        )),
+        Ok(None) => checks.push(Check::ok("master key", "no canary yet: it is sealed at the first `keygate serve`")),
         Err(e) => checks.push(Check::fail("master key", e.to_string())),
     }
 
@@ -125,40 +100,26 @@ async fn check_data_keys(store: &dyn Store, keks: &dyn KeyEncryptionKeys, checks
         };
         live += 1;
         let owner = record.owner.storage_key();
-        let context = DataKeyContext {
-            key_owner: &owner,
-            data_key_id: record.id.as_uuid(),
-        }
-        .to_bytes();
+        let context = DataKeyContext { key_owner: &owner, data_key_id: record.id.as_uuid() }.to_bytes();
         if let Err(e) = keks.open(wrapped, &context).await {
             failures += 1;
             checks.push(Check::fail(
                 "data key",
-                format!(
-                    "data key {} of {} does not unwrap: {e}",
-                    record.id, record.owner
-                ),
+                format!("data key {} of {} does not unwrap: {e}", record.id, record.owner),
             ));
         }
     }
     if failures == 0 {
         checks.push(Check::ok("data keys", format!("{live} data key(s) unwrap")));
     }
-    let stale = records
-        .iter()
-        .filter(|r| r.wrapped.is_some() && r.kek_id != primary)
-        .count();
+    let stale = records.iter().filter(|r| r.wrapped.is_some() && r.kek_id != primary).count();
     if stale > 0 {
         checks.push(Check::warn(
             "rotation",
             format!("{stale} data key(s) are wrapped by an older master key: run `keygate master-key rotate`"),
         ));
     }
-    let in_use: Vec<String> = records
-        .iter()
-        .filter(|r| r.wrapped.is_some())
-        .map(|r| r.kek_id.clone())
-        .collect();
+    let in_use: Vec<String> = records.iter().filter(|r| r.wrapped.is_some()).map(|r| r.kek_id.clone()).collect();
     for (id, label) in keks.available() {
         if id.to_string() != primary && !in_use.contains(&id.to_string()) {
             checks.push(Check::ok(
@@ -169,11 +130,7 @@ async fn check_data_keys(store: &dyn Store, keks: &dyn KeyEncryptionKeys, checks
     }
 }
 
-async fn check_credentials(
-    store: Arc<dyn Store>,
-    keks: Arc<dyn KeyEncryptionKeys>,
-    checks: &mut Vec<Check>,
-) {
+async fn check_credentials(store: Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>, checks: &mut Vec<Check>) {
     let credentials = match store.credentials(&CredentialFilter::default()).await {
         Ok(c) => c,
         Err(e) => return checks.push(Check::fail("credentials", e.to_string())),
@@ -182,10 +139,7 @@ async fn check_credentials(
     let (mut opened, mut shredded, mut failed) = (0usize, 0usize, 0usize);
     for credential in &credentials {
         if let Some(ws) = credential.workspace_id {
-            if matches!(
-                store.workspace(ws).await.map(|w| w.status),
-                Ok(WorkspaceStatus::Deleted)
-            ) {
+            if matches!(store.workspace(ws).await.map(|w| w.status), Ok(WorkspaceStatus::Deleted)) {
                 shredded += 1;
                 continue;
             }
@@ -205,14 +159,8 @@ async fn check_credentials(
         }
     }
     if failed == 0 {
-        let shredded = if shredded > 0 {
-            format!("; {shredded} of deleted workspaces are shredded")
-        } else {
-            String::new()
-        };
-        checks.push(Check::ok(
-            "credentials",
-            format!("{opened} credential(s) open{shredded}"),
-        ));
+        let shredded =
+            if shredded > 0 { format!("; {shredded} of deleted workspaces are shredded") } else { String::new() };
+        checks.push(Check::ok("credentials", format!("{opened} credential(s) open{shredded}")));
     }
 }

@@ -29,10 +29,7 @@ pub enum ServiceError {
     #[error("{0}")]
     Conflict(String),
     #[error("{field}: {problem}")]
-    Invalid {
-        field: &'static str,
-        problem: String,
-    },
+    Invalid { field: &'static str, problem: String },
     #[error("credential {credential} cannot be decrypted: {reason}")]
     Undecryptable { credential: String, reason: String },
     #[error("the workspace is {status}: its credentials cannot be used until it is active again")]

@@ -9,9 +9,7 @@
 use crate::{now, ServiceError, ServiceResult};
 use keygate_core::*;
 use keygate_store::Store;
-use keygate_vault::{
-    CredentialContext, DataKey, DataKeyContext, KeyEncryptionKeys, SecretText, VaultError,
-};
+use keygate_vault::{CredentialContext, DataKey, DataKeyContext, KeyEncryptionKeys, SecretText, VaultError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -28,11 +26,7 @@ pub struct KeyVault {
 
 impl KeyVault {
     pub fn new(store: Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>) -> Self {
-        Self {
-            store,
-            keks,
-            cache: RwLock::new(HashMap::new()),
-        }
+        Self { store, keks, cache: RwLock::new(HashMap::new()) }
     }
 
     pub fn keks(&self) -> &Arc<dyn KeyEncryptionKeys> {
@@ -50,14 +44,8 @@ impl KeyVault {
         let id = DataKeyId::new();
         let dek = DataKey::generate(id.as_uuid());
         let owner_key = owner.storage_key();
-        let context = DataKeyContext {
-            key_owner: &owner_key,
-            data_key_id: id.as_uuid(),
-        };
-        let wrapped = self
-            .keks
-            .seal(dek.expose_bytes(), &context.to_bytes())
-            .await?;
+        let context = DataKeyContext { key_owner: &owner_key, data_key_id: id.as_uuid() };
+        let wrapped = self.keks.seal(dek.expose_bytes(), &context.to_bytes()).await?;
         let at = now();
         let record = DataKeyRecord {
             id,
@@ -77,9 +65,7 @@ impl KeyVault {
             // Another request created the owner's key first: use that one.
             Err(e) if e.is_conflict() => match self.store.data_key_by_owner(&owner).await? {
                 Some(existing) => Ok(existing.id),
-                None => Err(ServiceError::Conflict(format!(
-                    "data key for {owner} vanished while being created"
-                ))),
+                None => Err(ServiceError::Conflict(format!("data key for {owner} vanished while being created"))),
             },
             Err(e) => Err(e.into()),
         }
@@ -103,20 +89,12 @@ impl KeyVault {
     /// Opens a credential's secret. The caller keeps it for one use and drops it.
     pub async fn open_credential(&self, credential: &Credential) -> ServiceResult<SecretText> {
         let owner = credential.key_owner();
-        let undecryptable = |reason: String| ServiceError::Undecryptable {
-            credential: credential.id.to_string(),
-            reason,
-        };
-        let dek = self
-            .data_key(credential.data_key_id, owner)
-            .await
-            .map_err(|e| undecryptable(e.to_string()))?;
+        let undecryptable =
+            |reason: String| ServiceError::Undecryptable { credential: credential.id.to_string(), reason };
+        let dek = self.data_key(credential.data_key_id, owner).await.map_err(|e| undecryptable(e.to_string()))?;
         let (key_owner, row_owner) = (owner.storage_key(), credential.owner_key());
-        dek.open_secret(
-            &credential.sealed,
-            &context(&key_owner, &row_owner, credential),
-        )
-        .map_err(|e| undecryptable(e.to_string()))
+        dek.open_secret(&credential.sealed, &context(&key_owner, &row_owner, credential))
+            .map_err(|e| undecryptable(e.to_string()))
     }
 
     /// Destroys the owner's data key: everything sealed under it is unreadable for good.
@@ -144,10 +122,7 @@ impl KeyVault {
         }
         let wrapped = record.wrapped.as_deref().ok_or(VaultError::Destroyed)?;
         let owner_key = owner.storage_key();
-        let context = DataKeyContext {
-            key_owner: &owner_key,
-            data_key_id: id.as_uuid(),
-        };
+        let context = DataKeyContext { key_owner: &owner_key, data_key_id: id.as_uuid() };
         let bytes = self.keks.open(wrapped, &context.to_bytes()).await?;
         let dek = DataKey::from_unwrapped(id.as_uuid(), &bytes)?;
         self.remember(id, dek.clone(), owner);
@@ -174,11 +149,7 @@ impl KeyVault {
     }
 }
 
-fn context<'a>(
-    key_owner: &'a str,
-    row_owner: &'a str,
-    credential: &'a Credential,
-) -> CredentialContext<'a> {
+fn context<'a>(key_owner: &'a str, row_owner: &'a str, credential: &'a Credential) -> CredentialContext<'a> {
     CredentialContext {
         key_owner,
         owner: row_owner,

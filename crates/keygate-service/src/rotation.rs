@@ -55,18 +55,11 @@ pub async fn rotate(
     // Refuse to start with a keyring that cannot open what is stored.
     boot::check(store, keks).await?;
     let primary = keks.primary_id().to_string();
-    let stale: Vec<DataKeyRecord> = store
-        .data_keys()
-        .await?
-        .into_iter()
-        .filter(|k| k.wrapped.is_some() && k.kek_id != primary)
-        .collect();
+    let stale: Vec<DataKeyRecord> =
+        store.data_keys().await?.into_iter().filter(|k| k.wrapped.is_some() && k.kek_id != primary).collect();
     let total = stale.len() as u64;
     observer.started(total);
-    let mut report = RotationReport {
-        total,
-        ..Default::default()
-    };
+    let mut report = RotationReport { total, ..Default::default() };
     for (i, record) in stale.into_iter().enumerate() {
         let index = i as u64 + 1;
         if rewrap_one(store, keks, &primary, record, index, total, observer).await? {
@@ -74,9 +67,7 @@ pub async fn rotate(
         } else {
             report.by_others += 1;
         }
-        observer
-            .step(Step::Committed { index, total })
-            .map_err(ServiceError::Interrupted)?;
+        observer.step(Step::Committed { index, total }).map_err(ServiceError::Interrupted)?;
     }
     report.canary_resealed = boot::reseal_canary(store, keks).await?;
     Ok(report)
@@ -102,28 +93,16 @@ async fn rewrap_one(
         let context = context_bytes(record.owner, &record);
         let dek = keks.open(wrapped, &context).await?;
         let rewrapped = keks.seal(&dek, &context).await?;
-        observer
-            .step(Step::BeforeCommit { index, total })
-            .map_err(ServiceError::Interrupted)?;
-        if store
-            .rewrap_data_key(record.id, record.version, primary, &rewrapped, now())
-            .await?
-        {
+        observer.step(Step::BeforeCommit { index, total }).map_err(ServiceError::Interrupted)?;
+        if store.rewrap_data_key(record.id, record.version, primary, &rewrapped, now()).await? {
             return Ok(true);
         }
         record = store.data_key(record.id).await?;
     }
-    Err(ServiceError::Conflict(format!(
-        "data key {} kept changing during rotation; run it again",
-        record.id
-    )))
+    Err(ServiceError::Conflict(format!("data key {} kept changing during rotation; run it again", record.id)))
 }
 
 fn context_bytes(owner: KeyOwner, record: &DataKeyRecord) -> Vec<u8> {
     let owner_key = owner.storage_key();
-    DataKeyContext {
-        key_owner: &owner_key,
-        data_key_id: record.id.as_uuid(),
-    }
-    .to_bytes()
+    DataKeyContext { key_owner: &owner_key, data_key_id: record.id.as_uuid() }.to_bytes()
 }

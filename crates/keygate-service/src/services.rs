@@ -21,9 +21,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            probe_timeout: Duration::from_secs(5),
-        }
+        Self { probe_timeout: Duration::from_secs(5) }
     }
 }
 
@@ -60,19 +58,8 @@ impl Services {
             .timeout(options.probe_timeout)
             .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| ServiceError::Invalid {
-                field: "http client",
-                problem: e.to_string(),
-            })?;
-        Ok(Self {
-            store,
-            vault,
-            catalog: Arc::new(catalog),
-            http,
-            jwt,
-            options,
-            policy: RwLock::new(Arc::new(policy)),
-        })
+            .map_err(|e| ServiceError::Invalid { field: "http client", problem: e.to_string() })?;
+        Ok(Self { store, vault, catalog: Arc::new(catalog), http, jwt, options, policy: RwLock::new(Arc::new(policy)) })
     }
 
     /// The policy in force.
@@ -84,18 +71,11 @@ impl Services {
     pub async fn set_policy(&self, policy: Policy) -> ServiceResult<Arc<Policy>> {
         let problems = policy.problems(|id| self.catalog.get(id).is_some());
         if !problems.is_empty() {
-            return Err(ServiceError::Invalid {
-                field: "settings",
-                problem: problems.join("; "),
-            });
+            return Err(ServiceError::Invalid { field: "settings", problem: problems.join("; ") });
         }
-        let text = serde_json::to_string(&policy).map_err(|e| ServiceError::Invalid {
-            field: "settings",
-            problem: e.to_string(),
-        })?;
-        self.store
-            .settings_put(POLICY_SETTINGS_KEY, &text, now())
-            .await?;
+        let text = serde_json::to_string(&policy)
+            .map_err(|e| ServiceError::Invalid { field: "settings", problem: e.to_string() })?;
+        self.store.settings_put(POLICY_SETTINGS_KEY, &text, now()).await?;
         let policy = Arc::new(policy);
         if let Ok(mut current) = self.policy.write() {
             *current = policy.clone();

@@ -19,18 +19,11 @@ pub struct Outcome {
 
 impl Outcome {
     fn valid(provider: &Provider) -> Self {
-        Self {
-            validity: Validity::Valid,
-            detail: format!("{} accepted the key", provider.name),
-        }
+        Self { validity: Validity::Valid, detail: format!("{} accepted the key", provider.name) }
     }
 
     fn invalid(provider: &Provider, status: u16) -> Self {
-        let fresh = provider
-            .key_url
-            .as_deref()
-            .map(|u| format!(" at {u}"))
-            .unwrap_or_default();
+        let fresh = provider.key_url.as_deref().map(|u| format!(" at {u}")).unwrap_or_default();
         Self {
             validity: Validity::Invalid,
             detail: format!(
@@ -42,10 +35,7 @@ impl Outcome {
     }
 
     fn unverified(detail: String) -> Self {
-        Self {
-            validity: Validity::Unverified,
-            detail,
-        }
+        Self { validity: Validity::Unverified, detail }
     }
 }
 
@@ -55,11 +45,7 @@ pub fn fields(provider: &Provider, secret: &SecretText) -> Option<BTreeMap<Strin
         CredentialKind::ApiKey => Some(BTreeMap::from([("api_key".to_owned(), secret.clone())])),
         _ => {
             let map: BTreeMap<String, String> = serde_json::from_str(secret.expose()).ok()?;
-            Some(
-                map.into_iter()
-                    .map(|(k, v)| (k, SecretText::new(v)))
-                    .collect(),
-            )
+            Some(map.into_iter().map(|(k, v)| (k, SecretText::new(v))).collect())
         }
     }
 }
@@ -67,16 +53,9 @@ pub fn fields(provider: &Provider, secret: &SecretText) -> Option<BTreeMap<Strin
 /// Probes `provider` with `secret` (a plain key, or the JSON of a multi-field credential).
 pub async fn probe(http: &reqwest::Client, provider: &Provider, secret: &SecretText) -> Outcome {
     let Some(fields) = fields(provider, secret) else {
-        return Outcome::unverified(
-            "the stored credential could not be read as its provider's fields".into(),
-        );
+        return Outcome::unverified("the stored credential could not be read as its provider's fields".into());
     };
-    let field = |name: &str| {
-        fields
-            .get(name)
-            .map(|s| s.expose().to_owned())
-            .unwrap_or_default()
-    };
+    let field = |name: &str| fields.get(name).map(|s| s.expose().to_owned()).unwrap_or_default();
     match &provider.inject {
         Injection::Sigv4 { .. } => Outcome::unverified(format!(
             "{} credentials are checked for format only; the first call through keygate verifies them",
@@ -84,13 +63,20 @@ pub async fn probe(http: &reqwest::Client, provider: &Provider, secret: &SecretT
         )),
         Injection::Oauth2 { token_path } => {
             let url = format!("{}{token_path}", provider.base_url);
-            let form = [("grant_type", "client_credentials".to_owned()), ("client_id", field("client_id")), ("client_secret", field("client_secret"))];
+            let form = [
+                ("grant_type", "client_credentials".to_owned()),
+                ("client_id", field("client_id")),
+                ("client_secret", field("client_secret")),
+            ];
             let result = http.post(&url).form(&form).send().await;
             judge(provider, result, &[400, 401, 403], None).await
         }
         injection => {
             let Some(probe) = &provider.probe else {
-                return Outcome::unverified(format!("{} has no validation call; the key was checked for format only", provider.name));
+                return Outcome::unverified(format!(
+                    "{} has no validation call; the key was checked for format only",
+                    provider.name
+                ));
             };
             let key = field("api_key");
             let url = format!("{}{}", provider.base_url, probe.path);
@@ -103,7 +89,12 @@ pub async fn probe(http: &reqwest::Client, provider: &Provider, secret: &SecretT
                 Injection::Bearer => request.header(AUTHORIZATION, sensitive(&format!("Bearer {key}"))),
                 Injection::Header { name } => match HeaderName::from_bytes(name.as_bytes()) {
                     Ok(name) => request.header(name, sensitive(&key)),
-                    Err(_) => return Outcome::unverified(format!("the catalog's header name for {} is invalid", provider.name)),
+                    Err(_) => {
+                        return Outcome::unverified(format!(
+                            "the catalog's header name for {} is invalid",
+                            provider.name
+                        ))
+                    }
                 },
                 Injection::Query { name } => request.query(&[(name.as_str(), key.as_str())]),
                 Injection::Oauth2 { .. } | Injection::Sigv4 { .. } => request,
@@ -131,16 +122,14 @@ async fn judge(
 ) -> Outcome {
     let response = match result {
         Ok(r) => r,
-        Err(e) if e.is_timeout() => return Outcome::unverified(format!(
-            "{} did not answer in time; the key is saved but not verified. Test it again later.",
-            provider.name
-        )),
+        Err(e) if e.is_timeout() => {
+            return Outcome::unverified(format!(
+                "{} did not answer in time; the key is saved but not verified. Test it again later.",
+                provider.name
+            ))
+        }
         Err(e) => {
-            let why = if e.is_connect() {
-                "could not connect"
-            } else {
-                "the request failed"
-            };
+            let why = if e.is_connect() { "could not connect" } else { "the request failed" };
             return Outcome::unverified(format!(
                 "{why} to {}; the key is saved but not verified. If several keys fail at once, the problem is on the \
                  provider's or the platform's side, not your key.",
@@ -172,8 +161,5 @@ async fn judge(
         500..=599 => format!("answered HTTP {status}, a problem on its side"),
         _ => format!("answered HTTP {status}, which does not say whether the key is valid"),
     };
-    Outcome::unverified(format!(
-        "{} {kind}; the key is saved but not verified. Test it again later.",
-        provider.name
-    ))
+    Outcome::unverified(format!("{} {kind}; the key is saved but not verified. Test it again later.", provider.name))
 }

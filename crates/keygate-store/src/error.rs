@@ -23,10 +23,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn not_found(entity: &'static str, id: impl ToString) -> Self {
-        Self::NotFound {
-            entity,
-            id: id.to_string(),
-        }
+        Self::NotFound { entity, id: id.to_string() }
     }
 
     pub fn is_not_found(&self) -> bool {
@@ -42,10 +39,7 @@ impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err {
             if db.is_unique_violation() {
-                return Self::Conflict(
-                    db.constraint()
-                        .map_or_else(|| db.message().to_owned(), str::to_owned),
-                );
+                return Self::Conflict(db.constraint().map_or_else(|| db.message().to_owned(), str::to_owned));
             }
         }
         // sqlx errors carry no bound values or connection passwords.

@@ -60,15 +60,11 @@ impl DatabaseLocation {
 
     /// `sqlite://path`, `sqlite:path`, `postgres://...` or `postgresql://...`.
     pub fn parse(url: &str) -> StoreResult<Self> {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             let path = path.split('?').next().unwrap_or(path);
             if path.is_empty() {
                 return Err(StoreError::Config(
-                    "a sqlite: URL needs a file path, e.g. sqlite:///var/lib/keygate/keygate.db"
-                        .into(),
+                    "a sqlite: URL needs a file path, e.g. sqlite:///var/lib/keygate/keygate.db".into(),
                 ));
             }
             return Ok(Self::Sqlite(path.into()));
@@ -152,13 +148,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A named settings document (JSON text).
     async fn settings_get(&self, key: &str) -> StoreResult<Option<String>>;
     async fn settings_put(&self, key: &str, value: &str, now: DateTime<Utc>) -> StoreResult<()>;
-    async fn meta_replace(
-        &self,
-        key: &str,
-        expected: &[u8],
-        value: &[u8],
-        now: DateTime<Utc>,
-    ) -> StoreResult<bool>;
+    async fn meta_replace(&self, key: &str, expected: &[u8], value: &[u8], now: DateTime<Utc>) -> StoreResult<bool>;
 
     // --- workspaces ---
     async fn insert_workspace(&self, workspace: &Workspace) -> StoreResult<()>;
@@ -180,18 +170,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn users(&self) -> StoreResult<Vec<User>>;
     async fn update_user(&self, user: &User) -> StoreResult<()>;
     async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>>;
-    async fn set_password_hash(
-        &self,
-        id: UserId,
-        hash: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    async fn set_password_hash(&self, id: UserId, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
     async fn upsert_membership(&self, membership: &Membership) -> StoreResult<()>;
-    async fn membership(
-        &self,
-        workspace: WorkspaceId,
-        user: UserId,
-    ) -> StoreResult<Option<Membership>>;
+    async fn membership(&self, workspace: WorkspaceId, user: UserId) -> StoreResult<Option<Membership>>;
     async fn memberships_of_user(&self, user: UserId) -> StoreResult<Vec<Membership>>;
     /// Creates a user, a workspace and the user's membership in it, all or nothing.
     async fn provision_user(

@@ -26,12 +26,9 @@ impl PostgresStore {
 
     /// Connects to `url`. Does not migrate. Errors name the server, never the password.
     pub async fn open(url: &str) -> StoreResult<Self> {
-        let options: PgConnectOptions = url.parse().map_err(|_| {
-            StoreError::Config(format!(
-                "`{}` is not a valid PostgreSQL URL",
-                redact_url(url)
-            ))
-        })?;
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|_| StoreError::Config(format!("`{}` is not a valid PostgreSQL URL", redact_url(url))))?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))

@@ -8,12 +8,7 @@ use std::str::FromStr;
 use uuid::Uuid;
 
 fn parse<T: FromStr<Err = UnknownVariant>>(what: &'static str, value: &str) -> StoreResult<T> {
-    value
-        .parse()
-        .map_err(|e: UnknownVariant| StoreError::Corrupt {
-            what,
-            detail: e.to_string(),
-        })
+    value.parse().map_err(|e: UnknownVariant| StoreError::Corrupt { what, detail: e.to_string() })
 }
 
 macro_rules! workspace_columns {
@@ -132,10 +127,8 @@ impl TryFrom<DataKeyRow> for DataKeyRecord {
     fn try_from(r: DataKeyRow) -> StoreResult<Self> {
         Ok(DataKeyRecord {
             id: DataKeyId::from_uuid(r.id),
-            owner: KeyOwner::parse_storage_key(&r.owner).map_err(|e| StoreError::Corrupt {
-                what: "data key",
-                detail: e.to_string(),
-            })?,
+            owner: KeyOwner::parse_storage_key(&r.owner)
+                .map_err(|e| StoreError::Corrupt { what: "data key", detail: e.to_string() })?,
             kek_id: r.kek_id,
             wrapped: r.wrapped,
             version: r.version,

@@ -34,14 +34,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .map_err(|e| StoreError::Unreachable {
-                location: format!("SQLite {}", path.display()),
-                reason: e.to_string(),
-            })?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(|e| {
+            StoreError::Unreachable { location: format!("SQLite {}", path.display()), reason: e.to_string() }
+        })?;
         restrict_permissions(path);
         Ok(Self { pool })
     }

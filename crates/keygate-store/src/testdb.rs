@@ -26,18 +26,13 @@ impl TestDb {
     /// A SQLite file in a new temporary directory.
     pub fn sqlite() -> Self {
         let dir = tempdir();
-        Self {
-            location: DatabaseLocation::in_data_dir(dir.path()),
-            dir,
-            postgres: None,
-        }
+        Self { location: DatabaseLocation::in_data_dir(dir.path()), dir, postgres: None }
     }
 
     /// A new, empty, uniquely named PostgreSQL database; `None` (after saying why) when
     /// the server is unreachable outside CI.
     pub async fn postgres() -> Option<Self> {
-        let admin_url = std::env::var("KEYGATE_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
+        let admin_url = std::env::var("KEYGATE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned());
         let name = format!("keygate_t_{}", uuid::Uuid::now_v7().simple());
         match create_database(&admin_url, &name).await {
             Ok(url) => Some(Self {
@@ -80,19 +75,14 @@ fn skip_notice(message: &str) {
 
 #[allow(clippy::expect_used)]
 fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("keygate-test-")
-        .tempdir()
-        .expect("a temporary directory for the test database")
+    tempfile::Builder::new().prefix("keygate-test-").tempdir().expect("a temporary directory for the test database")
 }
 
 async fn create_database(admin_url: &str, name: &str) -> Result<String, sqlx::Error> {
     let options: PgConnectOptions = admin_url.parse()?;
     let mut conn = options.clone().connect().await?;
     // `name` is generated above from a UUID: only [a-z0-9_].
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await?;
     conn.close().await?;
     let base = admin_url.split('?').next().unwrap_or(admin_url);
     let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
@@ -106,10 +96,7 @@ impl Drop for TestDb {
         };
         // Drop runs outside any async context we can rely on: use a thread of our own.
         let dropper = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
@@ -117,9 +104,8 @@ impl Drop for TestDb {
                     return;
                 };
                 if let Ok(mut conn) = options.connect().await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
                     let _ = conn.close().await;
                 }
             });

@@ -52,20 +52,13 @@ pub fn open(
     ciphertext_and_tag: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     let Some(split) = ciphertext_and_tag.len().checked_sub(TAG_LEN) else {
-        return Err(VaultError::Truncated {
-            len: ciphertext_and_tag.len(),
-        });
+        return Err(VaultError::Truncated { len: ciphertext_and_tag.len() });
     };
     let (ciphertext, tag) = ciphertext_and_tag.split_at(split);
     let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key));
     let mut buf = Zeroizing::new(ciphertext.to_vec());
     cipher
-        .decrypt_in_place_detached(
-            Nonce::from_slice(nonce),
-            aad,
-            &mut buf,
-            Tag::from_slice(tag),
-        )
+        .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
         .map_err(|_| VaultError::Authentication)?;
     Ok(buf)
 }
@@ -137,17 +130,8 @@ mod tests {
         let key = [7u8; 32];
         let nonce = random_nonce();
         let sealed = seal(&key, &nonce, b"row-1", b"secret");
-        assert_eq!(
-            open(&key, &nonce, b"row-2", &sealed).unwrap_err(),
-            VaultError::Authentication
-        );
-        assert_eq!(
-            open(&[8u8; 32], &nonce, b"row-1", &sealed).unwrap_err(),
-            VaultError::Authentication
-        );
-        assert!(matches!(
-            open(&key, &nonce, b"row-1", &sealed[..10]),
-            Err(VaultError::Truncated { .. })
-        ));
+        assert_eq!(open(&key, &nonce, b"row-2", &sealed).unwrap_err(), VaultError::Authentication);
+        assert_eq!(open(&[8u8; 32], &nonce, b"row-1", &sealed).unwrap_err(), VaultError::Authentication);
+        assert!(matches!(open(&key, &nonce, b"row-1", &sealed[..10]), Err(VaultError::Truncated { .. })));
     }
 }

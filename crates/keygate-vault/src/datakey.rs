@@ -22,10 +22,7 @@ pub struct DataKey {
 
 impl DataKey {
     pub fn generate(id: Uuid) -> Self {
-        Self {
-            id,
-            key: cipher::random_bytes::<KEY_LEN>(),
-        }
+        Self { id, key: cipher::random_bytes::<KEY_LEN>() }
     }
 
     /// Rebuilds a key unwrapped from storage; `bytes` must be 32 bytes.
@@ -48,30 +45,15 @@ impl DataKey {
     }
 
     /// Seals a credential's secret for the row `context` describes.
-    pub fn seal_secret(
-        &self,
-        secret: &SecretText,
-        context: &CredentialContext<'_>,
-    ) -> Result<Vec<u8>, VaultError> {
-        record::seal(
-            &self.key,
-            self.id.as_bytes(),
-            &context.to_bytes(),
-            secret.expose().as_bytes(),
-        )
+    pub fn seal_secret(&self, secret: &SecretText, context: &CredentialContext<'_>) -> Result<Vec<u8>, VaultError> {
+        record::seal(&self.key, self.id.as_bytes(), &context.to_bytes(), secret.expose().as_bytes())
     }
 
     /// Opens a credential's sealed record for the row `context` describes.
-    pub fn open_secret(
-        &self,
-        sealed: &[u8],
-        context: &CredentialContext<'_>,
-    ) -> Result<SecretText, VaultError> {
+    pub fn open_secret(&self, sealed: &[u8], context: &CredentialContext<'_>) -> Result<SecretText, VaultError> {
         let rec = SealedRecord::parse(sealed)?;
         if rec.key_id() != self.id.as_bytes() {
-            return Err(VaultError::UnknownKey {
-                id: describe_key_id(rec.key_id()),
-            });
+            return Err(VaultError::UnknownKey { id: describe_key_id(rec.key_id()) });
         }
         let plain = rec.open(&self.key, &context.to_bytes())?;
         SecretText::from_utf8(plain).ok_or(VaultError::Authentication)
@@ -91,9 +73,7 @@ pub fn sealed_with(sealed: &[u8]) -> Result<Uuid, VaultError> {
 }
 
 fn describe_key_id(bytes: &[u8]) -> String {
-    Uuid::from_slice(bytes)
-        .map(|u| u.to_string())
-        .unwrap_or_else(|_| hex::encode(bytes))
+    Uuid::from_slice(bytes).map(|u| u.to_string()).unwrap_or_else(|_| hex::encode(bytes))
 }
 
 /// The row a credential's ciphertext belongs to. Every field goes into the associated
@@ -132,17 +112,13 @@ pub struct DataKeyContext<'a> {
 
 impl DataKeyContext<'_> {
     pub fn to_bytes(self) -> Vec<u8> {
-        encode_context(
-            b"keygate/data-key/v1",
-            &[self.key_owner.as_bytes(), self.data_key_id.as_bytes()],
-        )
+        encode_context(b"keygate/data-key/v1", &[self.key_owner.as_bytes(), self.data_key_id.as_bytes()])
     }
 }
 
 /// A label followed by length-prefixed fields, so no two field lists encode alike.
 fn encode_context(label: &[u8], fields: &[&[u8]]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(label.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
+    let mut out = Vec::with_capacity(label.len() + fields.iter().map(|f| f.len() + 4).sum::<usize>());
     out.extend_from_slice(label);
     for field in fields {
         let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
@@ -157,12 +133,7 @@ mod tests {
     use super::*;
 
     fn ctx<'a>(ws: &'a str, owner: &'a str, id: Uuid, provider: &'a str) -> CredentialContext<'a> {
-        CredentialContext {
-            key_owner: ws,
-            owner,
-            credential_id: id,
-            provider,
-        }
+        CredentialContext { key_owner: ws, owner, credential_id: id, provider }
     }
 
     #[test]
@@ -170,35 +141,16 @@ mod tests {
         let dek = DataKey::generate(Uuid::now_v7());
         let id = Uuid::now_v7();
         let secret = SecretText::new("sk-ant-api03-canary".into());
-        let sealed = dek
-            .seal_secret(&secret, &ctx("workspace:w1", "user:w1:u1", id, "anthropic"))
-            .unwrap();
-        let opened = dek
-            .open_secret(&sealed, &ctx("workspace:w1", "user:w1:u1", id, "anthropic"))
-            .unwrap();
+        let sealed = dek.seal_secret(&secret, &ctx("workspace:w1", "user:w1:u1", id, "anthropic")).unwrap();
+        let opened = dek.open_secret(&sealed, &ctx("workspace:w1", "user:w1:u1", id, "anthropic")).unwrap();
         assert_eq!(opened.expose(), "sk-ant-api03-canary");
 
         for (what, other) in [
-            (
-                "another credential",
-                ctx("workspace:w1", "user:w1:u1", Uuid::now_v7(), "anthropic"),
-            ),
-            (
-                "another provider",
-                ctx("workspace:w1", "user:w1:u1", id, "openai"),
-            ),
-            (
-                "another workspace",
-                ctx("workspace:w2", "user:w1:u1", id, "anthropic"),
-            ),
-            (
-                "another owner",
-                ctx("workspace:w1", "user:w1:u2", id, "anthropic"),
-            ),
-            (
-                "the operator scope",
-                ctx("operator", "operator", id, "anthropic"),
-            ),
+            ("another credential", ctx("workspace:w1", "user:w1:u1", Uuid::now_v7(), "anthropic")),
+            ("another provider", ctx("workspace:w1", "user:w1:u1", id, "openai")),
+            ("another workspace", ctx("workspace:w2", "user:w1:u1", id, "anthropic")),
+            ("another owner", ctx("workspace:w1", "user:w1:u2", id, "anthropic")),
+            ("the operator scope", ctx("operator", "operator", id, "anthropic")),
         ] {
             let err = dek.open_secret(&sealed, &other).unwrap_err();
             assert_eq!(err, VaultError::Authentication, "{what} opened the record");
@@ -210,17 +162,10 @@ mod tests {
         let dek = DataKey::generate(Uuid::now_v7());
         let other = DataKey::generate(Uuid::now_v7());
         let c = ctx("operator", "operator", Uuid::now_v7(), "openai");
-        let sealed = dek
-            .seal_secret(&SecretText::new("sk-x".into()), &c)
-            .unwrap();
+        let sealed = dek.seal_secret(&SecretText::new("sk-x".into()), &c).unwrap();
         assert_eq!(sealed_with(&sealed).unwrap(), dek.id());
         let err = other.open_secret(&sealed, &c).unwrap_err();
-        assert_eq!(
-            err,
-            VaultError::UnknownKey {
-                id: dek.id().to_string()
-            }
-        );
+        assert_eq!(err, VaultError::UnknownKey { id: dek.id().to_string() });
     }
 
     #[test]
@@ -233,9 +178,6 @@ mod tests {
     #[test]
     fn debug_shows_the_id_only() {
         let dek = DataKey::generate(Uuid::nil());
-        assert_eq!(
-            format!("{dek:?}"),
-            "DataKey(00000000-0000-0000-0000-000000000000)"
-        );
+        assert_eq!(format!("{dek:?}"), "DataKey(00000000-0000-0000-0000-000000000000)");
     }
 }

@@ -9,9 +9,7 @@ pub enum VaultError {
     BadMagic,
     #[error("sealed record format version {0} is not supported by this keygate (supports 1)")]
     UnsupportedVersion(u8),
-    #[error(
-        "sealed record algorithm {0} is not supported by this keygate (supports 1 = AES-256-GCM)"
-    )]
+    #[error("sealed record algorithm {0} is not supported by this keygate (supports 1 = AES-256-GCM)")]
     UnsupportedAlgorithm(u8),
     #[error("sealed record names key `{id}`, which is not available")]
     UnknownKey { id: String },

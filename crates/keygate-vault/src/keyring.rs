@@ -66,11 +66,7 @@ pub struct Kek {
 impl Kek {
     pub fn new(label: impl Into<String>, key: Zeroizing<[u8; KEY_LEN]>) -> Self {
         let id = kek_id(&key);
-        Self {
-            label: label.into(),
-            id,
-            key,
-        }
+        Self { label: label.into(), id, key }
     }
 
     /// Generates a fresh random key.
@@ -117,18 +113,12 @@ fn unreachable_hmac() -> ! {
 /// Why master keys could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyringError {
-    #[error(
-        "{source_name}: a master key must be 64 hex characters (32 bytes); got {len} characters"
-    )]
+    #[error("{source_name}: a master key must be 64 hex characters (32 bytes); got {len} characters")]
     WrongLength { source_name: String, len: usize },
     #[error("{source_name}: a master key must be hex (0-9, a-f); found other characters")]
     NotHex { source_name: String },
     #[error("{source_name}: entry {index} must be `id:hex`; {problem}")]
-    BadEntry {
-        source_name: String,
-        index: usize,
-        problem: String,
-    },
+    BadEntry { source_name: String, index: usize, problem: String },
     #[error("{source_name}: the key labelled `{label}` appears more than once")]
     DuplicateKey { source_name: String, label: String },
     #[error("{source_name}: no master key found")]
@@ -144,16 +134,11 @@ pub struct Keyring {
 impl Keyring {
     pub fn new(keys: Vec<Kek>) -> Result<Self, KeyringError> {
         if keys.is_empty() {
-            return Err(KeyringError::Empty {
-                source_name: "keyring".into(),
-            });
+            return Err(KeyringError::Empty { source_name: "keyring".into() });
         }
         for (i, k) in keys.iter().enumerate() {
             if keys[..i].iter().any(|o| o.id == k.id || o.label == k.label) {
-                return Err(KeyringError::DuplicateKey {
-                    source_name: "keyring".into(),
-                    label: k.label.clone(),
-                });
+                return Err(KeyringError::DuplicateKey { source_name: "keyring".into(), label: k.label.clone() });
             }
         }
         Ok(Self { keys })
@@ -167,34 +152,21 @@ impl Keyring {
 
     /// `id:hex,id:hex,...`, the first primary (`KEYGATE_MASTER_KEYS`).
     pub fn from_list(source_name: &str, list: &str) -> Result<Self, KeyringError> {
-        let entries: Vec<&str> = list
-            .split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .collect();
+        let entries: Vec<&str> = list.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
         Self::from_entries(source_name, &entries, false)
     }
 
     /// A key file: one entry per line, `#` comments; each entry `id:hex`, or a bare hex
     /// key (labelled `default`, allowed only when it is the file's one key).
     pub fn from_file_contents(source_name: &str, contents: &str) -> Result<Self, KeyringError> {
-        let entries: Vec<&str> = contents
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect();
+        let entries: Vec<&str> =
+            contents.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
         Self::from_entries(source_name, &entries, entries.len() == 1)
     }
 
-    fn from_entries(
-        source_name: &str,
-        entries: &[&str],
-        allow_bare: bool,
-    ) -> Result<Self, KeyringError> {
+    fn from_entries(source_name: &str, entries: &[&str], allow_bare: bool) -> Result<Self, KeyringError> {
         if entries.is_empty() {
-            return Err(KeyringError::Empty {
-                source_name: source_name.into(),
-            });
+            return Err(KeyringError::Empty { source_name: source_name.into() });
         }
         let mut keys = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
@@ -210,11 +182,7 @@ impl Keyring {
                     })
                 }
             };
-            if label.is_empty()
-                || !label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
+            if label.is_empty() || !label.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
                 return Err(KeyringError::BadEntry {
                     source_name: source_name.into(),
                     index,
@@ -225,10 +193,9 @@ impl Keyring {
             keys.push(Kek::new(label, key));
         }
         Self::new(keys).map_err(|e| match e {
-            KeyringError::DuplicateKey { label, .. } => KeyringError::DuplicateKey {
-                source_name: source_name.into(),
-                label,
-            },
+            KeyringError::DuplicateKey { label, .. } => {
+                KeyringError::DuplicateKey { source_name: source_name.into(), label }
+            }
             other => other,
         })
     }
@@ -246,21 +213,14 @@ impl Keyring {
     }
 }
 
-fn parse_hex_key(
-    source_name: &str,
-    hex_key: &str,
-) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyringError> {
+fn parse_hex_key(source_name: &str, hex_key: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyringError> {
     let hex_key = hex_key.trim();
     if hex_key.len() != KEY_LEN * 2 {
-        return Err(KeyringError::WrongLength {
-            source_name: source_name.into(),
-            len: hex_key.chars().count(),
-        });
+        return Err(KeyringError::WrongLength { source_name: source_name.into(), len: hex_key.chars().count() });
     }
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    hex::decode_to_slice(hex_key, key.as_mut()).map_err(|_| KeyringError::NotHex {
-        source_name: source_name.into(),
-    })?;
+    hex::decode_to_slice(hex_key, key.as_mut())
+        .map_err(|_| KeyringError::NotHex { source_name: source_name.into() })?;
     Ok(key)
 }
 
@@ -285,10 +245,7 @@ impl KeyEncryptionKeys for Keyring {
     }
 
     fn available(&self) -> Vec<(KekId, String)> {
-        self.keys
-            .iter()
-            .map(|k| (k.id.clone(), k.label.clone()))
-            .collect()
+        self.keys.iter().map(|k| (k.id.clone(), k.label.clone())).collect()
     }
 
     async fn seal(&self, plaintext: &[u8], context: &[u8]) -> Result<Vec<u8>, VaultError> {
@@ -299,9 +256,7 @@ impl KeyEncryptionKeys for Keyring {
     async fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let rec = SealedRecord::parse(sealed)?;
         let id = KekId::from_header(rec.key_id()).ok_or(VaultError::MalformedKeyId)?;
-        let kek = self
-            .get(&id)
-            .ok_or_else(|| VaultError::UnknownKey { id: id.to_string() })?;
+        let kek = self.get(&id).ok_or_else(|| VaultError::UnknownKey { id: id.to_string() })?;
         rec.open(&kek.key, context)
     }
 }
@@ -332,22 +287,19 @@ mod tests {
     #[test]
     fn malformed_keys_get_their_own_clear_errors() {
         let err = Keyring::from_hex("KEYGATE_MASTER_KEY", "abcd").unwrap_err();
-        assert_eq!(err.to_string(), "KEYGATE_MASTER_KEY: a master key must be 64 hex characters (32 bytes); got 4 characters");
+        assert_eq!(
+            err.to_string(),
+            "KEYGATE_MASTER_KEY: a master key must be 64 hex characters (32 bytes); got 4 characters"
+        );
         let not_hex = "z".repeat(64);
         let err = Keyring::from_hex("KEYGATE_MASTER_KEY", &not_hex).unwrap_err();
         assert!(matches!(err, KeyringError::NotHex { .. }));
-        assert!(
-            !err.to_string().contains(&not_hex),
-            "errors never echo key material"
-        );
+        assert!(!err.to_string().contains(&not_hex), "errors never echo key material");
         let err = Keyring::from_list("KEYGATE_MASTER_KEYS", A).unwrap_err();
         assert!(err.to_string().contains("entry 1 must be `id:hex`"));
         let err = Keyring::from_list("KEYGATE_MASTER_KEYS", &format!("a:{A},b:{A}")).unwrap_err();
         assert!(matches!(err, KeyringError::DuplicateKey { .. }));
-        assert!(matches!(
-            Keyring::from_list("X", " , "),
-            Err(KeyringError::Empty { .. })
-        ));
+        assert!(matches!(Keyring::from_list("X", " , "), Err(KeyringError::Empty { .. })));
     }
 
     #[test]
@@ -363,10 +315,7 @@ mod tests {
     fn debug_never_shows_key_material() {
         let ring = Keyring::from_hex("K", A).unwrap();
         let shown = format!("{ring:?}");
-        assert!(
-            !shown.contains(A) && !shown.contains("0001020304"),
-            "{shown}"
-        );
+        assert!(!shown.contains(A) && !shown.contains("0001020304"), "{shown}");
     }
 
     #[tokio::test]
@@ -378,11 +327,6 @@ mod tests {
         assert_eq!(both.open(&sealed, b"ctx").await.unwrap().as_slice(), b"dek");
         let only_b = Keyring::from_hex("K", B).unwrap();
         let err = only_b.open(&sealed, b"ctx").await.unwrap_err();
-        assert_eq!(
-            err,
-            VaultError::UnknownKey {
-                id: old.primary_id().to_string()
-            }
-        );
+        assert_eq!(err, VaultError::UnknownKey { id: old.primary_id().to_string() });
     }
 }

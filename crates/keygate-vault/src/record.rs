@@ -65,12 +65,7 @@ impl<'a> SealedRecord<'a> {
         let (header_bytes, rest) = bytes.split_at(header_len);
         let (nonce, ciphertext_and_tag) = rest.split_at(NONCE_LEN);
         let nonce: &[u8; NONCE_LEN] = nonce.try_into().map_err(|_| truncated())?;
-        Ok(Self {
-            header_bytes,
-            key_id: &header_bytes[FIXED_HEADER_LEN..],
-            nonce,
-            ciphertext_and_tag,
-        })
+        Ok(Self { header_bytes, key_id: &header_bytes[FIXED_HEADER_LEN..], nonce, ciphertext_and_tag })
     }
 
     /// The id of the key that sealed this record, to look it up by.
@@ -79,19 +74,11 @@ impl<'a> SealedRecord<'a> {
     }
 
     pub fn header(&self) -> Header {
-        Header {
-            version: self.header_bytes[2],
-            algorithm: self.header_bytes[3],
-            key_id: self.key_id.to_vec(),
-        }
+        Header { version: self.header_bytes[2], algorithm: self.header_bytes[3], key_id: self.key_id.to_vec() }
     }
 
     /// Opens the record with the key its header names, bound to `context`.
-    pub fn open(
-        &self,
-        key: &[u8; KEY_LEN],
-        context: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    pub fn open(&self, key: &[u8; KEY_LEN], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let aad = associated_data(self.header_bytes, context);
         cipher::open(key, self.nonce, &aad, self.ciphertext_and_tag)
     }
@@ -99,12 +86,7 @@ impl<'a> SealedRecord<'a> {
 
 /// Seals `plaintext` under `key` (known as `key_id`), bound to `context`, with a fresh
 /// random nonce.
-pub fn seal(
-    key: &[u8; KEY_LEN],
-    key_id: &[u8],
-    context: &[u8],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, VaultError> {
+pub fn seal(key: &[u8; KEY_LEN], key_id: &[u8], context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
     seal_with_nonce(key, key_id, context, plaintext, &cipher::random_nonce())
 }
 
@@ -119,8 +101,7 @@ pub(crate) fn seal_with_nonce(
     if key_id.is_empty() || key_id.len() > MAX_KEY_ID_LEN {
         return Err(VaultError::MalformedKeyId);
     }
-    let mut out =
-        Vec::with_capacity(FIXED_HEADER_LEN + key_id.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
+    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + key_id.len() + NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&[FORMAT_V1, ALG_AES_256_GCM, key_id_len]);
     out.extend_from_slice(key_id);
@@ -154,18 +135,8 @@ mod tests {
         let bytes = sealed();
         let rec = SealedRecord::parse(&bytes).unwrap();
         assert_eq!(rec.key_id(), KEY_ID);
-        assert_eq!(
-            rec.header(),
-            Header {
-                version: 1,
-                algorithm: 1,
-                key_id: KEY_ID.to_vec()
-            }
-        );
-        assert_eq!(
-            rec.open(&KEY, b"ctx").unwrap().as_slice(),
-            b"sk-ant-plaintext"
-        );
+        assert_eq!(rec.header(), Header { version: 1, algorithm: 1, key_id: KEY_ID.to_vec() });
+        assert_eq!(rec.open(&KEY, b"ctx").unwrap().as_slice(), b"sk-ant-plaintext");
     }
 
     #[test]
@@ -184,16 +155,11 @@ mod tests {
                     // A flipped key id names another key; a reader looks keys up by id
                     // and would find none (or the wrong one).
                     if r.key_id() != KEY_ID {
-                        return Err(VaultError::UnknownKey {
-                            id: hex::encode(r.key_id()),
-                        });
+                        return Err(VaultError::UnknownKey { id: hex::encode(r.key_id()) });
                     }
                     r.open(&KEY, b"ctx")
                 });
-                assert!(
-                    opened.is_err(),
-                    "bit {bit} of byte {byte} flipped still opened"
-                );
+                assert!(opened.is_err(), "bit {bit} of byte {byte} flipped still opened");
             }
         }
     }
@@ -202,10 +168,7 @@ mod tests {
     fn another_context_fails_to_open() {
         let bytes = sealed();
         let rec = SealedRecord::parse(&bytes).unwrap();
-        assert_eq!(
-            rec.open(&KEY, b"ctx2").unwrap_err(),
-            VaultError::Authentication
-        );
+        assert_eq!(rec.open(&KEY, b"ctx2").unwrap_err(), VaultError::Authentication);
         assert_eq!(rec.open(&KEY, b"").unwrap_err(), VaultError::Authentication);
     }
 
@@ -213,10 +176,7 @@ mod tests {
     fn unknown_version_and_algorithm_are_named() {
         let mut bytes = sealed();
         bytes[2] = 9;
-        assert_eq!(
-            SealedRecord::parse(&bytes).unwrap_err(),
-            VaultError::UnsupportedVersion(9)
-        );
+        assert_eq!(SealedRecord::parse(&bytes).unwrap_err(), VaultError::UnsupportedVersion(9));
         let mut bytes = sealed();
         bytes[3] = 7;
         let err = SealedRecord::parse(&bytes).unwrap_err();
@@ -224,28 +184,16 @@ mod tests {
         assert!(err.to_string().contains("algorithm 7 is not supported"));
         let mut bytes = sealed();
         bytes[0] = b'X';
-        assert_eq!(
-            SealedRecord::parse(&bytes).unwrap_err(),
-            VaultError::BadMagic
-        );
+        assert_eq!(SealedRecord::parse(&bytes).unwrap_err(), VaultError::BadMagic);
     }
 
     #[test]
     fn key_ids_must_be_short_and_present() {
-        assert_eq!(
-            seal(&KEY, b"", b"", b"x").unwrap_err(),
-            VaultError::MalformedKeyId
-        );
-        assert_eq!(
-            seal(&KEY, &[1u8; 65], b"", b"x").unwrap_err(),
-            VaultError::MalformedKeyId
-        );
+        assert_eq!(seal(&KEY, b"", b"", b"x").unwrap_err(), VaultError::MalformedKeyId);
+        assert_eq!(seal(&KEY, &[1u8; 65], b"", b"x").unwrap_err(), VaultError::MalformedKeyId);
         let mut bytes = sealed();
         bytes[4] = 0;
-        assert_eq!(
-            SealedRecord::parse(&bytes).unwrap_err(),
-            VaultError::MalformedKeyId
-        );
+        assert_eq!(SealedRecord::parse(&bytes).unwrap_err(), VaultError::MalformedKeyId);
     }
 
     proptest! {

@@ -47,18 +47,10 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
     };
     re.replace_all(text, |caps: &Captures<'_>| {
         if let Some(m) = caps.name("sk") {
-            let prefix = if m.as_str().starts_with("sk-ant-") {
-                "sk-ant-"
-            } else {
-                "sk-"
-            };
+            let prefix = if m.as_str().starts_with("sk-ant-") { "sk-ant-" } else { "sk-" };
             return format!("{prefix}{REDACTED}");
         }
-        for (keep, _value) in [
-            ("scheme", "schemeval"),
-            ("field", "fieldval"),
-            ("query", "queryval"),
-        ] {
+        for (keep, _value) in [("scheme", "schemeval"), ("field", "fieldval"), ("query", "queryval")] {
             if let Some(m) = caps.name(keep) {
                 return format!("{}{REDACTED}", m.as_str());
             }
@@ -104,22 +96,10 @@ mod tests {
 
     #[test]
     fn keeps_the_prefix_that_says_what_was_removed() {
-        assert_eq!(
-            scrub("Authorization: Bearer abc.def-123"),
-            "Authorization: Bearer [REDACTED]"
-        );
-        assert_eq!(
-            scrub("GET /v1/tiles?style=x&key=CANARY123&z=1"),
-            "GET /v1/tiles?style=x&key=[REDACTED]&z=1"
-        );
-        assert_eq!(
-            scrub("x-api-key: sk-ant-CANARYabcdefgh"),
-            "x-api-key: [REDACTED]"
-        );
-        assert_eq!(
-            scrub(r#"{"client_secret":"CANARYxyz"}"#),
-            r#"{"client_secret":"[REDACTED]"}"#
-        );
+        assert_eq!(scrub("Authorization: Bearer abc.def-123"), "Authorization: Bearer [REDACTED]");
+        assert_eq!(scrub("GET /v1/tiles?style=x&key=CANARY123&z=1"), "GET /v1/tiles?style=x&key=[REDACTED]&z=1");
+        assert_eq!(scrub("x-api-key: sk-ant-CANARYabcdefgh"), "x-api-key: [REDACTED]");
+        assert_eq!(scrub(r#"{"client_secret":"CANARYxyz"}"#), r#"{"client_secret":"[REDACTED]"}"#);
         assert_eq!(scrub("key sk-ant-abcdefghijkl"), "key sk-ant-[REDACTED]");
     }
 

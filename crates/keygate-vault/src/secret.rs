@@ -21,9 +21,7 @@ impl SecretText {
 
     /// Takes over a decrypted buffer; `None` if it is not UTF-8.
     pub fn from_utf8(bytes: Zeroizing<Vec<u8>>) -> Option<Self> {
-        std::str::from_utf8(&bytes)
-            .ok()
-            .map(|s| Self::new(s.to_owned()))
+        std::str::from_utf8(&bytes).ok().map(|s| Self::new(s.to_owned()))
     }
 
     /// The secret itself: only for the outbound call, sealing or hashing.

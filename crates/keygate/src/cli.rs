@@ -46,6 +46,13 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// keygate API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
     /// Show configuration.
     Config {
         #[command(subcommand)]
@@ -65,6 +72,25 @@ pub enum AdminCommand {
     Create {
         #[arg(long)]
         email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a user; it is printed alone on the last line, this once.
+    Create {
+        /// The user's email.
+        #[arg(long)]
+        user: String,
+        /// A name to recognise the token by.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes (keys, proxy, usage, admin); default: all the user may hold.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_days: Option<u32>,
     },
 }
 

@@ -1,16 +1,17 @@
 //! One function per command. Each loads what it needs, calls the service layer, and
 //! reports; errors carry context saying what was being done.
 
-use crate::cli::{AdminCommand, Cli, Command, ConfigCommand, MasterKeyCommand};
+use crate::cli::{AdminCommand, Cli, Command, ConfigCommand, MasterKeyCommand, TokenCommand};
 use crate::config::{self, Config, Mode, Overrides};
 use crate::masterkey::{self, IfAbsent, Origin};
 use crate::output;
 use anyhow::{anyhow, Context};
 use keygate_server::{telemetry, AppState};
+use keygate_service::auth::{JwksSource, JwtVerifier, TokenRequest};
 use keygate_service::doctor::{Check, Status};
 use keygate_service::rotation::{Observer, Step};
 use keygate_service::{
-    accounts, audit::Actor, boot, doctor, keys::KeyVault, rotation, ServiceError,
+    accounts, audit::Actor, boot, doctor, keys::KeyVault, rotation, Options, ServiceError, Services,
 };
 use keygate_store::{DatabaseLocation, Store};
 use keygate_vault::{Kek, KeyEncryptionKeys, SecretText};
@@ -29,32 +30,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Keygen { label } => keygen(label),
-        Command::Config {
-            command: ConfigCommand::Example,
-        } => {
+        Command::Config { command: ConfigCommand::Example } => {
             output::line(config::EXAMPLE.trim_end());
             Ok(ExitCode::SUCCESS)
         }
         command => {
             let config = Config::load(&overrides).context("loading configuration")?;
-            telemetry::init(&config.log.value)
-                .map_err(|e| anyhow!("log (from {}): {e}", config.log.source))?;
+            telemetry::init(&config.log.value).map_err(|e| anyhow!("log (from {}): {e}", config.log.source))?;
             match command {
                 Command::Serve { .. } => serve(&config).await,
                 Command::Doctor => doctor(&config).await,
-                Command::MasterKey {
-                    command: MasterKeyCommand::Rotate,
-                } => rotate(&config).await,
-                Command::Admin {
-                    command: AdminCommand::Create { email },
-                } => admin_create(&config, &email).await,
-                Command::Config {
-                    command: ConfigCommand::Show,
-                } => {
+                Command::MasterKey { command: MasterKeyCommand::Rotate } => rotate(&config).await,
+                Command::Admin { command: AdminCommand::Create { email } } => admin_create(&config, &email).await,
+                Command::Token { command: TokenCommand::Create { user, name, scopes, expires_days } } => {
+                    token_create(&config, &user, &name, scopes, expires_days).await
+                }
+                Command::Config { command: ConfigCommand::Show } => {
                     output::line(&config.describe());
                     Ok(ExitCode::SUCCESS)
                 }
-                Command::Keygen { .. } | Command::Config { .. } => Ok(ExitCode::SUCCESS),
+                Command::Keygen { .. } | Command::Config { .. } | Command::Openapi => Ok(ExitCode::SUCCESS),
             }
         }
     }
@@ -89,11 +84,7 @@ async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Database
     if let DatabaseLocation::Sqlite(path) = &location {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             masterkey::ensure_private_dir(dir).with_context(|| {
-                format!(
-                    "creating the data directory {} (data_dir from {})",
-                    dir.display(),
-                    config.data_dir.source
-                )
+                format!("creating the data directory {} (data_dir from {})", dir.display(), config.data_dir.source)
             })?;
         }
     }
@@ -122,19 +113,50 @@ async fn start(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn KeyEn
     Ok((store, keks))
 }
 
+/// The services behind the HTTP API, from a checked store and keyring.
+async fn services(
+    config: &Config,
+    store: Arc<dyn Store>,
+    keks: Arc<dyn KeyEncryptionKeys>,
+) -> anyhow::Result<Services> {
+    let catalog = config.catalog()?;
+    let jwks = match &config.jwt_jwks {
+        None => None,
+        Some(source) if source.value.starts_with("https://") || source.value.starts_with("http://") => {
+            Some(JwksSource::Url(source.value.clone()))
+        }
+        Some(source) => {
+            let text = std::fs::read_to_string(&source.value)
+                .with_context(|| format!("jwt_jwks (from {}): reading {}", source.source, source.value))?;
+            let set = serde_json::from_str(&text)
+                .with_context(|| format!("jwt_jwks (from {}): {} is not a JWK set", source.source, source.value))?;
+            Some(JwksSource::Static(set))
+        }
+    };
+    let hs256 = config
+        .jwt_hs256_secret
+        .as_ref()
+        .map(|s| SecretText::new(secrecy::ExposeSecret::expose_secret(&s.value).to_owned()));
+    if hs256.as_ref().is_some_and(|s| s.expose().len() < 32) {
+        anyhow::bail!("KEYGATE_JWT_HS256_SECRET (from environment) must be at least 32 characters");
+    }
+    let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier::new(hs256.as_ref(), jwks));
+    let vault = Arc::new(KeyVault::new(store.clone(), keks));
+    let options = Options { probe_timeout: config.validation_timeout.value };
+    Services::new(store, vault, catalog, jwt, options).await.map_err(coded).context("starting the services")
+}
+
 async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let (store, keks) = start(config).await?;
-    let vault = Arc::new(KeyVault::new(store.clone(), keks));
-    let app = keygate_server::router(AppState::new(store.clone(), vault));
+    let services = Arc::new(services(config, store.clone(), keks).await?);
+    let app = keygate_server::router(AppState::new(services));
     let addr = config.listen.value;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr} (listen from {})", config.listen.source))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     tracing::info!("keygate listening on http://{bound}");
-    keygate_server::serve(listener, app, shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    keygate_server::serve(listener, app, shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("shutting down: in-flight requests finished");
     store.close().await;
     Ok(ExitCode::SUCCESS)
@@ -164,23 +186,14 @@ async fn shutdown_signal() {
 }
 
 async fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
-    let mut checks = vec![Check::ok(
-        "config",
-        format!(
-            "loaded (env = {}, from {})",
-            config.env.value, config.env.source
-        ),
-    )];
+    let mut checks =
+        vec![Check::ok("config", format!("loaded (env = {}, from {})", config.env.value, config.env.source))];
     let keks = match masterkey::load(config, IfAbsent::Report) {
         Ok(Some((ring, origin))) => {
             let keks: Arc<dyn KeyEncryptionKeys> = Arc::new(ring);
             checks.push(Check::ok(
                 "master key",
-                format!(
-                    "{} key(s) from {origin}; primary {}",
-                    keks.available().len(),
-                    keks.primary_id()
-                ),
+                format!("{} key(s) from {origin}; primary {}", keks.available().len(), keks.primary_id()),
             ));
             Some(keks)
         }
@@ -189,11 +202,7 @@ async fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
                 "master key",
                 format!(
                     "none yet: the first `keygate serve` generates {} (development mode only)",
-                    config
-                        .data_dir
-                        .value
-                        .join(masterkey::DEV_KEY_FILE)
-                        .display()
+                    config.data_dir.value.join(masterkey::DEV_KEY_FILE).display()
                 ),
             ));
             None
@@ -204,10 +213,7 @@ async fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
         }
     };
     if config.env.value == Mode::Production && config.redis_url.is_none() {
-        checks.push(Check::ok(
-            "redis",
-            "not configured: limits are kept per process",
-        ));
+        checks.push(Check::ok("redis", "not configured: limits are kept per process"));
     }
 
     match config.database() {
@@ -215,28 +221,17 @@ async fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
         Ok(DatabaseLocation::Sqlite(path)) if !path.exists() => {
             checks.push(Check::ok(
                 "database",
-                format!(
-                    "no database yet at {}: created at the first start",
-                    path.display()
-                ),
+                format!("no database yet at {}: created at the first start", path.display()),
             ));
         }
         Ok(location) => match keygate_store::connect_unmigrated(&location).await {
-            Err(e) => checks.push(Check::fail(
-                "database",
-                format!("{} : {e}", location.describe()),
-            )),
+            Err(e) => checks.push(Check::fail("database", format!("{} : {e}", location.describe()))),
             Ok(store) => {
                 let keks = match keks {
                     Some(k) => k,
                     None => {
                         // A database but no key: nothing stored can be opened.
-                        let has_canary = store
-                            .meta_get(boot::CANARY_META_KEY)
-                            .await
-                            .ok()
-                            .flatten()
-                            .is_some();
+                        let has_canary = store.meta_get(boot::CANARY_META_KEY).await.ok().flatten().is_some();
                         if has_canary {
                             checks.push(Check::fail(
                                 "master key",
@@ -299,59 +294,72 @@ impl Observer for Progress {
 async fn rotate(config: &Config) -> anyhow::Result<ExitCode> {
     let (store, keks) = start(config).await?;
     let bar = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template(
-            "rewrapping data keys {bar:40} {pos}/{len} ({eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("rewrapping data keys {bar:40} {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut progress = Progress(bar);
     let result = rotation::rotate(&*store, &*keks, &mut progress).await;
     progress.0.finish_and_clear();
-    let report = result
-        .map_err(coded)
-        .context("rotating the master key (safe to run again)")?;
+    let report = result.map_err(coded).context("rotating the master key (safe to run again)")?;
     output::line(&format!(
         "rotated {} data key(s) to master key {} ({} already done by another run); canary {}",
         report.rewrapped,
         keks.primary_id(),
         report.by_others,
-        if report.canary_resealed {
-            "resealed"
-        } else {
-            "already current"
-        }
+        if report.canary_resealed { "resealed" } else { "already current" }
     ));
-    let in_use = store
-        .kek_ids_in_use()
-        .await
-        .context("listing master keys in use")?;
+    let in_use = store.kek_ids_in_use().await.context("listing master keys in use")?;
     for (id, label) in keks.available() {
         if !in_use.contains(&id.to_string()) && id != keks.primary_id() {
-            output::line(&format!(
-                "master key `{label}` ({id}) wraps nothing now: it can be removed from the keyring"
-            ));
+            output::line(&format!("master key `{label}` ({id}) wraps nothing now: it can be removed from the keyring"));
         }
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }
 
+async fn token_create(
+    config: &Config,
+    email: &str,
+    name: &str,
+    scopes: Option<Vec<String>>,
+    expires_days: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let (store, keks) = start(config).await?;
+    let services = services(config, store.clone(), keks).await?;
+    let email = accounts::normalize_email(email).map_err(coded)?;
+    let user =
+        store.user_by_email(&email).await.context("looking the user up")?.ok_or_else(|| {
+            anyhow!("[not_found] no user has the email {email}: create one with `keygate admin create`")
+        })?;
+    let request = TokenRequest {
+        name: name.to_owned(),
+        scopes,
+        expires_at: expires_days.map(|d| keygate_service::now() + chrono::Duration::days(i64::from(d))),
+        workspace_id: None,
+    };
+    let issued =
+        services.create_token(&user, request, &Actor::cli()).await.map_err(coded).context("creating the token")?;
+    output::note(&format!(
+        "Created token `{}` for {email} (scopes: {}). It is shown this once: store it now.",
+        issued.token.name,
+        issued.token.scopes.join(", ")
+    ));
+    output::secret_line(issued.secret.expose());
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn admin_create(config: &Config, email: &str) -> anyhow::Result<ExitCode> {
     let mut password = String::new();
-    std::io::stdin()
-        .read_to_string(&mut password)
-        .context("reading the password from standard input")?;
+    std::io::stdin().read_to_string(&mut password).context("reading the password from standard input")?;
     let password = SecretText::new(password.trim_end_matches(['\r', '\n']).to_owned());
     let (store, _keks) = start(config).await?;
     let user = accounts::create_admin(&*store, email, &password, &Actor::cli())
         .await
         .map_err(coded)
         .context("creating the admin")?;
-    output::line(&format!(
-        "created super-admin {} ({})",
-        user.email.as_deref().unwrap_or(email),
-        user.id
-    ));
+    output::line(&format!("created super-admin {} ({})", user.email.as_deref().unwrap_or(email), user.id));
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }

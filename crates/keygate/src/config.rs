@@ -4,11 +4,14 @@
 //! Every option is documented in `keygate.example.toml` (`keygate config example`).
 
 use anyhow::{bail, Context};
+use keygate_core::catalog::Catalog;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const EXAMPLE: &str = include_str!("../keygate.example.toml");
 
@@ -18,6 +21,7 @@ pub enum Source {
     Default,
     File(PathBuf),
     Env(&'static str),
+    EnvOwned(String),
     Flag(&'static str),
 }
 
@@ -27,6 +31,7 @@ impl fmt::Display for Source {
             Source::Default => f.write_str("default"),
             Source::File(path) => write!(f, "config file {}", path.display()),
             Source::Env(name) => write!(f, "environment variable {name}"),
+            Source::EnvOwned(name) => write!(f, "environment variable {name}"),
             Source::Flag(name) => write!(f, "flag {name}"),
         }
     }
@@ -82,6 +87,12 @@ pub struct Config {
     pub master_keys: Option<Sourced<SecretString>>,
     pub master_key_file: Option<Sourced<PathBuf>>,
     pub log: Sourced<String>,
+    pub jwt_hs256_secret: Option<Sourced<SecretString>>,
+    /// A JWKS file path or URL for RS256 host JWTs.
+    pub jwt_jwks: Option<Sourced<String>>,
+    /// Provider id → base URL override.
+    pub provider_base_urls: BTreeMap<String, Sourced<String>>,
+    pub validation_timeout: Sourced<Duration>,
 }
 
 /// What the TOML file may contain. Unknown keys are errors.
@@ -95,6 +106,16 @@ struct FileConfig {
     env: Option<String>,
     master_key_file: Option<PathBuf>,
     log: Option<String>,
+    jwt_jwks: Option<String>,
+    validation_timeout_ms: Option<u64>,
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderOverride>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderOverride {
+    base_url: Option<String>,
 }
 
 /// Flags that override everything else.
@@ -112,16 +133,10 @@ impl Config {
     }
 
     /// Loads with `env` standing in for the process environment (for tests).
-    pub fn load_from(
-        flags: &Overrides,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> anyhow::Result<Self> {
+    pub fn load_from(flags: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let (file, file_source) = match (&flags.config, env("KEYGATE_CONFIG")) {
-            (Some(path), _) => (
-                read_file(path, "flag --config")?,
-                Source::File(path.clone()),
-            ),
+            (Some(path), _) => (read_file(path, "flag --config")?, Source::File(path.clone())),
             (None, Some(path)) => {
                 let path = PathBuf::from(path);
                 (read_file(&path, "KEYGATE_CONFIG")?, Source::File(path))
@@ -130,65 +145,77 @@ impl Config {
         };
 
         // Each option: flag, else environment, else file, else default.
-        let layer =
-            |flag: Option<(String, &'static str)>, var: &'static str, from_file: Option<String>| {
-                flag.map(|(v, name)| Sourced::new(v, Source::Flag(name)))
-                    .or_else(|| env(var).map(|v| Sourced::new(v, Source::Env(var))))
-                    .or_else(|| from_file.map(|v| Sourced::new(v, file_source.clone())))
-            };
+        let layer = |flag: Option<(String, &'static str)>, var: &'static str, from_file: Option<String>| {
+            flag.map(|(v, name)| Sourced::new(v, Source::Flag(name)))
+                .or_else(|| env(var).map(|v| Sourced::new(v, Source::Env(var))))
+                .or_else(|| from_file.map(|v| Sourced::new(v, file_source.clone())))
+        };
 
-        let listen = layer(
-            flags.listen.clone().map(|v| (v, "--listen")),
-            "KEYGATE_LISTEN",
-            file.listen,
-        )
-        .unwrap_or_else(|| Sourced::new("127.0.0.1:8080".into(), Source::Default));
+        let listen = layer(flags.listen.clone().map(|v| (v, "--listen")), "KEYGATE_LISTEN", file.listen)
+            .unwrap_or_else(|| Sourced::new("127.0.0.1:8080".into(), Source::Default));
         let listen = Sourced::new(
             listen.value.trim().parse::<SocketAddr>().with_context(|| {
-                format!(
-                    "listen (from {}): `{}` is not an address like 127.0.0.1:8080",
-                    listen.source, listen.value
-                )
+                format!("listen (from {}): `{}` is not an address like 127.0.0.1:8080", listen.source, listen.value)
             })?,
             listen.source,
         );
 
         let data_dir = layer(
-            flags
-                .data_dir
-                .clone()
-                .map(|p| (p.display().to_string(), "--data-dir")),
+            flags.data_dir.clone().map(|p| (p.display().to_string(), "--data-dir")),
             "KEYGATE_DATA_DIR",
             file.data_dir.map(|p| p.display().to_string()),
         )
         .map(|s| Sourced::new(PathBuf::from(s.value), s.source))
         .unwrap_or_else(|| Sourced::new(PathBuf::from("./keygate-data"), Source::Default));
 
-        let env_mode = layer(None, "KEYGATE_ENV", file.env)
-            .unwrap_or_else(|| Sourced::new("development".into(), Source::Default));
+        let env_mode =
+            layer(None, "KEYGATE_ENV", file.env).unwrap_or_else(|| Sourced::new("development".into(), Source::Default));
         let Some(mode) = Mode::parse(&env_mode.value) else {
-            bail!(
-                "env (from {}): `{}` is not `development` or `production`",
-                env_mode.source,
-                env_mode.value
-            );
+            bail!("env (from {}): `{}` is not `development` or `production`", env_mode.source, env_mode.value);
         };
 
         let secret = |s: Sourced<String>| Sourced::new(SecretString::from(s.value), s.source);
         let database_url = layer(None, "KEYGATE_DATABASE_URL", file.database_url).map(secret);
         let redis_url = layer(None, "KEYGATE_REDIS_URL", file.redis_url).map(secret);
-        let master_key = env("KEYGATE_MASTER_KEY")
-            .map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_MASTER_KEY")));
-        let master_keys = env("KEYGATE_MASTER_KEYS")
-            .map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_MASTER_KEYS")));
-        let master_key_file = layer(
-            None,
-            "KEYGATE_MASTER_KEY_FILE",
-            file.master_key_file.map(|p| p.display().to_string()),
-        )
-        .map(|s| Sourced::new(PathBuf::from(s.value), s.source));
-        let log = layer(None, "KEYGATE_LOG", file.log)
-            .unwrap_or_else(|| Sourced::new("info".into(), Source::Default));
+        let master_key =
+            env("KEYGATE_MASTER_KEY").map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_MASTER_KEY")));
+        let master_keys =
+            env("KEYGATE_MASTER_KEYS").map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_MASTER_KEYS")));
+        let master_key_file =
+            layer(None, "KEYGATE_MASTER_KEY_FILE", file.master_key_file.map(|p| p.display().to_string()))
+                .map(|s| Sourced::new(PathBuf::from(s.value), s.source));
+        let log = layer(None, "KEYGATE_LOG", file.log).unwrap_or_else(|| Sourced::new("info".into(), Source::Default));
+        let jwt_hs256_secret = env("KEYGATE_JWT_HS256_SECRET")
+            .map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_JWT_HS256_SECRET")));
+        let jwt_jwks = layer(None, "KEYGATE_JWT_JWKS", file.jwt_jwks);
+        let timeout = layer(None, "KEYGATE_VALIDATION_TIMEOUT_MS", file.validation_timeout_ms.map(|v| v.to_string()))
+            .unwrap_or_else(|| Sourced::new("5000".into(), Source::Default));
+        let validation_timeout = match timeout.value.trim().parse::<u64>() {
+            Ok(ms) if (1..=120_000).contains(&ms) => Sourced::new(Duration::from_millis(ms), timeout.source),
+            _ => bail!(
+                "validation_timeout_ms (from {}): `{}` must be a number of milliseconds from 1 to 120000",
+                timeout.source,
+                timeout.value
+            ),
+        };
+
+        // Provider base URLs: the file's [providers.<id>] tables, then KEYGATE_PROVIDER_<ID>_BASE_URL.
+        let builtin = Catalog::builtin().context("the built-in provider catalog")?;
+        let mut provider_base_urls = BTreeMap::new();
+        for (id, over) in file.providers {
+            if builtin.get(&id).is_none() {
+                bail!("providers.{id} (from {file_source}): `{id}` is not a provider");
+            }
+            if let Some(url) = over.base_url {
+                provider_base_urls.insert(id, Sourced::new(url, file_source.clone()));
+            }
+        }
+        for provider in builtin.all() {
+            let var = format!("KEYGATE_PROVIDER_{}_BASE_URL", provider.id.to_ascii_uppercase());
+            if let Some(url) = env(&var) {
+                provider_base_urls.insert(provider.id.clone(), Sourced::new(url, Source::EnvOwned(var)));
+            }
+        }
 
         Ok(Self {
             listen,
@@ -200,7 +227,22 @@ impl Config {
             master_keys,
             master_key_file,
             log,
+            jwt_hs256_secret,
+            jwt_jwks,
+            provider_base_urls,
+            validation_timeout,
         })
+    }
+
+    /// The provider catalog with this configuration's base-URL overrides applied.
+    pub fn catalog(&self) -> anyhow::Result<Catalog> {
+        let mut catalog = Catalog::builtin().context("the built-in provider catalog")?;
+        for (id, url) in &self.provider_base_urls {
+            catalog
+                .set_base_url(id, url.value.trim())
+                .with_context(|| format!("providers.{id}.base_url (from {})", url.source))?;
+        }
+        Ok(catalog)
     }
 
     /// Where the database is: `database_url`, or SQLite in the data directory.
@@ -208,63 +250,51 @@ impl Config {
         match &self.database_url {
             Some(url) => keygate_store::DatabaseLocation::parse(url.value.expose_secret())
                 .with_context(|| format!("database_url (from {})", url.source)),
-            None => Ok(keygate_store::DatabaseLocation::in_data_dir(
-                &self.data_dir.value,
-            )),
+            None => Ok(keygate_store::DatabaseLocation::in_data_dir(&self.data_dir.value)),
         }
     }
 
     /// The effective configuration as `option = value  # source` lines, secrets hidden.
     pub fn describe(&self) -> String {
         let mut lines = vec![
-            line(
-                "listen",
-                &self.listen.value.to_string(),
-                &self.listen.source,
-            ),
-            line(
-                "data_dir",
-                &self.data_dir.value.display().to_string(),
-                &self.data_dir.source,
-            ),
+            line("listen", &self.listen.value.to_string(), &self.listen.source),
+            line("data_dir", &self.data_dir.value.display().to_string(), &self.data_dir.source),
         ];
         match (&self.database_url, self.database()) {
-            (Some(url), Ok(location)) => {
-                lines.push(line("database_url", &location.describe(), &url.source))
-            }
-            _ => lines.push(line(
-                "database_url",
-                "(unset: SQLite in data_dir)",
-                &Source::Default,
-            )),
+            (Some(url), Ok(location)) => lines.push(line("database_url", &location.describe(), &url.source)),
+            _ => lines.push(line("database_url", "(unset: SQLite in data_dir)", &Source::Default)),
         }
         match &self.redis_url {
-            Some(url) => lines.push(line(
-                "redis_url",
-                &keygate_store::redact_url(url.value.expose_secret()),
-                &url.source,
-            )),
+            Some(url) => {
+                lines.push(line("redis_url", &keygate_store::redact_url(url.value.expose_secret()), &url.source))
+            }
             None => lines.push(line("redis_url", "(unset)", &Source::Default)),
         }
         lines.push(line("env", &self.env.value.to_string(), &self.env.source));
-        for (name, value) in [
-            ("master_key", &self.master_key),
-            ("master_keys", &self.master_keys),
-        ] {
+        for (name, value) in [("master_key", &self.master_key), ("master_keys", &self.master_keys)] {
             match value {
                 Some(v) => lines.push(line(name, "(set; hidden)", &v.source)),
                 None => lines.push(line(name, "(unset)", &Source::Default)),
             }
         }
         match &self.master_key_file {
-            Some(f) => lines.push(line(
-                "master_key_file",
-                &f.value.display().to_string(),
-                &f.source,
-            )),
+            Some(f) => lines.push(line("master_key_file", &f.value.display().to_string(), &f.source)),
             None => lines.push(line("master_key_file", "(unset)", &Source::Default)),
         }
         lines.push(line("log", &self.log.value, &self.log.source));
+        match &self.jwt_hs256_secret {
+            Some(v) => lines.push(line("jwt_hs256_secret", "(set; hidden)", &v.source)),
+            None => lines.push(line("jwt_hs256_secret", "(unset)", &Source::Default)),
+        }
+        match &self.jwt_jwks {
+            Some(v) => lines.push(line("jwt_jwks", &v.value, &v.source)),
+            None => lines.push(line("jwt_jwks", "(unset)", &Source::Default)),
+        }
+        let timeout = format!("{}", self.validation_timeout.value.as_millis());
+        lines.push(line("validation_timeout_ms", &timeout, &self.validation_timeout.source));
+        for (id, url) in &self.provider_base_urls {
+            lines.push(line(&format!("providers.{id}.base_url"), &url.value, &url.source));
+        }
         lines.join("\n")
     }
 }
@@ -274,12 +304,8 @@ fn line(name: &str, value: &str, source: &Source) -> String {
 }
 
 fn read_file(path: &Path, named_by: &str) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "reading the config file {} (named by {named_by})",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {} (named by {named_by})", path.display()))?;
     toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
 }
 
@@ -289,10 +315,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)], flags: Overrides) -> anyhow::Result<Config> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         Config::load_from(&flags, &|name| vars.get(name).cloned())
     }
 
@@ -310,73 +333,35 @@ mod tests {
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:1000\"\nlog = \"debug\"\nenv = \"production\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "listen = \"127.0.0.1:1000\"\nlog = \"debug\"\nenv = \"production\"\n").unwrap();
         let file = path.display().to_string();
         let c = load(&[("KEYGATE_CONFIG", &file)], Overrides::default()).unwrap();
         assert_eq!(c.listen.value.port(), 1000);
         assert_eq!(c.listen.source, Source::File(path.clone()));
         assert_eq!(c.env.value, Mode::Production);
-        let c = load(
-            &[
-                ("KEYGATE_CONFIG", &file),
-                ("KEYGATE_LISTEN", "127.0.0.1:2000"),
-            ],
-            Overrides::default(),
-        )
-        .unwrap();
-        assert_eq!(
-            (c.listen.value.port(), c.listen.source.clone()),
-            (2000, Source::Env("KEYGATE_LISTEN"))
-        );
+        let c = load(&[("KEYGATE_CONFIG", &file), ("KEYGATE_LISTEN", "127.0.0.1:2000")], Overrides::default()).unwrap();
+        assert_eq!((c.listen.value.port(), c.listen.source.clone()), (2000, Source::Env("KEYGATE_LISTEN")));
         assert_eq!(c.log.value, "debug");
-        let flags = Overrides {
-            listen: Some("127.0.0.1:3000".into()),
-            ..Default::default()
-        };
-        let c = load(
-            &[
-                ("KEYGATE_CONFIG", &file),
-                ("KEYGATE_LISTEN", "127.0.0.1:2000"),
-            ],
-            flags,
-        )
-        .unwrap();
-        assert_eq!(
-            (c.listen.value.port(), c.listen.source),
-            (3000, Source::Flag("--listen"))
-        );
+        let flags = Overrides { listen: Some("127.0.0.1:3000".into()), ..Default::default() };
+        let c = load(&[("KEYGATE_CONFIG", &file), ("KEYGATE_LISTEN", "127.0.0.1:2000")], flags).unwrap();
+        assert_eq!((c.listen.value.port(), c.listen.source), (3000, Source::Flag("--listen")));
     }
 
     #[test]
     fn errors_name_the_option_and_its_source() {
         let err = load(&[("KEYGATE_LISTEN", "nowhere")], Overrides::default()).unwrap_err();
         let msg = format!("{err:#}");
-        assert!(
-            msg.contains("listen (from environment variable KEYGATE_LISTEN)"),
-            "{msg}"
-        );
+        assert!(msg.contains("listen (from environment variable KEYGATE_LISTEN)"), "{msg}");
         let err = load(&[("KEYGATE_ENV", "staging")], Overrides::default()).unwrap_err();
         assert!(format!("{err:#}").contains("env (from environment variable KEYGATE_ENV)"));
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "listn = \"x\"\n").unwrap();
-        let err = load(
-            &[("KEYGATE_CONFIG", &path.display().to_string())],
-            Overrides::default(),
-        )
-        .unwrap_err();
+        let err = load(&[("KEYGATE_CONFIG", &path.display().to_string())], Overrides::default()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("bad.toml") && msg.contains("listn"), "{msg}");
-        let err = load(
-            &[("KEYGATE_CONFIG", "/does/not/exist.toml")],
-            Overrides::default(),
-        )
-        .unwrap_err();
+        let err = load(&[("KEYGATE_CONFIG", "/does/not/exist.toml")], Overrides::default()).unwrap_err();
         assert!(format!("{err:#}").contains("named by KEYGATE_CONFIG"));
     }
 
@@ -384,27 +369,10 @@ mod tests {
     fn the_example_config_is_valid_and_documents_every_option() {
         let parsed: FileConfig = toml::from_str(EXAMPLE).unwrap();
         assert!(parsed.listen.is_some() && parsed.data_dir.is_some() && parsed.log.is_some());
-        for option in [
-            "listen",
-            "data_dir",
-            "database_url",
-            "redis_url",
-            "env",
-            "master_key_file",
-            "log",
-        ] {
-            assert!(
-                EXAMPLE.contains(&format!("{option} =")),
-                "{option} is not documented"
-            );
+        for option in ["listen", "data_dir", "database_url", "redis_url", "env", "master_key_file", "log"] {
+            assert!(EXAMPLE.contains(&format!("{option} =")), "{option} is not documented");
         }
-        for var in [
-            "KEYGATE_MASTER_KEY",
-            "KEYGATE_MASTER_KEYS",
-            "KEYGATE_DATABASE_URL",
-            "KEYGATE_ENV",
-            "KEYGATE_LOG",
-        ] {
+        for var in ["KEYGATE_MASTER_KEY", "KEYGATE_MASTER_KEYS", "KEYGATE_DATABASE_URL", "KEYGATE_ENV", "KEYGATE_LOG"] {
             assert!(EXAMPLE.contains(var), "{var} is not documented");
         }
     }
@@ -413,20 +381,14 @@ mod tests {
     fn describe_hides_secrets() {
         let c = load(
             &[
-                (
-                    "KEYGATE_DATABASE_URL",
-                    "postgres://kg:hunter2-CANARY@db:5432/keygate",
-                ),
+                ("KEYGATE_DATABASE_URL", "postgres://kg:hunter2-CANARY@db:5432/keygate"),
                 ("KEYGATE_MASTER_KEY", "CANARYCANARY"),
             ],
             Overrides::default(),
         )
         .unwrap();
         let shown = c.describe();
-        assert!(
-            !shown.contains("CANARY") && !shown.contains("hunter2"),
-            "{shown}"
-        );
+        assert!(!shown.contains("CANARY") && !shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("postgres://kg@db:5432/keygate"), "{shown}");
     }
 }

@@ -71,10 +71,7 @@ pub enum IfAbsent {
 }
 
 /// Builds the keyring from the configuration; `Ok(None)` only with [`IfAbsent::Report`].
-pub fn load(
-    config: &Config,
-    if_absent: IfAbsent,
-) -> Result<Option<(Keyring, Origin)>, MasterKeyError> {
+pub fn load(config: &Config, if_absent: IfAbsent) -> Result<Option<(Keyring, Origin)>, MasterKeyError> {
     let mut configured = Vec::new();
     if config.master_keys.is_some() {
         configured.push("KEYGATE_MASTER_KEYS");
@@ -97,10 +94,7 @@ pub fn load(
         return Ok(Some((ring, Origin::Env("KEYGATE_MASTER_KEY"))));
     }
     if let Some(file) = &config.master_key_file {
-        return Ok(Some((
-            read_key_file(&file.value)?,
-            Origin::File(file.value.clone()),
-        )));
+        return Ok(Some((read_key_file(&file.value)?, Origin::File(file.value.clone()))));
     }
 
     let dev_file = config.data_dir.value.join(DEV_KEY_FILE);
@@ -114,25 +108,16 @@ pub fn load(
         IfAbsent::Report => Ok(None),
         IfAbsent::Generate => {
             let kek = generate_dev_key(&dev_file)?;
-            Ok(Some((
-                Keyring::new(vec![kek])?,
-                Origin::Generated(dev_file),
-            )))
+            Ok(Some((Keyring::new(vec![kek])?, Origin::Generated(dev_file))))
         }
     }
 }
 
 fn read_key_file(path: &Path) -> Result<Keyring, MasterKeyError> {
-    let unreadable = |reason: String| MasterKeyError::Unreadable {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let unreadable = |reason: String| MasterKeyError::Unreadable { path: path.to_path_buf(), reason };
     let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
     warn_if_readable_by_others(path);
-    Ok(Keyring::from_file_contents(
-        &format!("master key file {}", path.display()),
-        &text,
-    )?)
+    Ok(Keyring::from_file_contents(&format!("master key file {}", path.display()), &text)?)
 }
 
 fn warn_if_readable_by_others(path: &Path) {
@@ -188,9 +173,7 @@ fn generate_dev_key(path: &Path) -> Result<Kek, MasterKeyError> {
         chrono_like_now(),
         kek.to_hex().as_str()
     );
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(unwritable)?;
+    file.write_all(contents.as_bytes()).and_then(|()| file.sync_all()).map_err(unwritable)?;
     tracing::warn!(
         path = %path.display(),
         "GENERATED A DEVELOPMENT MASTER KEY. Keep this file apart from database backups: anyone with both can read \
@@ -201,7 +184,5 @@ fn generate_dev_key(path: &Path) -> Result<Kek, MasterKeyError> {
 }
 
 fn chrono_like_now() -> String {
-    keygate_service::now()
-        .format("%Y-%m-%d %H:%M:%S UTC")
-        .to_string()
+    keygate_service::now().format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }

@@ -9,10 +9,7 @@ const ANTHROPIC_KEY: &str = "sk-ant-api03-mock-valid-0002";
 
 async fn mock() -> MockProvider {
     let mut config = MockConfig::with_keys([OPENAI_KEY, ANTHROPIC_KEY, "maps-key-0003"]);
-    config.oauth_clients.push(OAuthClient {
-        client_id: "sh-client".into(),
-        client_secret: "sh-secret".into(),
-    });
+    config.oauth_clients.push(OAuthClient { client_id: "sh-client".into(), client_secret: "sh-secret".into() });
     MockProvider::start(config).await.unwrap()
 }
 
@@ -33,10 +30,7 @@ async fn openai_chat_answers_valid_keys_and_rejects_others_in_openais_words() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        v["choices"][0]["message"]["content"],
-        "Hello from keygate-mock!"
-    );
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from keygate-mock!");
     assert_eq!(v["usage"]["prompt_tokens"], 11);
     assert_eq!(v["usage"]["completion_tokens"], 7);
 
@@ -50,13 +44,7 @@ async fn openai_chat_answers_valid_keys_and_rejects_others_in_openais_words() {
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_api_key");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("sk-wrong-key-123"),
-        "echoes the key like OpenAI"
-    );
+    assert!(v["error"]["message"].as_str().unwrap().contains("sk-wrong-key-123"), "echoes the key like OpenAI");
 
     let seen = m.requests();
     assert_eq!(seen.len(), 2);
@@ -83,8 +71,7 @@ async fn openai_streams_with_a_usage_chunk_only_when_asked() {
         let text = r.text().await.unwrap();
         assert!(text.ends_with("data: [DONE]\n\n"));
         assert_eq!(
-            text.contains(r#""usage":{"completion_tokens":7"#)
-                || text.contains(r#""prompt_tokens":11"#),
+            text.contains(r#""usage":{"completion_tokens":7"#) || text.contains(r#""prompt_tokens":11"#),
             include_usage,
             "{text}"
         );
@@ -105,12 +92,8 @@ async fn anthropic_messages_stream_usage_in_start_and_delta() {
         .unwrap();
     let text = r.text().await.unwrap();
     assert!(text.starts_with("event: message_start\n"));
-    assert!(
-        text.contains(r#""input_tokens":11"#) && text.contains(r#""usage":{"output_tokens":7}"#)
-    );
-    assert!(text
-        .trim_end()
-        .ends_with(r#"data: {"type":"message_stop"}"#));
+    assert!(text.contains(r#""input_tokens":11"#) && text.contains(r#""usage":{"output_tokens":7}"#));
+    assert!(text.trim_end().ends_with(r#"data: {"type":"message_stop"}"#));
 
     let r = client()
         .get(format!("{}/v1/models", m.url()))
@@ -129,44 +112,26 @@ async fn anthropic_messages_stream_usage_in_start_and_delta() {
 async fn query_keys_and_oauth_client_credentials() {
     let m = mock().await;
     let r = client()
-        .get(format!(
-            "{}/geocoding/v5/places.json?q=x&access_token=maps-key-0003",
-            m.url()
-        ))
+        .get(format!("{}/geocoding/v5/places.json?q=x&access_token=maps-key-0003", m.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        m.requests()[0].credential_via.as_deref(),
-        Some("query:access_token")
-    );
-    let r = client()
-        .get(format!("{}/maps/api/geocode/json?key=nope", m.url()))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(m.requests()[0].credential_via.as_deref(), Some("query:access_token"));
+    let r = client().get(format!("{}/maps/api/geocode/json?key=nope", m.url())).send().await.unwrap();
     assert_eq!(r.status(), 401);
 
     let token_url = format!("{}/auth/realms/main/protocol/openid-connect/token", m.url());
     let bad = client()
         .post(&token_url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "sh-client"),
-            ("client_secret", "x"),
-        ])
+        .form(&[("grant_type", "client_credentials"), ("client_id", "sh-client"), ("client_secret", "x")])
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
     let good: Value = client()
         .post(&token_url)
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "sh-client"),
-            ("client_secret", "sh-secret"),
-        ])
+        .form(&[("grant_type", "client_credentials"), ("client_id", "sh-client"), ("client_secret", "sh-secret")])
         .send()
         .await
         .unwrap()
@@ -175,12 +140,7 @@ async fn query_keys_and_oauth_client_credentials() {
         .unwrap();
     let token = good["access_token"].as_str().unwrap();
     assert_eq!(good["expires_in"], 3600);
-    let r = client()
-        .post(format!("{}/api/v1/process", m.url()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let r = client().post(format!("{}/api/v1/process", m.url())).bearer_auth(token).send().await.unwrap();
     assert_eq!(r.status(), 200, "an issued token authenticates");
     let basic = client()
         .post(&token_url)
@@ -202,108 +162,42 @@ async fn faults_status_reset_and_malformed_sse() {
         c.fault = Some(Fault::Status { status: 429 });
         c.fault_times = Some(1);
     });
-    let r = client()
-        .post(&url)
-        .bearer_auth(OPENAI_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = client().post(&url).bearer_auth(OPENAI_KEY).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
-    let r = client()
-        .post(&url)
-        .bearer_auth(OPENAI_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = client().post(&url).bearer_auth(OPENAI_KEY).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200, "fault_times = 1 applies once");
     r.text().await.unwrap();
 
     m.configure(|c| c.fault = Some(Fault::ResetMidStream { after_chunks: 2 }));
-    let r = client()
-        .post(&url)
-        .bearer_auth(OPENAI_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = client().post(&url).bearer_auth(OPENAI_KEY).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.is_err(), "the body is cut off");
 
     m.configure(|c| c.fault = Some(Fault::MalformedSse));
-    let text = client()
-        .post(&url)
-        .bearer_auth(OPENAI_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = client().post(&url).bearer_auth(OPENAI_KEY).json(&body).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("not json"));
 
     m.configure(|c| c.fault = Some(Fault::Status { status: 500 }));
-    assert_eq!(
-        client()
-            .post(&url)
-            .bearer_auth(OPENAI_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        500
-    );
+    assert_eq!(client().post(&url).bearer_auth(OPENAI_KEY).json(&body).send().await.unwrap().status(), 500);
 }
 
 #[tokio::test]
 async fn admin_endpoints_reconfigure_and_list_requests() {
     let m = mock().await;
     let config = json!({"valid_keys": ["new-key-xyz"], "latency_ms": 1});
-    let r = client()
-        .put(format!("{}/__mock/config", m.url()))
-        .json(&config)
-        .send()
-        .await
-        .unwrap();
+    let r = client().put(format!("{}/__mock/config", m.url())).json(&config).send().await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(
-        client()
-            .get(format!("{}/v1/models", m.url()))
-            .bearer_auth(OPENAI_KEY)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        client().get(format!("{}/v1/models", m.url())).bearer_auth(OPENAI_KEY).send().await.unwrap().status(),
         401
     );
     assert_eq!(
-        client()
-            .get(format!("{}/v1/models", m.url()))
-            .bearer_auth("new-key-xyz")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        client().get(format!("{}/v1/models", m.url())).bearer_auth("new-key-xyz").send().await.unwrap().status(),
         200
     );
-    let seen: Value = client()
-        .get(format!("{}/__mock/requests", m.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: Value = client().get(format!("{}/__mock/requests", m.url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(seen.as_array().unwrap().len(), 2);
-    let bad = client()
-        .put(format!("{}/__mock/config", m.url()))
-        .json(&json!({"nope": 1}))
-        .send()
-        .await
-        .unwrap();
+    let bad = client().put(format!("{}/__mock/config", m.url())).json(&json!({"nope": 1})).send().await.unwrap();
     assert_eq!(bad.status(), 400);
 }

@@ -39,37 +39,21 @@ fn canary_secrets_never_reach_the_log_output() {
     tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("request", token = CANARIES[3], auth = %format!("Bearer {}", CANARIES[4]));
         let _entered = span.enter();
-        tracing::trace!(
-            key = CANARIES[0],
-            "trace: calling upstream with {}",
-            CANARIES[1]
-        );
+        tracing::trace!(key = CANARIES[0], "trace: calling upstream with {}", CANARIES[1]);
         tracing::debug!(?credential, "debug: the secret type prints its hint");
         tracing::info!(url = %format!("https://tiles.example/v1?style=x&key={}", CANARIES[5]), "info: fetching tiles");
         tracing::warn!("warn: AWS key {} rejected", CANARIES[2]);
         tracing::error!(error = %format!("upstream said: invalid x-api-key: {}", CANARIES[0]), "error: upstream failed");
-        tracing::info!(
-            master = CANARIES[6],
-            "info: a master key slipped into a field"
-        );
+        tracing::info!(master = CANARIES[6], "info: a master key slipped into a field");
     });
 
     let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     for level in ["trace:", "debug:", "info:", "warn:", "error:"] {
-        assert!(
-            output.contains(level),
-            "the {level} event was logged:\n{output}"
-        );
+        assert!(output.contains(level), "the {level} event was logged:\n{output}");
     }
     assert!(output.contains("SecretText(…aaaa)"), "{output}");
     for canary in CANARIES {
-        assert!(
-            !output.contains(canary),
-            "{canary} reached the log:\n{output}"
-        );
+        assert!(!output.contains(canary), "{canary} reached the log:\n{output}");
     }
-    assert!(
-        !output.contains("CANARY"),
-        "part of a canary reached the log:\n{output}"
-    );
+    assert!(!output.contains("CANARY"), "part of a canary reached the log:\n{output}");
 }

@@ -1,6 +1,12 @@
-//! HTTP-level tests: the router through `oneshot`, and real servers on port 0.
+//! HTTP-level tests: the router through `oneshot` against real stores (SQLite and
+//! PostgreSQL) and keygate-mock as every provider; and real servers on port 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
+mod authz;
+mod errors;
 mod health;
+mod keys;
 mod logging;
+mod openapi;
 mod support;

@@ -1,45 +1,248 @@
-//! Builders shared by the API tests.
+//! The test harness: a keygate app on a fresh database with every provider pointed at
+//! one keygate-mock, users and tokens made through the services, and a request helper
+//! that checks every response for canary secrets.
 
 use axum::body::Body;
-use axum::http::{Request, Response};
+use axum::http::{HeaderMap, Method, Request};
+use keygate_core::catalog::Catalog;
+use keygate_core::*;
+use keygate_mock::{MockConfig, MockProvider, OAuthClient};
 use keygate_server::AppState;
-use keygate_service::{boot, keys::KeyVault};
+use keygate_service::audit::Actor;
+use keygate_service::auth::{JwksSource, JwtVerifier, TokenRequest};
+use keygate_service::{boot, keys::KeyVault, now, Options, Services};
 use keygate_store::testdb::TestDb;
-use keygate_vault::{KeyEncryptionKeys, Keyring};
-use std::sync::Arc;
+use keygate_vault::{KeyEncryptionKeys, Keyring, SecretText};
+use serde_json::Value;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tower::ServiceExt;
 
 pub const MASTER_KEY: &str = "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf";
+pub const JWT_SECRET: &str = "test-hs256-secret-that-is-long-enough-0123456789";
+/// Keys the mock accepts. Each test adds its own canary-marked keys too.
+pub const OPENAI_KEY: &str = "sk-proj-VALIDopenai0000000000000001";
+pub const ANTHROPIC_KEY: &str = "sk-ant-api03-VALIDanthropic000000001";
+pub const SH_CLIENT: (&str, &str) = ("sh-client-id", "sh-client-SECRET-000001");
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
-pub async fn state(db: &TestDb) -> AppState {
-    let store = keygate_store::connect(&db.location).await.unwrap();
-    let keks: Arc<dyn KeyEncryptionKeys> = Arc::new(Keyring::from_hex("test", MASTER_KEY).unwrap());
-    boot::check(&*store, &*keks).await.unwrap();
-    AppState::new(store.clone(), Arc::new(KeyVault::new(store, keks)))
+/// Every log line of the test binary, at TRACE, through keygate's redacting writer.
+pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Capture(buffer.clone());
+        let subscriber = keygate_server::telemetry::subscriber("trace", move || writer.clone(), false).unwrap();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
 }
 
-pub async fn get(state: &AppState, path: &str) -> (u16, Option<String>, serde_json::Value) {
-    let app = keygate_server::router(state.clone());
-    let response = app
-        .oneshot(Request::get(path).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    decode(response).await
+#[derive(Clone)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-pub async fn decode(response: Response<Body>) -> (u16, Option<String>, serde_json::Value) {
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
+pub struct Harness {
+    pub state: AppState,
+    pub mock: MockProvider,
+    /// Secrets that must never come back in a response or a log line.
+    canaries: Mutex<Vec<String>>,
+    _db: TestDb,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.json["code"].as_str().unwrap_or("")
+    }
+}
+
+/// A user with a token, acting in their personal workspace.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub workspace: WorkspaceId,
+    pub token: String,
+}
+
+impl Harness {
+    pub async fn new(db: TestDb) -> Self {
+        logs();
+        let mut config = MockConfig::with_keys([OPENAI_KEY, ANTHROPIC_KEY]);
+        config.oauth_clients.push(OAuthClient { client_id: SH_CLIENT.0.into(), client_secret: SH_CLIENT.1.into() });
+        let mock = MockProvider::start(config).await.unwrap();
+        let store = keygate_store::connect(&db.location).await.unwrap();
+        let keks: Arc<dyn KeyEncryptionKeys> = Arc::new(Keyring::from_hex("test", MASTER_KEY).unwrap());
+        boot::check(&*store, &*keks).await.unwrap();
+        let mut catalog = Catalog::builtin().unwrap();
+        let ids: Vec<String> = catalog.all().iter().map(|p| p.id.clone()).collect();
+        for id in ids {
+            catalog.set_base_url(&id, &mock.url()).unwrap();
+        }
+        let jwks = serde_json::from_str(include_str!("fixtures/test-jwks.json")).unwrap();
+        let jwt = JwtVerifier::new(Some(&SecretText::new(JWT_SECRET.into())), Some(JwksSource::Static(jwks)));
+        let vault = Arc::new(KeyVault::new(store.clone(), keks));
+        let services =
+            Services::new(store, vault, catalog, Some(jwt), Options { probe_timeout: PROBE_TIMEOUT }).await.unwrap();
+        Self { state: AppState::new(Arc::new(services)), mock, canaries: Mutex::new(Vec::new()), _db: db }
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.state.services
+    }
+
+    /// A fresh key the mock accepts, marked so any leak is found.
+    pub fn valid_key(&self, prefix: &str) -> String {
+        let key = format!("{prefix}CANARY{}", uuid::Uuid::now_v7().simple());
+        self.mock.configure(|c| c.valid_keys.push(key.clone()));
+        self.canary(&key);
+        key
+    }
+
+    /// A key the mock rejects, marked as a canary.
+    pub fn invalid_key(&self, prefix: &str) -> String {
+        let key = format!("{prefix}CANARYbad{}", uuid::Uuid::now_v7().simple());
+        self.canary(&key);
+        key
+    }
+
+    pub fn canary(&self, secret: &str) {
+        self.canaries.lock().unwrap().push(secret.to_owned());
+    }
+
+    /// A user with a personal workspace and a token.
+    pub async fn user(&self, email: &str) -> Caller {
+        self.user_with(email, false).await
+    }
+
+    pub async fn super_admin(&self, email: &str) -> Caller {
+        self.user_with(email, true).await
+    }
+
+    async fn user_with(&self, email: &str, super_admin: bool) -> Caller {
+        let store = &self.services().store;
+        let at = now();
+        let user = User {
+            id: UserId::new(),
+            email: Some(email.into()),
+            external_id: None,
+            tier: "community".into(),
+            super_admin,
+            created_at: at,
+            updated_at: at,
+        };
+        let ws = Workspace {
+            id: WorkspaceId::new(),
+            name: format!("{email} ws"),
+            status: WorkspaceStatus::Active,
+            personal: true,
+            external_id: None,
+            created_at: at,
+            updated_at: at,
+        };
+        store.provision_user(&user, None, &ws, Role::Owner).await.unwrap();
+        let token = self.token_for(&user, Some(ws.id)).await;
+        Caller { user, workspace: ws.id, token }
+    }
+
+    /// Adds `caller` to `workspace` with `role` and returns a token acting there.
+    pub async fn join(&self, caller: &Caller, workspace: WorkspaceId, role: Role) -> Caller {
+        let m = Membership { workspace_id: workspace, user_id: caller.user.id, role, created_at: now() };
+        self.services().store.upsert_membership(&m).await.unwrap();
+        Caller { user: caller.user.clone(), workspace, token: self.token_for(&caller.user, Some(workspace)).await }
+    }
+
+    pub async fn token_for(&self, user: &User, workspace: Option<WorkspaceId>) -> String {
+        let request = TokenRequest { name: "test".into(), scopes: None, expires_at: None, workspace_id: workspace };
+        let issued = self.services().create_token(user, request, &Actor::cli()).await.unwrap();
+        let token = issued.secret.expose().to_owned();
+        self.canary(&token);
+        token
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
         .unwrap();
-    let json = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (status, content_type, json)
+        self.send(request).await
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = keygate_server::router(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        for canary in self.canaries.lock().unwrap().iter() {
+            assert!(!text.contains(canary.as_str()), "a response carried a secret ({}…): {text}", &canary[..12]);
+        }
+        Reply { status, headers, json, text }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Stores a key through the API and returns its id; panics unless 201.
+    pub async fn add_key(&self, caller: &Caller, body: Value) -> String {
+        let reply = self.post("/api/v1/keys", &caller.token, body).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.json["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn audit_count(&self) -> usize {
+        self.services().store.audit_events(&Default::default()).await.unwrap().len()
+    }
+}
+
+impl Drop for Harness {
+    /// No canary may appear in any log line either.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+        for canary in self.canaries.lock().unwrap().iter() {
+            assert!(!logs.contains(canary.as_str()), "a log line carried a secret ({}…)", &canary[..12]);
+        }
+    }
 }

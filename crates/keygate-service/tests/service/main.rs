@@ -67,39 +67,13 @@ async fn world(db: &TestDb, keks: Arc<dyn KeyEncryptionKeys>, n: usize) -> World
             created_at: now(),
             updated_at: now(),
         };
-        store
-            .provision_user(&user, None, &ws, Role::Member)
-            .await
-            .unwrap();
-        credentials.push(
-            store_credential(
-                &store,
-                &vault,
-                CredentialScope::User,
-                Some(ws.id),
-                Some(user.id),
-                "openai",
-            )
-            .await,
-        );
+        store.provision_user(&user, None, &ws, Role::Member).await.unwrap();
+        credentials
+            .push(store_credential(&store, &vault, CredentialScope::User, Some(ws.id), Some(user.id), "openai").await);
         workspaces.push(ws);
     }
-    credentials.push(
-        store_credential(
-            &store,
-            &vault,
-            CredentialScope::Operator,
-            None,
-            None,
-            "anthropic",
-        )
-        .await,
-    );
-    World {
-        store,
-        workspaces,
-        credentials,
-    }
+    credentials.push(store_credential(&store, &vault, CredentialScope::Operator, None, None, "anthropic").await);
+    World { store, workspaces, credentials }
 }
 
 async fn store_credential(
@@ -131,28 +105,18 @@ async fn store_credential(
         last_used_at: None,
         usage: UsageTotals::default(),
     };
-    let (sealed, dek) = vault
-        .seal_credential(&c, &SecretText::new(CANARY_SECRET.into()))
-        .await
-        .unwrap();
+    let (sealed, dek) = vault.seal_credential(&c, &SecretText::new(CANARY_SECRET.into())).await.unwrap();
     c.sealed = sealed;
     c.data_key_id = dek;
     store.insert_credential(&c).await.unwrap();
     c
 }
 
-async fn assert_all_open(
-    store: &Arc<dyn Store>,
-    keks: Arc<dyn KeyEncryptionKeys>,
-    credentials: &[Credential],
-) {
+async fn assert_all_open(store: &Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>, credentials: &[Credential]) {
     let vault = KeyVault::new(store.clone(), keks);
     for c in credentials {
         let stored = store.credential(c.id).await.unwrap();
-        let secret = vault
-            .open_credential(&stored)
-            .await
-            .unwrap_or_else(|e| panic!("{} does not open: {e}", c.id));
+        let secret = vault.open_credential(&stored).await.unwrap_or_else(|e| panic!("{} does not open: {e}", c.id));
         assert_eq!(secret.expose(), CANARY_SECRET);
     }
 }
@@ -181,14 +145,8 @@ async fn a_deleted_workspaces_credentials_can_never_be_opened(db: TestDb) {
     let vault = KeyVault::new(w.store.clone(), keks.clone());
     let doomed = &w.workspaces[0];
     vault.open_credential(&w.credentials[0]).await.unwrap(); // warm the cache
-    w.store
-        .set_workspace_status(doomed.id, WorkspaceStatus::Deleted, now())
-        .await
-        .unwrap();
-    vault
-        .destroy_data_key(KeyOwner::Workspace(doomed.id))
-        .await
-        .unwrap();
+    w.store.set_workspace_status(doomed.id, WorkspaceStatus::Deleted, now()).await.unwrap();
+    vault.destroy_data_key(KeyOwner::Workspace(doomed.id)).await.unwrap();
     let stored = w.store.credential(w.credentials[0].id).await.unwrap();
     assert!(!stored.sealed.is_empty(), "the ciphertext is still there");
     let err = vault.open_credential(&stored).await.unwrap_err();
@@ -197,10 +155,7 @@ async fn a_deleted_workspaces_credentials_can_never_be_opened(db: TestDb) {
     let fresh = KeyVault::new(w.store.clone(), keks.clone());
     assert!(fresh.open_credential(&stored).await.is_err());
     // No new data key can be made for a deleted owner.
-    assert!(fresh
-        .ensure_data_key(KeyOwner::Workspace(doomed.id))
-        .await
-        .is_err());
+    assert!(fresh.ensure_data_key(KeyOwner::Workspace(doomed.id)).await.is_err());
     // The other workspace is untouched.
     assert_all_open(&w.store, keks, &w.credentials[1..]).await;
 }
@@ -214,52 +169,25 @@ async fn boot_seals_a_canary_once_and_refuses_another_master_key(db: TestDb) {
     let err = boot::check(&*store, &*b).await.unwrap_err();
     assert_eq!(err.code(), "master_key_mismatch");
     let message = err.to_string();
-    assert!(
-        message.contains("does not match this database"),
-        "{message}"
-    );
+    assert!(message.contains("does not match this database"), "{message}");
     assert!(message.contains("KEYGATE_MASTER_KEY"), "{message}");
-    assert!(
-        !message.contains(KEY_A) && !message.contains(KEY_B),
-        "no key material in errors"
-    );
+    assert!(!message.contains(KEY_A) && !message.contains(KEY_B), "no key material in errors");
 }
 
 async fn rotation_lets_the_old_key_be_dropped(db: TestDb) {
     let w = world(&db, only_a(), 3).await;
     let both = keyring(&format!("b:{KEY_B},a:{KEY_A}"));
-    assert_eq!(
-        boot::check(&*w.store, &*both)
-            .await
-            .unwrap()
-            .rotation_pending
-            .len(),
-        1
-    );
+    assert_eq!(boot::check(&*w.store, &*both).await.unwrap().rotation_pending.len(), 1);
     // Dropping `a` before rotating is refused by name.
     let only_b = keyring(&format!("b:{KEY_B}"));
     let early = boot::check(&*w.store, &*only_b).await.unwrap_err();
-    assert!(
-        matches!(
-            early.code(),
-            "master_key_mismatch" | "master_key_still_in_use"
-        ),
-        "{early}"
-    );
+    assert!(matches!(early.code(), "master_key_mismatch" | "master_key_still_in_use"), "{early}");
 
-    let report = rotation::rotate(&*w.store, &*both, &mut Quiet)
-        .await
-        .unwrap();
+    let report = rotation::rotate(&*w.store, &*both, &mut Quiet).await.unwrap();
     assert_eq!((report.total, report.rewrapped), (4, 4)); // 3 workspaces + operator
     assert!(report.canary_resealed);
-    let again = rotation::rotate(&*w.store, &*both, &mut Quiet)
-        .await
-        .unwrap();
-    assert_eq!(
-        (again.total, again.rewrapped, again.canary_resealed),
-        (0, 0, false),
-        "idempotent"
-    );
+    let again = rotation::rotate(&*w.store, &*both, &mut Quiet).await.unwrap();
+    assert_eq!((again.total, again.rewrapped, again.canary_resealed), (0, 0, false), "idempotent");
 
     let report = boot::check(&*w.store, &*only_b).await.unwrap();
     assert!(report.rotation_pending.is_empty());
@@ -283,13 +211,7 @@ async fn an_interrupted_rotation_converges_when_run_again(db: TestDb) {
     let both = keyring(&format!("b:{KEY_B},a:{KEY_A}"));
     let primary = both.primary_id().to_string();
     let stale = |store: Arc<dyn Store>, primary: String| async move {
-        store
-            .data_keys()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|k| k.kek_id != primary)
-            .count() as u64
+        store.data_keys().await.unwrap().into_iter().filter(|k| k.kek_id != primary).count() as u64
     };
     // Crash alternately just before and just after a row's commit, each run starting
     // from what the previous crash left, until every row has been through both.
@@ -300,39 +222,22 @@ async fn an_interrupted_rotation_converges_when_run_again(db: TestDb) {
             break;
         }
         let point = if runs % 2 == 0 {
-            Step::BeforeCommit {
-                index: 1,
-                total: remaining,
-            }
+            Step::BeforeCommit { index: 1, total: remaining }
         } else {
-            Step::Committed {
-                index: 1,
-                total: remaining,
-            }
+            Step::Committed { index: 1, total: remaining }
         };
-        let err = rotation::rotate(&*w.store, &*both, &mut CrashAt(point))
-            .await
-            .unwrap_err();
+        let err = rotation::rotate(&*w.store, &*both, &mut CrashAt(point)).await.unwrap_err();
         assert!(matches!(err, ServiceError::Interrupted(_)), "{err}");
         let after = stale(w.store.clone(), primary.clone()).await;
-        let expected = if matches!(point, Step::BeforeCommit { .. }) {
-            remaining
-        } else {
-            remaining - 1
-        };
-        assert_eq!(
-            after, expected,
-            "a crash at {point:?} left the wrong number of rows"
-        );
+        let expected = if matches!(point, Step::BeforeCommit { .. }) { remaining } else { remaining - 1 };
+        assert_eq!(after, expected, "a crash at {point:?} left the wrong number of rows");
         // Whatever a crash leaves, everything still opens while both keys are present.
         assert_all_open(&w.store, both.clone(), &w.credentials).await;
         runs += 1;
     }
     assert_eq!(runs, 8, "4 rows, each crashed before and after its commit");
     // The rows are done but the canary is still under `a`: the final run moves it.
-    let report = rotation::rotate(&*w.store, &*both, &mut Quiet)
-        .await
-        .unwrap();
+    let report = rotation::rotate(&*w.store, &*both, &mut Quiet).await.unwrap();
     assert_eq!((report.total, report.canary_resealed), (0, true));
     let only_b = keyring(&format!("b:{KEY_B}"));
     boot::check(&*w.store, &*only_b).await.unwrap();
@@ -357,10 +262,7 @@ async fn doctor_is_green_then_names_an_undecryptable_credential(db: TestDb) {
     let keks = only_a();
     let w = world(&db, keks.clone(), 2).await;
     let checks = doctor::run(w.store.clone(), keks.clone()).await;
-    assert!(
-        checks.iter().all(|c| c.status != Status::Fail),
-        "{checks:#?}"
-    );
+    assert!(checks.iter().all(|c| c.status != Status::Fail), "{checks:#?}");
 
     let mut broken = w.store.credential(w.credentials[1].id).await.unwrap();
     let last = broken.sealed.len() - 1;
@@ -369,78 +271,39 @@ async fn doctor_is_green_then_names_an_undecryptable_credential(db: TestDb) {
     let checks = doctor::run(w.store.clone(), keks).await;
     let failures: Vec<_> = checks.iter().filter(|c| c.status == Status::Fail).collect();
     assert_eq!(failures.len(), 1, "{checks:#?}");
-    assert!(
-        failures[0].detail.contains(&broken.id.to_string()),
-        "{:?}",
-        failures[0]
-    );
+    assert!(failures[0].detail.contains(&broken.id.to_string()), "{:?}", failures[0]);
     assert!(!format!("{checks:?}").contains(CANARY_SECRET));
 }
 
 async fn doctor_is_red_with_another_master_key(db: TestDb) {
     let w = world(&db, only_a(), 1).await;
     let checks = doctor::run(w.store.clone(), keyring(&format!("b:{KEY_B}"))).await;
-    let failure = checks
-        .iter()
-        .find(|c| c.status == Status::Fail)
-        .expect("a failure");
+    let failure = checks.iter().find(|c| c.status == Status::Fail).expect("a failure");
     assert_eq!(failure.name, "master key");
-    assert!(
-        failure.detail.contains("master_key_mismatch"),
-        "{failure:?}"
-    );
+    assert!(failure.detail.contains("master_key_mismatch"), "{failure:?}");
 }
 
 async fn admins_are_created_once_with_a_hashed_password(db: TestDb) {
     let store = connect(&db.location).await.unwrap();
     let password = SecretText::new("correct horse battery staple".into());
-    let admin = accounts::create_admin(&*store, "  Admin@Example.com ", &password, &Actor::cli())
-        .await
-        .unwrap();
+    let admin = accounts::create_admin(&*store, "  Admin@Example.com ", &password, &Actor::cli()).await.unwrap();
     assert!(admin.super_admin);
     assert_eq!(admin.email.as_deref(), Some("admin@example.com"));
     let hash = store.password_hash(admin.id).await.unwrap().unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains("horse"));
-    assert!(accounts::verify_password(&*store, admin.id, &password)
-        .await
-        .unwrap());
-    assert!(!accounts::verify_password(
-        &*store,
-        admin.id,
-        &SecretText::new("wrong password!".into())
-    )
-    .await
-    .unwrap());
-    assert_eq!(
-        store.memberships_of_user(admin.id).await.unwrap()[0].role,
-        Role::Owner
-    );
+    assert!(accounts::verify_password(&*store, admin.id, &password).await.unwrap());
+    assert!(!accounts::verify_password(&*store, admin.id, &SecretText::new("wrong password!".into())).await.unwrap());
+    assert_eq!(store.memberships_of_user(admin.id).await.unwrap()[0].role, Role::Owner);
 
-    let again = accounts::create_admin(&*store, "admin@example.com", &password, &Actor::cli())
-        .await
-        .unwrap_err();
+    let again = accounts::create_admin(&*store, "admin@example.com", &password, &Actor::cli()).await.unwrap_err();
     assert_eq!(again.code(), "conflict");
-    let short = accounts::create_admin(
-        &*store,
-        "b@example.com",
-        &SecretText::new("short".into()),
-        &Actor::cli(),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(short.code(), "invalid_request");
-    assert!(
-        store
-            .user_by_email("b@example.com")
-            .await
-            .unwrap()
-            .is_none(),
-        "nothing half-written"
-    );
-    let bad = accounts::create_admin(&*store, "not-an-email", &password, &Actor::cli())
+    let short = accounts::create_admin(&*store, "b@example.com", &SecretText::new("short".into()), &Actor::cli())
         .await
         .unwrap_err();
+    assert_eq!(short.code(), "invalid_request");
+    assert!(store.user_by_email("b@example.com").await.unwrap().is_none(), "nothing half-written");
+    let bad = accounts::create_admin(&*store, "not-an-email", &password, &Actor::cli()).await.unwrap_err();
     assert!(bad.to_string().contains("not an email address"));
     let events = store.audit_events(&Default::default()).await.unwrap();
     assert_eq!(events.len(), 1);

@@ -65,12 +65,7 @@ impl Fixture {
                 k
             }
         };
-        Self {
-            workspace,
-            user,
-            data_key: workspace_key,
-            operator_key,
-        }
+        Self { workspace, user, data_key: workspace_key, operator_key }
     }
 
     fn credential(&self, scope: CredentialScope, provider: &str) -> Credential {
@@ -90,11 +85,7 @@ impl Fixture {
             validity_checked_at: None,
             operator_shared: operator,
             sealed: b"sealed-bytes".to_vec(),
-            data_key_id: if operator {
-                self.operator_key.id
-            } else {
-                self.data_key.id
-            },
+            data_key_id: if operator { self.operator_key.id } else { self.data_key.id },
             created_at: now(),
             updated_at: now(),
             last_used_at: None,

@@ -28,9 +28,7 @@ both_backends!(
 );
 
 async fn migrations_apply_once_and_leave_nothing_pending(db: TestDb) {
-    let store = keygate_store::connect_unmigrated(&db.location)
-        .await
-        .unwrap();
+    let store = keygate_store::connect_unmigrated(&db.location).await.unwrap();
     assert!(!store.pending_migrations().await.unwrap().is_empty());
     store.migrate().await.unwrap();
     assert!(store.pending_migrations().await.unwrap().is_empty());
@@ -44,21 +42,12 @@ async fn workspaces_round_trip_and_change_status(db: TestDb) {
     store.insert_workspace(&ws).await.unwrap();
     assert_eq!(store.workspace(ws.id).await.unwrap(), ws);
     let later = now() + Duration::seconds(5);
-    store
-        .set_workspace_status(ws.id, WorkspaceStatus::Paused, later)
-        .await
-        .unwrap();
+    store.set_workspace_status(ws.id, WorkspaceStatus::Paused, later).await.unwrap();
     let got = store.workspace(ws.id).await.unwrap();
     assert_eq!(got.status, WorkspaceStatus::Paused);
     assert_eq!(got.updated_at, later);
-    assert!(store
-        .workspace(WorkspaceId::new())
-        .await
-        .unwrap_err()
-        .is_not_found());
-    let missing = store
-        .set_workspace_status(WorkspaceId::new(), WorkspaceStatus::Active, later)
-        .await;
+    assert!(store.workspace(WorkspaceId::new()).await.unwrap_err().is_not_found());
+    let missing = store.set_workspace_status(WorkspaceId::new(), WorkspaceStatus::Active, later).await;
     assert!(missing.unwrap_err().is_not_found());
     assert_eq!(store.workspaces().await.unwrap().len(), 1);
 }
@@ -66,40 +55,20 @@ async fn workspaces_round_trip_and_change_status(db: TestDb) {
 async fn users_are_unique_by_email_and_external_id(db: TestDb) {
     let store = connect(&db.location).await.unwrap();
     let alice = user(Some("alice@example.com"), None);
-    store
-        .insert_user(&alice, Some("$argon2id$hash"))
-        .await
-        .unwrap();
+    store.insert_user(&alice, Some("$argon2id$hash")).await.unwrap();
     assert_eq!(store.user(alice.id).await.unwrap(), alice);
-    assert_eq!(
-        store.user_by_email("alice@example.com").await.unwrap(),
-        Some(alice.clone())
-    );
-    assert_eq!(
-        store.password_hash(alice.id).await.unwrap().as_deref(),
-        Some("$argon2id$hash")
-    );
+    assert_eq!(store.user_by_email("alice@example.com").await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.password_hash(alice.id).await.unwrap().as_deref(), Some("$argon2id$hash"));
 
     let twin = user(Some("alice@example.com"), None);
-    assert!(store
-        .insert_user(&twin, None)
-        .await
-        .unwrap_err()
-        .is_conflict());
+    assert!(store.insert_user(&twin, None).await.unwrap_err().is_conflict());
 
     let host_user = user(None, Some("host-42"));
     store.insert_user(&host_user, None).await.unwrap();
     let nameless = user(None, None);
     store.insert_user(&nameless, None).await.unwrap();
-    assert_eq!(
-        store.user_by_external_id("host-42").await.unwrap(),
-        Some(host_user.clone())
-    );
-    assert!(store
-        .insert_user(&user(None, Some("host-42")), None)
-        .await
-        .unwrap_err()
-        .is_conflict());
+    assert_eq!(store.user_by_external_id("host-42").await.unwrap(), Some(host_user.clone()));
+    assert!(store.insert_user(&user(None, Some("host-42")), None).await.unwrap_err().is_conflict());
     assert_eq!(store.password_hash(host_user.id).await.unwrap(), None);
 
     let mut promoted = host_user.clone();
@@ -107,14 +76,8 @@ async fn users_are_unique_by_email_and_external_id(db: TestDb) {
     promoted.super_admin = true;
     store.update_user(&promoted).await.unwrap();
     assert_eq!(store.user(host_user.id).await.unwrap(), promoted);
-    store
-        .set_password_hash(host_user.id, "$new", now())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.password_hash(host_user.id).await.unwrap().as_deref(),
-        Some("$new")
-    );
+    store.set_password_hash(host_user.id, "$new", now()).await.unwrap();
+    assert_eq!(store.password_hash(host_user.id).await.unwrap().as_deref(), Some("$new"));
     assert_eq!(store.users().await.unwrap().len(), 3);
 }
 
@@ -123,46 +86,23 @@ async fn memberships_upsert_roles(db: TestDb) {
     let (ws, u) = (workspace("w"), user(Some("m@example.com"), None));
     store.insert_workspace(&ws).await.unwrap();
     store.insert_user(&u, None).await.unwrap();
-    let mut m = Membership {
-        workspace_id: ws.id,
-        user_id: u.id,
-        role: Role::Member,
-        created_at: now(),
-    };
+    let mut m = Membership { workspace_id: ws.id, user_id: u.id, role: Role::Member, created_at: now() };
     store.upsert_membership(&m).await.unwrap();
     m.role = Role::Admin;
     store.upsert_membership(&m).await.unwrap();
-    assert_eq!(
-        store.membership(ws.id, u.id).await.unwrap(),
-        Some(m.clone())
-    );
+    assert_eq!(store.membership(ws.id, u.id).await.unwrap(), Some(m.clone()));
     assert_eq!(store.memberships_of_user(u.id).await.unwrap(), vec![m]);
-    assert_eq!(
-        store.membership(WorkspaceId::new(), u.id).await.unwrap(),
-        None
-    );
+    assert_eq!(store.membership(WorkspaceId::new(), u.id).await.unwrap(), None);
 }
 
 async fn provisioning_a_user_is_all_or_nothing(db: TestDb) {
     let store = connect(&db.location).await.unwrap();
-    let (ws, u) = (
-        workspace("personal"),
-        user(Some("p@example.com"), Some("host-1")),
-    );
-    store
-        .provision_user(&u, None, &ws, Role::Owner)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.membership(ws.id, u.id).await.unwrap().unwrap().role,
-        Role::Owner
-    );
+    let (ws, u) = (workspace("personal"), user(Some("p@example.com"), Some("host-1")));
+    store.provision_user(&u, None, &ws, Role::Owner).await.unwrap();
+    assert_eq!(store.membership(ws.id, u.id).await.unwrap().unwrap().role, Role::Owner);
     // The same host user again: the user insert fails, and the new workspace is rolled back.
     let again = workspace("personal-2");
-    let err = store
-        .provision_user(&user(None, Some("host-1")), None, &again, Role::Owner)
-        .await
-        .unwrap_err();
+    let err = store.provision_user(&user(None, Some("host-1")), None, &again, Role::Owner).await.unwrap_err();
     assert!(err.is_conflict(), "{err}");
     assert!(store.workspace(again.id).await.unwrap_err().is_not_found());
     assert_eq!(store.workspaces().await.unwrap().len(), 1);
@@ -175,34 +115,15 @@ async fn data_keys_are_one_per_owner_and_rewrap_with_compare_and_set(db: TestDb)
     let owner = KeyOwner::Workspace(ws.id);
     let dk = data_key(owner, "kek-a");
     store.insert_data_key(&dk).await.unwrap();
-    assert!(store
-        .insert_data_key(&data_key(owner, "kek-a"))
-        .await
-        .unwrap_err()
-        .is_conflict());
-    store
-        .insert_data_key(&data_key(KeyOwner::Operator, "kek-b"))
-        .await
-        .unwrap();
+    assert!(store.insert_data_key(&data_key(owner, "kek-a")).await.unwrap_err().is_conflict());
+    store.insert_data_key(&data_key(KeyOwner::Operator, "kek-b")).await.unwrap();
     assert_eq!(store.data_key(dk.id).await.unwrap(), dk);
-    assert_eq!(
-        store.data_key_by_owner(&owner).await.unwrap(),
-        Some(dk.clone())
-    );
-    assert_eq!(
-        store.kek_ids_in_use().await.unwrap(),
-        vec!["kek-a".to_owned(), "kek-b".to_owned()]
-    );
+    assert_eq!(store.data_key_by_owner(&owner).await.unwrap(), Some(dk.clone()));
+    assert_eq!(store.kek_ids_in_use().await.unwrap(), vec!["kek-a".to_owned(), "kek-b".to_owned()]);
 
-    assert!(store
-        .rewrap_data_key(dk.id, dk.version, "kek-b", b"rewrapped", now())
-        .await
-        .unwrap());
+    assert!(store.rewrap_data_key(dk.id, dk.version, "kek-b", b"rewrapped", now()).await.unwrap());
     assert!(
-        !store
-            .rewrap_data_key(dk.id, dk.version, "kek-c", b"stale", now())
-            .await
-            .unwrap(),
+        !store.rewrap_data_key(dk.id, dk.version, "kek-c", b"stale", now()).await.unwrap(),
         "a stale version must not overwrite"
     );
     let got = store.data_key(dk.id).await.unwrap();
@@ -210,19 +131,13 @@ async fn data_keys_are_one_per_owner_and_rewrap_with_compare_and_set(db: TestDb)
         (got.kek_id.as_str(), got.wrapped.as_deref(), got.version),
         ("kek-b", Some(&b"rewrapped"[..]), dk.version + 1)
     );
-    assert_eq!(
-        store.kek_ids_in_use().await.unwrap(),
-        vec!["kek-b".to_owned()]
-    );
+    assert_eq!(store.kek_ids_in_use().await.unwrap(), vec!["kek-b".to_owned()]);
 
     store.destroy_data_key(&owner, now()).await.unwrap();
     let gone = store.data_key(dk.id).await.unwrap();
     assert_eq!(gone.wrapped, None);
     assert!(gone.destroyed_at.is_some());
-    assert!(!store
-        .rewrap_data_key(dk.id, gone.version, "kek-a", b"revive", now())
-        .await
-        .unwrap());
+    assert!(!store.rewrap_data_key(dk.id, gone.version, "kek-a", b"revive", now()).await.unwrap());
     assert_eq!(store.data_keys().await.unwrap().len(), 2);
 }
 
@@ -231,32 +146,16 @@ async fn credentials_keep_one_active_per_owner_and_provider(db: TestDb) {
     let f = Fixture::new(&*store).await;
     let first = f.user_credential("openai");
     store.insert_credential(&first).await.unwrap();
-    let err = store
-        .insert_credential(&f.user_credential("openai"))
-        .await
-        .unwrap_err();
+    let err = store.insert_credential(&f.user_credential("openai")).await.unwrap_err();
     assert!(err.is_conflict(), "{err}");
     // A disabled one may sit beside the active one; other providers and owners are free.
     let mut disabled = f.user_credential("openai");
     disabled.status = CredentialStatus::Disabled;
     store.insert_credential(&disabled).await.unwrap();
-    store
-        .insert_credential(&f.user_credential("anthropic"))
-        .await
-        .unwrap();
-    store
-        .insert_credential(&f.workspace_credential("openai"))
-        .await
-        .unwrap();
-    store
-        .insert_credential(&f.operator_credential("openai"))
-        .await
-        .unwrap();
-    assert!(store
-        .insert_credential(&f.operator_credential("openai"))
-        .await
-        .unwrap_err()
-        .is_conflict());
+    store.insert_credential(&f.user_credential("anthropic")).await.unwrap();
+    store.insert_credential(&f.workspace_credential("openai")).await.unwrap();
+    store.insert_credential(&f.operator_credential("openai")).await.unwrap();
+    assert!(store.insert_credential(&f.operator_credential("openai")).await.unwrap_err().is_conflict());
     assert_eq!(store.credential(first.id).await.unwrap(), first);
 }
 
@@ -268,10 +167,7 @@ async fn credential_queries_stay_scoped_to_their_owner(db: TestDb) {
     let b_key = b.user_credential("openai");
     store.insert_credential(&a_key).await.unwrap();
     store.insert_credential(&b_key).await.unwrap();
-    store
-        .insert_credential(&a.workspace_credential("openai"))
-        .await
-        .unwrap();
+    store.insert_credential(&a.workspace_credential("openai")).await.unwrap();
 
     let mine = CredentialFilter {
         scope: Some(CredentialScope::User),
@@ -280,25 +176,13 @@ async fn credential_queries_stay_scoped_to_their_owner(db: TestDb) {
         ..Default::default()
     };
     assert_eq!(store.credentials(&mine).await.unwrap(), vec![a_key.clone()]);
-    let bs = CredentialFilter {
-        owner_user_id: Some(b.user.id),
-        ..Default::default()
-    };
+    let bs = CredentialFilter { owner_user_id: Some(b.user.id), ..Default::default() };
     assert_eq!(store.credentials(&bs).await.unwrap(), vec![b_key]);
-    let a_ws = CredentialFilter {
-        workspace_id: Some(a.workspace.id),
-        ..Default::default()
-    };
+    let a_ws = CredentialFilter { workspace_id: Some(a.workspace.id), ..Default::default() };
     assert_eq!(store.credentials(&a_ws).await.unwrap().len(), 2);
-    let by_provider = CredentialFilter {
-        provider: Some("anthropic".into()),
-        ..Default::default()
-    };
+    let by_provider = CredentialFilter { provider: Some("anthropic".into()), ..Default::default() };
     assert!(store.credentials(&by_provider).await.unwrap().is_empty());
-    let by_key = CredentialFilter {
-        data_key_id: Some(a.data_key.id),
-        ..Default::default()
-    };
+    let by_key = CredentialFilter { data_key_id: Some(a.data_key.id), ..Default::default() };
     assert_eq!(store.credentials(&by_key).await.unwrap().len(), 2);
 }
 
@@ -324,25 +208,12 @@ async fn credentials_update_replace_and_delete(db: TestDb) {
     assert!(store.credential(c.id).await.unwrap_err().is_not_found());
     assert_eq!(store.credential(replacement.id).await.unwrap(), replacement);
     // A failed replace changes nothing.
-    let err = store
-        .replace_credential(CredentialId::new(), &f.user_credential("openai"))
-        .await
-        .unwrap_err();
+    let err = store.replace_credential(CredentialId::new(), &f.user_credential("openai")).await.unwrap_err();
     assert!(err.is_not_found());
-    assert_eq!(
-        store
-            .credentials(&CredentialFilter::default())
-            .await
-            .unwrap(),
-        vec![replacement.clone()]
-    );
+    assert_eq!(store.credentials(&CredentialFilter::default()).await.unwrap(), vec![replacement.clone()]);
 
     store.delete_credential(replacement.id).await.unwrap();
-    assert!(store
-        .delete_credential(replacement.id)
-        .await
-        .unwrap_err()
-        .is_not_found());
+    assert!(store.delete_credential(replacement.id).await.unwrap_err().is_not_found());
 }
 
 async fn tokens_are_found_by_public_id_and_revoked_only_by_their_owner(db: TestDb) {
@@ -363,60 +234,26 @@ async fn tokens_are_found_by_public_id_and_revoked_only_by_their_owner(db: TestD
         revoked_at: None,
     };
     store.insert_token(&t).await.unwrap();
-    assert_eq!(
-        store.token_by_public_id("pub123").await.unwrap(),
-        Some(t.clone())
-    );
+    assert_eq!(store.token_by_public_id("pub123").await.unwrap(), Some(t.clone()));
     assert_eq!(store.token_by_public_id("nope").await.unwrap(), None);
-    assert!(store
-        .insert_token(&ApiToken {
-            id: TokenId::new(),
-            ..t.clone()
-        })
-        .await
-        .unwrap_err()
-        .is_conflict());
-    assert_eq!(
-        store.tokens_of_user(a.user.id).await.unwrap(),
-        vec![t.clone()]
-    );
+    assert!(store.insert_token(&ApiToken { id: TokenId::new(), ..t.clone() }).await.unwrap_err().is_conflict());
+    assert_eq!(store.tokens_of_user(a.user.id).await.unwrap(), vec![t.clone()]);
 
     let used = now() + Duration::seconds(3);
     store.touch_token(t.id, used).await.unwrap();
     let touched = store.token_by_public_id("pub123").await.unwrap().unwrap();
     assert_eq!(touched.last_used_at, Some(used));
-    assert!(store
-        .revoke_token(t.id, b.user.id, now())
-        .await
-        .unwrap_err()
-        .is_not_found());
-    assert_eq!(
-        store
-            .token_by_public_id("pub123")
-            .await
-            .unwrap()
-            .unwrap()
-            .revoked_at,
-        None
-    );
+    assert!(store.revoke_token(t.id, b.user.id, now()).await.unwrap_err().is_not_found());
+    assert_eq!(store.token_by_public_id("pub123").await.unwrap().unwrap().revoked_at, None);
     store.revoke_token(t.id, a.user.id, now()).await.unwrap();
-    assert!(store
-        .token_by_public_id("pub123")
-        .await
-        .unwrap()
-        .unwrap()
-        .revoked_at
-        .is_some());
+    assert!(store.token_by_public_id("pub123").await.unwrap().unwrap().revoked_at.is_some());
 }
 
 async fn audit_events_filter_and_come_newest_first(db: TestDb) {
     let store = connect(&db.location).await.unwrap();
     let base = now();
     let mut ids = Vec::new();
-    for (i, action) in ["credential.create", "credential.test", "credential.create"]
-        .iter()
-        .enumerate()
-    {
+    for (i, action) in ["credential.create", "credential.test", "credential.create"].iter().enumerate() {
         let e = AuditEvent {
             id: AuditEventId::new(),
             at: base + Duration::seconds(i as i64),
@@ -434,14 +271,8 @@ async fn audit_events_filter_and_come_newest_first(db: TestDb) {
         ids.push(e.id);
     }
     let all = store.audit_events(&AuditFilter::default()).await.unwrap();
-    assert_eq!(
-        all.iter().map(|e| e.id).collect::<Vec<_>>(),
-        ids.iter().rev().copied().collect::<Vec<_>>()
-    );
-    let creates = AuditFilter {
-        action: Some("credential.create".into()),
-        ..Default::default()
-    };
+    assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>());
+    let creates = AuditFilter { action: Some("credential.create".into()), ..Default::default() };
     assert_eq!(store.audit_events(&creates).await.unwrap().len(), 2);
     let window = AuditFilter {
         since: Some(base + Duration::seconds(1)),
@@ -451,10 +282,7 @@ async fn audit_events_filter_and_come_newest_first(db: TestDb) {
     let got = store.audit_events(&window).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].id, ids[1]);
-    let one = AuditFilter {
-        limit: Some(1),
-        ..Default::default()
-    };
+    let one = AuditFilter { limit: Some(1), ..Default::default() };
     assert_eq!(store.audit_events(&one).await.unwrap()[0].id, ids[2]);
 }
 
@@ -483,27 +311,12 @@ async fn usage_events_add_to_credential_totals(db: TestDb) {
         .collect();
     store.insert_usage_events(&events).await.unwrap();
     let got = store.credential(c.id).await.unwrap();
-    assert_eq!(
-        got.usage,
-        UsageTotals {
-            requests: 3,
-            input_tokens: 33,
-            output_tokens: 15,
-            cost_nano_usd: 3_000
-        }
-    );
+    assert_eq!(got.usage, UsageTotals { requests: 3, input_tokens: 33, output_tokens: 15, cost_nano_usd: 3_000 });
     assert_eq!(got.last_used_at, Some(t0 + Duration::seconds(2)));
-    let mine = UsageFilter {
-        user_id: Some(f.user.id),
-        since: Some(t0 + Duration::seconds(1)),
-        ..Default::default()
-    };
+    let mine = UsageFilter { user_id: Some(f.user.id), since: Some(t0 + Duration::seconds(1)), ..Default::default() };
     let listed = store.usage_events(&mine).await.unwrap();
     assert_eq!(listed, vec![events[2].clone(), events[1].clone()]);
-    let others = UsageFilter {
-        user_id: Some(UserId::new()),
-        ..Default::default()
-    };
+    let others = UsageFilter { user_id: Some(UserId::new()), ..Default::default() };
     assert!(store.usage_events(&others).await.unwrap().is_empty());
 }
 
@@ -512,54 +325,26 @@ async fn meta_compare_and_set(db: TestDb) {
     assert_eq!(store.meta_get("canary").await.unwrap(), None);
     assert!(store.meta_insert("canary", b"one", now()).await.unwrap());
     assert!(!store.meta_insert("canary", b"two", now()).await.unwrap());
-    assert!(!store
-        .meta_replace("canary", b"wrong", b"three", now())
-        .await
-        .unwrap());
-    assert!(store
-        .meta_replace("canary", b"one", b"four", now())
-        .await
-        .unwrap());
-    assert_eq!(
-        store.meta_get("canary").await.unwrap().as_deref(),
-        Some(&b"four"[..])
-    );
+    assert!(!store.meta_replace("canary", b"wrong", b"three", now()).await.unwrap());
+    assert!(store.meta_replace("canary", b"one", b"four", now()).await.unwrap());
+    assert_eq!(store.meta_get("canary").await.unwrap().as_deref(), Some(&b"four"[..]));
 }
 
 async fn settings_and_host_workspaces(db: TestDb) {
     let store = connect(&db.location).await.unwrap();
     assert_eq!(store.settings_get("policy").await.unwrap(), None);
-    store
-        .settings_put("policy", r#"{"a":1}"#, now())
-        .await
-        .unwrap();
-    store
-        .settings_put("policy", r#"{"a":2}"#, now())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.settings_get("policy").await.unwrap().as_deref(),
-        Some(r#"{"a":2}"#)
-    );
+    store.settings_put("policy", r#"{"a":1}"#, now()).await.unwrap();
+    store.settings_put("policy", r#"{"a":2}"#, now()).await.unwrap();
+    assert_eq!(store.settings_get("policy").await.unwrap().as_deref(), Some(r#"{"a":2}"#));
 
     let mut ws = workspace("host");
     ws.external_id = Some("org_42".into());
     store.insert_workspace(&ws).await.unwrap();
-    assert_eq!(
-        store.workspace_by_external_id("org_42").await.unwrap(),
-        Some(ws.clone())
-    );
-    assert_eq!(
-        store.workspace_by_external_id("org_43").await.unwrap(),
-        None
-    );
+    assert_eq!(store.workspace_by_external_id("org_42").await.unwrap(), Some(ws.clone()));
+    assert_eq!(store.workspace_by_external_id("org_43").await.unwrap(), None);
     let mut twin = workspace("twin");
     twin.external_id = Some("org_42".into());
-    assert!(store
-        .insert_workspace(&twin)
-        .await
-        .unwrap_err()
-        .is_conflict());
+    assert!(store.insert_workspace(&twin).await.unwrap_err().is_conflict());
     // Several workspaces without a host id are fine.
     store.insert_workspace(&workspace("a")).await.unwrap();
     store.insert_workspace(&workspace("b")).await.unwrap();
@@ -567,7 +352,5 @@ async fn settings_and_host_workspaces(db: TestDb) {
 
 /// Timestamps at microsecond precision, which both backends keep exactly.
 pub fn now() -> chrono::DateTime<Utc> {
-    Utc::now()
-        .duration_trunc(TimeDelta::microseconds(1))
-        .unwrap()
+    Utc::now().duration_trunc(TimeDelta::microseconds(1)).unwrap()
 }

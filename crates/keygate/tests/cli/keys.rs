@@ -17,56 +17,29 @@ fn keygen_prints_a_fresh_key_on_its_last_line() {
     assert!(second.starts_with("k2:") && second.len() == 67 && !second.ends_with(&first));
 }
 
-both_backends!(
-    rotation_lets_the_old_master_key_be_dropped,
-    doctor_names_an_undecryptable_credential_by_id
-);
+both_backends!(rotation_lets_the_old_master_key_be_dropped, doctor_names_an_undecryptable_credential_by_id);
 
 async fn rotation_lets_the_old_master_key_be_dropped(db: TestDb) {
     let credentials = seed(&db, &format!("a:{KEY_A}"), 3).await;
     let both = format!("b:{KEY_B},a:{KEY_A}");
     let (ok, stdout, _) = run(keygate(&db, &[("KEYGATE_MASTER_KEYS", &both)]), &["doctor"]);
-    assert!(
-        ok && stdout.contains("master-key rotate"),
-        "doctor suggests rotating:\n{stdout}"
-    );
+    assert!(ok && stdout.contains("master-key rotate"), "doctor suggests rotating:\n{stdout}");
     // Dropping `a` before rotating is refused.
-    let (ok, _, stderr) = run(
-        keygate(&db, &[("KEYGATE_MASTER_KEYS", &format!("b:{KEY_B}"))]),
-        &["serve"],
-    );
+    let (ok, _, stderr) = run(keygate(&db, &[("KEYGATE_MASTER_KEYS", &format!("b:{KEY_B}"))]), &["serve"]);
     assert!(!ok && stderr.contains("master_key_mismatch"), "{stderr}");
 
-    let (ok, stdout, stderr) = run(
-        keygate(&db, &[("KEYGATE_MASTER_KEYS", &both)]),
-        &["master-key", "rotate"],
-    );
+    let (ok, stdout, stderr) = run(keygate(&db, &[("KEYGATE_MASTER_KEYS", &both)]), &["master-key", "rotate"]);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("rotated 3 data key(s)"), "{stdout}");
-    assert!(
-        stdout.contains("master key `a`") && stdout.contains("can be removed"),
-        "{stdout}"
-    );
-    let (ok, stdout, _) = run(
-        keygate(&db, &[("KEYGATE_MASTER_KEYS", &both)]),
-        &["master-key", "rotate"],
-    );
-    assert!(
-        ok && stdout.contains("rotated 0 data key(s)"),
-        "idempotent: {stdout}"
-    );
+    assert!(stdout.contains("master key `a`") && stdout.contains("can be removed"), "{stdout}");
+    let (ok, stdout, _) = run(keygate(&db, &[("KEYGATE_MASTER_KEYS", &both)]), &["master-key", "rotate"]);
+    assert!(ok && stdout.contains("rotated 0 data key(s)"), "idempotent: {stdout}");
 
-    for vars in [
-        [("KEYGATE_MASTER_KEYS", format!("b:{KEY_B}"))],
-        [("KEYGATE_MASTER_KEY", KEY_B.to_owned())],
-    ] {
+    for vars in [[("KEYGATE_MASTER_KEYS", format!("b:{KEY_B}"))], [("KEYGATE_MASTER_KEY", KEY_B.to_owned())]] {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (ok, stdout, _) = run(keygate(&db, &vars), &["doctor"]);
         assert!(ok, "{stdout}");
-        assert!(
-            stdout.contains(&format!("{} credential(s) open", credentials.len())),
-            "{stdout}"
-        );
+        assert!(stdout.contains(&format!("{} credential(s) open", credentials.len())), "{stdout}");
     }
 }
 
@@ -82,10 +55,7 @@ async fn doctor_names_an_undecryptable_credential_by_id(db: TestDb) {
     assert!(!ok, "doctor exits non-zero:\n{stdout}");
     let fail = stdout.lines().find(|l| l.starts_with("FAIL")).unwrap();
     assert!(fail.contains(&credentials[0].id.to_string()), "{fail}");
-    assert!(
-        !stdout.contains(&credentials[1].id.to_string()),
-        "only the broken one is named"
-    );
+    assert!(!stdout.contains(&credentials[1].id.to_string()), "only the broken one is named");
     assert!(stdout.contains("1 problem(s) found"));
     assert!(!stdout.contains(CANARY_SECRET) && !stderr.contains(CANARY_SECRET));
 }

@@ -20,10 +20,7 @@ fn a_fresh_data_dir_serves_on_a_generated_key_and_stops_on_sigterm() {
     let mut log = String::new();
     let addr = loop {
         let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve exited early:\n{log}"
-        );
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited early:\n{log}");
         log.push_str(&line);
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.trim().to_owned();
@@ -39,36 +36,23 @@ fn a_fresh_data_dir_serves_on_a_generated_key_and_stops_on_sigterm() {
         assert_eq!(mode, 0o600, "the generated key file is private");
     }
     let key_text = std::fs::read_to_string(&key_file).unwrap();
-    let hex_key = key_text
-        .lines()
-        .find_map(|l| l.strip_prefix("dev:"))
-        .unwrap();
+    let hex_key = key_text.lines().find_map(|l| l.strip_prefix("dev:")).unwrap();
     assert!(!log.contains(hex_key), "the generated key is never logged");
 
     let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
     let mut reply = String::new();
     conn.read_to_string(&mut reply).unwrap();
-    assert!(
-        reply.starts_with("HTTP/1.1 200") && reply.contains(r#"{"status":"ok"}"#),
-        "{reply}"
-    );
+    assert!(reply.starts_with("HTTP/1.1 200") && reply.contains(r#"{"status":"ok"}"#), "{reply}");
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not stop after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "serve did not stop after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "graceful shutdown exits 0: {status}");
@@ -82,14 +66,8 @@ fn production_without_a_master_key_refuses_to_start_and_names_keygen() {
     let db = TestDb::sqlite();
     let (ok, _, stderr) = run(keygate(&db, &[("KEYGATE_ENV", "production")]), &["serve"]);
     assert!(!ok);
-    assert!(
-        stderr.contains("master_key_missing") && stderr.contains("keygate keygen"),
-        "{stderr}"
-    );
-    assert!(
-        !db.dir.path().join("data").exists(),
-        "nothing is written when refusing to start"
-    );
+    assert!(stderr.contains("master_key_missing") && stderr.contains("keygate keygen"), "{stderr}");
+    assert!(!db.dir.path().join("data").exists(), "nothing is written when refusing to start");
     let (ok, stdout, _) = run(keygate(&db, &[("KEYGATE_ENV", "production")]), &["doctor"]);
     assert!(!ok, "doctor is red too:\n{stdout}");
     assert!(stdout.contains("keygate keygen"), "{stdout}");
@@ -99,29 +77,17 @@ fn production_without_a_master_key_refuses_to_start_and_names_keygen() {
 fn malformed_master_keys_get_their_own_errors() {
     let db = TestDb::sqlite();
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (
-            &[("KEYGATE_MASTER_KEY", "abc123")],
-            "must be 64 hex characters",
-        ),
+        (&[("KEYGATE_MASTER_KEY", "abc123")], "must be 64 hex characters"),
         (&[("KEYGATE_MASTER_KEY", &"zz".repeat(32))], "must be hex"),
         (&[("KEYGATE_MASTER_KEYS", KEY_A)], "must be `id:hex`"),
-        (
-            &[
-                ("KEYGATE_MASTER_KEY", KEY_A),
-                ("KEYGATE_MASTER_KEYS", "a:00"),
-            ],
-            "set exactly one",
-        ),
+        (&[("KEYGATE_MASTER_KEY", KEY_A), ("KEYGATE_MASTER_KEYS", "a:00")], "set exactly one"),
     ];
     for (vars, expected) in cases {
         let (ok, _, stderr) = run(keygate(&db, vars), &["serve"]);
         assert!(!ok, "{vars:?} was accepted");
         assert!(stderr.contains(expected), "{vars:?}: {stderr}");
         assert!(stderr.contains("[master_key_"), "{stderr}");
-        assert!(
-            !stderr.contains(KEY_A),
-            "errors never echo key material: {stderr}"
-        );
+        assert!(!stderr.contains(KEY_A), "errors never echo key material: {stderr}");
     }
 }
 
@@ -138,13 +104,7 @@ async fn doctor_is_green_on_a_fresh_data_dir_and_red_once_the_master_key_changes
 
     let (ok, stdout, _) = run(keygate(&db, &[("KEYGATE_MASTER_KEY", KEY_B)]), &["doctor"]);
     assert!(!ok, "doctor is red with another key:\n{stdout}");
-    assert!(
-        stdout.contains("master_key_mismatch") && stdout.contains("does not match this database"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("master_key_mismatch") && stdout.contains("does not match this database"), "{stdout}");
     let (ok, _, stderr) = run(keygate(&db, &[("KEYGATE_MASTER_KEY", KEY_B)]), &["serve"]);
-    assert!(
-        !ok && stderr.contains("master_key_mismatch"),
-        "serve refuses at boot: {stderr}"
-    );
+    assert!(!ok && stderr.contains("master_key_mismatch"), "serve refuses at boot: {stderr}");
 }

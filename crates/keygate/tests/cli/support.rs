@@ -33,44 +33,17 @@ pub fn keygate(db: &TestDb, vars: &[(&str, &str)]) -> Command {
 
 /// Runs to completion; returns (success, stdout, stderr).
 pub fn run(mut cmd: Command, args: &[&str]) -> (bool, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.args(args).output().unwrap();
-    (
-        status.success(),
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
-    )
+    let Output { status, stdout, stderr } = cmd.args(args).output().unwrap();
+    (status.success(), String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
 }
 
 /// Runs with `input` on standard input.
 pub fn run_with_stdin(mut cmd: Command, args: &[&str], input: &str) -> (bool, String, String) {
     use std::io::Write;
-    let mut child = cmd
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
-    (
-        status.success(),
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
-    )
+    let mut child = cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let Output { status, stdout, stderr } = child.wait_with_output().unwrap();
+    (status.success(), String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
 }
 
 /// The store the binary uses for `db` (SQLite files live under the data directory).
@@ -112,23 +85,9 @@ pub async fn seed(db: &TestDb, keys: &str, n: usize) -> Vec<Credential> {
             created_at: at,
             updated_at: at,
         };
-        store
-            .provision_user(&user, None, &ws, Role::Owner)
-            .await
-            .unwrap();
-        let mut c = Credential::draft(
-            Owner::User {
-                workspace: ws.id,
-                user: user.id,
-            },
-            "openai",
-            "mine",
-            at,
-        );
-        let (sealed, dek) = vault
-            .seal_credential(&c, &SecretText::new(CANARY_SECRET.into()))
-            .await
-            .unwrap();
+        store.provision_user(&user, None, &ws, Role::Owner).await.unwrap();
+        let mut c = Credential::draft(Owner::User { workspace: ws.id, user: user.id }, "openai", "mine", at);
+        let (sealed, dek) = vault.seal_credential(&c, &SecretText::new(CANARY_SECRET.into())).await.unwrap();
         c.sealed = sealed;
         c.data_key_id = dek;
         store.insert_credential(&c).await.unwrap();

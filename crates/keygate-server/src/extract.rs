@@ -1,0 +1,133 @@
+//! Extractors that turn every way a request can be wrong into the same problem+json:
+//! [`Auth`] (who is calling), [`ApiJson`] (a body that parses, with no unknown fields)
+//! and [`ApiPath`] (path parameters that parse).
+
+use crate::{ApiError, AppState};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use keygate_service::auth::Principal;
+use serde::de::DeserializeOwned;
+use std::net::SocketAddr;
+
+/// The authenticated caller: `Authorization: Bearer <keygate token or host JWT>`, or
+/// `x-api-key: <keygate token>` (as the Anthropic SDK sends it).
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+/// The credential a request presents, if any.
+pub fn presented_credential(parts: &Parts) -> Option<&str> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let mut words = value.splitn(2, ' ');
+        if let (Some(scheme), Some(credential)) = (words.next(), words.next()) {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                return Some(credential.trim());
+            }
+        }
+        return None;
+    }
+    parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// The client's address, when the server was started with connect info.
+pub fn source_addr(parts: &Parts) -> Option<String> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string())
+}
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let credential = presented_credential(parts).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send a keygate token or a host JWT as `Authorization: Bearer <credential>`",
+            )
+        })?;
+        let principal = state.services.authenticate(credential, source_addr(parts)).await?;
+        Ok(Auth(principal))
+    }
+}
+
+/// A JSON body; malformed JSON, a wrong content type and unknown or mistyped fields all
+/// come back as problem+json.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(json_problem(&rejection)),
+        }
+    }
+}
+
+fn json_problem(rejection: &JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(e) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("the JSON body does not fit: {}", body_error(e)),
+        ),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {}", body_error(e)),
+        ),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as `content-type: application/json`",
+        ),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text()),
+    }
+}
+
+/// serde's own message (field names, line and column), never the offending value.
+fn body_error(e: &dyn std::error::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(inner) = source.source() {
+        source = inner;
+    }
+    source.to_string()
+}
+
+/// Path parameters; a malformed id is a 404 like any other unknown id.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(_)) => Err(ApiError::not_found("no such resource")),
+            Err(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text())),
+        }
+    }
+}
+
+/// Query parameters that parse, or problem+json.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("query parameters: {}", body_error(&e)),
+            )),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Authentication: keygate tokens (shown once, hashed, scoped, expiring, revocable),
+//! host JWTs (HS256 and RS256 via JWKS, provisioning on first sight), login.
+
+use crate::support::*;
+use axum::body::Body;
+use axum::http::{Method, Request};
+use jsonwebtoken::{encode, EncodingKey, Header};
+use keygate_store::both_backends;
+use keygate_store::testdb::TestDb;
+use serde_json::{json, Value};
+
+both_backends!(
+    tokens_are_shown_once_hashed_and_revocable,
+    bad_missing_or_expired_credentials_are_401_and_write_nothing,
+    host_jwts_provision_users_on_first_sight,
+    rs256_jwts_verify_against_the_jwks,
+    login_with_a_password_issues_a_short_token,
+);
+
+fn hs256(claims: Value) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap()
+}
+
+fn in_an_hour() -> i64 {
+    chrono::Utc::now().timestamp() + 3600
+}
+
+async fn tokens_are_shown_once_hashed_and_revocable(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    let created = h.post("/api/v1/tokens", &alice.token, json!({"name": "laptop"})).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let token = created.json["token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("kg_") && token.len() > 50);
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.get("/api/v1/me", &token).await.json["user"]["email"], "alice@example.com");
+    h.canary(&token);
+
+    let listed = h.get("/api/v1/tokens", &alice.token).await;
+    let entry = listed.json["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(entry["name"], "laptop");
+    assert!(token.starts_with(entry["prefix"].as_str().unwrap()));
+    assert!(entry["last_used_at"].is_string(), "use is recorded");
+    // Stored as a hash: the secret part appears nowhere in the database row.
+    let stored = h.services().store.tokens_of_user(alice.user.id).await.unwrap();
+    let secret_part = token.rsplit('_').next().unwrap();
+    assert!(stored.iter().all(|t| t.secret_hash.len() == 32 && !t.public_id.contains(secret_part)));
+
+    let other = h.user("mallory@example.com").await;
+    assert_eq!(h.delete(&format!("/api/v1/tokens/{id}"), &other.token).await.status, 404, "only the owner revokes");
+    assert_eq!(h.delete(&format!("/api/v1/tokens/{id}"), &alice.token).await.status, 204);
+    let after = h.get("/api/v1/me", &token).await;
+    assert_eq!((after.status, after.code()), (401, "unauthenticated"));
+
+    let bad_scope = h.post("/api/v1/tokens", &alice.token, json!({"name": "x", "scopes": ["admin"]})).await;
+    assert_eq!(bad_scope.status, 403, "only super-admins hold the admin scope");
+    let proxy_only = h.post("/api/v1/tokens", &alice.token, json!({"name": "app", "scopes": ["proxy"]})).await;
+    let proxy_only = proxy_only.json["token"].as_str().unwrap().to_owned();
+    h.canary(&proxy_only);
+    assert_eq!(h.get("/api/v1/keys", &proxy_only).await.status, 403, "a proxy-only token cannot manage keys");
+    let audit = h.services().store.audit_events(&Default::default()).await.unwrap();
+    assert!(audit.iter().any(|e| e.action == "token.create") && audit.iter().any(|e| e.action == "token.revoke"));
+}
+
+async fn bad_missing_or_expired_credentials_are_401_and_write_nothing(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    let expired =
+        h.post("/api/v1/tokens", &alice.token, json!({"name": "old", "expires_at": "2020-01-01T00:00:00Z"})).await;
+    assert_eq!(expired.status, 422, "a token cannot be born expired");
+    let before = h.audit_count().await;
+    let forged = format!("{}X", &alice.token[..alice.token.len() - 1]);
+    let expired_jwt = hs256(json!({"sub": "host-1", "exp": 1_000_000}));
+    let wrong_key = encode(
+        &Header::default(),
+        &json!({"sub": "host-1", "exp": in_an_hour()}),
+        &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
+    )
+    .unwrap();
+    for credential in [
+        None,
+        Some("garbage"),
+        Some("kg_short_x"),
+        Some(forged.as_str()),
+        Some(expired_jwt.as_str()),
+        Some(wrong_key.as_str()),
+    ] {
+        let reply = h.call(Method::GET, "/api/v1/keys", credential, None).await;
+        assert_eq!((reply.status, reply.code()), (401, "unauthenticated"), "{credential:?}: {}", reply.text);
+        assert_eq!(reply.headers["content-type"], "application/problem+json");
+        assert_eq!(reply.headers["www-authenticate"], "Bearer");
+        let post = h
+            .call(
+                Method::POST,
+                "/api/v1/keys",
+                credential,
+                Some(json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})),
+            )
+            .await;
+        assert_eq!(post.status, 401);
+    }
+    assert_eq!(h.audit_count().await, before, "nothing written");
+    assert!(h.services().store.user_by_external_id("host-1").await.unwrap().is_none(), "no user provisioned");
+    assert!(h.services().store.credentials(&Default::default()).await.unwrap().is_empty());
+}
+
+async fn host_jwts_provision_users_on_first_sight(db: TestDb) {
+    let h = Harness::new(db).await;
+    let jwt =
+        hs256(json!({"sub": "host-user-7", "email": "seven@host.example", "tier": "premium", "exp": in_an_hour()}));
+    let me = h.get("/api/v1/me", &jwt).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(
+        (me.json["user"]["external_id"].as_str(), me.json["user"]["tier"].as_str()),
+        (Some("host-user-7"), Some("premium"))
+    );
+    assert_eq!((me.json["workspace"]["personal"].as_bool(), me.json["role"].as_str()), (Some(true), Some("owner")));
+    let again = h.get("/api/v1/me", &jwt).await;
+    assert_eq!(again.json["user"]["id"], me.json["user"]["id"], "the same user next time");
+
+    // A host workspace: the first member creates it, later ones join it.
+    let in_ws = |sub: &str| hs256(json!({"sub": sub, "workspace": "org-42", "exp": in_an_hour()}));
+    let first = h.get("/api/v1/me", &in_ws("host-user-7")).await;
+    let second = h.get("/api/v1/me", &in_ws("host-user-8")).await;
+    assert_eq!(first.json["workspace"]["external_id"], "org-42");
+    assert_eq!(first.json["workspace"]["id"], second.json["workspace"]["id"]);
+    assert_eq!((first.json["role"].as_str(), second.json["role"].as_str()), (Some("owner"), Some("member")));
+
+    // The JWT user can store a key and create a keygate token, with curl-level calls only.
+    let key = h.post("/api/v1/keys", &jwt, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    assert_eq!((key.status, key.json["validity"].as_str()), (201, Some("valid")), "{}", key.text);
+    let token = h.post("/api/v1/tokens", &jwt, json!({"name": "backend"})).await;
+    assert_eq!(token.status, 201);
+    h.canary(token.json["token"].as_str().unwrap());
+
+    let bad_tier = hs256(json!({"sub": "host-user-9", "tier": "platinum", "exp": in_an_hour()}));
+    assert_eq!(h.get("/api/v1/me", &bad_tier).await.status, 401);
+    let audit = h
+        .services()
+        .store
+        .audit_events(&keygate_store::AuditFilter { action: Some("user.provision".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 2, "host-user-7 and host-user-8, once each");
+}
+
+async fn rs256_jwts_verify_against_the_jwks(db: TestDb) {
+    let h = Harness::new(db).await;
+    let key = EncodingKey::from_rsa_pem(include_bytes!("fixtures/test-rsa-private.pem")).unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("test-key-1".into());
+    let jwt = encode(&header, &json!({"sub": "rsa-user", "exp": in_an_hour()}), &key).unwrap();
+    let me = h.get("/api/v1/me", &jwt).await;
+    assert_eq!((me.status, me.json["user"]["external_id"].as_str()), (200, Some("rsa-user")), "{}", me.text);
+    header.kid = Some("unknown-kid".into());
+    let jwt = encode(&header, &json!({"sub": "rsa-user", "exp": in_an_hour()}), &key).unwrap();
+    assert_eq!(h.get("/api/v1/me", &jwt).await.status, 401);
+}
+
+async fn login_with_a_password_issues_a_short_token(db: TestDb) {
+    let h = Harness::new(db).await;
+    let password = "CANARY-correct-horse-battery";
+    h.canary(password);
+    let store = h.services().store.clone();
+    keygate_service::accounts::create_admin(
+        &*store,
+        "root@example.com",
+        &keygate_vault::SecretText::new(password.into()),
+        &keygate_service::audit::Actor::cli(),
+    )
+    .await
+    .unwrap();
+    let wrong = h
+        .call(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"email": "root@example.com", "password": "nope-nope-nope"})),
+        )
+        .await;
+    assert_eq!((wrong.status, wrong.code()), (401, "unauthenticated"));
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"email": "Root@Example.com", "password": password}).to_string()))
+        .unwrap();
+    let ok = h.send(request).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    let token = ok.json["token"].as_str().unwrap().to_owned();
+    h.canary(&token);
+    assert!(ok.json["expires_at"].is_string());
+    assert_eq!(h.get("/api/v1/admin/users", &token).await.status, 200, "a super-admin's session can administer");
+    let logins = h.get("/api/v1/admin/audit?action=auth.login", &token).await;
+    let results: Vec<&str> =
+        logins.json["events"].as_array().unwrap().iter().map(|e| e["result"].as_str().unwrap()).collect();
+    assert_eq!(results, vec!["ok", "denied"]);
+}

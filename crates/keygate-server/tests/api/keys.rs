@@ -1,0 +1,244 @@
+//! The key lifecycle and validation outcomes, over HTTP, against keygate-mock.
+
+use crate::support::*;
+use keygate_mock::Fault;
+use keygate_store::both_backends;
+use keygate_store::testdb::TestDb;
+use serde_json::json;
+
+both_backends!(
+    the_full_key_lifecycle,
+    validation_outcomes_against_the_provider,
+    pasted_keys_are_trimmed_and_checked_before_any_call,
+    a_sixth_key_is_refused_and_a_same_provider_key_replaces,
+    invalid_keys_can_be_refused_by_policy,
+    multi_field_credentials_validate_too,
+);
+
+async fn the_full_key_lifecycle(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    let key = h.valid_key("sk-proj-");
+    let reply = h
+        .post(
+            "/api/v1/keys",
+            &alice.token,
+            json!({"provider": "openai", "secret": key, "name": "work", "model": "gpt-4o-mini"}),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    let k = &reply.json;
+    let id = k["id"].as_str().unwrap().to_owned();
+    assert_eq!(k["hint"], format!("…{}", &key[key.len() - 4..]));
+    assert_eq!(
+        (k["validity"].as_str(), k["status"].as_str(), k["scope"].as_str()),
+        (Some("valid"), Some("active"), Some("user"))
+    );
+    assert_eq!((k["name"].as_str(), k["model"].as_str()), (Some("work"), Some("gpt-4o-mini")));
+    assert_eq!(k["usage"], json!({"requests": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}));
+    // The probe carried the user's key, as OpenAI takes it.
+    let probe = h.mock.requests().pop().unwrap();
+    assert_eq!(
+        (probe.path.as_str(), probe.credential.as_deref(), probe.credential_via.as_deref()),
+        ("/v1/models", Some(key.as_str()), Some("authorization"))
+    );
+
+    let list = h.get("/api/v1/keys", &alice.token).await;
+    assert_eq!(list.json["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(list.json["keys"][0]["id"], id.as_str());
+    let one = h.get(&format!("/api/v1/keys/{id}"), &alice.token).await;
+    assert_eq!(one.json["hint"], k["hint"]);
+
+    let patched = h
+        .patch(
+            &format!("/api/v1/keys/{id}"),
+            &alice.token,
+            json!({"name": "renamed", "model": null, "status": "disabled"}),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(
+        (patched.json["name"].as_str(), patched.json["model"].as_str(), patched.json["status"].as_str()),
+        (Some("renamed"), None, Some("disabled"))
+    );
+
+    let fresh = h.valid_key("sk-proj-");
+    let replaced = h.put(&format!("/api/v1/keys/{id}/secret"), &alice.token, json!({"secret": fresh})).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    assert_eq!(replaced.json["id"], id.as_str(), "the id is kept");
+    assert_eq!(replaced.json["hint"], format!("…{}", &fresh[fresh.len() - 4..]));
+    assert_eq!(h.mock.requests().pop().unwrap().credential.as_deref(), Some(fresh.as_str()));
+
+    h.mock.configure(|c| c.valid_keys.retain(|k| k != &fresh));
+    let tested = h.post(&format!("/api/v1/keys/{id}/test"), &alice.token, json!({})).await;
+    assert_eq!(tested.status, 200, "{}", tested.text);
+    assert_eq!(tested.json["validity"], "invalid", "the provider no longer accepts it");
+    assert_eq!(
+        h.mock.requests().pop().unwrap().credential.as_deref(),
+        Some(fresh.as_str()),
+        "test opened the stored secret"
+    );
+
+    assert_eq!(h.delete(&format!("/api/v1/keys/{id}"), &alice.token).await.status, 204);
+    assert_eq!(h.get(&format!("/api/v1/keys/{id}"), &alice.token).await.status, 404);
+    let actions: Vec<String> =
+        h.services().store.audit_events(&Default::default()).await.unwrap().into_iter().map(|e| e.action).collect();
+    for action in
+        ["credential.create", "credential.update", "credential.replace_secret", "credential.test", "credential.delete"]
+    {
+        assert!(actions.iter().any(|a| a == action), "{action} missing from {actions:?}");
+    }
+}
+
+async fn validation_outcomes_against_the_provider(db: TestDb) {
+    let h = Harness::new(db).await;
+    let bob = h.user("bob@example.com").await;
+    let cases = [
+        (None, h.valid_key("sk-ant-api03-"), "valid", "accepted"),
+        (None, h.invalid_key("sk-ant-api03-"), "invalid", "rejected the key (HTTP 401)"),
+        (Some(Fault::Status { status: 500 }), h.valid_key("sk-ant-api03-"), "unverified", "HTTP 500"),
+        (Some(Fault::Status { status: 429 }), h.valid_key("sk-ant-api03-"), "unverified", "rate limiting"),
+        (
+            Some(Fault::Delay { ms: PROBE_TIMEOUT.as_millis() as u64 * 5 }),
+            h.valid_key("sk-ant-api03-"),
+            "unverified",
+            "did not answer in time",
+        ),
+    ];
+    for (fault, key, validity, detail) in cases {
+        h.mock.configure(|c| {
+            c.fault = fault.clone();
+            c.fault_times = fault.as_ref().map(|_| 1);
+        });
+        // One key per provider: each case replaces the previous one.
+        let reply = h.post("/api/v1/keys", &bob.token, json!({"provider": "anthropic", "secret": key})).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        assert_eq!(reply.json["validity"], validity, "{fault:?}: {}", reply.text);
+        let shown = reply.json["validity_detail"].as_str().unwrap();
+        assert!(shown.contains(detail), "{fault:?}: {shown}");
+        if validity == "invalid" {
+            assert!(shown.contains("console.anthropic.com"), "says where to get a fresh key: {shown}");
+        }
+        let probe = h.mock.requests().pop().unwrap();
+        assert_eq!(
+            (probe.credential_via.as_deref(), probe.header("anthropic-version")),
+            (Some("x-api-key"), Some("2023-06-01"))
+        );
+    }
+}
+
+async fn pasted_keys_are_trimmed_and_checked_before_any_call(db: TestDb) {
+    let h = Harness::new(db).await;
+    let carol = h.user("carol@example.com").await;
+    let key = h.valid_key("sk-proj-");
+    let reply =
+        h.post("/api/v1/keys", &carol.token, json!({"provider": "openai", "secret": format!("  {key}\r\n")})).await;
+    assert_eq!((reply.status, reply.json["validity"].as_str()), (201, Some("valid")), "{}", reply.text);
+    assert_eq!(h.mock.requests().pop().unwrap().credential.as_deref(), Some(key.as_str()), "the trimmed key was sent");
+
+    h.mock.clear_requests();
+    let before = h.audit_count().await;
+    let inner = format!("{} {}", &key[..12], &key[12..]);
+    h.canary(&inner);
+    for (secret, provider, expected) in [
+        (inner.as_str(), "openai", "inside it"),
+        ("sk-proj-wrongprovider000000000", "anthropic", "start with `sk-ant-`"),
+        ("sk-proj-x", "openai", "too short"),
+        ("", "openai", "empty"),
+    ] {
+        let reply = h.post("/api/v1/keys", &carol.token, json!({"provider": provider, "secret": secret})).await;
+        assert_eq!((reply.status, reply.code()), (422, "invalid_key_format"), "{}", reply.text);
+        let detail = reply.json["detail"].as_str().unwrap();
+        assert!(expected.split('|').any(|e| detail.contains(e)), "{detail}");
+    }
+    let unknown = h.post("/api/v1/keys", &carol.token, json!({"provider": "nope", "secret": "x"})).await;
+    assert_eq!((unknown.status, unknown.code()), (422, "unknown_provider"));
+    assert!(h.mock.requests().is_empty(), "nothing was sent to the provider");
+    assert_eq!(h.audit_count().await, before, "nothing was written");
+    assert_eq!(h.get("/api/v1/keys", &carol.token).await.json["keys"].as_array().unwrap().len(), 1);
+}
+
+async fn a_sixth_key_is_refused_and_a_same_provider_key_replaces(db: TestDb) {
+    let h = Harness::new(db).await;
+    let dave = h.user("dave@example.com").await;
+    let providers = [
+        ("openai", "sk-proj-"),
+        ("anthropic", "sk-ant-api03-"),
+        ("openrouter", "sk-or-v1-"),
+        ("voyage", "pa-"),
+        ("resend", "re_"),
+    ];
+    let mut first_openai = String::new();
+    for (provider, prefix) in providers {
+        let id = h.add_key(&dave, json!({"provider": provider, "secret": h.valid_key(prefix)})).await;
+        if provider == "openai" {
+            first_openai = id;
+        }
+    }
+    let sixth =
+        h.post("/api/v1/keys", &dave.token, json!({"provider": "mapbox", "secret": h.valid_key("pk.eyJ")})).await;
+    assert_eq!((sixth.status, sixth.code()), (409, "credential_limit_reached"), "{}", sixth.text);
+    assert!(sixth.json["detail"].as_str().unwrap().contains("(5)"));
+
+    // Another OpenAI key replaces the first rather than counting as a sixth.
+    let replacement =
+        h.post("/api/v1/keys", &dave.token, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    assert_eq!(replacement.status, 201, "{}", replacement.text);
+    assert_ne!(replacement.json["id"], first_openai.as_str());
+    assert_eq!(h.get(&format!("/api/v1/keys/{first_openai}"), &dave.token).await.status, 404);
+    let keys = h.get("/api/v1/keys", &dave.token).await.json["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 5);
+    assert_eq!(keys.iter().filter(|k| k["provider"] == "openai").count(), 1);
+    let history = h
+        .services()
+        .store
+        .audit_events(&keygate_store::AuditFilter { action: Some("credential.replace".into()), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert!(history[0].detail.as_deref().unwrap().contains(&first_openai), "the audit log keeps what was replaced");
+}
+
+async fn invalid_keys_can_be_refused_by_policy(db: TestDb) {
+    let h = Harness::new(db).await;
+    let root = h.super_admin("root@example.com").await;
+    let mut policy = h.get("/api/v1/admin/settings", &root.token).await.json;
+    policy["reject_invalid_keys"] = json!(true);
+    assert_eq!(h.put("/api/v1/admin/settings", &root.token, policy).await.status, 200);
+    let erin = h.user("erin@example.com").await;
+    let reply =
+        h.post("/api/v1/keys", &erin.token, json!({"provider": "openai", "secret": h.invalid_key("sk-proj-")})).await;
+    assert_eq!((reply.status, reply.code()), (422, "provider_rejected_key"), "{}", reply.text);
+    assert!(reply.json["detail"].as_str().unwrap().contains("rotated or revoked"));
+    assert!(h.get("/api/v1/keys", &erin.token).await.json["keys"].as_array().unwrap().is_empty(), "nothing stored");
+}
+
+async fn multi_field_credentials_validate_too(db: TestDb) {
+    let h = Harness::new(db).await;
+    let frank = h.user("frank@example.com").await;
+    h.canary(SH_CLIENT.1);
+    let good = h.post("/api/v1/keys", &frank.token, json!({"provider": "sentinel_hub", "secret": {"client_id": SH_CLIENT.0, "client_secret": format!(" {}\n", SH_CLIENT.1)}})).await;
+    assert_eq!((good.status, good.json["validity"].as_str()), (201, Some("valid")), "{}", good.text);
+    assert_eq!(good.json["hint"], format!("…{}", &SH_CLIENT.1[SH_CLIENT.1.len() - 4..]));
+    let token_call = h.mock.requests().pop().unwrap();
+    assert!(
+        token_call.path.ends_with("/protocol/openid-connect/token") && token_call.body.contains("client_credentials")
+    );
+
+    let bad = h.post("/api/v1/keys", &frank.token, json!({"provider": "sentinel_hub", "secret": {"client_id": SH_CLIENT.0, "client_secret": "CANARYwrong-secret"}})).await;
+    assert_eq!(bad.json["validity"], "invalid", "{}", bad.text);
+    let wrong_shape =
+        h.post("/api/v1/keys", &frank.token, json!({"provider": "sentinel_hub", "secret": "just-a-string"})).await;
+    assert_eq!(wrong_shape.code(), "invalid_key_format");
+
+    let aws = json!({"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "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", "region": "us-east-1"});
+    h.canary("wJalrXUtnFEMI/K7MDENG/bPxRfiCYCANARYKEY1");
+    let bedrock = h.post("/api/v1/keys", &frank.token, json!({"provider": "bedrock", "secret": aws})).await;
+    assert_eq!((bedrock.status, bedrock.json["validity"].as_str()), (201, Some("unverified")), "{}", bedrock.text);
+    assert!(bedrock.json["validity_detail"].as_str().unwrap().contains("format only"));
+    let bad_region = json!({"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "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", "region": "moon"});
+    assert_eq!(
+        h.post("/api/v1/keys", &frank.token, json!({"provider": "bedrock", "secret": bad_region})).await.code(),
+        "invalid_key_format"
+    );
+}
