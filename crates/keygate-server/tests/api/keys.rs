@@ -13,6 +13,7 @@ both_backends!(
     a_sixth_key_is_refused_and_a_same_provider_key_replaces,
     invalid_keys_can_be_refused_by_policy,
     multi_field_credentials_validate_too,
+    the_catalog_shows_what_the_caller_has_configured,
 );
 
 async fn the_full_key_lifecycle(db: TestDb) {
@@ -241,4 +242,37 @@ async fn multi_field_credentials_validate_too(db: TestDb) {
         h.post("/api/v1/keys", &frank.token, json!({"provider": "bedrock", "secret": bad_region})).await.code(),
         "invalid_key_format"
     );
+}
+
+async fn the_catalog_shows_what_the_caller_has_configured(db: TestDb) {
+    let h = Harness::new(db).await;
+    let gina = h.user("gina@example.com").await;
+    h.add_key(&gina, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+    h.add_key(&gina, json!({"provider": "anthropic", "scope": "workspace", "secret": h.valid_key("sk-ant-api03-")}))
+        .await;
+    let reply = h.get("/api/v1/providers", &gina.token).await;
+    let providers = reply.json["providers"].as_array().unwrap();
+    let ids: Vec<&str> = providers.iter().map(|p| p["id"].as_str().unwrap()).collect();
+    for id in [
+        "openai",
+        "anthropic",
+        "openrouter",
+        "gemini",
+        "bedrock",
+        "voyage",
+        "mapbox",
+        "maptiler",
+        "google_maps",
+        "sentinel_hub",
+        "resend",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    let find = |id: &str| providers.iter().find(|p| p["id"] == id).unwrap();
+    assert_eq!(find("anthropic")["configured"], json!(["user", "workspace"]));
+    assert_eq!(find("openai")["configured"], json!([]));
+    assert_eq!(find("sentinel_hub")["credential_fields"], json!(["client_id", "client_secret"]));
+    assert_eq!(find("anthropic")["key_prefixes"], json!(["sk-ant-"]));
+    assert_eq!(find("bedrock")["validated_live"], json!(false));
+    assert!(reply.text.find("base_url").is_none(), "provider origins are the operator's business");
 }

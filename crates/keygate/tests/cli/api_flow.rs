@@ -28,8 +28,9 @@ impl Drop for Server {
 
 /// Starts `keygate serve` on port 0 and returns its base URL.
 fn serve(db: &TestDb, vars: &[(&str, &str)]) -> (Server, String) {
-    let mut child = keygate(db, vars).arg("serve").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut server =
+        Server(keygate(db, vars).arg("serve").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap());
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
     let mut log = String::new();
     loop {
         let mut line = String::new();
@@ -39,7 +40,7 @@ fn serve(db: &TestDb, vars: &[(&str, &str)]) -> (Server, String) {
             let url = rest.trim().to_owned();
             // Keep draining the log so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in stderr.lines() {});
-            return (Server(child), url);
+            return (server, url);
         }
     }
 }
