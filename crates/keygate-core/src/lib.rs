@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod ids;
 pub mod model;
 pub mod policy;
+pub mod resolution;
 
 pub use ids::*;
 pub use model::*;
