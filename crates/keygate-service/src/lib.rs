@@ -20,6 +20,7 @@ pub mod credentials;
 pub mod doctor;
 mod error;
 pub mod keys;
+pub mod limits;
 pub mod rotation;
 pub mod services;
 pub mod validation;
