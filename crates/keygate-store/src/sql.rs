@@ -620,6 +620,45 @@ macro_rules! impl_store {
                 Ok(())
             }
 
+            async fn usage_since(
+                &self,
+                user: UserId,
+                key_source: &str,
+                since: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::StoreResult<(i64, i64)> {
+                let row: (i64, Option<i64>) = sqlx::query_as(
+                    "SELECT COUNT(*), CAST(SUM(input_tokens + output_tokens) AS BIGINT) FROM usage_events \
+                     WHERE user_id = $1 AND key_source = $2 AND at >= $3",
+                )
+                .bind(user.as_uuid())
+                .bind(key_source)
+                .bind(Ts(since))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok((row.0, row.1.unwrap_or(0)))
+            }
+
+            async fn demo_first_use(&self, user: UserId) -> $crate::StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+                let row: Option<(Ts,)> = sqlx::query_as("SELECT first_used_at FROM demo_first_use WHERE user_id = $1")
+                    .bind(user.as_uuid())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|r| r.0 .0))
+            }
+
+            async fn record_demo_first_use(
+                &self,
+                user: UserId,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::StoreResult<chrono::DateTime<chrono::Utc>> {
+                sqlx::query("INSERT INTO demo_first_use (user_id, first_used_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
+                    .bind(user.as_uuid())
+                    .bind(Ts(at))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(self.demo_first_use(user).await?.unwrap_or(at))
+            }
+
             async fn usage_events(&self, f: &UsageFilter) -> $crate::StoreResult<Vec<UsageEvent>> {
                 let mut q = sqlx::QueryBuilder::<$db>::new(concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE 1 = 1"));
                 if let Some(user) = f.user_id {

@@ -25,6 +25,7 @@ both_backends!(
     usage_events_add_to_credential_totals,
     meta_compare_and_set,
     settings_and_host_workspaces,
+    demo_first_use_and_usage_sums,
 );
 
 async fn migrations_apply_once_and_leave_nothing_pending(db: TestDb) {
@@ -348,6 +349,37 @@ async fn settings_and_host_workspaces(db: TestDb) {
     // Several workspaces without a host id are fine.
     store.insert_workspace(&workspace("a")).await.unwrap();
     store.insert_workspace(&workspace("b")).await.unwrap();
+}
+
+async fn demo_first_use_and_usage_sums(db: TestDb) {
+    let store = connect(&db.location).await.unwrap();
+    let f = Fixture::new(&*store).await;
+    let first = now();
+    assert_eq!(store.demo_first_use(f.user.id).await.unwrap(), None);
+    assert_eq!(store.record_demo_first_use(f.user.id, first).await.unwrap(), first);
+    let later = first + Duration::days(3);
+    assert_eq!(store.record_demo_first_use(f.user.id, later).await.unwrap(), first, "the first use is kept");
+    assert_eq!(store.usage_since(f.user.id, "operator_demo", first).await.unwrap(), (0, 0));
+    let event = |at, source: &str, tokens| UsageEvent {
+        id: UsageEventId::new(),
+        at,
+        user_id: Some(f.user.id),
+        workspace_id: Some(f.workspace.id),
+        credential_id: None,
+        key_source: source.into(),
+        provider: "openai".into(),
+        model: None,
+        input_tokens: tokens,
+        output_tokens: 1,
+        cost_nano_usd: 0,
+        status: 200,
+        latency_ms: 1,
+    };
+    let events = [event(first, "operator_demo", 10), event(later, "operator_demo", 20), event(later, "platform", 40)];
+    store.insert_usage_events(&events).await.unwrap();
+    assert_eq!(store.usage_since(f.user.id, "operator_demo", first).await.unwrap(), (2, 32));
+    assert_eq!(store.usage_since(f.user.id, "operator_demo", later).await.unwrap(), (1, 21));
+    assert_eq!(store.usage_since(f.user.id, "platform", first).await.unwrap(), (1, 41));
 }
 
 /// Timestamps at microsecond precision, which both backends keep exactly.
