@@ -9,6 +9,7 @@ pub mod ids;
 pub mod model;
 pub mod policy;
 pub mod resolution;
+pub mod usage;
 
 pub use ids::*;
 pub use model::*;
