@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
+    /// Seconds, for `Retry-After` on 429s.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -27,7 +29,7 @@ struct Problem<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into() }
+        Self { status, code, detail: detail.into(), retry_after: None }
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -55,6 +57,13 @@ impl From<ServiceError> for ApiError {
             | ServiceError::ProviderRejectedKey(_)
             | ServiceError::UnknownProvider(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::CredentialLimit(_) => StatusCode::CONFLICT,
+            ServiceError::NoCredential(_) | ServiceError::ByokNotInPlan(_) => StatusCode::FORBIDDEN,
+            ServiceError::QuotaExhausted { retry_after_secs, .. } | ServiceError::RateLimited { retry_after_secs, .. } => {
+                let retry = *retry_after_secs;
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, err.code(), err.to_string());
+                e.retry_after = Some(retry);
+                return e;
+            }
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::WorkspaceInactive { .. } => StatusCode::FORBIDDEN,
@@ -87,6 +96,9 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -71,6 +71,7 @@ impl Services {
                 self.store.update_credential(&credential).await?;
             }
         }
+        self.changed();
         let detail = serde_json::json!({"from": current.status, "to": status}).to_string();
         self.audit_admin(principal, "workspace.status", "workspace", id.to_string(), Some(id), Some(detail)).await?;
         Ok(self.store.workspace(id).await?)
@@ -88,6 +89,7 @@ impl Services {
         self.store.user(user).await?;
         let membership = Membership { workspace_id: ws, user_id: user, role, created_at: now() };
         self.store.upsert_membership(&membership).await?;
+        self.changed();
         let detail = serde_json::json!({"user": user, "role": role}).to_string();
         self.audit_admin(principal, "workspace.member", "workspace", ws.to_string(), Some(ws), Some(detail)).await?;
         Ok(membership)
@@ -132,6 +134,7 @@ impl Services {
         }
         user.updated_at = now();
         self.store.update_user(&user).await?;
+        self.changed();
         let detail = serde_json::json!({"tier": user.tier, "super_admin": user.super_admin}).to_string();
         self.audit_admin(principal, "user.update", "user", id.to_string(), None, Some(detail)).await?;
         Ok(user)

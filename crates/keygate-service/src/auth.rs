@@ -179,6 +179,7 @@ impl Services {
     /// Revokes one of the caller's own tokens (404 for anyone else's).
     pub async fn revoke_token(&self, principal: &Principal, id: TokenId) -> ServiceResult<()> {
         self.store.revoke_token(id, principal.user.id, now()).await?;
+        self.changed();
         audit::record(
             &*self.store,
             &principal.actor(),
@@ -194,13 +195,21 @@ impl Services {
         .await
     }
 
-    /// Authenticates a bearer credential: a keygate token or a host JWT.
+    /// Authenticates a bearer credential: a keygate token or a host JWT. Answers are
+    /// cached (keyed by the credential's SHA-256) until something changes.
     pub async fn authenticate(&self, bearer: &str, source_addr: Option<String>) -> ServiceResult<Principal> {
         let bearer = bearer.trim();
-        if bearer.starts_with("kg_") {
-            return self.authenticate_token(bearer, source_addr).await;
+        let key = sha256(bearer.as_bytes());
+        let generation = self.generation();
+        if let Some((mut principal, expires)) = self.principal_cache.get(&key, generation) {
+            if expires.is_none_or(|e| e > now()) {
+                principal.source_addr = source_addr;
+                return Ok(principal);
+            }
         }
-        if bearer.matches('.').count() == 2 {
+        let (principal, expires) = if bearer.starts_with("kg_") {
+            self.authenticate_token(bearer, source_addr).await?
+        } else if bearer.matches('.').count() == 2 {
             let Some(jwt) = &self.jwt else {
                 return Err(ServiceError::Unauthenticated(
                     "host JWTs are not enabled on this keygate (set KEYGATE_JWT_HS256_SECRET or KEYGATE_JWT_JWKS)"
@@ -208,12 +217,23 @@ impl Services {
                 ));
             };
             let claims = jwt.verify(bearer, &self.http).await?;
-            return self.provision(claims, source_addr).await;
-        }
-        Err(ServiceError::Unauthenticated("the credential is neither a keygate token (kg_...) nor a JWT".into()))
+            let expires = DateTime::<Utc>::from_timestamp(claims.exp, 0);
+            (self.provision(claims, source_addr).await?, expires)
+        } else {
+            return Err(ServiceError::Unauthenticated(
+                "the credential is neither a keygate token (kg_...) nor a JWT".into(),
+            ));
+        };
+        self.hot_path_queries.add(3);
+        self.principal_cache.put(key, (principal.clone(), expires), generation);
+        Ok(principal)
     }
 
-    async fn authenticate_token(&self, presented: &str, source_addr: Option<String>) -> ServiceResult<Principal> {
+    async fn authenticate_token(
+        &self,
+        presented: &str,
+        source_addr: Option<String>,
+    ) -> ServiceResult<(Principal, Option<DateTime<Utc>>)> {
         let invalid = || ServiceError::Unauthenticated("the token is invalid, expired or revoked".into());
         let rest = presented.strip_prefix("kg_").ok_or_else(invalid)?;
         let (public_id, secret) = rest.split_once('_').ok_or_else(invalid)?;
@@ -231,7 +251,11 @@ impl Services {
         let user = self.store.user(token.user_id).await?;
         let (workspace, role) = self.acting_workspace(&user, token.workspace_id).await?;
         self.store.touch_token(token.id, at).await?;
-        Ok(Principal { user, workspace, role, via: Via::Token { id: token.id, scopes: token.scopes }, source_addr })
+        let expires = token.expires_at;
+        Ok((
+            Principal { user, workspace, role, via: Via::Token { id: token.id, scopes: token.scopes }, source_addr },
+            expires,
+        ))
     }
 
     /// The workspace a caller acts in: the one named, or their first (oldest) membership.
@@ -270,6 +294,7 @@ impl Services {
             user.tier = tier;
             user.updated_at = now();
             self.store.update_user(&user).await?;
+            self.changed();
         }
         let (workspace, role) = match &claims.workspace {
             Some(host_ws) => self.join_host_workspace(&user, host_ws, role_claim).await?,
@@ -385,6 +410,7 @@ impl Services {
                 let role = claimed.unwrap_or(Role::Member);
                 let m = Membership { workspace_id: workspace.id, user_id: user.id, role, created_at: now() };
                 self.store.upsert_membership(&m).await?;
+                self.changed();
                 role
             }
         };

@@ -134,6 +134,7 @@ impl Services {
             Some(old) => self.store.replace_credential(old.id, &credential).await?,
             None => self.store.insert_credential(&credential).await?,
         }
+        self.changed();
         let action = if existing.is_some() { "credential.replace" } else { "credential.create" };
         let detail =
             existing.as_ref().map(|old| format!("replaces {}; {}", old.id, outcome.detail)).unwrap_or(outcome.detail);
@@ -218,6 +219,7 @@ impl Services {
             )),
             other => other.into(),
         })?;
+        self.changed();
         self.audit_credential(principal, "credential.update", Some(id), credential.workspace_id, "ok", provider, None)
             .await?;
         Ok(credential)
@@ -259,6 +261,7 @@ impl Services {
         credential.sealed = sealed;
         credential.data_key_id = dek;
         self.store.update_credential(&credential).await?;
+        self.changed();
         self.audit_credential(
             principal,
             "credential.replace_secret",
@@ -292,6 +295,7 @@ impl Services {
         };
         apply(&mut credential, &outcome, now());
         self.store.update_credential(&credential).await?;
+        self.changed();
         self.audit_credential(
             principal,
             "credential.test",
@@ -309,6 +313,7 @@ impl Services {
         principal.require_scope(SCOPE_KEYS)?;
         let credential = self.load(principal, id, Access::Manage).await?;
         self.store.delete_credential(id).await?;
+        self.changed();
         let provider = self.provider(&credential.provider)?;
         self.audit_credential(principal, "credential.delete", Some(id), credential.workspace_id, "ok", provider, None)
             .await

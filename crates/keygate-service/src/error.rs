@@ -27,6 +27,14 @@ pub enum ServiceError {
     #[error("unknown provider `{0}`: GET /api/v1/providers lists them")]
     UnknownProvider(String),
     #[error("{0}")]
+    NoCredential(String),
+    #[error("{0}")]
+    ByokNotInPlan(String),
+    #[error("{detail}")]
+    QuotaExhausted { detail: String, retry_after_secs: u64 },
+    #[error("{detail}")]
+    RateLimited { detail: String, retry_after_secs: u64 },
+    #[error("{0}")]
     Conflict(String),
     #[error("{field}: {problem}")]
     Invalid { field: &'static str, problem: String },
@@ -55,6 +63,10 @@ impl ServiceError {
             Self::ProviderRejectedKey(_) => "provider_rejected_key",
             Self::CredentialLimit(_) => "credential_limit_reached",
             Self::UnknownProvider(_) => "unknown_provider",
+            Self::NoCredential(_) => "no_credential",
+            Self::ByokNotInPlan(_) => "byok_not_in_plan",
+            Self::QuotaExhausted { .. } => "quota_exhausted",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Conflict(_) => "conflict",
             Self::Invalid { .. } => "invalid_request",
             Self::Undecryptable { .. } => "credential_undecryptable",

@@ -19,10 +19,12 @@ pub mod boot;
 pub mod credentials;
 pub mod doctor;
 mod error;
+pub mod gateway;
 pub mod keys;
 pub mod limits;
 pub mod rotation;
 pub mod services;
+pub mod usage;
 pub mod validation;
 
 pub use error::{ServiceError, ServiceResult};

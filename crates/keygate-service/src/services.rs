@@ -1,7 +1,10 @@
 //! [`Services`]: everything a request needs, built once at start-up and shared.
 
-use crate::auth::JwtVerifier;
+use crate::auth::{JwtVerifier, Principal};
+use crate::gateway::{Cache, CandidateSet, HotPathQueries};
 use crate::keys::KeyVault;
+use crate::limits::{InProcessLimiter, Limiter};
+use crate::usage::UsageRecorder;
 use crate::{now, ServiceError, ServiceResult};
 use keygate_core::catalog::Catalog;
 use keygate_core::policy::Policy;
@@ -34,7 +37,14 @@ pub struct Services {
     pub http: reqwest::Client,
     pub jwt: Option<JwtVerifier>,
     pub options: Options,
+    pub limiter: Arc<dyn Limiter>,
+    pub usage: UsageRecorder,
+    pub hot_path_queries: HotPathQueries,
     policy: RwLock<Arc<Policy>>,
+    pub(crate) generation: std::sync::atomic::AtomicU64,
+    pub(crate) principal_cache: Cache<[u8; 32], (Principal, Option<chrono::DateTime<chrono::Utc>>)>,
+    pub(crate) candidate_cache: Cache<(keygate_core::WorkspaceId, keygate_core::UserId, String), CandidateSet>,
+    pub(crate) demo_first_use: Cache<keygate_core::UserId, Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl Services {
@@ -59,7 +69,23 @@ impl Services {
             .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ServiceError::Invalid { field: "http client", problem: e.to_string() })?;
-        Ok(Self { store, vault, catalog: Arc::new(catalog), http, jwt, options, policy: RwLock::new(Arc::new(policy)) })
+        let usage = UsageRecorder::start(store.clone());
+        Ok(Self {
+            store,
+            vault,
+            catalog: Arc::new(catalog),
+            http,
+            jwt,
+            options,
+            limiter: Arc::new(InProcessLimiter::default()),
+            usage,
+            hot_path_queries: HotPathQueries::default(),
+            policy: RwLock::new(Arc::new(policy)),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            principal_cache: Cache::new(),
+            candidate_cache: Cache::new(),
+            demo_first_use: Cache::new(),
+        })
     }
 
     /// The policy in force.
@@ -80,6 +106,7 @@ impl Services {
         if let Ok(mut current) = self.policy.write() {
             *current = policy.clone();
         }
+        self.changed();
         Ok(policy)
     }
 }
