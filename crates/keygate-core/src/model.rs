@@ -313,9 +313,15 @@ impl Credential {
         }
     }
 
-    /// The uniqueness key for "one active credential per provider per owner".
+    /// Who owns the row, as bound into its ciphertext's associated data.
     pub fn owner_key(&self) -> String {
         owner_key(self.scope, self.workspace_id, self.owner_user_id)
+    }
+
+    /// The slot of "one active credential per provider": the owner, except that the
+    /// operator has two (a shared demo key and a platform key may coexist).
+    pub fn slot_key(&self) -> String {
+        slot_key(self.scope, self.workspace_id, self.owner_user_id, self.operator_shared)
     }
 }
 
@@ -330,6 +336,20 @@ pub fn owner_key(scope: CredentialScope, workspace: Option<WorkspaceId>, user: O
         }
         CredentialScope::Workspace => format!("workspace:{ws}"),
         CredentialScope::Operator => "operator".to_owned(),
+    }
+}
+
+/// See [`Credential::slot_key`].
+pub fn slot_key(
+    scope: CredentialScope,
+    workspace: Option<WorkspaceId>,
+    user: Option<UserId>,
+    operator_shared: bool,
+) -> String {
+    match scope {
+        CredentialScope::Operator if operator_shared => "operator:shared".to_owned(),
+        CredentialScope::Operator => "operator:platform".to_owned(),
+        _ => owner_key(scope, workspace, user),
     }
 }
 

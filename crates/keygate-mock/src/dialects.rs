@@ -84,6 +84,16 @@ pub(crate) fn answer(
     request: &Value,
 ) -> Response {
     let model = request.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_owned();
+    // Like a real provider, never report more output than `max_tokens` allows.
+    let cap = ["max_tokens", "max_completion_tokens"].iter().find_map(|k| request.get(*k).and_then(Value::as_u64));
+    let capped;
+    let config = match cap {
+        Some(cap) if cap < config.output_tokens => {
+            capped = MockConfig { output_tokens: cap, ..config.clone() };
+            &capped
+        }
+        _ => config,
+    };
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let id = shared.next_id();
     match (method.as_str(), path, dialect) {

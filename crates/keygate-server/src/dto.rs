@@ -425,3 +425,83 @@ pub struct Problem {
     pub code: String,
     pub detail: String,
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    pub provider: String,
+    /// `any` (default), `customer-only` or `operator-only`.
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedSource {
+    /// `user`, `workspace`, `operator_demo`, `platform`.
+    pub source: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Resolution {
+    pub provider: String,
+    /// The source that would pay, or null if none can.
+    pub source: Option<String>,
+    pub credential_id: Option<Uuid>,
+    pub hint: Option<String>,
+    /// The model unified calls would use.
+    pub model: Option<String>,
+    /// Every earlier source, and why it was passed over.
+    pub skipped: Vec<SkippedSource>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DemoQuota {
+    pub enabled: bool,
+    pub tokens_per_day: u64,
+    pub tokens_remaining_today: u64,
+    /// Days left in the allowance; null before its first use.
+    pub days_remaining: Option<u32>,
+    pub resets_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlatformQuota {
+    pub tier: String,
+    pub byok: bool,
+    pub requests_per_minute: u32,
+    pub remaining_this_minute: u32,
+    pub requests_per_day: u32,
+    pub remaining_today: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Quota {
+    pub demo: DemoQuota,
+    pub platform: PlatformQuota,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    /// `day` (default), `provider`, `model`, `credential` or `source`.
+    pub group_by: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub provider: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageRow {
+    pub key: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageReport {
+    pub group_by: String,
+    pub rows: Vec<UsageRow>,
+    pub total: UsageRow,
+}

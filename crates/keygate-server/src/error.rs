@@ -58,7 +58,8 @@ impl From<ServiceError> for ApiError {
             | ServiceError::UnknownProvider(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::CredentialLimit(_) => StatusCode::CONFLICT,
             ServiceError::NoCredential(_) | ServiceError::ByokNotInPlan(_) => StatusCode::FORBIDDEN,
-            ServiceError::QuotaExhausted { retry_after_secs, .. } | ServiceError::RateLimited { retry_after_secs, .. } => {
+            ServiceError::QuotaExhausted { retry_after_secs, .. }
+            | ServiceError::RateLimited { retry_after_secs, .. } => {
                 let retry = *retry_after_secs;
                 let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, err.code(), err.to_string());
                 e.retry_after = Some(retry);

@@ -10,6 +10,7 @@
 pub mod dto;
 pub mod error;
 pub mod extract;
+mod proxy;
 mod routes;
 pub mod state;
 pub mod telemetry;
@@ -24,7 +25,10 @@ use tokio::net::TcpListener;
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    routes::router().fallback(routes::not_found).with_state(state)
+    routes::router()
+        .route("/proxy/{provider}/{*path}", axum::routing::any(proxy::proxy))
+        .fallback(routes::not_found)
+        .with_state(state)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.

@@ -68,6 +68,7 @@ impl Services {
         if let Some(ws) = owner.workspace_id() {
             self.require_active(ws).await?;
         }
+        let shared = owner == Owner::Operator && input.operator_shared.unwrap_or(false);
         let secret = normalize(provider, &input.secret)?;
         let name = clean_name(input.name.as_deref(), provider)?;
         let model = clean_model(input.model)?;
@@ -85,7 +86,9 @@ impl Services {
             })
             .await?
             .into_iter()
-            .find(|c| c.owner_key() == keygate_core::owner_key(owner.scope(), owner.workspace_id(), owner.user_id()));
+            .find(|c| {
+                c.slot_key() == keygate_core::slot_key(owner.scope(), owner.workspace_id(), owner.user_id(), shared)
+            });
         if existing.is_none() {
             if let Owner::User { user, .. } = owner {
                 let held = self
@@ -125,7 +128,7 @@ impl Services {
         let mut credential = Credential::draft(owner, &provider.id, &name, at);
         credential.model = model;
         credential.hint = hint(provider, &secret);
-        credential.operator_shared = owner == Owner::Operator && input.operator_shared.unwrap_or(false);
+        credential.operator_shared = shared;
         apply(&mut credential, &outcome, at);
         let (sealed, dek) = self.vault.seal_credential(&credential, &secret).await?;
         credential.sealed = sealed;

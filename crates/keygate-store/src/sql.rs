@@ -433,7 +433,7 @@ macro_rules! impl_store {
                 let done = sqlx::query(
                     "UPDATE credentials SET name = $1, hint = $2, model = $3, status = $4, validity = $5, \
                      validity_detail = $6, validity_checked_at = $7, operator_shared = $8, sealed = $9, data_key_id = $10, \
-                     updated_at = $11, last_used_at = $12 WHERE id = $13",
+                     updated_at = $11, last_used_at = $12, owner_key = $14 WHERE id = $13",
                 )
                 .bind(&c.name)
                 .bind(&c.hint)
@@ -448,6 +448,7 @@ macro_rules! impl_store {
                 .bind(Ts(c.updated_at))
                 .bind(crate::ts::opt(c.last_used_at))
                 .bind(c.id.as_uuid())
+                .bind(c.slot_key())
                 .execute(&self.pool)
                 .await?;
                 expect_one(done.rows_affected(), "credential", c.id)
@@ -752,7 +753,7 @@ macro_rules! impl_store {
             .bind(c.usage.input_tokens)
             .bind(c.usage.output_tokens)
             .bind(c.usage.cost_nano_usd)
-            .bind(c.owner_key())
+            .bind(c.slot_key())
             .execute(executor)
             .await?;
             Ok(())

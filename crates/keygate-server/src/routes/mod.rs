@@ -3,6 +3,7 @@
 //! `/api/openapi.json` is generated from the same table the server routes by.
 
 mod admin;
+mod gateway;
 mod health;
 mod keys;
 mod providers;
@@ -28,6 +29,7 @@ use utoipa_axum::routes;
         (name = "keys", description = "Stored provider credentials"),
         (name = "tokens", description = "keygate API tokens"),
         (name = "providers", description = "The provider catalog"),
+        (name = "gateway", description = "Resolution dry run, quotas and usage (the calls themselves go to /proxy/{provider}/...)"),
         (name = "session", description = "Login and the caller's identity"),
         (name = "admin", description = "Super-admin operations"),
         (name = "health", description = "Liveness and readiness")
@@ -74,6 +76,9 @@ pub(crate) fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::operator_keys))
         .routes(routes!(admin::settings, admin::update_settings))
         .routes(routes!(admin::audit))
+        .routes(routes!(gateway::resolve))
+        .routes(routes!(gateway::quota))
+        .routes(routes!(gateway::usage))
         .split_for_parts()
 }
 

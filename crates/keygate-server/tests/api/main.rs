@@ -9,4 +9,5 @@ mod health;
 mod keys;
 mod logging;
 mod openapi;
+mod proxy;
 mod support;

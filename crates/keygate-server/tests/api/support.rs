@@ -246,3 +246,50 @@ impl Drop for Harness {
         }
     }
 }
+
+impl Harness {
+    /// A call through `/proxy/{provider}/{path}` with the caller's token as the SDKs send it.
+    pub async fn proxy(&self, token: &str, provider: &str, path: &str, body: Value, extra: &[(&str, &str)]) -> Reply {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/proxy/{provider}/{path}"))
+            .header("content-type", "application/json");
+        request = if provider == "anthropic" {
+            request.header("x-api-key", token)
+        } else {
+            request.header("authorization", format!("Bearer {token}"))
+        };
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::from(body.to_string())).unwrap()).await
+    }
+
+    pub async fn chat(&self, token: &str) -> Reply {
+        self.proxy(
+            token,
+            "openai",
+            "v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}),
+            &[],
+        )
+        .await
+    }
+
+    /// Changes the policy through the service.
+    pub async fn policy(&self, change: impl FnOnce(&mut keygate_core::policy::Policy)) {
+        let mut policy = self.services().policy().as_ref().clone();
+        change(&mut policy);
+        self.services().set_policy(policy).await.unwrap();
+    }
+
+    /// Waits until every usage event is written.
+    pub async fn flush(&self) {
+        self.services().usage.flush().await;
+    }
+
+    /// An operator key, shared (the demo allowance) or not (a platform key).
+    pub async fn operator_key(&self, root: &Caller, provider: &str, prefix: &str, shared: bool) -> String {
+        self.add_key(root, serde_json::json!({"provider": provider, "scope": "operator", "operator_shared": shared, "secret": self.valid_key(prefix)})).await
+    }
+}

@@ -1,0 +1,580 @@
+//! `ANY /proxy/{provider}/{*path}`: native passthrough. The caller authenticates with a
+//! keygate token (as `Authorization: Bearer` or `x-api-key`, the way the OpenAI and
+//! Anthropic SDKs send their key) or a host JWT; keygate resolves and admits the call,
+//! strips the caller's credential, injects the provider's, forwards method, path, query
+//! and body, and streams the answer back chunk by chunk while reading usage from it.
+//!
+//! The plaintext credential lives only inside [`forward`], for the duration of building
+//! the upstream request.
+
+use crate::extract::{presented_credential, source_addr};
+use crate::{ApiError, AppState};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use keygate_core::catalog::{Injection, Provider};
+use keygate_core::resolution::PaymentPolicy;
+use keygate_core::usage::{self, Dialect, Tokens};
+use keygate_service::auth::SCOPE_PROXY;
+use keygate_service::gateway::{Admission, Admitted, CallOutcome};
+use keygate_service::Services;
+use keygate_vault::redact::scrub;
+use keygate_vault::SecretText;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Largest request body keygate forwards.
+const MAX_REQUEST: usize = 32 << 20;
+/// Largest non-streamed response keygate reads usage from (larger ones pass unmetered).
+const MAX_METERED_BODY: usize = 8 << 20;
+/// Largest upstream error body relayed.
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// Output tokens assumed for a demo call that names no `max_tokens`.
+const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
+const MAX_OUTPUT_ESTIMATE: u64 = 32_768;
+
+/// Request headers never forwarded: hop-by-hop, the caller's credentials, keygate's own.
+const DROPPED_REQUEST_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "accept-encoding",
+    "cookie",
+];
+/// Response headers never relayed.
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "content-encoding",
+    "set-cookie",
+    "trailer",
+    "upgrade",
+];
+
+/// One pooled HTTP client per provider, and OAuth2 access tokens cached until expiry.
+#[derive(Debug)]
+pub struct Upstreams {
+    clients: HashMap<String, reqwest::Client>,
+    fallback: reqwest::Client,
+    oauth: Mutex<HashMap<keygate_core::CredentialId, (SecretText, Instant)>>,
+}
+
+impl Upstreams {
+    pub fn new(services: &Services) -> Self {
+        let build = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .read_timeout(Duration::from_secs(300))
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .tcp_nodelay(true)
+                .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default()
+        };
+        let clients = services.catalog.all().iter().map(|p| (p.id.clone(), build())).collect();
+        Self { clients, fallback: build(), oauth: Mutex::new(HashMap::new()) }
+    }
+
+    fn client(&self, provider: &str) -> &reqwest::Client {
+        self.clients.get(provider).unwrap_or(&self.fallback)
+    }
+}
+
+fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Response {
+    ApiError::new(status, code, detail).into_response()
+}
+
+#[tracing::instrument(skip_all, fields(provider = %provider))]
+pub(crate) async fn proxy(
+    State(state): State<AppState>,
+    Path((provider, path)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let Some(credential) = presented_credential(&parts) else {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send a keygate token as the provider SDK's API key",
+        );
+    };
+    let services = state.services.clone();
+    let principal = match services.authenticate(credential, source_addr(&parts)).await {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if let Err(e) = principal.require_scope(SCOPE_PROXY) {
+        return ApiError::from(e).into_response();
+    }
+    let policy = match parts.headers.get("x-keygate-policy").map(|v| v.to_str().map(PaymentPolicy::parse)) {
+        None => PaymentPolicy::Any,
+        Some(Ok(Some(p))) => p,
+        Some(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "x-keygate-policy must be customer-only, operator-only or any",
+            )
+        }
+    };
+    let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST).await else {
+        return problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 32 MiB");
+    };
+    let dialect = Dialect::of(&provider);
+    let mut json: Option<Value> = if body.first() == Some(&b'{') { serde_json::from_slice(&body).ok() } else { None };
+    let estimate = estimate_tokens(body.len(), json.as_ref());
+    let call = match services.admit(&principal, &provider, policy, estimate).await {
+        Ok(call) => call,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if matches!(call.provider.inject, Injection::Sigv4 { .. }) {
+        services.finish(&call, outcome(0, None, Tokens::default(), started));
+        return problem(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "AWS Bedrock calls are not proxied yet (SigV4 signing)",
+        );
+    }
+    // Ask OpenAI-style streams for their usage; hide that extra chunk from a caller who did not ask.
+    let mut strip_usage_chunk = false;
+    if let (Dialect::OpenAi, Some(v)) = (dialect, json.as_mut()) {
+        if v.get("stream").and_then(Value::as_bool) == Some(true)
+            && v.pointer("/stream_options/include_usage").and_then(Value::as_bool) != Some(true)
+        {
+            if let Some(obj) = v.as_object_mut() {
+                let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+                if let Some(options) = options.as_object_mut() {
+                    options.insert("include_usage".into(), Value::Bool(true));
+                    strip_usage_chunk = true;
+                }
+            }
+        }
+    }
+    let model = json
+        .as_ref()
+        .and_then(|v| v.get("model"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| gemini_model(&path));
+    let body = match (strip_usage_chunk, &json) {
+        (true, Some(v)) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        _ => body,
+    };
+
+    let response = match forward(&state, &call, &parts.method, &path, parts.uri.query(), &parts.headers, body).await {
+        Ok(r) => r,
+        Err((status, code, detail)) => {
+            services.finish(&call, outcome(0, model, Tokens::default(), started));
+            return problem(status, code, detail);
+        }
+    };
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    annotate(&mut headers, &call);
+
+    if !status.is_success() {
+        // Relay the provider's own error (SDKs parse it), scrubbed of anything key-shaped.
+        let bytes = read_limited(response, MAX_ERROR_BODY).await;
+        if matches!(status.as_u16(), 401 | 403) {
+            services.mark_rejected(&call, status.as_u16()).await;
+        }
+        services.finish(&call, outcome(status.as_u16(), model, Tokens::default(), started));
+        let text = scrub(&String::from_utf8_lossy(&bytes)).into_owned();
+        let mut reply = (status, text).into_response();
+        *reply.headers_mut() = headers;
+        return reply;
+    }
+
+    let sse = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let metered = Metered {
+        inner: Box::pin(response.bytes_stream()),
+        sse,
+        dialect,
+        strip_usage_chunk,
+        buffer: Vec::new(),
+        body_copy: Vec::new(),
+        pending: VecDeque::new(),
+        tokens: Tokens::default(),
+        done: false,
+        finish: Some(Finish { services, call, status: status.as_u16(), model, started }),
+    };
+    let mut reply = Response::new(Body::from_stream(metered));
+    *reply.status_mut() = status;
+    *reply.headers_mut() = headers;
+    reply
+}
+
+/// Builds and sends the upstream request: the only place a plaintext key is handled.
+async fn forward(
+    state: &AppState,
+    call: &Admitted,
+    method: &axum::http::Method,
+    path: &str,
+    query: Option<&str>,
+    incoming: &HeaderMap,
+    body: Bytes,
+) -> Result<reqwest::Response, (StatusCode, &'static str, String)> {
+    let services = &state.services;
+    let provider = &call.provider;
+    let secret = services.vault.open_credential(&call.credential).await.map_err(|e| {
+        tracing::warn!(credential = %call.credential.id, error = %e, "a credential could not be opened for a call");
+        (
+            StatusCode::BAD_GATEWAY,
+            "credential_undecryptable",
+            "the stored key cannot be decrypted: add it again".to_owned(),
+        )
+    })?;
+    let mut url = format!("{}/{}", provider.base_url, path.trim_start_matches('/'));
+    let mut pairs: Vec<(String, String)> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            p.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).or_else(|| Some((p.to_owned(), String::new())))
+        })
+        .collect();
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in incoming {
+        let lower = name.as_str();
+        if DROPPED_REQUEST_HEADERS.contains(&lower) || lower.starts_with("x-keygate-") {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    for (name, value) in &provider.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.entry(name).or_insert(value);
+        }
+    }
+    let bad_gateway = |detail: String| (StatusCode::BAD_GATEWAY, "upstream_unreachable", detail);
+    match &provider.inject {
+        Injection::Bearer => {
+            headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", secret.expose())));
+        }
+        Injection::Header { name } => {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad_gateway("the catalog's header name is invalid".into()))?;
+            headers.insert(name, sensitive(secret.expose()));
+        }
+        Injection::Query { name } => {
+            pairs.retain(|(k, _)| k != name);
+            pairs.push((name.clone(), percent_encode(secret.expose())));
+        }
+        Injection::Oauth2 { token_path } => {
+            let token = oauth_token(state, call, provider, token_path, &secret).await?;
+            headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", token.expose())));
+        }
+        Injection::Sigv4 { .. } => return Err(bad_gateway("SigV4 is not supported yet".into())),
+    }
+    drop(secret);
+    if !pairs.is_empty() {
+        let query: Vec<String> =
+            pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
+        url = format!("{url}?{}", query.join("&"));
+    }
+    let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
+    let request = state.upstreams.client(&provider.id).request(method, url).headers(headers).body(body);
+    request.send().await.map_err(|e| {
+        if e.is_timeout() {
+            (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{} did not answer in time", provider.name))
+        } else {
+            bad_gateway(format!(
+                "{} could not be reached: {}",
+                provider.name,
+                if e.is_connect() { "connection failed" } else { "the request failed" }
+            ))
+        }
+    })
+}
+
+/// An OAuth2 client-credentials access token, from the cache or a fresh exchange.
+async fn oauth_token(
+    state: &AppState,
+    call: &Admitted,
+    provider: &Provider,
+    token_path: &str,
+    secret: &SecretText,
+) -> Result<SecretText, (StatusCode, &'static str, String)> {
+    if let Ok(cache) = state.upstreams.oauth.lock() {
+        if let Some((token, until)) = cache.get(&call.credential.id) {
+            if *until > Instant::now() {
+                return Ok(token.clone());
+            }
+        }
+    }
+    let fields = keygate_service::validation::fields(provider, secret).unwrap_or_default();
+    let field = |n: &str| fields.get(n).map(|s| s.expose().to_owned()).unwrap_or_default();
+    let form = [
+        ("grant_type", "client_credentials".to_owned()),
+        ("client_id", field("client_id")),
+        ("client_secret", field("client_secret")),
+    ];
+    let failed = |detail: String| (StatusCode::BAD_GATEWAY, "upstream_auth_failed", detail);
+    let response = state
+        .upstreams
+        .client(&provider.id)
+        .post(format!("{}{token_path}", provider.base_url))
+        .form(&form)
+        .send()
+        .await
+        .map_err(|_| failed(format!("{}'s token endpoint could not be reached", provider.name)))?;
+    if !response.status().is_success() {
+        return Err(failed(format!(
+            "{} refused the client credentials (HTTP {})",
+            provider.name,
+            response.status().as_u16()
+        )));
+    }
+    let body: Value = response.json().await.map_err(|_| failed("the token endpoint's answer is not JSON".into()))?;
+    let token = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| failed("no access_token in the answer".into()))?;
+    let ttl = body.get("expires_in").and_then(Value::as_u64).unwrap_or(300);
+    let token = SecretText::new(token.to_owned());
+    if let Ok(mut cache) = state.upstreams.oauth.lock() {
+        cache.insert(
+            call.credential.id,
+            (token.clone(), Instant::now() + Duration::from_secs(ttl.saturating_sub(30).max(1))),
+        );
+    }
+    Ok(token)
+}
+
+fn sensitive(value: &str) -> HeaderValue {
+    let mut v = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}
+
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `x-keygate-*` headers: which source and credential served the call, and what is left.
+fn annotate(headers: &mut HeaderMap, call: &Admitted) {
+    headers.insert("x-keygate-key-source", HeaderValue::from_static(call.source.as_str()));
+    if let Ok(v) = HeaderValue::from_str(&call.credential.id.to_string()) {
+        headers.insert("x-keygate-credential-id", v);
+    }
+    match call.admission {
+        Admission::Demo(r) => {
+            headers.insert("x-keygate-demo-remaining-tokens", HeaderValue::from(r.remaining));
+        }
+        Admission::Platform(a) => {
+            headers.insert("x-keygate-ratelimit-remaining-minute", HeaderValue::from(a.remaining_minute));
+            headers.insert("x-keygate-ratelimit-remaining-day", HeaderValue::from(a.remaining_day));
+        }
+        Admission::Unmetered => {}
+    }
+}
+
+fn estimate_tokens(body_len: usize, json: Option<&Value>) -> u64 {
+    let output = json
+        .and_then(|v| {
+            ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(Value::as_u64))
+        })
+        .unwrap_or(DEFAULT_OUTPUT_ESTIMATE)
+        .min(MAX_OUTPUT_ESTIMATE);
+    // Roughly four bytes per token; bytes/3 errs on the side of reserving too much.
+    (body_len as u64) / 3 + output
+}
+
+fn gemini_model(path: &str) -> Option<String> {
+    let rest = path.split("models/").nth(1)?;
+    Some(rest.split(':').next()?.to_owned())
+}
+
+fn outcome(status: u16, model: Option<String>, tokens: Tokens, started: Instant) -> CallOutcome {
+    CallOutcome { status, model, tokens, latency: started.elapsed() }
+}
+
+async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out
+}
+
+/// Settles and meters a call once, when its response stream ends or is dropped.
+struct Finish {
+    services: Arc<Services>,
+    call: Admitted,
+    status: u16,
+    model: Option<String>,
+    started: Instant,
+}
+
+/// The response body on its way to the caller: passed through as it arrives (SSE
+/// event by event), with usage read on the way.
+struct Metered {
+    inner: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
+    sse: bool,
+    dialect: Dialect,
+    strip_usage_chunk: bool,
+    buffer: Vec<u8>,
+    body_copy: Vec<u8>,
+    pending: VecDeque<Bytes>,
+    tokens: Tokens,
+    done: bool,
+    finish: Option<Finish>,
+}
+
+impl Metered {
+    fn take_events(&mut self, at_end: bool) {
+        loop {
+            let boundary = find_event_end(&self.buffer);
+            let end = match boundary {
+                Some(end) => end,
+                None if at_end && !self.buffer.is_empty() => self.buffer.len(),
+                None => return,
+            };
+            let event: Vec<u8> = self.buffer.drain(..end).collect();
+            let text = String::from_utf8_lossy(&event);
+            let mut usage_only = false;
+            for data in usage::sse_data(&text) {
+                self.tokens.observe(self.dialect, &data);
+                if self.model_unknown() {
+                    self.note_model(&data);
+                }
+                usage_only |= usage::is_usage_only_chunk(&data);
+            }
+            if !(self.strip_usage_chunk && usage_only) {
+                self.pending.push_back(Bytes::from(event));
+            }
+        }
+    }
+
+    fn model_unknown(&self) -> bool {
+        self.finish.as_ref().is_some_and(|f| f.model.is_none())
+    }
+
+    fn note_model(&mut self, data: &Value) {
+        let model = data.get("model").or_else(|| data.pointer("/message/model")).and_then(Value::as_str);
+        if let (Some(finish), Some(model)) = (self.finish.as_mut(), model) {
+            finish.model = Some(model.to_owned());
+        }
+    }
+
+    fn complete(&mut self) {
+        if !self.sse && !self.body_copy.is_empty() {
+            if let Ok(v) = serde_json::from_slice::<Value>(&self.body_copy) {
+                self.tokens.observe(self.dialect, &v);
+                if self.model_unknown() {
+                    self.note_model(&v);
+                }
+            }
+        }
+        if let Some(f) = self.finish.take() {
+            let outcome = outcome(f.status, f.model.clone(), self.tokens, f.started);
+            f.services.finish(&f.call, outcome);
+        }
+    }
+}
+
+fn find_event_end(buffer: &[u8]) -> Option<usize> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Stream for Metered {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            if this.done {
+                this.complete();
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if this.sse {
+                        this.buffer.extend_from_slice(&chunk);
+                        this.take_events(false);
+                    } else {
+                        if this.body_copy.len() + chunk.len() <= MAX_METERED_BODY {
+                            this.body_copy.extend_from_slice(&chunk);
+                        }
+                        this.pending.push_back(chunk);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    // Cut off upstream: record what passed, and cut the caller's stream too.
+                    this.take_events(true);
+                    this.complete();
+                    tracing::warn!(error = %scrub(&e.to_string()), "the provider's stream broke off");
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "upstream stream broke off",
+                    ))));
+                }
+                Poll::Ready(None) => {
+                    if this.sse {
+                        this.take_events(true);
+                    }
+                    this.done = true;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for Metered {
+    /// A caller that goes away mid-stream still has what passed recorded.
+    fn drop(&mut self) {
+        self.complete();
+    }
+}

@@ -1,0 +1,374 @@
+//! The gateway: credentials injected by the provider's scheme, streams passed through and
+//! metered, the resolution chain, limits, revocation, upstream faults.
+
+use crate::support::*;
+use axum::body::Body;
+use axum::http::{Method, Request};
+use keygate_core::Role;
+use keygate_mock::Fault;
+use keygate_store::both_backends;
+use keygate_store::testdb::TestDb;
+use serde_json::json;
+
+both_backends!(
+    the_users_key_is_injected_and_the_token_never_reaches_the_provider,
+    streams_pass_through_and_usage_is_metered,
+    the_resolution_chain_in_every_combination,
+    concurrent_demo_calls_never_overspend_the_allowance,
+    a_rate_limit_of_n_lets_exactly_n_through,
+    revocation_takes_effect_on_the_very_next_call,
+    upstream_faults_come_back_clear_and_scrubbed,
+    unauthenticated_calls_reach_nothing_and_write_nothing,
+);
+
+async fn the_users_key_is_injected_and_the_token_never_reaches_the_provider(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    let openai = h.valid_key("sk-proj-");
+    let anthropic = h.valid_key("sk-ant-api03-");
+    let openai_id = h.add_key(&alice, json!({"provider": "openai", "secret": openai})).await;
+    h.add_key(&alice, json!({"provider": "anthropic", "secret": anthropic})).await;
+    h.mock.clear_requests();
+
+    let reply = h.chat(&alice.token).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["choices"][0]["message"]["content"], "Hello from keygate-mock!");
+    assert_eq!(reply.headers["x-keygate-key-source"], "user");
+    assert_eq!(reply.headers["x-keygate-credential-id"], openai_id.as_str());
+    let body =
+        json!({"model": "claude-sonnet-4-20250514", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let reply = h.proxy(&alice.token, "anthropic", "v1/messages", body, &[("anthropic-version", "2023-06-01")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let query = h.proxy(&alice.token, "openai", "v1/models?limit=2", json!({}), &[]).await;
+    assert_eq!(query.status, 200);
+
+    let seen = h.mock.requests();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(
+        (seen[0].credential.as_deref(), seen[0].credential_via.as_deref()),
+        (Some(openai.as_str()), Some("authorization"))
+    );
+    assert_eq!(
+        (seen[1].credential.as_deref(), seen[1].credential_via.as_deref()),
+        (Some(anthropic.as_str()), Some("x-api-key"))
+    );
+    assert_eq!((seen[0].path.as_str(), seen[2].query.as_deref()), ("/v1/chat/completions", Some("limit=2")));
+    for request in &seen {
+        let everything = format!("{request:?}");
+        assert!(!everything.contains(&alice.token), "the keygate token reached the provider: {everything}");
+        assert!(!everything.contains("kg_"), "{everything}");
+    }
+}
+
+async fn streams_pass_through_and_usage_is_metered(db: TestDb) {
+    let h = Harness::new(db).await;
+    let bob = h.user("bob@example.com").await;
+    let id = h.add_key(&bob, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    h.add_key(&bob, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+    h.mock.clear_requests();
+
+    // The caller did not ask for usage: keygate asks, reads it, and hides the extra chunk.
+    let stream = json!({"model": "gpt-4o", "stream": true, "messages": []});
+    let reply = h.proxy(&bob.token, "openai", "v1/chat/completions", stream.clone(), &[]).await;
+    assert_eq!(reply.headers["content-type"], "text/event-stream");
+    assert!(reply.text.ends_with("data: [DONE]\n\n"), "{}", reply.text);
+    assert!(!reply.text.contains("\"usage\""), "the injected usage chunk is not passed on: {}", reply.text);
+    assert!(h.mock.requests()[0].body.contains("\"include_usage\":true"));
+    // A caller who asked gets it.
+    let mut asked = stream.clone();
+    asked["stream_options"] = json!({"include_usage": true});
+    let reply = h.proxy(&bob.token, "openai", "v1/chat/completions", asked, &[]).await;
+    assert!(reply.text.contains("\"prompt_tokens\":11"), "{}", reply.text);
+    // Non-streamed, and Anthropic's streamed dialect.
+    h.chat(&bob.token).await;
+    let body = json!({"model": "claude-sonnet-4-20250514", "max_tokens": 20, "stream": true, "messages": []});
+    let reply = h.proxy(&bob.token, "anthropic", "v1/messages", body, &[]).await;
+    assert!(reply.text.contains("message_stop"));
+
+    h.flush().await;
+    let by_provider = h.get("/api/v1/usage?group_by=provider", &bob.token).await;
+    assert_eq!(by_provider.status, 200, "{}", by_provider.text);
+    let rows = by_provider.json["rows"].as_array().unwrap();
+    let openai = rows.iter().find(|r| r["key"] == "openai").unwrap();
+    assert_eq!(
+        (openai["requests"].as_i64(), openai["input_tokens"].as_i64(), openai["output_tokens"].as_i64()),
+        (Some(3), Some(33), Some(21))
+    );
+    let anthropic = rows.iter().find(|r| r["key"] == "anthropic").unwrap();
+    assert_eq!((anthropic["input_tokens"].as_i64(), anthropic["output_tokens"].as_i64()), (Some(11), Some(7)));
+    // gpt-4o: 11 in at $2.50/M and 7 out at $10/M, three times.
+    let expected = 3.0 * (11.0 * 2.5 + 7.0 * 10.0) / 1e6;
+    assert!((openai["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12, "{openai}");
+    let by_model = h.get("/api/v1/usage?group_by=model", &bob.token).await;
+    assert!(by_model.json["rows"].as_array().unwrap().iter().any(|r| r["key"] == "gpt-4o"));
+    let key = h.get(&format!("/api/v1/keys/{id}"), &bob.token).await;
+    assert_eq!(key.json["usage"]["requests"], 3);
+    assert_eq!(key.json["usage"]["input_tokens"], 33);
+    assert!(key.json["last_used_at"].is_string());
+}
+
+async fn the_resolution_chain_in_every_combination(db: TestDb) {
+    let h = Harness::new(db).await;
+    let root = h.super_admin("root@example.com").await;
+    let owner = h.user("owner@example.com").await;
+    let carol = h.join(&h.user("carol@example.com").await, owner.workspace, Role::Member).await;
+    let source = |r: &Reply| r.headers.get("x-keygate-key-source").map(|v| v.to_str().unwrap().to_owned());
+
+    let none = h.chat(&carol.token).await;
+    assert_eq!((none.status, none.code()), (403, "no_credential"), "{}", none.text);
+    assert!(none.json["detail"].as_str().unwrap().contains("POST /api/v1/keys"), "says where to add a key");
+
+    h.operator_key(&root, "openai", "sk-proj-", false).await;
+    assert_eq!(source(&h.chat(&carol.token).await).as_deref(), Some("platform"));
+    h.operator_key(&root, "openai", "sk-proj-", true).await;
+    let demo = h.chat(&carol.token).await;
+    assert_eq!(source(&demo).as_deref(), Some("operator_demo"));
+    assert!(demo.headers.contains_key("x-keygate-demo-remaining-tokens"));
+    h.add_key(&owner, json!({"provider": "openai", "scope": "workspace", "secret": h.valid_key("sk-proj-")})).await;
+    assert_eq!(source(&h.chat(&carol.token).await).as_deref(), Some("workspace"));
+    let own = h.add_key(&carol, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    assert_eq!(source(&h.chat(&carol.token).await).as_deref(), Some("user"));
+
+    // The dry run explains it.
+    let dry = h.post("/api/v1/resolve", &carol.token, json!({"provider": "openai"})).await;
+    assert_eq!((dry.json["source"].as_str(), dry.json["credential_id"].as_str()), (Some("user"), Some(own.as_str())));
+    let dry = h.post("/api/v1/resolve", &carol.token, json!({"provider": "openai", "policy": "operator-only"})).await;
+    assert_eq!(dry.json["source"], "platform", "{}", dry.text);
+    let reasons: Vec<&str> =
+        dry.json["skipped"].as_array().unwrap().iter().map(|s| s["reason"].as_str().unwrap()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("operator-only")) && reasons.iter().any(|r| r.contains("your own key")),
+        "{reasons:?}"
+    );
+
+    // An own key turns the demo off, even where the own key itself may not be used.
+    let dave = h.user("dave@example.com").await;
+    assert_eq!(source(&h.chat(&dave.token).await).as_deref(), Some("operator_demo"));
+    h.add_key(&dave, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    let operator_only = h
+        .proxy(
+            &dave.token,
+            "openai",
+            "v1/chat/completions",
+            json!({"model": "gpt-4o"}),
+            &[("x-keygate-policy", "operator-only")],
+        )
+        .await;
+    assert_eq!(source(&operator_only).as_deref(), Some("platform"));
+    let customer_only = h
+        .proxy(
+            &dave.token,
+            "openai",
+            "v1/chat/completions",
+            json!({"model": "gpt-4o"}),
+            &[("x-keygate-policy", "customer-only")],
+        )
+        .await;
+    assert_eq!(source(&customer_only).as_deref(), Some("user"));
+    let erin = h.user("erin@example.com").await;
+    let refused = h
+        .proxy(
+            &erin.token,
+            "openai",
+            "v1/chat/completions",
+            json!({"model": "gpt-4o"}),
+            &[("x-keygate-policy", "customer-only")],
+        )
+        .await;
+    assert_eq!(refused.code(), "no_credential", "customer-only never touches an operator key");
+    let operator_seen =
+        h.mock.requests().iter().filter(|r| r.credential.as_deref().is_some_and(|c| c.contains("CANARY"))).count();
+    assert!(operator_seen > 0);
+
+    // A tier without BYOK keeps the key stored but unused.
+    h.policy(|p| p.tiers.get_mut("community").unwrap().byok = false).await;
+    let frank = h.user("frank@example.com").await;
+    h.add_key(&frank, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+    let gated = h
+        .proxy(
+            &frank.token,
+            "anthropic",
+            "v1/messages",
+            json!({"model": "claude-sonnet-4-20250514", "max_tokens": 5}),
+            &[],
+        )
+        .await;
+    assert_eq!((gated.status, gated.code()), (403, "byok_not_in_plan"), "{}", gated.text);
+}
+
+async fn concurrent_demo_calls_never_overspend_the_allowance(db: TestDb) {
+    let h = std::sync::Arc::new(Harness::new(db).await);
+    let root = h.super_admin("root@example.com").await;
+    h.operator_key(&root, "openai", "sk-proj-", true).await;
+    let limit = 2_000u64;
+    h.policy(|p| p.demo.tokens_per_day = limit).await;
+    h.mock.configure(|c| {
+        c.input_tokens = 10;
+        c.output_tokens = 500; // capped by each call's max_tokens (50), as providers do
+    });
+    let user = h.user("demo@example.com").await;
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let (h, token) = (h.clone(), user.token.clone());
+            tokio::spawn(async move { h.chat(&token).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut exhausted = 0;
+    for call in calls {
+        let reply = call.await.unwrap();
+        match reply.status {
+            200 => ok += 1,
+            429 => {
+                assert_eq!(reply.code(), "quota_exhausted");
+                assert!(reply.headers.contains_key("retry-after"));
+                exhausted += 1;
+            }
+            other => panic!("unexpected {other}: {}", reply.text),
+        }
+    }
+    h.flush().await;
+    let used: i64 = h
+        .services()
+        .store
+        .usage_events(&Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.input_tokens + e.output_tokens)
+        .sum();
+    // Each call uses 10 + 50 tokens, under its reservation (body / 3 + max_tokens 50), so
+    // the allowance holds exactly; the bound allows one reservation of estimation error.
+    assert!(used as u64 <= limit + 200, "spent {used} of {limit}");
+    assert!(ok >= 15 && exhausted > 0, "ok {ok}, exhausted {exhausted}");
+    let quota = h.get("/api/v1/quota", &user.token).await;
+    assert_eq!(quota.json["demo"]["tokens_per_day"], limit);
+    assert_eq!(
+        quota.json["demo"]["tokens_remaining_today"].as_u64().unwrap(),
+        limit.saturating_sub(used as u64),
+        "settled to what was used"
+    );
+    assert_eq!(quota.json["demo"]["days_remaining"], 30);
+}
+
+async fn a_rate_limit_of_n_lets_exactly_n_through(db: TestDb) {
+    let h = Harness::new(db).await;
+    let root = h.super_admin("root@example.com").await;
+    h.operator_key(&root, "openai", "sk-proj-", false).await;
+    h.policy(|p| {
+        let community = p.tiers.get_mut("community").unwrap();
+        community.requests_per_minute = 1000;
+        community.requests_per_day = 7;
+    })
+    .await;
+    let user = h.user("limited@example.com").await;
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let reply = h.chat(&user.token).await;
+        if reply.status == 429 {
+            assert_eq!(reply.code(), "rate_limited");
+            assert!(reply.headers.contains_key("retry-after"));
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 7, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3);
+    let quota = h.get("/api/v1/quota", &user.token).await;
+    assert_eq!(
+        (quota.json["platform"]["requests_per_day"].as_u64(), quota.json["platform"]["remaining_today"].as_u64()),
+        (Some(7), Some(0))
+    );
+}
+
+async fn revocation_takes_effect_on_the_very_next_call(db: TestDb) {
+    let h = Harness::new(db).await;
+    let root = h.super_admin("root@example.com").await;
+    let user = h.user("revoke@example.com").await;
+    let id = h.add_key(&user, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    assert_eq!(h.chat(&user.token).await.status, 200);
+    assert_eq!(h.patch(&format!("/api/v1/keys/{id}"), &user.token, json!({"status": "disabled"})).await.status, 200);
+    assert_eq!(h.chat(&user.token).await.code(), "no_credential");
+    assert_eq!(h.patch(&format!("/api/v1/keys/{id}"), &user.token, json!({"status": "active"})).await.status, 200);
+    assert_eq!(h.chat(&user.token).await.status, 200);
+    assert_eq!(h.delete(&format!("/api/v1/keys/{id}"), &user.token).await.status, 204);
+    assert_eq!(h.chat(&user.token).await.code(), "no_credential");
+
+    h.add_key(&user, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    assert_eq!(h.chat(&user.token).await.status, 200);
+    h.patch(&format!("/api/v1/admin/workspaces/{}", user.workspace), &root.token, json!({"status": "paused"})).await;
+    let paused = h.chat(&user.token).await;
+    assert_eq!((paused.status, paused.code()), (403, "workspace_inactive"));
+    h.patch(&format!("/api/v1/admin/workspaces/{}", user.workspace), &root.token, json!({"status": "active"})).await;
+    assert_eq!(h.chat(&user.token).await.status, 200);
+
+    let tokens = h.get("/api/v1/tokens", &user.token).await;
+    let token_id = tokens.json["tokens"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.delete(&format!("/api/v1/tokens/{token_id}"), &user.token).await.status, 204);
+    assert_eq!(h.chat(&user.token).await.status, 401);
+}
+
+async fn upstream_faults_come_back_clear_and_scrubbed(db: TestDb) {
+    let h = Harness::new(db).await;
+    let user = h.user("faults@example.com").await;
+    let id = h.add_key(&user, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    for (status, expect) in [(429u16, 429u16), (500, 500)] {
+        h.mock.configure(|c| {
+            c.fault = Some(Fault::Status { status });
+            c.fault_times = Some(1);
+        });
+        let reply = h.chat(&user.token).await;
+        assert_eq!(reply.status, expect, "{}", reply.text);
+        assert!(reply.text.contains("mock fault"), "the provider's own error is relayed: {}", reply.text);
+        if status == 429 {
+            assert_eq!(reply.headers["retry-after"], "1");
+        }
+    }
+    // The stream breaks off: the caller's stream is cut too, and what passed is metered.
+    h.mock.configure(|c| {
+        c.fault = Some(Fault::ResetMidStream { after_chunks: 2 });
+        c.fault_times = Some(1);
+    });
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/proxy/openai/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", user.token))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"model": "gpt-4o", "stream": true}).to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(keygate_server::router(h.state.clone()), request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(axum::body::to_bytes(response.into_body(), 1 << 20).await.is_err(), "the caller sees the stream break");
+    assert_eq!(h.chat(&user.token).await.status, 200, "keygate keeps serving");
+
+    // The provider rejects the key: its error (which echoes the key) is relayed scrubbed,
+    // and the key is marked invalid so the next call does not use it.
+    h.mock.configure(|c| c.valid_keys.clear());
+    let rejected = h.chat(&user.token).await;
+    assert_eq!(rejected.status, 401);
+    assert!(rejected.text.contains("Incorrect API key provided: sk-[REDACTED]"), "{}", rejected.text);
+    let key = h.get(&format!("/api/v1/keys/{id}"), &user.token).await;
+    assert_eq!(key.json["validity"], "invalid");
+    assert_eq!(h.chat(&user.token).await.code(), "no_credential");
+    h.flush().await;
+    let statuses: Vec<i32> =
+        h.services().store.usage_events(&Default::default()).await.unwrap().iter().map(|e| e.status).collect();
+    assert!(statuses.contains(&500) && statuses.contains(&429) && statuses.contains(&401), "{statuses:?}");
+}
+
+async fn unauthenticated_calls_reach_nothing_and_write_nothing(db: TestDb) {
+    let h = Harness::new(db).await;
+    let user = h.user("owner@example.com").await;
+    h.add_key(&user, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    h.mock.clear_requests();
+    for token in ["kg_nope_nope", "garbage", ""] {
+        let reply = h.chat(token).await;
+        assert_eq!((reply.status, reply.code()), (401, "unauthenticated"), "{}", reply.text);
+    }
+    let proxy_less = h.post("/api/v1/tokens", &user.token, json!({"name": "keys only", "scopes": ["keys"]})).await;
+    let narrow = proxy_less.json["token"].as_str().unwrap().to_owned();
+    h.canary(&narrow);
+    assert_eq!(h.chat(&narrow).await.status, 403, "a token without the proxy scope");
+    h.flush().await;
+    assert!(h.mock.requests().is_empty());
+    assert!(h.services().store.usage_events(&Default::default()).await.unwrap().is_empty());
+}
