@@ -149,7 +149,7 @@ async fn services(
 async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let (store, keks) = start(config).await?;
     let services = Arc::new(services(config, store.clone(), keks).await?);
-    let app = keygate_server::router(AppState::new(services));
+    let app = keygate_server::router(AppState::new(services.clone()));
     let addr = config.listen.value;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -157,7 +157,8 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let bound = listener.local_addr().context("reading the bound address")?;
     tracing::info!("keygate listening on http://{bound}");
     keygate_server::serve(listener, app, shutdown_signal()).await.context("serving HTTP")?;
-    tracing::info!("shutting down: in-flight requests finished");
+    services.usage.flush().await;
+    tracing::info!("shutting down: in-flight requests finished, usage written");
     store.close().await;
     Ok(ExitCode::SUCCESS)
 }
