@@ -10,6 +10,7 @@
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 mod proxy;
 mod routes;
 pub mod state;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 pub fn router(state: AppState) -> Router {
     routes::router()
         .route("/proxy/{provider}/{*path}", axum::routing::any(proxy::proxy))
+        .route("/metrics", axum::routing::get(metrics::metrics))
         .fallback(routes::not_found)
         .with_state(state)
 }

@@ -103,6 +103,7 @@ fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) ->
     ApiError::new(status, code, detail).into_response()
 }
 
+#[allow(clippy::too_many_lines)]
 #[tracing::instrument(skip_all, fields(provider = %provider))]
 pub(crate) async fn proxy(
     State(state): State<AppState>,
@@ -181,14 +182,20 @@ pub(crate) async fn proxy(
         _ => body,
     };
 
-    let response = match forward(&state, &call, &parts.method, &path, parts.uri.query(), &parts.headers, body).await {
+    let sent = Instant::now();
+    let result = forward(&state, &call, &parts.method, &path, parts.uri.query(), &parts.headers, body, started).await;
+    let metrics = &state.metrics;
+    let response = match result {
         Ok(r) => r,
         Err((status, code, detail)) => {
+            metrics.request(&call.provider.id, call.source.as_str(), 0);
             services.finish(&call, outcome(0, model, Tokens::default(), started));
             return problem(status, code, detail);
         }
     };
     let status = response.status();
+    metrics.upstream_latency(&call.provider.id, sent.elapsed());
+    metrics.request(&call.provider.id, call.source.as_str(), status.as_u16());
     let mut headers = HeaderMap::new();
     for (name, value) in response.headers() {
         if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
@@ -234,6 +241,7 @@ pub(crate) async fn proxy(
 }
 
 /// Builds and sends the upstream request: the only place a plaintext key is handled.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     state: &AppState,
     call: &Admitted,
@@ -242,6 +250,7 @@ async fn forward(
     query: Option<&str>,
     incoming: &HeaderMap,
     body: Bytes,
+    started: Instant,
 ) -> Result<reqwest::Response, (StatusCode, &'static str, String)> {
     let services = &state.services;
     let provider = &call.provider;
@@ -303,6 +312,7 @@ async fn forward(
     }
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let request = state.upstreams.client(&provider.id).request(method, url).headers(headers).body(body);
+    state.metrics.overhead(started.elapsed());
     request.send().await.map_err(|e| {
         if e.is_timeout() {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{} did not answer in time", provider.name))

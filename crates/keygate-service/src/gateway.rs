@@ -31,17 +31,31 @@ const MAX_ENTRIES: usize = 100_000;
 #[derive(Debug)]
 pub(crate) struct Cache<K, V> {
     entries: RwLock<HashMap<K, (V, u64, Instant)>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
     pub(crate) fn new() -> Self {
-        Self { entries: RwLock::new(HashMap::new()) }
+        Self { entries: RwLock::new(HashMap::new()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
     pub(crate) fn get(&self, key: &K, generation: u64) -> Option<V> {
+        let found = self.lookup(key, generation);
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn lookup(&self, key: &K, generation: u64) -> Option<V> {
         let entries = self.entries.read().ok()?;
         let (value, g, at) = entries.get(key)?;
         (*g == generation && at.elapsed() < CACHE_TTL).then(|| value.clone())
+    }
+
+    /// (hits, misses) so far.
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     pub(crate) fn put(&self, key: K, value: V, generation: u64) {
@@ -128,6 +142,14 @@ impl Services {
 
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// (cache, hits, misses) for each proxy-path cache.
+    pub fn cache_stats(&self) -> Vec<(&'static str, u64, u64)> {
+        let (ph, pm) = self.principal_cache.stats();
+        let (ch, cm) = self.candidate_cache.stats();
+        let (dh, dm) = self.demo_first_use.stats();
+        vec![("principals", ph, pm), ("credentials", ch, cm), ("demo_first_use", dh, dm)]
     }
 
     /// Explains which credential would serve `principal` for `provider`, and why.

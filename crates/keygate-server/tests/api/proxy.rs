@@ -372,3 +372,32 @@ async fn unauthenticated_calls_reach_nothing_and_write_nothing(db: TestDb) {
     assert!(h.mock.requests().is_empty());
     assert!(h.services().store.usage_events(&Default::default()).await.unwrap().is_empty());
 }
+
+both_backends!(metrics_count_calls_and_show_no_database_queries_in_steady_state);
+
+async fn metrics_count_calls_and_show_no_database_queries_in_steady_state(db: TestDb) {
+    let h = Harness::new(db).await;
+    let user = h.user("metrics@example.com").await;
+    h.add_key(&user, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    assert_eq!(h.chat(&user.token).await.status, 200); // warms the caches
+    let queries = |text: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with("keygate_proxy_db_queries_total")).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = h.call(Method::GET, "/metrics", None, None).await;
+    for _ in 0..20 {
+        assert_eq!(h.chat(&user.token).await.status, 200);
+    }
+    let after = h.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(after.headers["content-type"], "text/plain; version=0.0.4");
+    assert_eq!(queries(&after.text), queries(&before.text), "steady state: no database query per call\n{}", after.text);
+    assert!(
+        after.text.contains("keygate_proxy_requests_total{provider=\"openai\",source=\"user\",status=\"200\"} 21"),
+        "{}",
+        after.text
+    );
+    assert!(after.text.contains("keygate_overhead_seconds_count 21"));
+    assert!(after.text.contains("keygate_upstream_latency_seconds_bucket{provider=\"openai\",le=\"+Inf\"} 21"));
+    assert!(after.text.contains("keygate_cache_requests_total{cache=\"principals\",result=\"hit\"}"));
+    assert!(!after.text.contains("CANARY") && !after.text.contains("kg_"), "no secret in metrics");
+}
