@@ -82,7 +82,7 @@ impl Upstreams {
         let build = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
-                .read_timeout(Duration::from_secs(300))
+                .read_timeout(services.options.upstream_timeout)
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(256)
                 .tcp_nodelay(true)

@@ -20,11 +20,13 @@ pub const POLICY_SETTINGS_KEY: &str = "policy";
 pub struct Options {
     /// How long a validation probe may take before the key counts as unverified.
     pub probe_timeout: Duration,
+    /// How long a proxied call may wait for the provider between two reads.
+    pub upstream_timeout: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { probe_timeout: Duration::from_secs(5) }
+        Self { probe_timeout: Duration::from_secs(5), upstream_timeout: Duration::from_secs(300) }
     }
 }
 

@@ -142,7 +142,7 @@ async fn services(
     }
     let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier::new(hs256.as_ref(), jwks));
     let vault = Arc::new(KeyVault::new(store.clone(), keks));
-    let options = Options { probe_timeout: config.validation_timeout.value };
+    let options = Options { probe_timeout: config.validation_timeout.value, ..Options::default() };
     Services::new(store, vault, catalog, jwt, options).await.map_err(coded).context("starting the services")
 }
 

@@ -401,3 +401,47 @@ async fn metrics_count_calls_and_show_no_database_queries_in_steady_state(db: Te
     assert!(after.text.contains("keygate_cache_requests_total{cache=\"principals\",result=\"hit\"}"));
     assert!(!after.text.contains("CANARY") && !after.text.contains("kg_"), "no secret in metrics");
 }
+
+both_backends!(a_timeout_is_a_clear_504_and_a_disconnect_still_meters_what_passed);
+
+async fn a_timeout_is_a_clear_504_and_a_disconnect_still_meters_what_passed(db: TestDb) {
+    use futures_util::StreamExt;
+    let h = Harness::new(db).await;
+    let root = h.super_admin("root@example.com").await;
+    h.operator_key(&root, "anthropic", "sk-ant-api03-", true).await;
+    let user = h.user("leaver@example.com").await;
+
+    h.mock.configure(|c| {
+        c.fault = Some(Fault::Delay { ms: UPSTREAM_TIMEOUT.as_millis() as u64 * 3 });
+        c.fault_times = Some(1);
+    });
+    let body = json!({"model": "claude-sonnet-4-20250514", "max_tokens": 100, "stream": true, "messages": []});
+    let slow = h.proxy(&user.token, "anthropic", "v1/messages", body.clone(), &[]).await;
+    assert_eq!((slow.status, slow.code()), (504, "upstream_timeout"), "{}", slow.text);
+
+    // A demo call whose caller leaves after the first event: what passed is metered and
+    // the rest of the reservation goes back to the allowance.
+    h.mock.configure(|c| {
+        c.chunk_interval_ms = 100;
+        c.chunks = 20;
+    });
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/proxy/anthropic/v1/messages")
+        .header("x-api-key", user.token.as_str())
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(keygate_server::router(h.state.clone()), request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.into_body().into_data_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("message_start"));
+    drop(stream);
+    h.flush().await;
+    let events = h.services().store.usage_events(&Default::default()).await.unwrap();
+    let left = events.iter().find(|e| e.status == 200).expect("the abandoned call is metered");
+    assert_eq!((left.input_tokens, left.output_tokens, left.key_source.as_str()), (11, 1, "operator_demo"));
+    let quota = h.get("/api/v1/quota", &user.token).await;
+    assert_eq!(quota.json["demo"]["tokens_remaining_today"], 10_000 - 12, "settled to what passed: {}", quota.text);
+}

@@ -25,6 +25,7 @@ pub const OPENAI_KEY: &str = "sk-proj-VALIDopenai0000000000000001";
 pub const ANTHROPIC_KEY: &str = "sk-ant-api03-VALIDanthropic000000001";
 pub const SH_CLIENT: (&str, &str) = ("sh-client-id", "sh-client-SECRET-000001");
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(700);
 
 /// Every log line of the test binary, at TRACE, through keygate's redacting writer.
 pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -98,8 +99,15 @@ impl Harness {
         let jwks = serde_json::from_str(include_str!("fixtures/test-jwks.json")).unwrap();
         let jwt = JwtVerifier::new(Some(&SecretText::new(JWT_SECRET.into())), Some(JwksSource::Static(jwks)));
         let vault = Arc::new(KeyVault::new(store.clone(), keks));
-        let services =
-            Services::new(store, vault, catalog, Some(jwt), Options { probe_timeout: PROBE_TIMEOUT }).await.unwrap();
+        let services = Services::new(
+            store,
+            vault,
+            catalog,
+            Some(jwt),
+            Options { probe_timeout: PROBE_TIMEOUT, upstream_timeout: UPSTREAM_TIMEOUT },
+        )
+        .await
+        .unwrap();
         Self { state: AppState::new(Arc::new(services)), mock, canaries: Mutex::new(Vec::new()), _db: db }
     }
 
