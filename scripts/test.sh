@@ -23,9 +23,21 @@ set +e
 cargo test --workspace --all-targets --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+echo "==> official SDKs through keygate (scripts/sdk-test.sh)"
+set +e
+bash scripts/sdk-test.sh 2>&1 | tee -a "$log"
+sdk_status=${PIPESTATUS[0]}
+set -e
+[ "$status" -ne 0 ] || status=$sdk_status
+
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-skipped=$(grep -c 'SKIPPED (PostgreSQL test)' "$log" || true)
+sdk_passed=$(grep -Eo '^sdk: [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
+sdk_failed=$(grep -Eo '^sdk: [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
+passed=$((passed + sdk_passed))
+failed=$((failed + sdk_failed))
+skipped=$(grep -c 'SKIPPED (' "$log" || true)
 echo
 echo "tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
 exit "$status"

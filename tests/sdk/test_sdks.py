@@ -1,0 +1,123 @@
+"""The official OpenAI and Anthropic Python SDKs, pointed at keygate by base_url and
+api_key only, against keygate-mock. Run by scripts/sdk-test.sh, which starts both."""
+
+import json
+import os
+import sys
+import urllib.request
+
+from anthropic import Anthropic
+from openai import OpenAI
+
+KEYGATE = os.environ["KEYGATE_URL"]
+MOCK = os.environ["MOCK_URL"]
+TOKEN = os.environ["KEYGATE_TOKEN"]
+OPENAI_KEY = os.environ["OPENAI_KEY"]
+ANTHROPIC_KEY = os.environ["ANTHROPIC_KEY"]
+
+results = {"passed": 0, "failed": 0}
+
+
+def check(name, fn):
+    try:
+        fn()
+        results["passed"] += 1
+        print(f"ok   {name}")
+    except Exception as e:  # noqa: BLE001 - report every failure and go on
+        results["failed"] += 1
+        print(f"FAIL {name}: {e!r}")
+
+
+def get_json(url, token=None):
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+def mock_requests():
+    return get_json(f"{MOCK}/__mock/requests")
+
+
+openai = OpenAI(base_url=f"{KEYGATE}/proxy/openai/v1", api_key=TOKEN, max_retries=0)
+claude = Anthropic(base_url=f"{KEYGATE}/proxy/anthropic", api_key=TOKEN, max_retries=0)
+
+
+def openai_plain():
+    reply = openai.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "Hello from keygate-mock!", reply
+    assert reply.usage.prompt_tokens == 11
+
+
+def openai_stream():
+    text = "".join(
+        chunk.choices[0].delta.content or ""
+        for chunk in openai.chat.completions.create(
+            model="gpt-4o", stream=True, messages=[{"role": "user", "content": "hi"}]
+        )
+        if chunk.choices
+    )
+    assert text == "Hello from keygate-mock!", text
+
+
+def openai_models():
+    ids = [m.id for m in openai.models.list()]
+    assert "gpt-4o" in ids, ids
+
+
+def anthropic_plain():
+    reply = claude.messages.create(model="claude-sonnet-4-20250514", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert reply.content[0].text == "Hello from keygate-mock!", reply
+    assert reply.usage.output_tokens == 7
+
+
+def anthropic_stream():
+    with claude.messages.stream(model="claude-sonnet-4-20250514", max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Hello from keygate-mock!", text
+    assert final.usage.input_tokens == 11 and final.usage.output_tokens == 7, final.usage
+
+
+def provider_saw_the_users_keys_never_the_token():
+    seen = mock_requests()
+    assert seen, "the mock saw no request"
+    for request in seen:
+        blob = json.dumps(request)
+        assert TOKEN not in blob, "the keygate token reached the provider"
+        assert request["credential"] in (OPENAI_KEY, ANTHROPIC_KEY), request["credential"]
+    assert any(r["credential_via"] == "x-api-key" for r in seen)
+    assert any(r["credential_via"] == "authorization" for r in seen)
+
+
+def usage_is_recorded():
+    import time
+
+    deadline = time.time() + 10
+    while True:
+        report = get_json(f"{KEYGATE}/api/v1/usage?group_by=provider", TOKEN)
+        rows = {row["key"]: row for row in report["rows"]}
+        if rows.get("openai", {}).get("requests", 0) >= 3 and rows.get("anthropic", {}).get("requests", 0) >= 2:
+            break
+        assert time.time() < deadline, report
+        time.sleep(0.2)
+    # Every chat call reports 11 in / 7 out; the models list reports none.
+    assert rows["openai"]["input_tokens"] == 22 and rows["openai"]["output_tokens"] == 14, rows["openai"]
+    assert rows["anthropic"]["input_tokens"] == 22 and rows["anthropic"]["output_tokens"] == 14, rows["anthropic"]
+    assert rows["openai"]["cost_usd"] > 0
+
+
+for name, fn in [
+    ("openai chat", openai_plain),
+    ("openai chat, streamed", openai_stream),
+    ("openai models", openai_models),
+    ("anthropic messages", anthropic_plain),
+    ("anthropic messages, streamed", anthropic_stream),
+    ("the provider saw the user's keys, never the keygate token", provider_saw_the_users_keys_never_the_token),
+    ("usage recorded with tokens and cost", usage_is_recorded),
+]:
+    check(name, fn)
+
+print(f"sdk: {results['passed']} passed, {results['failed']} failed")
+sys.exit(1 if results["failed"] else 0)
