@@ -41,6 +41,7 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        document_proxy(openapi);
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -52,6 +53,42 @@ impl Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// `ANY /proxy/{provider}/{*path}` is routed outside utoipa-axum (its wildcard has no
+/// OpenAPI form), so it is described here by hand.
+fn document_proxy(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{Required, ResponseBuilder};
+    let parameter = |name: &str, description: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(description))
+            .build()
+    };
+    let operation = OperationBuilder::new()
+        .tag("gateway")
+        .summary(Some("Native passthrough to a provider"))
+        .description(Some(
+            "Authenticate with a keygate token as `Authorization: Bearer` or `x-api-key` (point an SDK's base_url here and \
+             give it the token as its API key). keygate resolves the credential, injects it, forwards method, path, query and \
+             body, and streams the answer back. Optional header `x-keygate-policy: customer-only | operator-only`. Answers carry \
+             `x-keygate-key-source` and `x-keygate-credential-id`.",
+        ))
+        .parameter(parameter("provider", "A provider id, e.g. openai"))
+        .parameter(parameter("path", "The provider's own path, e.g. v1/chat/completions"))
+        .security(utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new()))
+        .response("200", ResponseBuilder::new().description("The provider's answer, streamed as it arrives").build())
+        .response("401", ResponseBuilder::new().description("unauthenticated (problem+json)").build())
+        .response("403", ResponseBuilder::new().description("no_credential, byok_not_in_plan, workspace_inactive").build())
+        .response("429", ResponseBuilder::new().description("quota_exhausted, rate_limited (with Retry-After)").build())
+        .response("502", ResponseBuilder::new().description("upstream_unreachable").build())
+        .response("504", ResponseBuilder::new().description("upstream_timeout").build())
+        .build();
+    let methods = vec![HttpMethod::Get, HttpMethod::Post, HttpMethod::Put, HttpMethod::Patch, HttpMethod::Delete];
+    openapi.paths.add_path_operation("/proxy/{provider}/{path}", methods, operation);
 }
 
 /// The documented routes, and the OpenAPI document describing exactly them.

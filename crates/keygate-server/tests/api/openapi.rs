@@ -41,6 +41,11 @@ async fn the_openapi_document_describes_exactly_the_served_routes() {
         ("get", "/api/v1/admin/settings"),
         ("put", "/api/v1/admin/settings"),
         ("get", "/api/v1/admin/audit"),
+        ("post", "/api/v1/resolve"),
+        ("get", "/api/v1/quota"),
+        ("get", "/api/v1/usage"),
+        ("get", "/proxy/{provider}/{path}"),
+        ("post", "/proxy/{provider}/{path}"),
     ];
     for (method, path) in expected {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} is not documented");
@@ -49,7 +54,8 @@ async fn the_openapi_document_describes_exactly_the_served_routes() {
     let id = uuid::Uuid::nil();
     for (path, operations) in paths {
         for method in operations.as_object().unwrap().keys() {
-            let uri = path.replace("{id}", &id.to_string());
+            let uri =
+                path.replace("{id}", &id.to_string()).replace("{provider}", "openai").replace("{path}", "v1/models");
             let request =
                 Request::builder().method(method.to_uppercase().as_str()).uri(&uri).body(Body::empty()).unwrap();
             let reply = h.send(request).await;

@@ -445,3 +445,51 @@ async fn a_timeout_is_a_clear_504_and_a_disconnect_still_meters_what_passed(db: 
     let quota = h.get("/api/v1/quota", &user.token).await;
     assert_eq!(quota.json["demo"]["tokens_remaining_today"], 10_000 - 12, "settled to what passed: {}", quota.text);
 }
+
+both_backends!(query_keys_and_oauth2_tokens_are_injected);
+
+async fn query_keys_and_oauth2_tokens_are_injected(db: TestDb) {
+    let h = Harness::new(db).await;
+    let user = h.user("maps@example.com").await;
+    let mapbox = h.valid_key("pk.eyJ");
+    h.add_key(&user, json!({"provider": "mapbox", "secret": mapbox})).await;
+    h.canary(SH_CLIENT.1);
+    h.add_key(
+        &user,
+        json!({"provider": "sentinel_hub", "secret": {"client_id": SH_CLIENT.0, "client_secret": SH_CLIENT.1}}),
+    )
+    .await;
+    h.mock.clear_requests();
+
+    let get = |path: &str| {
+        Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("authorization", format!("Bearer {}", user.token))
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The caller's own access_token parameter (here: their keygate token) is replaced.
+    let tiles =
+        h.send(get(&format!("/proxy/mapbox/geocoding/v5/places/paris.json?limit=1&access_token={}", user.token))).await;
+    assert_eq!(tiles.status, 200, "{}", tiles.text);
+    let seen = h.mock.requests().pop().unwrap();
+    assert_eq!(
+        (seen.credential.as_deref(), seen.credential_via.as_deref()),
+        (Some(mapbox.as_str()), Some("query:access_token"))
+    );
+    assert!(seen.query.as_deref().unwrap().starts_with("limit=1&access_token="), "{:?}", seen.query);
+    assert!(!seen.query.as_deref().unwrap().contains("kg_"));
+
+    h.mock.clear_requests();
+    for _ in 0..3 {
+        let reply = h.send(get("/proxy/sentinel_hub/api/v1/catalog/collections")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let seen = h.mock.requests();
+    let exchanges = seen.iter().filter(|r| r.path.ends_with("/openid-connect/token")).count();
+    assert_eq!(exchanges, 1, "the access token is cached until it expires");
+    let calls: Vec<_> = seen.iter().filter(|r| r.path == "/api/v1/catalog/collections").collect();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|r| r.credential.as_deref().is_some_and(|c| c.starts_with("mock-access-"))));
+}
