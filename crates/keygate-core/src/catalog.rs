@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const BUILTIN: &str = include_str!("../providers.toml");
 
@@ -222,10 +223,11 @@ pub enum CatalogError {
     BadBaseUrl { id: String, url: String },
 }
 
-/// Every provider keygate knows, in catalog order.
+/// Every provider keygate knows, in catalog order. Providers are shared (`Arc`), so a
+/// call can hold its provider without copying it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
-    providers: Vec<Provider>,
+    providers: Vec<Arc<Provider>>,
 }
 
 impl Catalog {
@@ -248,31 +250,35 @@ impl Catalog {
             return Err(CatalogError::Duplicate(provider.id));
         }
         check_base_url(&provider.id, &provider.base_url)?;
-        self.providers.push(provider);
+        self.providers.push(Arc::new(provider));
         Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Option<&Provider> {
+    pub fn get(&self, id: &str) -> Option<&Arc<Provider>> {
         self.providers.iter().find(|p| p.id == id)
     }
 
-    pub fn all(&self) -> &[Provider] {
+    pub fn all(&self) -> &[Arc<Provider>] {
         &self.providers
+    }
+
+    fn get_mut(&mut self, id: &str) -> Result<&mut Provider, CatalogError> {
+        let provider =
+            self.providers.iter_mut().find(|p| p.id == id).ok_or_else(|| CatalogError::Unknown(id.into()))?;
+        Ok(Arc::make_mut(provider))
     }
 
     /// Points a provider at another origin (a proxy, a regional endpoint, the mock).
     pub fn set_base_url(&mut self, id: &str, url: &str) -> Result<(), CatalogError> {
         check_base_url(id, url)?;
-        let provider =
-            self.providers.iter_mut().find(|p| p.id == id).ok_or_else(|| CatalogError::Unknown(id.into()))?;
+        let provider = self.get_mut(id)?;
         provider.base_url = url.trim_end_matches('/').to_owned();
         Ok(())
     }
 
     /// Sets a model's price (USD per million input / output tokens).
     pub fn set_price(&mut self, id: &str, model: &str, price: Price) -> Result<(), CatalogError> {
-        let provider =
-            self.providers.iter_mut().find(|p| p.id == id).ok_or_else(|| CatalogError::Unknown(id.into()))?;
+        let provider = self.get_mut(id)?;
         provider.prices.insert(model.to_owned(), price);
         Ok(())
     }

@@ -185,7 +185,7 @@ pub(crate) async fn proxy(
     let sent = Instant::now();
     let result = forward(&state, &call, &parts.method, &path, parts.uri.query(), &parts.headers, body, started).await;
     let metrics = &state.metrics;
-    let response = match result {
+    let (response, injected) = match result {
         Ok(r) => r,
         Err((status, code, detail)) => {
             metrics.request(&call.provider.id, call.source.as_str(), 0);
@@ -211,12 +211,14 @@ pub(crate) async fn proxy(
             services.mark_rejected(&call, status.as_u16()).await;
         }
         services.finish(&call, outcome(status.as_u16(), model, Tokens::default(), started));
-        let text = scrub(&String::from_utf8_lossy(&bytes)).into_owned();
+        let text = scrub_relayed(&String::from_utf8_lossy(&bytes), &injected);
+        drop(injected);
         let mut reply = (status, text).into_response();
         *reply.headers_mut() = headers;
         return reply;
     }
 
+    drop(injected);
     let sse = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -251,7 +253,7 @@ async fn forward(
     incoming: &HeaderMap,
     body: Bytes,
     started: Instant,
-) -> Result<reqwest::Response, (StatusCode, &'static str, String)> {
+) -> Result<(reqwest::Response, SecretText), (StatusCode, &'static str, String)> {
     let services = &state.services;
     let provider = &call.provider;
     let secret = services.vault.open_credential(&call.credential).await.map_err(|e| {
@@ -285,26 +287,31 @@ async fn forward(
         }
     }
     let bad_gateway = |detail: String| (StatusCode::BAD_GATEWAY, "upstream_unreachable", detail);
-    match &provider.inject {
+    // The value that goes on the wire: kept (zeroizing) only so a relayed error can be
+    // scrubbed of it exactly; the caller drops it as soon as the status is known.
+    let injected = match &provider.inject {
         Injection::Bearer => {
             headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", secret.expose())));
+            secret
         }
         Injection::Header { name } => {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| bad_gateway("the catalog's header name is invalid".into()))?;
             headers.insert(name, sensitive(secret.expose()));
+            secret
         }
         Injection::Query { name } => {
             pairs.retain(|(k, _)| k != name);
             pairs.push((name.clone(), percent_encode(secret.expose())));
+            secret
         }
         Injection::Oauth2 { token_path } => {
             let token = oauth_token(state, call, provider, token_path, &secret).await?;
             headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", token.expose())));
+            token
         }
         Injection::Sigv4 { .. } => return Err(bad_gateway("SigV4 is not supported yet".into())),
-    }
-    drop(secret);
+    };
     if !pairs.is_empty() {
         let query: Vec<String> =
             pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
@@ -313,7 +320,7 @@ async fn forward(
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let request = state.upstreams.client(&provider.id).request(method, url).headers(headers).body(body);
     state.metrics.overhead(started.elapsed());
-    request.send().await.map_err(|e| {
+    let response = request.send().await.map_err(|e| {
         if e.is_timeout() {
             (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{} did not answer in time", provider.name))
         } else {
@@ -323,7 +330,8 @@ async fn forward(
                 if e.is_connect() { "connection failed" } else { "the request failed" }
             ))
         }
-    })
+    })?;
+    Ok((response, injected))
 }
 
 /// An OAuth2 client-credentials access token, from the cache or a fresh exchange.
@@ -378,6 +386,19 @@ async fn oauth_token(
         );
     }
     Ok(token)
+}
+
+/// A provider's error body, without the key that was sent (as given or percent-encoded)
+/// and without anything else key-shaped.
+fn scrub_relayed(body: &str, injected: &SecretText) -> String {
+    let mut text = body.to_owned();
+    let secret = injected.expose();
+    if secret.len() >= 8 {
+        for form in [secret.to_owned(), percent_encode(secret)] {
+            text = text.replace(&form, keygate_vault::redact::REDACTED);
+        }
+    }
+    scrub(&text).into_owned()
 }
 
 fn sensitive(value: &str) -> HeaderValue {

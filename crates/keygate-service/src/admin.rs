@@ -58,8 +58,10 @@ impl Services {
             ));
         }
         let at = now();
-        self.store.set_workspace_status(id, status, at).await?;
-        if status == WorkspaceStatus::Deleted && current.status != WorkspaceStatus::Deleted {
+        // Destroy before recording the status, and every time (it is idempotent): a crash
+        // in between leaves a workspace that deleting again finishes, never a deleted
+        // workspace whose key survives.
+        if status == WorkspaceStatus::Deleted {
             self.vault.destroy_data_key(KeyOwner::Workspace(id)).await?;
             for mut credential in
                 self.store.credentials(&CredentialFilter { workspace_id: Some(id), ..Default::default() }).await?
@@ -71,6 +73,7 @@ impl Services {
                 self.store.update_credential(&credential).await?;
             }
         }
+        self.store.set_workspace_status(id, status, at).await?;
         self.changed();
         let detail = serde_json::json!({"from": current.status, "to": status}).to_string();
         self.audit_admin(principal, "workspace.status", "workspace", id.to_string(), Some(id), Some(detail)).await?;

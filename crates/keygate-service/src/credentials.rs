@@ -109,20 +109,8 @@ impl Services {
             }
         }
 
-        let outcome = validation::probe(&self.http, provider, &secret).await;
-        if outcome.validity == Validity::Invalid && self.policy().reject_invalid_keys {
-            self.audit_credential(
-                principal,
-                "credential.create",
-                None,
-                owner.workspace_id(),
-                "rejected",
-                provider,
-                Some(&outcome.detail),
-            )
-            .await?;
-            return Err(ServiceError::ProviderRejectedKey(outcome.detail));
-        }
+        let outcome =
+            self.probe_for_save(principal, "credential.create", None, owner.workspace_id(), provider, &secret).await?;
 
         let at = now();
         let mut credential = Credential::draft(owner, &provider.id, &name, at);
@@ -242,20 +230,16 @@ impl Services {
         }
         let provider = self.provider(&credential.provider)?;
         let secret = normalize(provider, &secret)?;
-        let outcome = validation::probe(&self.http, provider, &secret).await;
-        if outcome.validity == Validity::Invalid && self.policy().reject_invalid_keys {
-            self.audit_credential(
+        let outcome = self
+            .probe_for_save(
                 principal,
                 "credential.replace_secret",
                 Some(id),
                 credential.workspace_id,
-                "rejected",
                 provider,
-                Some(&outcome.detail),
+                &secret,
             )
             .await?;
-            return Err(ServiceError::ProviderRejectedKey(outcome.detail));
-        }
         let at = now();
         credential.hint = hint(provider, &secret);
         apply(&mut credential, &outcome, at);
@@ -322,7 +306,26 @@ impl Services {
             .await
     }
 
-    pub(crate) fn provider(&self, id: &str) -> ServiceResult<&Provider> {
+    /// Probes a secret about to be saved; refuses (audited) a rejected key when the policy
+    /// says so, before anything is written.
+    async fn probe_for_save(
+        &self,
+        principal: &Principal,
+        action: &str,
+        id: Option<CredentialId>,
+        ws: Option<WorkspaceId>,
+        provider: &Provider,
+        secret: &SecretText,
+    ) -> ServiceResult<Outcome> {
+        let outcome = validation::probe(&self.http, provider, secret).await;
+        if outcome.validity == Validity::Invalid && self.policy().reject_invalid_keys {
+            self.audit_credential(principal, action, id, ws, "rejected", provider, Some(&outcome.detail)).await?;
+            return Err(ServiceError::ProviderRejectedKey(outcome.detail));
+        }
+        Ok(outcome)
+    }
+
+    pub(crate) fn provider(&self, id: &str) -> ServiceResult<&std::sync::Arc<Provider>> {
         self.catalog.get(id).ok_or_else(|| ServiceError::UnknownProvider(id.to_owned()))
     }
 

@@ -19,7 +19,7 @@ use keygate_core::*;
 use keygate_store::CredentialFilter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// How long a cached answer may be trusted without a local write invalidating it: the
@@ -107,7 +107,7 @@ pub enum Admission {
 #[derive(Debug, Clone)]
 pub struct Admitted {
     pub principal: Principal,
-    pub provider: Provider,
+    pub provider: Arc<Provider>,
     pub source: KeySource,
     pub credential: Credential,
     pub admission: Admission,
@@ -159,13 +159,13 @@ impl Services {
         provider: &str,
         policy: PaymentPolicy,
     ) -> ServiceResult<Explanation> {
-        let provider = self.provider(provider)?.clone();
+        let provider = self.provider(provider)?;
         let set = self.candidates(principal, &provider.id).await?;
         let facts = self.facts(principal).await?;
         let decision = resolution::resolve(set.as_candidates(), facts, policy);
         let chosen = decision.chosen.map(|(s, c)| (s, c.clone()));
         let model = chosen.as_ref().and_then(|(_, c)| c.model.clone()).or_else(|| provider.default_model.clone());
-        Ok(Explanation { provider: provider.id, chosen, skipped: decision.skipped, model })
+        Ok(Explanation { provider: provider.id.clone(), chosen, skipped: decision.skipped, model })
     }
 
     /// Resolves the credential for a call and admits it under the limits, reserving
@@ -180,7 +180,7 @@ impl Services {
         if !principal.workspace.status.allows_use() {
             return Err(ServiceError::WorkspaceInactive { status: principal.workspace.status.to_string() });
         }
-        let provider = self.provider(provider)?.clone();
+        let provider = Arc::clone(self.provider(provider)?);
         let set = self.candidates(principal, &provider.id).await?;
         let facts = self.facts(principal).await?;
         let decision = resolution::resolve(set.as_candidates(), facts, policy);
@@ -297,7 +297,7 @@ impl Services {
         ))
     }
 
-    pub(crate) async fn candidates(&self, principal: &Principal, provider: &str) -> ServiceResult<CandidateSet> {
+    pub(crate) async fn candidates(&self, principal: &Principal, provider: &str) -> ServiceResult<Arc<CandidateSet>> {
         let key = (principal.workspace.id, principal.user.id, provider.to_owned());
         let generation = self.generation();
         if let Some(set) = self.candidate_cache.get(&key, generation) {
@@ -332,12 +332,12 @@ impl Services {
             .await?;
         self.hot_path_queries.add(3);
         let pick_own = own.iter().find(|c| c.status == CredentialStatus::Active).or_else(|| own.first()).cloned();
-        let set = CandidateSet {
+        let set = Arc::new(CandidateSet {
             own: pick_own,
             workspace: shared.into_iter().next(),
             operator_shared: operator.iter().find(|c| c.operator_shared).cloned(),
             platform: operator.into_iter().find(|c| !c.operator_shared),
-        };
+        });
         self.candidate_cache.put(key, set.clone(), generation);
         Ok(set)
     }

@@ -45,7 +45,7 @@ pub struct Services {
     policy: RwLock<Arc<Policy>>,
     pub(crate) generation: std::sync::atomic::AtomicU64,
     pub(crate) principal_cache: Cache<[u8; 32], (Principal, Option<chrono::DateTime<chrono::Utc>>)>,
-    pub(crate) candidate_cache: Cache<(keygate_core::WorkspaceId, keygate_core::UserId, String), CandidateSet>,
+    pub(crate) candidate_cache: Cache<(keygate_core::WorkspaceId, keygate_core::UserId, String), Arc<CandidateSet>>,
     pub(crate) demo_first_use: Cache<keygate_core::UserId, Option<chrono::DateTime<chrono::Utc>>>,
 }
 

@@ -6,13 +6,18 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::Json;
 use keygate_core::{CredentialScope, CredentialStatus};
+use keygate_service::auth::SCOPE_KEYS;
 use keygate_service::credentials::ListScope;
 
 /// Every provider keygate can hold keys for.
 #[utoipa::path(get, path = "/api/v1/providers", tag = "providers", security(("bearer" = [])), responses((status = 200, body = ProviderList), (status = 401, body = Problem)))]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn list(State(s): State<AppState>, Auth(p): Auth) -> Result<Json<ProviderList>, ApiError> {
-    let keys = s.services.list_credentials(&p, ListScope::Mine).await.unwrap_or_default();
+    // The catalog is for everyone; what is configured only for tokens that may see keys.
+    let keys = match p.require_scope(SCOPE_KEYS) {
+        Ok(()) => s.services.list_credentials(&p, ListScope::Mine).await?,
+        Err(_) => Vec::new(),
+    };
     let providers = s
         .services
         .catalog
