@@ -1,5 +1,6 @@
 //! `keygate-mock`: the mock provider as a standalone server for scripts, SDK tests and
-//! benchmarks. Reconfigure it at run time with `PUT /__mock/config`.
+//! benchmarks. Reconfigure it at run time with `PUT /__mock/config`; `GET /__mock/stats`
+//! counts the provider requests served.
 
 use clap::Parser;
 use keygate_mock::{router, MockConfig, OAuthClient, Shared};
@@ -23,6 +24,9 @@ struct Args {
     /// Delay between streamed chunks, in milliseconds.
     #[arg(long, default_value_t = 0)]
     chunk_interval_ms: u64,
+    /// Content chunks per streamed answer.
+    #[arg(long, default_value_t = 5)]
+    chunks: u32,
     #[arg(long, default_value_t = 11)]
     input_tokens: u64,
     #[arg(long, default_value_t = 7)]
@@ -52,6 +56,7 @@ async fn main() -> std::process::ExitCode {
         oauth_clients,
         latency_ms: args.latency_ms,
         chunk_interval_ms: args.chunk_interval_ms,
+        chunks: args.chunks,
         input_tokens: args.input_tokens,
         output_tokens: args.output_tokens,
         record: !args.no_record,

@@ -43,6 +43,8 @@ pub struct Shared {
     requests: Mutex<Vec<Recorded>>,
     tokens: Mutex<HashMap<String, Instant>>,
     counter: AtomicU64,
+    /// Provider requests served (admin endpoints not counted), recorded or not.
+    served: AtomicU64,
 }
 
 impl Shared {
@@ -131,6 +133,11 @@ impl MockProvider {
         self.shared.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// Provider requests served so far, whether recorded or not.
+    pub fn served(&self) -> u64 {
+        self.shared.served.load(Ordering::Relaxed)
+    }
+
     pub fn clear_requests(&self) {
         if let Ok(mut r) = self.shared.requests.lock() {
             r.clear();
@@ -164,6 +171,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     if let Some(admin) = path.strip_prefix("/__mock/") {
         return admin_endpoint(&shared, &parts.method, admin, &body);
     }
+    shared.served.fetch_add(1, Ordering::Relaxed);
     let config = shared.config();
     let (credential, via) = credential(&parts.headers, query.as_deref());
     if config.record {
@@ -299,6 +307,7 @@ fn admin_endpoint(shared: &Shared, method: &Method, what: &str, body: &Bytes) ->
             }
             Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         },
+        ("GET", "stats") => axum::Json(serde_json::json!({"served": shared.served.load(Ordering::Relaxed)})).into_response(),
         ("GET", "requests") => {
             axum::Json(shared.requests.lock().map(|r| r.clone()).unwrap_or_default()).into_response()
         }

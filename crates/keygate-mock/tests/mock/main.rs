@@ -198,6 +198,13 @@ async fn admin_endpoints_reconfigure_and_list_requests() {
     );
     let seen: Value = client().get(format!("{}/__mock/requests", m.url())).send().await.unwrap().json().await.unwrap();
     assert_eq!(seen.as_array().unwrap().len(), 2);
+    // The served count goes on when recording is off (benchmarks read it).
+    m.configure(|c| c.record = false);
+    let r = client().get(format!("{}/v1/models", m.url())).bearer_auth("new-key-xyz").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let stats: Value = client().get(format!("{}/__mock/stats", m.url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats["served"], 3);
+    assert_eq!(m.served(), 3);
     let bad = client().put(format!("{}/__mock/config", m.url())).json(&json!({"nope": 1})).send().await.unwrap();
     assert_eq!(bad.status(), 400);
 }

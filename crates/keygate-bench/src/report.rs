@@ -1,0 +1,248 @@
+//! The run's verdict (is the benchmark broken?) and its figures as Markdown tables.
+
+use crate::run::TargetReport;
+use crate::stats::Latency;
+use crate::Results;
+use std::fmt::Write;
+
+/// Why a target's figures cannot be trusted as a working benchmark. Errors through keygate
+/// or to the mock are breakage; LiteLLM's are findings, reported in its tables.
+pub fn broken(r: &TargetReport) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check = |what: &str, l: &Latency, target: bool| {
+        if l.errors > 0 && (r.keygate || !target) {
+            problems.push(format!("{} {what}: {} failed calls, first: {:?}", r.name, l.errors, l.first_error));
+        }
+        if l.ok == 0 && (r.keygate || !target) {
+            problems.push(format!("{} {what}: no successful call", r.name));
+        }
+    };
+    for p in &r.rates {
+        check(&format!("direct @ {}/s", p.rate), &p.direct, false);
+        check(&format!("@ {}/s", p.rate), &p.target, true);
+    }
+    if let Some(t) = &r.throughput {
+        check("direct throughput", &t.direct.latency, false);
+        check("throughput", &t.target.latency, true);
+    }
+    for s in &r.streaming {
+        check(&format!("direct {} streams", s.direct.concurrency), &s.direct.time_to_first_chunk, false);
+        check(&format!("{} streams", s.target.concurrency), &s.target.time_to_first_chunk, true);
+    }
+    if let Some(u) = &r.users {
+        check("one user", &u.one_user, true);
+        check("many users, first pass", &u.first_pass, true);
+        check("many users, second pass", &u.second_pass, true);
+    }
+    if let Some(f) = &r.flood {
+        if f.reached_mock > 0 {
+            problems.push(format!("{}: {} invalid-token calls reached the provider", r.name, f.reached_mock));
+        }
+        if r.keygate && (f.flood.other > 0 || f.flood.rejected == 0) {
+            problems.push(format!(
+                "{}: of {} invalid-token calls {} were not answered 401",
+                r.name, f.flood.sent, f.flood.other
+            ));
+        }
+    }
+    problems
+}
+
+pub fn markdown(results: &Results) -> String {
+    let mut out = String::new();
+    let m = &results.machine;
+    let s = &results.settings;
+    let _ = writeln!(out, "# keygate benchmark results\n");
+    let _ = writeln!(
+        out,
+        "{} · {} build · {} ({} cores, {:.0} GiB) · Linux {} · {}{}\n",
+        m.date,
+        m.build,
+        m.cpu,
+        m.cores,
+        m.memory_gib,
+        m.kernel,
+        match s.proxy_core {
+            Some(c) => format!("proxy pinned to CPU {c}, harness and mock to the other"),
+            None => "nothing pinned".into(),
+        },
+        if s.quick { " · QUICK MODE: figures are a smoke test, not measurements" } else { "" }
+    );
+    let u = &results.unloaded_direct;
+    let _ = writeln!(
+        out,
+        "Direct to the mock, unloaded (20 requests/s, mock answers after 50 ms): p50 {:.2} ms, p99 {:.2} ms. \
+         A point is discarded when the direct p99 exceeds {:.2} ms.\n",
+        u.p50_ms,
+        u.p99_ms,
+        2.0 * u.p99_ms
+    );
+
+    let _ = writeln!(out, "## Added latency at fixed rates (open loop, mock answers after 50 ms)\n");
+    let _ = writeln!(
+        out,
+        "| target | rate/s | direct p50 / p99 / p99.9 ms | through target p50 / p99 / p99.9 ms | added p50 / p99 / p99.9 ms | errors | CPU µs/req | |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---|---|---:|---:|---|");
+    for r in &results.targets {
+        for p in &r.rates {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.3} / {:.3} / {:.3} | {} | {:.0} | {} |",
+                r.name,
+                p.rate,
+                triple(&p.direct),
+                triple(&p.target),
+                p.target.p50_ms - p.direct.p50_ms,
+                p.target.p99_ms - p.direct.p99_ms,
+                p.target.p999_ms - p.direct.p999_ms,
+                p.target.errors,
+                p.cpu_us_per_request,
+                if p.discarded { "discarded" } else { "" }
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\n## Maximum throughput (closed loop, {} callers, mock answers at once)\n", s.concurrency);
+    let _ = writeln!(out, "| target | direct req/s | through target req/s | target / direct | target p99 ms | errors | CPU µs/req |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    for r in &results.targets {
+        if let Some(t) = &r.throughput {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {:.0} % | {:.2} | {} | {:.0} |",
+                r.name,
+                t.direct.requests_per_second,
+                t.target.requests_per_second,
+                100.0 * t.target.requests_per_second / t.direct.requests_per_second.max(1.0),
+                t.target.latency.p99_ms,
+                t.target.latency.errors,
+                t.cpu_us_per_request
+            );
+        }
+    }
+
+    let p = s.stream_pacing;
+    let _ = writeln!(
+        out,
+        "\n## Streaming ({} chunks {} ms apart after {} ms)\n",
+        p.chunks, p.chunk_interval_ms, p.latency_ms
+    );
+    let _ = writeln!(
+        out,
+        "| target | streams | first chunk p50 / p99 direct ms | first chunk p50 / p99 target ms | added p99 ms | chunk gap p99 direct / target ms | errors | peak RSS MiB | KiB per open stream |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---|---:|---|---:|---:|---:|");
+    for r in &results.targets {
+        for st in &r.streaming {
+            let (d, t) = (&st.direct.time_to_first_chunk, &st.target.time_to_first_chunk);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} | {:.2} / {:.2} | {} | {:.1} | {:.1} |",
+                r.name,
+                st.target.concurrency,
+                d.p50_ms,
+                d.p99_ms,
+                t.p50_ms,
+                t.p99_ms,
+                t.p99_ms - d.p99_ms,
+                st.direct.chunk_gap.p99_ms,
+                st.target.chunk_gap.p99_ms,
+                st.target.errors,
+                st.peak_rss_mib,
+                st.kib_per_stream
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\n## Memory, cold and warm calls, database queries\n");
+    let _ = writeln!(
+        out,
+        "| target | idle RSS MiB | peak RSS MiB | first call after start ms | warm call p50 ms | DB queries / proxied calls |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
+    for r in &results.targets {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.2} | {:.3} | {} |",
+            r.name,
+            r.idle_rss_mib,
+            r.peak_rss_mib,
+            r.cold_call_ms,
+            r.warm_call_ms,
+            r.db_queries.as_ref().map_or("n/a".into(), |q| format!("{} / {}", q.queries, q.calls))
+        );
+    }
+
+    let _ = writeln!(out, "\n## Many users with keys (mock answers at once)\n");
+    let _ = writeln!(
+        out,
+        "| target | users | provisioned in s | RSS before / after MiB | KiB per user | rate/s | one user p50 / p99 ms | first pass p50 / p99 ms | second pass p50 / p99 ms | errors |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---|---:|---:|---|---|---|---:|");
+    for r in &results.targets {
+        if let Some(u) = &r.users {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.1} | {:.1} / {:.1} | {:.1} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {} |",
+                r.name,
+                u.users,
+                u.provision_seconds,
+                u.rss_before_mib,
+                u.rss_after_mib,
+                (u.rss_after_mib - u.rss_before_mib) * 1024.0 / u.users.max(1) as f64,
+                u.rate,
+                u.one_user.p50_ms,
+                u.one_user.p99_ms,
+                u.first_pass.p50_ms,
+                u.first_pass.p99_ms,
+                u.second_pass.p50_ms,
+                u.second_pass.p99_ms,
+                u.first_pass.errors + u.second_pass.errors
+            );
+        }
+    }
+
+    let _ = writeln!(out, "\n## Invalid-token flood ({} callers)\n", s.concurrency);
+    let _ = writeln!(out, "| target | sent | answered 401 | other answers | rejections/s | reached the mock |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for r in &results.targets {
+        if let Some(f) = &r.flood {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {} |",
+                r.name, f.flood.sent, f.flood.rejected, f.flood.other, f.flood.rejections_per_second, f.reached_mock
+            );
+        }
+    }
+
+    ratios(&mut out, results);
+    out
+}
+
+/// LiteLLM against keygate (SQLite), where both were measured.
+fn ratios(out: &mut String, results: &Results) {
+    let keygate = results.targets.iter().find(|t| t.name == "keygate-sqlite");
+    let litellm = results.targets.iter().find(|t| t.name == "litellm");
+    let (Some(k), Some(l)) = (keygate, litellm) else { return };
+    let _ = writeln!(out, "\n## LiteLLM / keygate\n");
+    let _ = writeln!(out, "| measure | keygate | LiteLLM | LiteLLM / keygate |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let mut row = |what: String, kv: f64, lv: f64| {
+        let _ = writeln!(out, "| {what} | {kv:.3} | {lv:.3} | {:.1}× |", lv / kv.max(1e-3));
+    };
+    for (kp, lp) in k.rates.iter().zip(&l.rates) {
+        row(format!("added p50 ms @ {}/s", kp.rate), kp.target.p50_ms - kp.direct.p50_ms, lp.target.p50_ms - lp.direct.p50_ms);
+        row(format!("added p99 ms @ {}/s", kp.rate), kp.target.p99_ms - kp.direct.p99_ms, lp.target.p99_ms - lp.direct.p99_ms);
+    }
+    if let (Some(kt), Some(lt)) = (&k.throughput, &l.throughput) {
+        row("max req/s".into(), kt.target.requests_per_second, lt.target.requests_per_second);
+        row("CPU µs/req".into(), kt.cpu_us_per_request, lt.cpu_us_per_request);
+    }
+    row("idle RSS MiB".into(), k.idle_rss_mib, l.idle_rss_mib);
+    row("peak RSS MiB".into(), k.peak_rss_mib, l.peak_rss_mib);
+}
+
+fn triple(l: &Latency) -> String {
+    format!("{:.2} / {:.2} / {:.2}", l.p50_ms, l.p99_ms, l.p999_ms)
+}

@@ -1,0 +1,275 @@
+//! The benchmark's phases, in order, for each target; every figure is measured next to
+//! a direct-to-mock baseline taken in the same run.
+
+use crate::load::{self, Call, Flood, Streaming, Throughput};
+use crate::procs::sample_rss;
+use crate::stats::Latency;
+use crate::targets::{Mock, Pacing, Target};
+use crate::Settings;
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+const PACED: Pacing = Pacing { latency_ms: 50, chunk_interval_ms: 0, chunks: 5 };
+const INSTANT: Pacing = Pacing { latency_ms: 0, chunk_interval_ms: 0, chunks: 5 };
+
+#[derive(Debug, Serialize)]
+pub struct TargetReport {
+    pub name: String,
+    pub keygate: bool,
+    pub cold_call_ms: f64,
+    pub warm_call_ms: f64,
+    pub idle_rss_mib: f64,
+    pub rates: Vec<RatePoint>,
+    pub throughput: Option<ThroughputPoint>,
+    pub db_queries: Option<DbQueries>,
+    pub streaming: Vec<StreamPoint>,
+    pub flood: Option<FloodPoint>,
+    pub users: Option<Users>,
+    pub peak_rss_mib: f64,
+    /// What went wrong, for a target whose failures are findings rather than a broken
+    /// harness (LiteLLM's proxy).
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RatePoint {
+    pub rate: u32,
+    pub direct: Latency,
+    pub target: Latency,
+    pub cpu_us_per_request: f64,
+    /// The direct baseline's p99 was over twice its unloaded p99: the load generator or
+    /// the machine, not the target, was the bottleneck.
+    pub discarded: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThroughputPoint {
+    pub direct: Throughput,
+    pub target: Throughput,
+    pub cpu_us_per_request: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DbQueries {
+    pub calls: u64,
+    pub queries: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StreamPoint {
+    pub direct: Streaming,
+    pub target: Streaming,
+    pub peak_rss_mib: f64,
+    pub kib_per_stream: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FloodPoint {
+    pub flood: Flood,
+    pub reached_mock: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Users {
+    pub users: usize,
+    pub provision_seconds: f64,
+    pub rss_before_mib: f64,
+    pub rss_after_mib: f64,
+    pub rate: u32,
+    pub one_user: Latency,
+    pub first_pass: Latency,
+    pub second_pass: Latency,
+}
+
+/// Direct-to-mock p99 with almost no load: the yardstick for discarding points.
+pub async fn unloaded(settings: &Settings, mock: &Mock) -> anyhow::Result<Latency> {
+    mock.pace(PACED).await?;
+    let client = load::client(settings.timeout);
+    Ok(load::open_loop(&client, &[mock.direct(false)], 20, settings.point.max(Duration::from_secs(2))).await)
+}
+
+pub async fn target(
+    settings: &Settings,
+    mock: &Mock,
+    target: &mut Target,
+    unloaded: &Latency,
+) -> anyhow::Result<TargetReport> {
+    let client = load::client(settings.timeout);
+    let direct = mock.direct(false);
+    let mut report = TargetReport {
+        name: target.name.clone(),
+        keygate: target.is_keygate(),
+        cold_call_ms: 0.0,
+        warm_call_ms: 0.0,
+        idle_rss_mib: 0.0,
+        rates: Vec::new(),
+        throughput: None,
+        db_queries: None,
+        streaming: Vec::new(),
+        flood: None,
+        users: None,
+        peak_rss_mib: 0.0,
+        problems: Vec::new(),
+    };
+
+    // Cold (a fresh process: no connection, no cache) against warm calls.
+    mock.pace(INSTANT).await?;
+    if target.is_keygate() {
+        target.restart(settings.proxy_core, &settings.logs).await?;
+    }
+    let fresh = load::client(settings.timeout);
+    let call = target.call(false);
+    let t = Instant::now();
+    call.send(&fresh).await.map_err(|e| anyhow::anyhow!("{}: the first call failed: {e}", target.name))?;
+    report.cold_call_ms = ms(t.elapsed());
+    let mut warm = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        call.send(&fresh).await.map_err(|e| anyhow::anyhow!("{}: a warm call failed: {e}", target.name))?;
+        warm.push(ms(t.elapsed()));
+    }
+    warm.sort_by(f64::total_cmp);
+    report.warm_call_ms = warm[warm.len() / 2];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report.idle_rss_mib = target.proc.rss_mib();
+
+    // Added latency at fixed rates, the mock answering after 50 ms.
+    let queries_before = if target.is_keygate() { Some(target.proxy_db_queries().await?) } else { None };
+    let mut calls = 0u64;
+    mock.pace(PACED).await?;
+    for &rate in &settings.rates {
+        let d = load::open_loop(&client, std::slice::from_ref(&direct), rate, settings.point).await;
+        let cpu = target.proc.cpu();
+        let t = load::open_loop(&client, &[target.call(false)], rate, settings.point).await;
+        let cpu = target.proc.cpu() - cpu;
+        calls += t.ok as u64;
+        let discarded = d.p99_ms > 2.0 * unloaded.p99_ms;
+        crate::progress(&format!(
+            "{} @ {rate}/s: direct p50 {:.2} p99 {:.2} | target p50 {:.2} p99 {:.2} ms, {} errors{}",
+            target.name,
+            d.p50_ms,
+            d.p99_ms,
+            t.p50_ms,
+            t.p99_ms,
+            t.errors,
+            if discarded { " (discarded)" } else { "" }
+        ));
+        report.rates.push(RatePoint { rate, cpu_us_per_request: per_request(cpu, t.ok), direct: d, target: t, discarded });
+    }
+
+    // Maximum throughput, the mock answering at once.
+    mock.pace(INSTANT).await?;
+    let d = load::closed_loop(&client, &direct, settings.concurrency, settings.throughput).await;
+    let cpu = target.proc.cpu();
+    let t = load::closed_loop(&client, &target.call(false), settings.concurrency, settings.throughput).await;
+    let cpu = target.proc.cpu() - cpu;
+    calls += t.latency.ok as u64;
+    crate::progress(&format!(
+        "{} throughput: direct {:.0}/s, target {:.0}/s ({} errors)",
+        target.name, d.requests_per_second, t.requests_per_second, t.latency.errors
+    ));
+    report.throughput =
+        Some(ThroughputPoint { cpu_us_per_request: per_request(cpu, t.latency.ok), direct: d, target: t });
+    if let Some(before) = queries_before {
+        report.db_queries = Some(DbQueries { calls, queries: target.proxy_db_queries().await? - before });
+    }
+
+    // Streams: time to first chunk, gaps between chunks, memory per open stream.
+    let pacing = settings.stream_pacing;
+    mock.pace(pacing).await?;
+    let stream_length = Duration::from_millis(pacing.latency_ms + pacing.chunk_interval_ms * u64::from(pacing.chunks));
+    let idle = target.proc.rss_mib();
+    for &n in &settings.stream_levels {
+        let duration = settings.stream_duration.max(stream_length * 2);
+        let d = load::streams(&client, &mock.direct(true), n, duration, stream_length).await;
+        let (stop, peak) = sample_rss(target.proc.pid);
+        let t = load::streams(&client, &target.call(true), n, duration, stream_length).await;
+        let _ = stop.send(());
+        let peak = peak.await.unwrap_or(0.0);
+        crate::progress(&format!(
+            "{} {n} streams: first chunk p99 direct {:.2} target {:.2} ms; gap p99 direct {:.2} target {:.2} ms; {} errors",
+            target.name,
+            d.time_to_first_chunk.p99_ms,
+            t.time_to_first_chunk.p99_ms,
+            d.chunk_gap.p99_ms,
+            t.chunk_gap.p99_ms,
+            t.errors
+        ));
+        let kib_per_stream = ((peak - idle) * 1024.0 / n as f64).max(0.0);
+        report.streaming.push(StreamPoint { direct: d, target: t, peak_rss_mib: peak, kib_per_stream });
+    }
+
+    // A flood of made-up tokens: all refused, none reaching the provider.
+    mock.pace(INSTANT).await?;
+    let before = mock.served().await?;
+    let flood = load::flood(&client, &target.call(false), settings.concurrency, settings.flood).await;
+    let reached_mock = mock.served().await? - before;
+    crate::progress(&format!(
+        "{} flood: {:.0} rejections/s, {} other answers, {reached_mock} reached the mock",
+        target.name, flood.rejections_per_second, flood.other
+    ));
+    report.flood = Some(FloodPoint { flood, reached_mock });
+
+    if target.is_keygate() {
+        report.users = Some(users(settings, mock, target).await?);
+    }
+    report.peak_rss_mib = target.proc.peak_rss_mib();
+    Ok(report)
+}
+
+/// Many users with keys: memory, and the cost of resolving a caller keygate has not seen
+/// (first pass) against one it has (second pass).
+async fn users(settings: &Settings, mock: &Mock, target: &Target) -> anyhow::Result<Users> {
+    mock.pace(INSTANT).await?;
+    let http = load::client(settings.timeout);
+    let rss_before_mib = target.proc.rss_mib();
+    let started = Instant::now();
+    let names: Vec<String> = (0..settings.users).map(|i| format!("bench-many-{i}")).collect();
+    let tokens: Vec<anyhow::Result<String>> = futures_util::stream::iter(names.iter())
+        .map(|name| target.provision_user(&http, name))
+        .buffered(8)
+        .collect()
+        .await;
+    let tokens = tokens.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let provision_seconds = started.elapsed().as_secs_f64();
+    crate::progress(&format!("{}: {} users provisioned in {provision_seconds:.1} s", target.name, tokens.len()));
+    let calls: Vec<Call> = tokens.iter().map(|t| target.call_as(t, false)).collect();
+    let rate = settings.users_rate;
+    let pass = Duration::from_secs_f64(calls.len() as f64 / f64::from(rate));
+    let one_user = load::open_loop(&http, &[target.call(false)], rate, settings.point).await;
+    let first_pass = load::open_loop(&http, &calls, rate, pass).await;
+    let second_pass = load::open_loop(&http, &calls, rate, pass).await;
+    crate::progress(&format!(
+        "{}: one user p50 {:.2} ms; {} users first pass p50 {:.2} p99 {:.2}, second pass p50 {:.2} p99 {:.2} ms",
+        target.name,
+        one_user.p50_ms,
+        calls.len(),
+        first_pass.p50_ms,
+        first_pass.p99_ms,
+        second_pass.p50_ms,
+        second_pass.p99_ms
+    ));
+    Ok(Users {
+        users: tokens.len(),
+        provision_seconds,
+        rss_before_mib,
+        rss_after_mib: target.proc.rss_mib(),
+        rate,
+        one_user,
+        first_pass,
+        second_pass,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn per_request(cpu: Duration, requests: usize) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        cpu.as_secs_f64() * 1e6 / requests as f64
+    }
+}
