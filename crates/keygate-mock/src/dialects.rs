@@ -113,7 +113,7 @@ pub(crate) fn answer(
         ("POST", "/v1/chat/completions" | "/api/v1/chat/completions", _) => {
             if stream {
                 let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
-                sse(config, fault, openai_chunks(config, id, &model, include_usage), "text/event-stream")
+                sse(config, fault, openai_chunks(config, id, &model, include_usage), 0, "text/event-stream")
             } else {
                 axum::Json(json!({
                     "id": format!("chatcmpl-mock-{id}"), "object": "chat.completion", "created": unix_now(), "model": model,
@@ -132,7 +132,7 @@ pub(crate) fn answer(
         .into_response(),
         ("POST", "/v1/messages", _) => {
             if stream {
-                sse(config, fault, anthropic_events(config, id, &model), "text/event-stream")
+                sse(config, fault, anthropic_events(config, id, &model), ANTHROPIC_PREAMBLE, "text/event-stream")
             } else {
                 axum::Json(json!({
                     "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model,
@@ -185,6 +185,9 @@ fn openai_chunks(config: &MockConfig, id: u64, model: &str, include_usage: bool)
     events
 }
 
+/// Events an Anthropic stream sends before its first content delta.
+const ANTHROPIC_PREAMBLE: usize = 3;
+
 fn anthropic_events(config: &MockConfig, id: u64, model: &str) -> Vec<String> {
     let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
     let mut events = vec![
@@ -214,7 +217,17 @@ fn anthropic_events(config: &MockConfig, id: u64, model: &str) -> Vec<String> {
 }
 
 /// Streams `events` with the configured pacing, applying a stream fault if one is set.
-fn sse(config: &MockConfig, fault: Option<Fault>, mut events: Vec<String>, content_type: &'static str) -> Response {
+/// Like a real model, only the content is paced: `chunk_interval_ms` passes between the
+/// `config.chunks` content events starting at `first_content`; what comes before and
+/// after them (preamble, finish, usage, `[DONE]`) follows at once.
+fn sse(
+    config: &MockConfig,
+    fault: Option<Fault>,
+    mut events: Vec<String>,
+    first_content: usize,
+    content_type: &'static str,
+) -> Response {
+    let paced = first_content + 1..first_content + config.chunks.max(1) as usize;
     if fault == Some(Fault::MalformedSse) {
         let at = events.len() / 2;
         events.insert(at, "data: {\"this is\": not json\n\n".to_owned());
@@ -233,7 +246,7 @@ fn sse(config: &MockConfig, fault: Option<Fault>, mut events: Vec<String>, conte
                     .await;
                 return;
             }
-            if i > 0 && !interval.is_zero() {
+            if paced.contains(&i) && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
             }
             if tx.send(Ok(Bytes::from(event))).await.is_err() {

@@ -7,6 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use axum::Router;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -103,11 +104,16 @@ impl MockProvider {
         let app = router(shared.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
+            let _ = axum::serve(
+                listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                }),
+                app,
+            )
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
         });
         Ok(Self { addr, shared, stop: Some(stop) })
     }
@@ -307,7 +313,9 @@ fn admin_endpoint(shared: &Shared, method: &Method, what: &str, body: &Bytes) ->
             }
             Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         },
-        ("GET", "stats") => axum::Json(serde_json::json!({"served": shared.served.load(Ordering::Relaxed)})).into_response(),
+        ("GET", "stats") => {
+            axum::Json(serde_json::json!({"served": shared.served.load(Ordering::Relaxed)})).into_response()
+        }
         ("GET", "requests") => {
             axum::Json(shared.requests.lock().map(|r| r.clone()).unwrap_or_default()).into_response()
         }
