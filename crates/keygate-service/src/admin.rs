@@ -74,7 +74,7 @@ impl Services {
             }
         }
         self.store.set_workspace_status(id, status, at).await?;
-        self.changed();
+        self.changed().await;
         let detail = serde_json::json!({"from": current.status, "to": status}).to_string();
         self.audit_admin(principal, "workspace.status", "workspace", id.to_string(), Some(id), Some(detail)).await?;
         Ok(self.store.workspace(id).await?)
@@ -92,7 +92,7 @@ impl Services {
         self.store.user(user).await?;
         let membership = Membership { workspace_id: ws, user_id: user, role, created_at: now() };
         self.store.upsert_membership(&membership).await?;
-        self.changed();
+        self.changed().await;
         let detail = serde_json::json!({"user": user, "role": role}).to_string();
         self.audit_admin(principal, "workspace.member", "workspace", ws.to_string(), Some(ws), Some(detail)).await?;
         Ok(membership)
@@ -137,7 +137,7 @@ impl Services {
         }
         user.updated_at = now();
         self.store.update_user(&user).await?;
-        self.changed();
+        self.changed().await;
         let detail = serde_json::json!({"tier": user.tier, "super_admin": user.super_admin}).to_string();
         self.audit_admin(principal, "user.update", "user", id.to_string(), None, Some(detail)).await?;
         Ok(user)

@@ -179,7 +179,7 @@ impl Services {
     /// Revokes one of the caller's own tokens (404 for anyone else's).
     pub async fn revoke_token(&self, principal: &Principal, id: TokenId) -> ServiceResult<()> {
         self.store.revoke_token(id, principal.user.id, now()).await?;
-        self.changed();
+        self.changed().await;
         audit::record(
             &*self.store,
             &principal.actor(),
@@ -250,7 +250,7 @@ impl Services {
         }
         let user = self.store.user(token.user_id).await?;
         let (workspace, role) = self.acting_workspace(&user, token.workspace_id).await?;
-        self.store.touch_token(token.id, at).await?;
+        self.usage.token_used(token.id, at);
         let expires = token.expires_at;
         Ok((
             Principal { user, workspace, role, via: Via::Token { id: token.id, scopes: token.scopes }, source_addr },
@@ -294,7 +294,7 @@ impl Services {
             user.tier = tier;
             user.updated_at = now();
             self.store.update_user(&user).await?;
-            self.changed();
+            self.changed().await;
         }
         let (workspace, role) = match &claims.workspace {
             Some(host_ws) => self.join_host_workspace(&user, host_ws, role_claim).await?,
@@ -410,7 +410,7 @@ impl Services {
                 let role = claimed.unwrap_or(Role::Member);
                 let m = Membership { workspace_id: workspace.id, user_id: user.id, role, created_at: now() };
                 self.store.upsert_membership(&m).await?;
-                self.changed();
+                self.changed().await;
                 role
             }
         };

@@ -125,7 +125,7 @@ impl Services {
             Some(old) => self.store.replace_credential(old.id, &credential).await?,
             None => self.store.insert_credential(&credential).await?,
         }
-        self.changed();
+        self.changed().await;
         let action = if existing.is_some() { "credential.replace" } else { "credential.create" };
         let detail =
             existing.as_ref().map(|old| format!("replaces {}; {}", old.id, outcome.detail)).unwrap_or(outcome.detail);
@@ -210,7 +210,7 @@ impl Services {
             )),
             other => other.into(),
         })?;
-        self.changed();
+        self.changed().await;
         self.audit_credential(principal, "credential.update", Some(id), credential.workspace_id, "ok", provider, None)
             .await?;
         Ok(credential)
@@ -248,7 +248,7 @@ impl Services {
         credential.sealed = sealed;
         credential.data_key_id = dek;
         self.store.update_credential(&credential).await?;
-        self.changed();
+        self.changed().await;
         self.audit_credential(
             principal,
             "credential.replace_secret",
@@ -282,7 +282,7 @@ impl Services {
         };
         apply(&mut credential, &outcome, now());
         self.store.update_credential(&credential).await?;
-        self.changed();
+        self.changed().await;
         self.audit_credential(
             principal,
             "credential.test",
@@ -300,7 +300,7 @@ impl Services {
         principal.require_scope(SCOPE_KEYS)?;
         let credential = self.load(principal, id, Access::Manage).await?;
         self.store.delete_credential(id).await?;
-        self.changed();
+        self.changed().await;
         let provider = self.provider(&credential.provider)?;
         self.audit_credential(principal, "credential.delete", Some(id), credential.workspace_id, "ok", provider, None)
             .await

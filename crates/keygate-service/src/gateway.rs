@@ -5,8 +5,10 @@
 //! Caches hold what the store says (principals, candidate credentials, demo first-use
 //! dates) tagged with a generation number; every write through [`Services`] that could
 //! change an answer bumps the generation, so a revoked token, a deleted key or a paused
-//! workspace takes effect on the very next call. A short TTL bounds staleness between
-//! replicas.
+//! workspace takes effect on the very next call. The same write moves the store's change
+//! epoch; every process polls it ([`Services::watch_changes`], once a second) and bumps
+//! its own generation when it moved, which bounds staleness between replicas to one poll.
+//! A long TTL is only a safety net (a write whose epoch bump failed).
 
 use crate::auth::Principal;
 use crate::limits::{Refusal, RequestAdmission, TokenReservation};
@@ -22,9 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// How long a cached answer may be trusted without a local write invalidating it: the
-/// bound on staleness between replicas.
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long a cached answer may be trusted at most, even if no change was seen.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How often each process looks at the store's change epoch.
+pub const CHANGE_POLL: Duration = Duration::from_secs(1);
 const MAX_ENTRIES: usize = 100_000;
 
 /// A generation-tagged cache.
@@ -135,9 +138,38 @@ pub struct CallOutcome {
 use keygate_core::usage;
 
 impl Services {
-    /// Something that may change an answer was written.
-    pub(crate) fn changed(&self) {
+    /// Something that may change an answer was written: this process's caches are dropped
+    /// at once, other processes' at their next poll of the change epoch.
+    pub(crate) async fn changed(&self) {
         self.generation.fetch_add(1, Ordering::Release);
+        if let Err(e) = self.store.bump_change_epoch().await {
+            tracing::warn!(error = %e, "could not move the change epoch: other replicas may serve cached answers for up to {} s", CACHE_TTL.as_secs());
+        }
+    }
+
+    /// Drops this process's caches if another process changed something since the last
+    /// look; answers whether it did. One store query, never on a call's path.
+    pub async fn poll_changes(&self) -> ServiceResult<bool> {
+        let epoch = self.store.change_epoch().await?;
+        let seen = self.epoch_seen.swap(epoch, Ordering::AcqRel);
+        if seen != epoch {
+            self.generation.fetch_add(1, Ordering::Release);
+        }
+        Ok(seen != epoch)
+    }
+
+    /// Polls the change epoch every `every` until the returned task is aborted.
+    pub fn watch_changes(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let services = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(services) = services.upgrade() else { return };
+                if let Err(e) = services.poll_changes().await {
+                    tracing::warn!(error = %e, "could not read the change epoch");
+                }
+            }
+        })
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -267,7 +299,7 @@ impl Services {
         if let Err(e) = self.store.update_credential(&credential).await {
             tracing::warn!(error = %e, "could not mark a rejected key invalid");
         }
-        self.changed();
+        self.changed().await;
     }
 
     /// Demo tokens left today for the caller, and the days left in the allowance.

@@ -44,6 +44,8 @@ pub struct Services {
     pub hot_path_queries: HotPathQueries,
     policy: RwLock<Arc<Policy>>,
     pub(crate) generation: std::sync::atomic::AtomicU64,
+    /// The store's change epoch as last seen by [`Services::poll_changes`].
+    pub(crate) epoch_seen: std::sync::atomic::AtomicI64,
     pub(crate) principal_cache: Cache<[u8; 32], (Principal, Option<chrono::DateTime<chrono::Utc>>)>,
     pub(crate) candidate_cache: Cache<(keygate_core::WorkspaceId, keygate_core::UserId, String), Arc<CandidateSet>>,
     pub(crate) demo_first_use: Cache<keygate_core::UserId, Option<chrono::DateTime<chrono::Utc>>>,
@@ -71,6 +73,7 @@ impl Services {
             .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ServiceError::Invalid { field: "http client", problem: e.to_string() })?;
+        let epoch = store.change_epoch().await?;
         let usage = UsageRecorder::start(store.clone());
         Ok(Self {
             store,
@@ -84,6 +87,7 @@ impl Services {
             hot_path_queries: HotPathQueries::default(),
             policy: RwLock::new(Arc::new(policy)),
             generation: std::sync::atomic::AtomicU64::new(0),
+            epoch_seen: std::sync::atomic::AtomicI64::new(epoch),
             principal_cache: Cache::new(),
             candidate_cache: Cache::new(),
             demo_first_use: Cache::new(),
@@ -108,7 +112,7 @@ impl Services {
         if let Ok(mut current) = self.policy.write() {
             *current = policy.clone();
         }
-        self.changed();
+        self.changed().await;
         Ok(policy)
     }
 }

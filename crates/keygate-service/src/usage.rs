@@ -3,8 +3,10 @@
 //! [`UsageRecorder::flush`] waits until everything handed over is stored (graceful
 //! shutdown, tests).
 
-use keygate_core::UsageEvent;
+use chrono::{DateTime, Utc};
+use keygate_core::{TokenId, UsageEvent};
 use keygate_store::Store;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -14,6 +16,8 @@ const INTERVAL: Duration = Duration::from_millis(200);
 
 enum Message {
     Event(Box<UsageEvent>),
+    /// A token was used (its `last_used_at` is written with the next batch).
+    TokenUsed(TokenId, DateTime<Utc>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -33,7 +37,7 @@ impl UsageRecorder {
     pub fn start(store: Arc<dyn Store>) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         tokio::spawn(async move {
-            let mut batch: Vec<UsageEvent> = Vec::with_capacity(BATCH);
+            let mut batch = Batch::default();
             loop {
                 let message = if batch.is_empty() {
                     rx.recv().await
@@ -48,10 +52,14 @@ impl UsageRecorder {
                 };
                 match message {
                     Some(Message::Event(event)) => {
-                        batch.push(*event);
-                        if batch.len() >= BATCH {
+                        batch.events.push(*event);
+                        if batch.events.len() >= BATCH {
                             write(&*store, &mut batch).await;
                         }
+                    }
+                    Some(Message::TokenUsed(token, at)) => {
+                        let last = batch.tokens.entry(token).or_insert(at);
+                        *last = (*last).max(at);
                     }
                     Some(Message::Flush(done)) => {
                         write(&*store, &mut batch).await;
@@ -75,6 +83,12 @@ impl UsageRecorder {
     }
 
     /// Waits until every event handed over so far is stored.
+    /// Notes that `token` authenticated a request at `at`, without a write on the
+    /// request's path.
+    pub fn token_used(&self, token: TokenId, at: DateTime<Utc>) {
+        let _ = self.tx.send(Message::TokenUsed(token, at));
+    }
+
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {
@@ -83,7 +97,26 @@ impl UsageRecorder {
     }
 }
 
-async fn write(store: &dyn Store, batch: &mut Vec<UsageEvent>) {
+/// What waits to be written: usage events, and each used token's latest use.
+#[derive(Default)]
+struct Batch {
+    events: Vec<UsageEvent>,
+    tokens: HashMap<TokenId, DateTime<Utc>>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.tokens.is_empty()
+    }
+}
+
+async fn write(store: &dyn Store, batch: &mut Batch) {
+    for (token, at) in batch.tokens.drain() {
+        if let Err(e) = store.touch_token(token, at).await {
+            tracing::warn!(error = %e, "recording a token's last use failed");
+        }
+    }
+    let batch = &mut batch.events;
     if batch.is_empty() {
         return;
     }

@@ -144,10 +144,15 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn meta_get(&self, key: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Inserts unless present; returns whether it inserted.
     async fn meta_insert(&self, key: &str, value: &[u8], now: DateTime<Utc>) -> StoreResult<bool>;
-    /// Replaces `expected` with `value`; returns whether it did (compare-and-set).
+    // --- change epoch: cross-process cache invalidation ---
+    /// Moves the change epoch on; answers its new value.
+    async fn bump_change_epoch(&self) -> StoreResult<i64>;
+    async fn change_epoch(&self) -> StoreResult<i64>;
+
     /// A named settings document (JSON text).
     async fn settings_get(&self, key: &str) -> StoreResult<Option<String>>;
     async fn settings_put(&self, key: &str, value: &str, now: DateTime<Utc>) -> StoreResult<()>;
+    /// Replaces `expected` with `value`; returns whether it did (compare-and-set).
     async fn meta_replace(&self, key: &str, expected: &[u8], value: &[u8], now: DateTime<Utc>) -> StoreResult<bool>;
 
     // --- workspaces ---

@@ -6,6 +6,9 @@
 
 /// Implements [`crate::Store`] for `$store` (which has a `pool: sqlx::Pool<$db>` field
 /// and inherent `backend_kind`, `migrator` and `close_pool` items).
+/// Usage events per INSERT statement (13 parameters each: well under both backends' limits).
+pub(crate) const USAGE_ROWS_PER_INSERT: usize = 128;
+
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]
@@ -113,6 +116,21 @@ macro_rules! impl_store {
                     .await?
                     .map(TryInto::try_into)
                     .transpose()
+            }
+
+            async fn bump_change_epoch(&self) -> $crate::StoreResult<i64> {
+                let (epoch,): (i64,) =
+                    sqlx::query_as("UPDATE change_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(epoch)
+            }
+
+            async fn change_epoch(&self) -> $crate::StoreResult<i64> {
+                let (epoch,): (i64,) = sqlx::query_as("SELECT epoch FROM change_epoch WHERE id = 1")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(epoch)
             }
 
             async fn settings_get(&self, key: &str) -> $crate::StoreResult<Option<String>> {
@@ -578,44 +596,56 @@ macro_rules! impl_store {
             }
 
             async fn insert_usage_events(&self, events: &[UsageEvent]) -> $crate::StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                // Each credential's totals move once per batch, in id order (no deadlocks
+                // between concurrent writers); events go in as multi-row inserts.
+                let mut totals: std::collections::BTreeMap<uuid::Uuid, (i64, i64, i64, i64, chrono::DateTime<chrono::Utc>)> =
+                    std::collections::BTreeMap::new();
                 for e in events {
-                    sqlx::query(concat!(
-                        "INSERT INTO usage_events (",
-                        usage_columns!(),
-                        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-                    ))
-                    .bind(e.id.as_uuid())
-                    .bind(Ts(e.at))
-                    .bind(e.user_id.map(|u| u.as_uuid()))
-                    .bind(e.workspace_id.map(|w| w.as_uuid()))
-                    .bind(e.credential_id.map(|c| c.as_uuid()))
-                    .bind(&e.key_source)
-                    .bind(&e.provider)
-                    .bind(&e.model)
-                    .bind(e.input_tokens)
-                    .bind(e.output_tokens)
-                    .bind(e.cost_nano_usd)
-                    .bind(e.status)
-                    .bind(e.latency_ms)
+                    if let Some(credential) = e.credential_id {
+                        let t = totals.entry(credential.as_uuid()).or_insert((0, 0, 0, 0, e.at));
+                        t.0 += 1;
+                        t.1 += e.input_tokens;
+                        t.2 += e.output_tokens;
+                        t.3 += e.cost_nano_usd;
+                        t.4 = t.4.max(e.at);
+                    }
+                }
+                let mut tx = self.pool.begin().await?;
+                for chunk in events.chunks($crate::sql::USAGE_ROWS_PER_INSERT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(concat!("INSERT INTO usage_events (", usage_columns!(), ") "));
+                    q.push_values(chunk, |mut row, e| {
+                        row.push_bind(e.id.as_uuid())
+                            .push_bind(Ts(e.at))
+                            .push_bind(e.user_id.map(|u| u.as_uuid()))
+                            .push_bind(e.workspace_id.map(|w| w.as_uuid()))
+                            .push_bind(e.credential_id.map(|c| c.as_uuid()))
+                            .push_bind(&e.key_source)
+                            .push_bind(&e.provider)
+                            .push_bind(&e.model)
+                            .push_bind(e.input_tokens)
+                            .push_bind(e.output_tokens)
+                            .push_bind(e.cost_nano_usd)
+                            .push_bind(e.status)
+                            .push_bind(e.latency_ms);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                for (credential, (requests, input, output, cost, last)) in totals {
+                    sqlx::query(
+                        "UPDATE credentials SET usage_requests = usage_requests + $1, \
+                         usage_input_tokens = usage_input_tokens + $2, usage_output_tokens = usage_output_tokens + $3, \
+                         usage_cost_nano_usd = usage_cost_nano_usd + $4, \
+                         last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $5 THEN $5 ELSE last_used_at END \
+                         WHERE id = $6",
+                    )
+                    .bind(requests)
+                    .bind(input)
+                    .bind(output)
+                    .bind(cost)
+                    .bind(Ts(last))
+                    .bind(credential)
                     .execute(&mut *tx)
                     .await?;
-                    if let Some(credential) = e.credential_id {
-                        sqlx::query(
-                            "UPDATE credentials SET usage_requests = usage_requests + 1, \
-                             usage_input_tokens = usage_input_tokens + $1, usage_output_tokens = usage_output_tokens + $2, \
-                             usage_cost_nano_usd = usage_cost_nano_usd + $3, \
-                             last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $4 THEN $4 ELSE last_used_at END \
-                             WHERE id = $5",
-                        )
-                        .bind(e.input_tokens)
-                        .bind(e.output_tokens)
-                        .bind(e.cost_nano_usd)
-                        .bind(Ts(e.at))
-                        .bind(credential.as_uuid())
-                        .execute(&mut *tx)
-                        .await?;
-                    }
                 }
                 tx.commit().await?;
                 Ok(())

@@ -150,6 +150,8 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let (store, keks) = start(config).await?;
     let services = Arc::new(services(config, store.clone(), keks).await?);
     let app = keygate_server::router(AppState::new(services.clone()));
+    // Changes made through other replicas reach this one's caches within a poll.
+    let watch = services.watch_changes(keygate_service::gateway::CHANGE_POLL);
     let addr = config.listen.value;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -157,6 +159,7 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let bound = listener.local_addr().context("reading the bound address")?;
     tracing::info!("keygate listening on http://{bound}");
     keygate_server::serve(listener, app, shutdown_signal()).await.context("serving HTTP")?;
+    watch.abort();
     services.usage.flush().await;
     tracing::info!("shutting down: in-flight requests finished, usage written");
     store.close().await;

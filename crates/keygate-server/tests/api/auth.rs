@@ -36,6 +36,7 @@ async fn tokens_are_shown_once_hashed_and_revocable(db: TestDb) {
     assert_eq!(h.get("/api/v1/me", &token).await.json["user"]["email"], "alice@example.com");
     h.canary(&token);
 
+    h.flush().await; // last use is written in the background
     let listed = h.get("/api/v1/tokens", &alice.token).await;
     let entry = listed.json["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
     assert_eq!(entry["name"], "laptop");

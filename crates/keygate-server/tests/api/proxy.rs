@@ -17,6 +17,7 @@ both_backends!(
     concurrent_demo_calls_never_overspend_the_allowance,
     a_rate_limit_of_n_lets_exactly_n_through,
     revocation_takes_effect_on_the_very_next_call,
+    a_change_made_through_one_replica_reaches_the_others_at_their_next_poll,
     upstream_faults_come_back_clear_and_scrubbed,
     unauthenticated_calls_reach_nothing_and_write_nothing,
 );
@@ -305,6 +306,37 @@ async fn revocation_takes_effect_on_the_very_next_call(db: TestDb) {
     let token_id = tokens.json["tokens"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(h.delete(&format!("/api/v1/tokens/{token_id}"), &user.token).await.status, 204);
     assert_eq!(h.chat(&user.token).await.status, 401);
+}
+
+async fn a_change_made_through_one_replica_reaches_the_others_at_their_next_poll(db: TestDb) {
+    let h = Harness::new(db).await;
+    let replica = h.replica().await;
+    let user = h.user("replicas@example.com").await;
+    let id = h.add_key(&user, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    assert_eq!(h.chat_via(&replica, &user.token).await.status, 200);
+
+    // Disabled through the first process: the replica's cache still holds the key until
+    // it looks at the change epoch, then never again.
+    assert_eq!(h.patch(&format!("/api/v1/keys/{id}"), &user.token, json!({"status": "disabled"})).await.status, 200);
+    assert_eq!(h.chat_via(&replica, &user.token).await.status, 200, "served from the replica's cache until its poll");
+    assert!(replica.services.poll_changes().await.unwrap());
+    assert_eq!(h.chat_via(&replica, &user.token).await.code(), "no_credential");
+    assert!(!replica.services.poll_changes().await.unwrap(), "nothing changed since");
+
+    // A revoked token, likewise; the background watcher does the polling on its own.
+    let _watch = replica.services.watch_changes(std::time::Duration::from_millis(20));
+    let tokens = h.get("/api/v1/tokens", &user.token).await;
+    let token_id = tokens.json["tokens"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.delete(&format!("/api/v1/tokens/{token_id}"), &user.token).await.status, 204);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = h.chat_via(&replica, &user.token).await.status;
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 401, "the replica saw the revocation");
 }
 
 async fn upstream_faults_come_back_clear_and_scrubbed(db: TestDb) {

@@ -88,27 +88,13 @@ impl Harness {
         let mut config = MockConfig::with_keys([OPENAI_KEY, ANTHROPIC_KEY]);
         config.oauth_clients.push(OAuthClient { client_id: SH_CLIENT.0.into(), client_secret: SH_CLIENT.1.into() });
         let mock = MockProvider::start(config).await.unwrap();
-        let store = keygate_store::connect(&db.location).await.unwrap();
-        let keks: Arc<dyn KeyEncryptionKeys> = Arc::new(Keyring::from_hex("test", MASTER_KEY).unwrap());
-        boot::check(&*store, &*keks).await.unwrap();
-        let mut catalog = Catalog::builtin().unwrap();
-        let ids: Vec<String> = catalog.all().iter().map(|p| p.id.clone()).collect();
-        for id in ids {
-            catalog.set_base_url(&id, &mock.url()).unwrap();
-        }
-        let jwks = serde_json::from_str(include_str!("fixtures/test-jwks.json")).unwrap();
-        let jwt = JwtVerifier::new(Some(&SecretText::new(JWT_SECRET.into())), Some(JwksSource::Static(jwks)));
-        let vault = Arc::new(KeyVault::new(store.clone(), keks));
-        let services = Services::new(
-            store,
-            vault,
-            catalog,
-            Some(jwt),
-            Options { probe_timeout: PROBE_TIMEOUT, upstream_timeout: UPSTREAM_TIMEOUT },
-        )
-        .await
-        .unwrap();
+        let services = services_on(&db.location, &mock.url()).await;
         Self { state: AppState::new(Arc::new(services)), mock, canaries: Mutex::new(Vec::new()), _db: db }
+    }
+
+    /// Another keygate process on the same database: a second replica.
+    pub async fn replica(&self) -> AppState {
+        AppState::new(Arc::new(services_on(&self._db.location, &self.mock.url()).await))
     }
 
     pub fn services(&self) -> &Services {
@@ -198,7 +184,12 @@ impl Harness {
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        let response = keygate_server::router(self.state.clone()).oneshot(request).await.unwrap();
+        self.send_to(&self.state, request).await
+    }
+
+    /// Sends `request` to the app built on `state` (this harness's, or a replica's).
+    pub async fn send_to(&self, state: &AppState, request: Request<Body>) -> Reply {
+        let response = keygate_server::router(state.clone()).oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
@@ -255,9 +246,45 @@ impl Drop for Harness {
     }
 }
 
+/// Services over the database at `location`, every provider pointed at the mock.
+async fn services_on(location: &keygate_store::DatabaseLocation, mock_url: &str) -> Services {
+    let store = keygate_store::connect(location).await.unwrap();
+    let keks: Arc<dyn KeyEncryptionKeys> = Arc::new(Keyring::from_hex("test", MASTER_KEY).unwrap());
+    boot::check(&*store, &*keks).await.unwrap();
+    let mut catalog = Catalog::builtin().unwrap();
+    let ids: Vec<String> = catalog.all().iter().map(|p| p.id.clone()).collect();
+    for id in ids {
+        catalog.set_base_url(&id, mock_url).unwrap();
+    }
+    let jwks = serde_json::from_str(include_str!("fixtures/test-jwks.json")).unwrap();
+    let jwt = JwtVerifier::new(Some(&SecretText::new(JWT_SECRET.into())), Some(JwksSource::Static(jwks)));
+    let vault = Arc::new(KeyVault::new(store.clone(), keks));
+    Services::new(
+        store,
+        vault,
+        catalog,
+        Some(jwt),
+        Options { probe_timeout: PROBE_TIMEOUT, upstream_timeout: UPSTREAM_TIMEOUT },
+    )
+    .await
+    .unwrap()
+}
+
 impl Harness {
     /// A call through `/proxy/{provider}/{path}` with the caller's token as the SDKs send it.
     pub async fn proxy(&self, token: &str, provider: &str, path: &str, body: Value, extra: &[(&str, &str)]) -> Reply {
+        self.proxy_via(&self.state, token, provider, path, body, extra).await
+    }
+
+    pub async fn proxy_via(
+        &self,
+        state: &AppState,
+        token: &str,
+        provider: &str,
+        path: &str,
+        body: Value,
+        extra: &[(&str, &str)],
+    ) -> Reply {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(format!("/proxy/{provider}/{path}"))
@@ -270,11 +297,16 @@ impl Harness {
         for (name, value) in extra {
             request = request.header(*name, *value);
         }
-        self.send(request.body(Body::from(body.to_string())).unwrap()).await
+        self.send_to(state, request.body(Body::from(body.to_string())).unwrap()).await
     }
 
     pub async fn chat(&self, token: &str) -> Reply {
-        self.proxy(
+        self.chat_via(&self.state, token).await
+    }
+
+    pub async fn chat_via(&self, state: &AppState, token: &str) -> Reply {
+        self.proxy_via(
+            state,
             token,
             "openai",
             "v1/chat/completions",

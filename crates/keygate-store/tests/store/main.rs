@@ -319,6 +319,31 @@ async fn usage_events_add_to_credential_totals(db: TestDb) {
     assert_eq!(listed, vec![events[2].clone(), events[1].clone()]);
     let others = UsageFilter { user_id: Some(UserId::new()), ..Default::default() };
     assert!(store.usage_events(&others).await.unwrap().is_empty());
+
+    // A batch larger than one INSERT statement, over two credentials, out of time order:
+    // every event lands and each credential's totals move by exactly its share.
+    let other = f.user_credential("anthropic");
+    store.insert_credential(&other).await.unwrap();
+    let many: Vec<UsageEvent> = (0..301)
+        .map(|i| UsageEvent {
+            id: UsageEventId::new(),
+            at: t0 + Duration::seconds(10 + (i % 7)),
+            credential_id: Some(if i % 2 == 0 { c.id } else { other.id }),
+            input_tokens: 1,
+            output_tokens: 2,
+            ..events[0].clone()
+        })
+        .collect();
+    store.insert_usage_events(&many).await.unwrap();
+    let got = store.credential(c.id).await.unwrap();
+    assert_eq!(
+        got.usage,
+        UsageTotals { requests: 3 + 151, input_tokens: 33 + 151, output_tokens: 15 + 302, cost_nano_usd: 154_000 }
+    );
+    assert_eq!(got.last_used_at, Some(t0 + Duration::seconds(16)));
+    assert_eq!(store.credential(other.id).await.unwrap().usage.requests, 150);
+    let theirs = UsageFilter { credential_id: Some(other.id), ..Default::default() };
+    assert_eq!(store.usage_events(&theirs).await.unwrap().len(), 150);
 }
 
 async fn meta_compare_and_set(db: TestDb) {
@@ -337,6 +362,13 @@ async fn settings_and_host_workspaces(db: TestDb) {
     store.settings_put("policy", r#"{"a":1}"#, now()).await.unwrap();
     store.settings_put("policy", r#"{"a":2}"#, now()).await.unwrap();
     assert_eq!(store.settings_get("policy").await.unwrap().as_deref(), Some(r#"{"a":2}"#));
+
+    // The change epoch starts at 0 and every bump is seen by every connection.
+    assert_eq!(store.change_epoch().await.unwrap(), 0);
+    assert_eq!(store.bump_change_epoch().await.unwrap(), 1);
+    let other = connect(&db.location).await.unwrap();
+    assert_eq!(other.bump_change_epoch().await.unwrap(), 2);
+    assert_eq!(store.change_epoch().await.unwrap(), 2);
 
     let mut ws = workspace("host");
     ws.external_id = Some("org_42".into());
