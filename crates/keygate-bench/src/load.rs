@@ -218,8 +218,9 @@ async fn one_stream(client: &reqwest::Client, call: &Call) -> Result<(Duration, 
 pub struct Flood {
     pub sent: u64,
     pub rejected: u64,
-    /// Answers other than 401 (each one a failure of the benchmark).
+    /// Answers other than 401, by status (0: no answer at all).
     pub other: u64,
+    pub other_statuses: std::collections::BTreeMap<u16, u64>,
     pub rejections_per_second: f64,
 }
 
@@ -231,6 +232,7 @@ pub async fn flood(client: &reqwest::Client, call: &Call, concurrency: usize, du
             let (client, call) = (client.clone(), call.clone());
             tokio::spawn(async move {
                 let (mut sent, mut rejected) = (0u64, 0u64);
+                let mut other = std::collections::BTreeMap::new();
                 while Instant::now() < deadline {
                     let forged = Call {
                         bearer: format!(
@@ -241,23 +243,38 @@ pub async fn flood(client: &reqwest::Client, call: &Call, concurrency: usize, du
                         ..call.clone()
                     };
                     sent += 1;
-                    if let Ok(r) = forged.request(&client).send().await {
-                        if r.status() == reqwest::StatusCode::UNAUTHORIZED {
+                    match forged.request(&client).send().await {
+                        Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
                             rejected += 1;
+                            let _ = r.bytes().await;
                         }
-                        let _ = r.bytes().await;
+                        Ok(r) => {
+                            *other.entry(r.status().as_u16()).or_insert(0u64) += 1;
+                            let _ = r.bytes().await;
+                        }
+                        Err(_) => *other.entry(0).or_insert(0) += 1,
                     }
                 }
-                (sent, rejected)
+                (sent, rejected, other)
             })
         })
         .collect();
     let (mut sent, mut rejected) = (0, 0);
+    let mut other_statuses = std::collections::BTreeMap::new();
     for worker in workers {
-        if let Ok((s, r)) = worker.await {
+        if let Ok((s, r, o)) = worker.await {
             sent += s;
             rejected += r;
+            for (status, n) in o {
+                *other_statuses.entry(status).or_insert(0) += n;
+            }
         }
     }
-    Flood { sent, rejected, other: sent - rejected, rejections_per_second: rejected as f64 / started.elapsed().as_secs_f64() }
+    Flood {
+        sent,
+        rejected,
+        other: sent - rejected,
+        other_statuses,
+        rejections_per_second: rejected as f64 / started.elapsed().as_secs_f64(),
+    }
 }

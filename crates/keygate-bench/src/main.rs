@@ -143,7 +143,9 @@ impl Machine {
             cores: cpuinfo.lines().filter(|l| l.starts_with("processor")).count(),
             memory_gib: meminfo
                 .lines()
-                .find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()))
+                .find_map(|l| {
+                    l.strip_prefix("MemTotal:").and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                })
                 .unwrap_or(0.0)
                 / 1024.0
                 / 1024.0,
@@ -192,14 +194,21 @@ async fn bench(args: Args) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let settings = Settings::from(&args, logs.clone())?;
     let machine = Machine::read();
-    progress(&format!("{} build on {} ({} cores); results in {}", machine.build, machine.cpu, machine.cores, args.out.display()));
+    progress(&format!(
+        "{} build on {} ({} cores); results in {}",
+        machine.build,
+        machine.cpu,
+        machine.cores,
+        args.out.display()
+    ));
 
     let mock = Mock::start(&mock_bin, &logs).await?;
     let unloaded = run::unloaded(&settings, &mock).await?;
     progress(&format!("direct, unloaded: p50 {:.2} ms, p99 {:.2} ms", unloaded.p50_ms, unloaded.p99_ms));
 
     let mut reports = Vec::new();
-    let sqlite = Target::keygate("keygate-sqlite", &keygate, TestDb::sqlite(), &mock, settings.proxy_core, &logs).await?;
+    let sqlite =
+        Target::keygate("keygate-sqlite", &keygate, TestDb::sqlite(), &mock, settings.proxy_core, &logs).await?;
     reports.push(measure(&settings, &mock, sqlite, &unloaded).await?);
     if !args.no_postgres {
         match TestDb::postgres().await {

@@ -145,7 +145,10 @@ fn cpu_of(pid: u32) -> Duration {
     // utime and stime are fields 14 and 15 of stat, counted in clock ticks (100 per second
     // on Linux, whatever the kernel's HZ).
     let ticks = stat_fields(pid)
-        .map(|f| f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+        .map(|f| {
+            f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        })
         .unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
@@ -154,8 +157,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field).and_then(|v| v.split_whitespace().next()?.parse().ok()))
+            s.lines().find_map(|l| l.strip_prefix(field).and_then(|v| v.split_whitespace().next()?.parse().ok()))
         })
         .unwrap_or(0)
 }

@@ -35,7 +35,7 @@ pub fn broken(r: &TargetReport) -> Vec<String> {
         check("many users, second pass", &u.second_pass, true);
     }
     if let Some(f) = &r.flood {
-        if f.reached_mock > 0 {
+        if r.keygate && f.reached_mock > 0 {
             problems.push(format!("{}: {} invalid-token calls reached the provider", r.name, f.reached_mock));
         }
         if r.keygate && (f.flood.other > 0 || f.flood.rejected == 0) {
@@ -104,7 +104,10 @@ pub fn markdown(results: &Results) -> String {
     }
 
     let _ = writeln!(out, "\n## Maximum throughput (closed loop, {} callers, mock answers at once)\n", s.concurrency);
-    let _ = writeln!(out, "| target | direct req/s | through target req/s | target / direct | target p99 ms | errors | CPU µs/req |");
+    let _ = writeln!(
+        out,
+        "| target | direct req/s | through target req/s | target / direct | target p99 ms | errors | CPU µs/req |"
+    );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for r in &results.targets {
         if let Some(t) = &r.throughput {
@@ -204,14 +207,24 @@ pub fn markdown(results: &Results) -> String {
     }
 
     let _ = writeln!(out, "\n## Invalid-token flood ({} callers)\n", s.concurrency);
-    let _ = writeln!(out, "| target | sent | answered 401 | other answers | rejections/s | reached the mock |");
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| target | sent | answered 401 | other answers (status: count) | rejections/s | reached the mock |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---|---:|---:|");
     for r in &results.targets {
         if let Some(f) = &r.flood {
+            let others: Vec<String> = f.flood.other_statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {:.0} | {} |",
-                r.name, f.flood.sent, f.flood.rejected, f.flood.other, f.flood.rejections_per_second, f.reached_mock
+                "| {} | {} | {} | {} {} | {:.0} | {} |",
+                r.name,
+                f.flood.sent,
+                f.flood.rejected,
+                f.flood.other,
+                if others.is_empty() { String::new() } else { format!("({})", others.join(", ")) },
+                f.flood.rejections_per_second,
+                f.reached_mock
             );
         }
     }
@@ -232,8 +245,16 @@ fn ratios(out: &mut String, results: &Results) {
         let _ = writeln!(out, "| {what} | {kv:.3} | {lv:.3} | {:.1}× |", lv / kv.max(1e-3));
     };
     for (kp, lp) in k.rates.iter().zip(&l.rates) {
-        row(format!("added p50 ms @ {}/s", kp.rate), kp.target.p50_ms - kp.direct.p50_ms, lp.target.p50_ms - lp.direct.p50_ms);
-        row(format!("added p99 ms @ {}/s", kp.rate), kp.target.p99_ms - kp.direct.p99_ms, lp.target.p99_ms - lp.direct.p99_ms);
+        row(
+            format!("added p50 ms @ {}/s", kp.rate),
+            kp.target.p50_ms - kp.direct.p50_ms,
+            lp.target.p50_ms - lp.direct.p50_ms,
+        );
+        row(
+            format!("added p99 ms @ {}/s", kp.rate),
+            kp.target.p99_ms - kp.direct.p99_ms,
+            lp.target.p99_ms - lp.direct.p99_ms,
+        );
     }
     if let (Some(kt), Some(lt)) = (&k.throughput, &l.throughput) {
         row("max req/s".into(), kt.target.requests_per_second, lt.target.requests_per_second);

@@ -135,10 +135,12 @@ pub async fn target(
     report.idle_rss_mib = target.proc.rss_mib();
 
     // Added latency at fixed rates, the mock answering after 50 ms.
+    settle(target).await;
     let queries_before = if target.is_keygate() { Some(target.proxy_db_queries().await?) } else { None };
     let mut calls = 0u64;
     mock.pace(PACED).await?;
     for &rate in &settings.rates {
+        settle(target).await;
         let d = load::open_loop(&client, std::slice::from_ref(&direct), rate, settings.point).await;
         let cpu = target.proc.cpu();
         let t = load::open_loop(&client, &[target.call(false)], rate, settings.point).await;
@@ -155,10 +157,17 @@ pub async fn target(
             t.errors,
             if discarded { " (discarded)" } else { "" }
         ));
-        report.rates.push(RatePoint { rate, cpu_us_per_request: per_request(cpu, t.ok), direct: d, target: t, discarded });
+        report.rates.push(RatePoint {
+            rate,
+            cpu_us_per_request: per_request(cpu, t.ok),
+            direct: d,
+            target: t,
+            discarded,
+        });
     }
 
     // Maximum throughput, the mock answering at once.
+    settle(target).await;
     mock.pace(INSTANT).await?;
     let d = load::closed_loop(&client, &direct, settings.concurrency, settings.throughput).await;
     let cpu = target.proc.cpu();
@@ -181,6 +190,7 @@ pub async fn target(
     let stream_length = Duration::from_millis(pacing.latency_ms + pacing.chunk_interval_ms * u64::from(pacing.chunks));
     let idle = target.proc.rss_mib();
     for &n in &settings.stream_levels {
+        settle(target).await;
         let duration = settings.stream_duration.max(stream_length * 2);
         let d = load::streams(&client, &mock.direct(true), n, duration, stream_length).await;
         let (stop, peak) = sample_rss(target.proc.pid);
@@ -201,6 +211,7 @@ pub async fn target(
     }
 
     // A flood of made-up tokens: all refused, none reaching the provider.
+    settle(target).await;
     mock.pace(INSTANT).await?;
     let before = mock.served().await?;
     let flood = load::flood(&client, &target.call(false), settings.concurrency, settings.flood).await;
@@ -212,6 +223,7 @@ pub async fn target(
     report.flood = Some(FloodPoint { flood, reached_mock });
 
     if target.is_keygate() {
+        settle(target).await;
         report.users = Some(users(settings, mock, target).await?);
     }
     report.peak_rss_mib = target.proc.peak_rss_mib();
@@ -260,6 +272,25 @@ async fn users(settings: &Settings, mock: &Mock, target: &Target) -> anyhow::Res
         first_pass,
         second_pass,
     })
+}
+
+/// Waits (up to three minutes) until the target has worked off any backlog an earlier
+/// phase left it: under 5 % of a core busy over half a second. A saturated proxy keeps
+/// answering requests its callers gave up on long after they left.
+async fn settle(target: &Target) {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let before = target.proc.cpu();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let busy = target.proc.cpu() - before;
+        if busy < Duration::from_millis(25) {
+            return;
+        }
+        if Instant::now() > deadline {
+            crate::progress(&format!("{} is still busy after three minutes; going on", target.name));
+            return;
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {

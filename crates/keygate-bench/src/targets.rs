@@ -95,7 +95,11 @@ impl Mock {
 #[derive(Debug)]
 pub enum Kind {
     /// `_db` is held so its database outlives the process (dropping it deletes it).
-    Keygate { _db: TestDb, binary: PathBuf, env: Vec<(String, String)> },
+    Keygate {
+        _db: TestDb,
+        binary: PathBuf,
+        env: Vec<(String, String)>,
+    },
     LiteLlm,
 }
 
@@ -270,8 +274,7 @@ async fn start_keygate(
     let port = free_port()?;
     let mut env = env.to_vec();
     env.push(("KEYGATE_LISTEN".into(), format!("127.0.0.1:{port}")));
-    let mut proc =
-        Spawn { name, program: binary, args: vec!["serve".into()], env, core, log_dir }.start()?;
+    let mut proc = Spawn { name, program: binary, args: vec!["serve".into()], env, core, log_dir }.start()?;
     let base = format!("http://127.0.0.1:{port}");
     proc.wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await?;
     Ok((proc, base))

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# keygate's benchmark harness. See BENCHMARKS.md for what it measures and the figures.
+#
+#   bench/run.sh            full run: release build, keygate on SQLite and PostgreSQL,
+#                           LiteLLM's proxy (installed into target/bench-venv), ~25 min
+#   bench/run.sh --quick    every phase for a moment (~1 min; CI runs it): fails only
+#                           when the benchmark is broken, never because the machine is slow
+#
+# Extra arguments go to keygate-bench (`--help` lists them), e.g. --no-postgres,
+# --users 2000, --point-secs 5. The harness and keygate-mock are pinned to CPU 0 and the
+# proxy under test to CPU 1 (taskset); results land in target/bench/results.{md,json}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=false
+args=()
+for arg in "$@"; do
+    case "$arg" in
+        --quick) quick=true; args+=("$arg") ;;
+        *) args+=("$arg") ;;
+    esac
+done
+
+if [ "$(nproc)" -lt 2 ]; then
+    echo "bench: fewer than 2 CPUs: nothing pinned" >&2
+    args+=(--proxy-core none)
+    pin=()
+elif command -v taskset > /dev/null; then
+    pin=(taskset -c 0)
+else
+    echo "bench: taskset not found (util-linux): nothing pinned" >&2
+    args+=(--proxy-core none)
+    pin=()
+fi
+
+if $quick; then
+    # The test suite's debug build is enough to prove every phase works.
+    cargo build --locked -p keygate -p keygate-mock -p keygate-bench
+    bin=target/debug
+else
+    cargo build --locked --release -p keygate -p keygate-mock -p keygate-bench
+    bin=target/release
+    venv=target/bench-venv
+    if [ ! -x "$venv/bin/litellm" ]; then
+        echo "bench: installing LiteLLM's proxy into $venv (pip, once)" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check 'litellm[proxy]'
+    fi
+    args+=(--litellm-venv "$venv")
+fi
+
+# Thousands of concurrent streams need file descriptors.
+ulimit -n 65536 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
+
+exec "${pin[@]}" "$bin/keygate-bench" --out target/bench "${args[@]}"
