@@ -62,36 +62,50 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 /// `rate` requests per second for `duration`, each timed from when it was due; request
 /// `i` is `calls[i % calls.len()]`.
 pub async fn open_loop(client: &reqwest::Client, calls: &[Call], rate: u32, duration: Duration) -> Latency {
-    if calls.is_empty() {
-        return Latency::default();
+    open_loop_lanes(client, &[calls], rate, duration).await.pop().unwrap_or_default()
+}
+
+/// Several lanes in lockstep: at each tick every lane sends its next request, so the lanes
+/// see the same moments of the same machine (a direct baseline and a proxy measured in one
+/// window, not one after the other). Answers one distribution per lane.
+pub async fn open_loop_lanes(
+    client: &reqwest::Client,
+    lanes: &[&[Call]],
+    rate: u32,
+    duration: Duration,
+) -> Vec<Latency> {
+    if lanes.iter().any(|calls| calls.is_empty()) {
+        return vec![Latency::default(); lanes.len()];
     }
     let total = (f64::from(rate) * duration.as_secs_f64()).round() as u64;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let start = Instant::now() + Duration::from_millis(20);
     let in_flight = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Duration, String>>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<Duration, String>)>();
     for i in 0..total {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
-        if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
-            let _ = tx.send(Err("too many requests in flight".into()));
-            continue;
+        for (lane, calls) in lanes.iter().enumerate() {
+            if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
+                let _ = tx.send((lane, Err("too many requests in flight".into())));
+                continue;
+            }
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            let call = calls[(i % calls.len() as u64) as usize].clone();
+            let (client, tx, in_flight) = (client.clone(), tx.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let result = call.send(&client).await.map(|()| due.elapsed());
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                let _ = tx.send((lane, result));
+            });
         }
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let call = calls[(i % calls.len() as u64) as usize].clone();
-        let (client, tx, in_flight) = (client.clone(), tx.clone(), in_flight.clone());
-        tokio::spawn(async move {
-            let result = call.send(&client).await.map(|()| due.elapsed());
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            let _ = tx.send(result);
-        });
     }
     drop(tx);
-    let mut samples = Samples::default();
-    while let Some(result) = rx.recv().await {
-        samples.record(result);
+    let mut samples: Vec<Samples> = lanes.iter().map(|_| Samples::default()).collect();
+    while let Some((lane, result)) = rx.recv().await {
+        samples[lane].record(result);
     }
-    samples.summary()
+    samples.into_iter().map(Samples::summary).collect()
 }
 
 /// Closed loop: `concurrency` callers, each sending its next request as soon as the

@@ -78,7 +78,10 @@ pub fn markdown(results: &Results) -> String {
         2.0 * u.p99_ms
     );
 
-    let _ = writeln!(out, "## Added latency at fixed rates (open loop, mock answers after 50 ms)\n");
+    let _ = writeln!(
+        out,
+        "## Added latency at fixed rates (open loop, mock answers after 50 ms; direct and proxied requests sent in lockstep, each lane at the rate shown)\n"
+    );
     let _ = writeln!(
         out,
         "| target | rate/s | direct p50 / p99 / p99.9 ms | through target p50 / p99 / p99.9 ms | added p50 / p99 / p99.9 ms | errors | CPU µs/req | |"

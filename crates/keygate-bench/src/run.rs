@@ -141,10 +141,12 @@ pub async fn target(
     mock.pace(PACED).await?;
     for &rate in &settings.rates {
         settle(target).await;
-        let d = load::open_loop(&client, std::slice::from_ref(&direct), rate, settings.point).await;
         let cpu = target.proc.cpu();
-        let t = load::open_loop(&client, &[target.call(false)], rate, settings.point).await;
+        let through = [target.call(false)];
+        let mut lanes =
+            load::open_loop_lanes(&client, &[std::slice::from_ref(&direct), &through], rate, settings.point).await;
         let cpu = target.proc.cpu() - cpu;
+        let (t, d) = (lanes.pop().unwrap_or_default(), lanes.pop().unwrap_or_default());
         calls += t.ok as u64;
         let discarded = d.p99_ms > 2.0 * unloaded.p99_ms;
         crate::progress(&format!(

@@ -47,7 +47,9 @@ impl Histogram {
 
 #[derive(Debug, Default)]
 struct Inner {
-    requests: BTreeMap<(String, String, u16), u64>,
+    /// provider → (key source, status) → calls. Keyed so a call allocates nothing once its
+    /// provider has been seen.
+    requests: BTreeMap<String, BTreeMap<(&'static str, u16), u64>>,
     upstream: BTreeMap<String, Histogram>,
     overhead: Histogram,
 }
@@ -59,15 +61,23 @@ pub struct Metrics {
 
 impl Metrics {
     /// One proxied call: where it went, who paid, how it ended.
-    pub fn request(&self, provider: &str, source: &str, status: u16) {
+    pub fn request(&self, provider: &str, source: &'static str, status: u16) {
         if let Ok(mut m) = self.inner.lock() {
-            *m.requests.entry((provider.to_owned(), source.to_owned(), status)).or_default() += 1;
+            let by_provider = match m.requests.get_mut(provider) {
+                Some(p) => p,
+                None => m.requests.entry(provider.to_owned()).or_default(),
+            };
+            *by_provider.entry((source, status)).or_default() += 1;
         }
     }
 
     pub fn upstream_latency(&self, provider: &str, elapsed: Duration) {
         if let Ok(mut m) = self.inner.lock() {
-            m.upstream.entry(provider.to_owned()).or_default().observe(elapsed.as_secs_f64());
+            let histogram = match m.upstream.get_mut(provider) {
+                Some(h) => h,
+                None => m.upstream.entry(provider.to_owned()).or_default(),
+            };
+            histogram.observe(elapsed.as_secs_f64());
         }
     }
 
@@ -82,11 +92,13 @@ impl Metrics {
         let Ok(m) = self.inner.lock() else { return out };
         out.push_str("# HELP keygate_proxy_requests_total Proxied calls by provider, key source and upstream status (0: never reached).\n");
         out.push_str("# TYPE keygate_proxy_requests_total counter\n");
-        for ((provider, source, status), n) in &m.requests {
-            let _ = writeln!(
-                out,
-                "keygate_proxy_requests_total{{provider=\"{provider}\",source=\"{source}\",status=\"{status}\"}} {n}"
-            );
+        for (provider, counts) in &m.requests {
+            for ((source, status), n) in counts {
+                let _ = writeln!(
+                    out,
+                    "keygate_proxy_requests_total{{provider=\"{provider}\",source=\"{source}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP keygate_upstream_latency_seconds Time from sending a call to the provider until its response headers.\n");
         out.push_str("# TYPE keygate_upstream_latency_seconds histogram\n");

@@ -142,8 +142,8 @@ pub(crate) async fn proxy(
         return problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 32 MiB");
     };
     let dialect = Dialect::of(&provider);
-    let mut json: Option<Value> = if body.first() == Some(&b'{') { serde_json::from_slice(&body).ok() } else { None };
-    let estimate = estimate_tokens(body.len(), json.as_ref());
+    let peek = Peek::of(&body);
+    let estimate = estimate_tokens(body.len(), peek.max_output_tokens());
     let call = match services.admit(&principal, &provider, policy, estimate).await {
         Ok(call) => call,
         Err(e) => return ApiError::from(e).into_response(),
@@ -156,61 +156,47 @@ pub(crate) async fn proxy(
             "AWS Bedrock calls are not proxied yet (SigV4 signing)",
         );
     }
-    // Ask OpenAI-style streams for their usage; hide that extra chunk from a caller who did not ask.
-    let mut strip_usage_chunk = false;
-    if let (Dialect::OpenAi, Some(v)) = (dialect, json.as_mut()) {
-        if v.get("stream").and_then(Value::as_bool) == Some(true)
-            && v.pointer("/stream_options/include_usage").and_then(Value::as_bool) != Some(true)
-        {
-            if let Some(obj) = v.as_object_mut() {
-                let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
-                if let Some(options) = options.as_object_mut() {
-                    options.insert("include_usage".into(), Value::Bool(true));
-                    strip_usage_chunk = true;
-                }
-            }
-        }
-    }
-    let model = json
-        .as_ref()
-        .and_then(|v| v.get("model"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .or_else(|| gemini_model(&path));
-    let body = match (strip_usage_chunk, &json) {
-        (true, Some(v)) => Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
-        _ => body,
-    };
+    // Ask OpenAI-style streams for their usage; hide that extra chunk from a caller who did
+    // not ask. Only then is the body parsed whole and rewritten.
+    let strip_usage_chunk = dialect == Dialect::OpenAi
+        && peek.stream == Some(true)
+        && peek.stream_options.as_ref().and_then(|o| o.include_usage) != Some(true);
+    let model = peek.model.as_deref().map(str::to_owned).or_else(|| gemini_model(&path));
+    let (body, strip_usage_chunk) = if strip_usage_chunk { ask_for_usage(body) } else { (body, false) };
 
+    // From here on the call settles exactly once, even if the caller goes away mid-way.
+    let mut finish = Finish { services: services.clone(), call, status: 0, model, started, settled: false };
+    let call = &finish.call;
     let sent = Instant::now();
-    let result = forward(&state, &call, &parts.method, &path, parts.uri.query(), &parts.headers, body, started).await;
+    let result = forward(&state, call, &parts.method, &path, parts.uri.query(), &parts.headers, body, started).await;
     let metrics = &state.metrics;
     let (response, injected) = match result {
         Ok(r) => r,
         Err((status, code, detail)) => {
             metrics.request(&call.provider.id, call.source.as_str(), 0);
-            services.finish(&call, outcome(0, model, Tokens::default(), started));
+            finish.settle(Tokens::default());
             return problem(status, code, detail);
         }
     };
     let status = response.status();
     metrics.upstream_latency(&call.provider.id, sent.elapsed());
     metrics.request(&call.provider.id, call.source.as_str(), status.as_u16());
-    let mut headers = HeaderMap::new();
+    let mut headers = HeaderMap::with_capacity(response.headers().len() + 3);
     for (name, value) in response.headers() {
         if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
             headers.append(name.clone(), value.clone());
         }
     }
-    annotate(&mut headers, &call);
+    annotate(&mut headers, call);
+    finish.status = status.as_u16();
 
     if !status.is_success() {
         // Relay the provider's own error (SDKs parse it), scrubbed of anything key-shaped.
         let bytes = read_limited(response, MAX_ERROR_BODY).await;
         if matches!(status.as_u16(), 401 | 403) {
-            services.mark_rejected(&call, status.as_u16()).await;
+            services.mark_rejected(call, status.as_u16()).await;
         }
-        services.finish(&call, outcome(status.as_u16(), model, Tokens::default(), started));
+        finish.settle(Tokens::default());
         let text = scrub_relayed(&String::from_utf8_lossy(&bytes), &injected);
         drop(injected);
         let mut reply = (status, text).into_response();
@@ -224,22 +210,66 @@ pub(crate) async fn proxy(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    let metered = Metered {
-        inner: Box::pin(response.bytes_stream()),
-        sse,
-        dialect,
-        strip_usage_chunk,
-        buffer: Vec::new(),
-        body_copy: Vec::new(),
-        pending: VecDeque::new(),
-        tokens: Tokens::default(),
-        done: false,
-        finish: Some(Finish { services, call, status: status.as_u16(), model, started }),
+    let body = if sse {
+        Body::from_stream(Metered::new(Box::pin(response.bytes_stream()), true, dialect, strip_usage_chunk, finish))
+    } else {
+        match buffered(response, dialect, finish).await {
+            Ok(body) => body,
+            Err(reply) => return reply,
+        }
     };
-    let mut reply = Response::new(Body::from_stream(metered));
+    let mut reply = Response::new(body);
     *reply.status_mut() = status;
     *reply.headers_mut() = headers;
     reply
+}
+
+/// A non-streamed answer: read whole, metered, and relayed with a Content-Length in one
+/// piece. One larger than [`MAX_METERED_BODY`] streams through unmetered instead.
+async fn buffered(response: reqwest::Response, dialect: Dialect, mut finish: Finish) -> Result<Body, Response> {
+    use futures_util::StreamExt;
+    let mut stream = response.bytes_stream();
+    let mut parts: Vec<Bytes> = Vec::with_capacity(1);
+    let mut len = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                tracing::warn!(error = %scrub(&e.to_string()), "the provider's answer broke off");
+                finish.settle(Tokens::default());
+                return Err(problem(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    "the provider's answer broke off before it was complete",
+                ));
+            }
+        };
+        len += chunk.len();
+        parts.push(chunk);
+        if len > MAX_METERED_BODY {
+            let head = futures_util::stream::iter(parts.into_iter().map(Ok::<_, reqwest::Error>));
+            let inner = Box::pin(head.chain(stream));
+            return Ok(Body::from_stream(Metered::new(inner, false, dialect, false, finish)));
+        }
+    }
+    let body = match parts.len() {
+        1 => parts.pop().unwrap_or_default(),
+        _ => Bytes::from(parts.concat()),
+    };
+    let mut tokens = Tokens::default();
+    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        tokens.observe(dialect, &v);
+        if finish.model.is_none() {
+            finish.model = response_model(&v);
+        }
+    }
+    finish.settle(tokens);
+    Ok(Body::from(body))
+}
+
+/// The model an answer (or a stream event) names.
+fn response_model(data: &Value) -> Option<String> {
+    data.get("model").or_else(|| data.pointer("/message/model")).and_then(Value::as_str).map(str::to_owned)
 }
 
 /// Builds and sends the upstream request: the only place a plaintext key is handled.
@@ -435,15 +465,53 @@ fn annotate(headers: &mut HeaderMap, call: &Admitted) {
     }
 }
 
-fn estimate_tokens(body_len: usize, json: Option<&Value>) -> u64 {
-    let output = json
-        .and_then(|v| {
-            ["max_tokens", "max_completion_tokens", "max_output_tokens"]
-                .iter()
-                .find_map(|k| v.get(*k).and_then(Value::as_u64))
-        })
-        .unwrap_or(DEFAULT_OUTPUT_ESTIMATE)
-        .min(MAX_OUTPUT_ESTIMATE);
+/// What the proxy needs from a JSON request body, read without building a tree of it.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+impl<'a> Peek<'a> {
+    /// The fields of a JSON object body; nothing for any other body, or one whose fields
+    /// have unexpected types (it is forwarded untouched either way).
+    fn of(body: &'a [u8]) -> Self {
+        if body.first() != Some(&b'{') {
+            return Self::default();
+        }
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    fn max_output_tokens(&self) -> Option<u64> {
+        self.max_tokens.or(self.max_completion_tokens).or(self.max_output_tokens)
+    }
+}
+
+/// The body with `stream_options.include_usage` set; whether it could be set.
+fn ask_for_usage(body: Bytes) -> (Bytes, bool) {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else { return (body, false) };
+    let Some(obj) = v.as_object_mut() else { return (body, false) };
+    let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+    let Some(options) = options.as_object_mut() else { return (body, false) };
+    options.insert("include_usage".into(), Value::Bool(true));
+    match serde_json::to_vec(&v) {
+        Ok(bytes) => (Bytes::from(bytes), true),
+        Err(_) => (body, false),
+    }
+}
+
+fn estimate_tokens(body_len: usize, max_output: Option<u64>) -> u64 {
+    let output = max_output.unwrap_or(DEFAULT_OUTPUT_ESTIMATE).min(MAX_OUTPUT_ESTIMATE);
     // Roughly four bytes per token; bytes/3 errs on the side of reserving too much.
     (body_len as u64) / 3 + output
 }
@@ -471,13 +539,31 @@ async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
     out
 }
 
-/// Settles and meters a call once, when its response stream ends or is dropped.
+/// Settles and meters a call exactly once: when its answer is complete, or (with what is
+/// known by then) when it is dropped because the caller went away.
 struct Finish {
     services: Arc<Services>,
     call: Admitted,
+    /// The provider's status; 0 until it answered.
     status: u16,
     model: Option<String>,
     started: Instant,
+    settled: bool,
+}
+
+impl Finish {
+    fn settle(&mut self, tokens: Tokens) {
+        if !std::mem::replace(&mut self.settled, true) {
+            let outcome = outcome(self.status, self.model.take(), tokens, self.started);
+            self.services.finish(&self.call, outcome);
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.settle(Tokens::default());
+    }
 }
 
 /// The response body on its way to the caller: passed through as it arrives (SSE
@@ -496,6 +582,27 @@ struct Metered {
 }
 
 impl Metered {
+    fn new(
+        inner: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
+        sse: bool,
+        dialect: Dialect,
+        strip_usage_chunk: bool,
+        finish: Finish,
+    ) -> Self {
+        Self {
+            inner,
+            sse,
+            dialect,
+            strip_usage_chunk,
+            buffer: Vec::new(),
+            body_copy: Vec::new(),
+            pending: VecDeque::new(),
+            tokens: Tokens::default(),
+            done: false,
+            finish: Some(finish),
+        }
+    }
+
     fn take_events(&mut self, at_end: bool) {
         loop {
             let boundary = find_event_end(&self.buffer);
@@ -525,9 +632,8 @@ impl Metered {
     }
 
     fn note_model(&mut self, data: &Value) {
-        let model = data.get("model").or_else(|| data.pointer("/message/model")).and_then(Value::as_str);
-        if let (Some(finish), Some(model)) = (self.finish.as_mut(), model) {
-            finish.model = Some(model.to_owned());
+        if let (Some(finish), Some(model)) = (self.finish.as_mut(), response_model(data)) {
+            finish.model = Some(model);
         }
     }
 
@@ -540,9 +646,8 @@ impl Metered {
                 }
             }
         }
-        if let Some(f) = self.finish.take() {
-            let outcome = outcome(f.status, f.model.clone(), self.tokens, f.started);
-            f.services.finish(&f.call, outcome);
+        if let Some(mut f) = self.finish.take() {
+            f.settle(self.tokens);
         }
     }
 }
