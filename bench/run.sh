@@ -52,4 +52,12 @@ fi
 # Thousands of concurrent streams need file descriptors.
 ulimit -n 65536 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 
-exec "${pin[@]}" "$bin/keygate-bench" --out target/bench "${args[@]}"
+status=0
+"${pin[@]}" "$bin/keygate-bench" --out target/bench "${args[@]}" || status=$?
+
+# The vault's per-record cost (criterion). Quick mode skips it: `cargo test` already runs
+# each of its functions once.
+if ! $quick; then
+    cargo bench --locked -p keygate-vault --bench vault -- --noplot 2>&1 | tee target/bench/vault.txt
+fi
+exit "$status"

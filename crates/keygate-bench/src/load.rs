@@ -80,12 +80,15 @@ pub async fn open_loop_lanes(
     let total = (f64::from(rate) * duration.as_secs_f64()).round() as u64;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate.max(1)));
     let start = Instant::now() + Duration::from_millis(20);
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    // Each lane has its own in-flight budget: a saturated proxy must not starve the
+    // direct baseline beside it.
+    let budgets: Vec<Arc<AtomicUsize>> = lanes.iter().map(|_| Arc::new(AtomicUsize::new(0))).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<Duration, String>)>();
     for i in 0..total {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
         for (lane, calls) in lanes.iter().enumerate() {
+            let in_flight = &budgets[lane];
             if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
                 let _ = tx.send((lane, Err("too many requests in flight".into())));
                 continue;

@@ -251,8 +251,12 @@ async fn users(settings: &Settings, mock: &Mock, target: &Target) -> anyhow::Res
     let calls: Vec<Call> = tokens.iter().map(|t| target.call_as(t, false)).collect();
     let rate = settings.users_rate;
     let pass = Duration::from_secs_f64(calls.len() as f64 / f64::from(rate));
+    settle(target).await;
     let one_user = load::open_loop(&http, &[target.call(false)], rate, settings.point).await;
+    settle(target).await;
     let first_pass = load::open_loop(&http, &calls, rate, pass).await;
+    settle(target).await;
+    let rss_after_mib = target.proc.rss_mib();
     let second_pass = load::open_loop(&http, &calls, rate, pass).await;
     crate::progress(&format!(
         "{}: one user p50 {:.2} ms; {} users first pass p50 {:.2} p99 {:.2}, second pass p50 {:.2} p99 {:.2} ms",
@@ -268,7 +272,7 @@ async fn users(settings: &Settings, mock: &Mock, target: &Target) -> anyhow::Res
         users: tokens.len(),
         provision_seconds,
         rss_before_mib,
-        rss_after_mib: target.proc.rss_mib(),
+        rss_after_mib,
         rate,
         one_user,
         first_pass,

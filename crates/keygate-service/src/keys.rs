@@ -16,17 +16,21 @@ use std::time::{Duration, Instant};
 
 /// How long an unwrapped data key stays in memory after it was unwrapped.
 pub const DATA_KEY_CACHE_TTL: Duration = Duration::from_secs(300);
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct KeyVault {
     store: Arc<dyn Store>,
     keks: Arc<dyn KeyEncryptionKeys>,
     cache: RwLock<HashMap<DataKeyId, (DataKey, KeyOwner, Instant)>>,
+    /// When expired entries were last swept out (a sweep walks the whole cache, so it
+    /// runs at most once a minute, not on every insert).
+    swept: std::sync::Mutex<Instant>,
 }
 
 impl KeyVault {
     pub fn new(store: Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>) -> Self {
-        Self { store, keks, cache: RwLock::new(HashMap::new()) }
+        Self { store, keks, cache: RwLock::new(HashMap::new()), swept: std::sync::Mutex::new(Instant::now()) }
     }
 
     pub fn keks(&self) -> &Arc<dyn KeyEncryptionKeys> {
@@ -136,8 +140,17 @@ impl KeyVault {
     }
 
     fn remember(&self, id: DataKeyId, dek: DataKey, owner: KeyOwner) {
+        let sweep = self.swept.lock().is_ok_and(|mut swept| {
+            let due = swept.elapsed() >= SWEEP_EVERY;
+            if due {
+                *swept = Instant::now();
+            }
+            due
+        });
         if let Ok(mut cache) = self.cache.write() {
-            cache.retain(|_, (_, _, at)| at.elapsed() < DATA_KEY_CACHE_TTL);
+            if sweep {
+                cache.retain(|_, (_, _, at)| at.elapsed() < DATA_KEY_CACHE_TTL);
+            }
             cache.insert(id, (dek, owner, Instant::now()));
         }
     }

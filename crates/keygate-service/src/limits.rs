@@ -85,6 +85,9 @@ struct Counters {
     tokens: HashMap<(UserId, NaiveDate), u64>,
     day_requests: HashMap<(UserId, NaiveDate), u32>,
     minute_requests: HashMap<(UserId, i64), u32>,
+    /// The day / minute up to which past counters were last swept out.
+    tokens_swept: Option<NaiveDate>,
+    requests_swept: Option<i64>,
 }
 
 /// Counters in this process's memory, behind one mutex (held for microseconds, never
@@ -132,8 +135,11 @@ impl Limiter for InProcessLimiter {
     ) -> Result<TokenReservation, Refusal> {
         let now = Utc::now();
         self.with(|c| {
-            // Yesterday's counters are never needed again.
-            c.tokens.retain(|(_, d), _| *d >= day);
+            // Yesterday's counters are never needed again (swept once per day, not per call).
+            if c.tokens_swept != Some(day) {
+                c.tokens.retain(|(_, d), _| *d >= day);
+                c.tokens_swept = Some(day);
+            }
             let used = c.tokens.entry((user, day)).or_insert(0);
             let remaining = limit.saturating_sub(*used);
             if estimate > remaining || remaining == 0 {
@@ -174,8 +180,12 @@ impl Limiter for InProcessLimiter {
     ) -> Result<RequestAdmission, Refusal> {
         let (day, minute) = (now.date_naive(), minute_index(now));
         self.with(|c| {
-            c.minute_requests.retain(|(_, m), _| *m >= minute);
-            c.day_requests.retain(|(_, d), _| *d >= day);
+            // Past windows are swept once per minute, not per call.
+            if c.requests_swept != Some(minute) {
+                c.minute_requests.retain(|(_, m), _| *m >= minute);
+                c.day_requests.retain(|(_, d), _| *d >= day);
+                c.requests_swept = Some(minute);
+            }
             let in_day = c.day_requests.get(&(user, day)).copied().unwrap_or(0);
             let in_minute = c.minute_requests.get(&(user, minute)).copied().unwrap_or(0);
             if in_day >= per_day {

@@ -1,0 +1,33 @@
+//! Per-record cost of the vault: sealing and opening a credential with its workspace's
+//! data key (every cold call opens one), and unwrapping a data key with the master key
+//! (once per workspace per cache lifetime). `bench/run.sh` runs it; `cargo test` runs
+//! each function once so a broken benchmark fails the suite.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use keygate_vault::{CredentialContext, DataKey, DataKeyContext, KeyEncryptionKeys, Keyring, SecretText};
+use uuid::Uuid;
+
+const MASTER_KEY: &str = "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf";
+
+fn vault(c: &mut Criterion) {
+    let data_key = DataKey::generate(Uuid::now_v7());
+    let secret = SecretText::new("sk-proj-bench0000000000000000000000000000000000000000".into());
+    let owner = format!("workspace:{}", Uuid::now_v7());
+    let context =
+        CredentialContext { key_owner: &owner, owner: &owner, credential_id: Uuid::now_v7(), provider: "openai" };
+    let sealed = data_key.seal_secret(&secret, &context).unwrap();
+    c.bench_function("seal a credential", |b| b.iter(|| data_key.seal_secret(black_box(&secret), &context).unwrap()));
+    c.bench_function("open a credential", |b| b.iter(|| data_key.open_secret(black_box(&sealed), &context).unwrap()));
+
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let keyring = Keyring::from_hex("bench", MASTER_KEY).unwrap();
+    let dk_context = DataKeyContext { key_owner: &owner, data_key_id: data_key.id() }.to_bytes();
+    let wrapped = runtime.block_on(keyring.seal(data_key.expose_bytes(), &dk_context)).unwrap();
+    c.bench_function("unwrap a data key", |b| {
+        b.iter(|| runtime.block_on(keyring.open(black_box(&wrapped), &dk_context)).unwrap())
+    });
+}
+
+criterion_group!(benches, vault);
+criterion_main!(benches);
