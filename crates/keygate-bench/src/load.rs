@@ -6,6 +6,7 @@
 use crate::stats::{Latency, Samples};
 use futures_util::StreamExt;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,24 +124,21 @@ pub struct Throughput {
 pub async fn closed_loop(client: &reqwest::Client, call: &Call, concurrency: usize, duration: Duration) -> Throughput {
     let started = Instant::now();
     let deadline = started + duration;
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, call) = (client.clone(), call.clone());
-            tokio::spawn(async move {
-                let mut samples = Samples::default();
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    samples.record(call.send(&client).await.map(|()| t.elapsed()));
-                }
-                samples
-            })
-        })
-        .collect();
-    let mut samples = Samples::default();
-    for worker in workers {
-        if let Ok(s) = worker.await {
-            samples.merge(s);
+    let per_worker = workers(concurrency, |_| {
+        let (client, call) = (client.clone(), call.clone());
+        async move {
+            let mut samples = Samples::default();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                samples.record(call.send(&client).await.map(|()| t.elapsed()));
+            }
+            samples
         }
+    })
+    .await;
+    let mut samples = Samples::default();
+    for s in per_worker {
+        samples.merge(s);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let latency = samples.summary();
@@ -168,34 +166,31 @@ pub async fn streams(
     spread: Duration,
 ) -> Streaming {
     let deadline = Instant::now() + duration;
-    let workers: Vec<_> = (0..concurrency)
-        .map(|i| {
-            let (client, call) = (client.clone(), call.clone());
-            let offset = spread.mul_f64(i as f64 / concurrency.max(1) as f64);
-            tokio::spawn(async move {
-                tokio::time::sleep(offset).await;
-                let (mut first, mut gaps) = (Samples::default(), Samples::default());
-                while Instant::now() < deadline {
-                    match one_stream(&client, &call).await {
-                        Ok((ttfc, g)) => {
-                            first.record(Ok(ttfc));
-                            for gap in g {
-                                gaps.record(Ok(gap));
-                            }
+    let per_worker = workers(concurrency, |i| {
+        let (client, call) = (client.clone(), call.clone());
+        let offset = spread.mul_f64(i as f64 / concurrency.max(1) as f64);
+        async move {
+            tokio::time::sleep(offset).await;
+            let (mut first, mut gaps) = (Samples::default(), Samples::default());
+            while Instant::now() < deadline {
+                match one_stream(&client, &call).await {
+                    Ok((ttfc, g)) => {
+                        first.record(Ok(ttfc));
+                        for gap in g {
+                            gaps.record(Ok(gap));
                         }
-                        Err(e) => first.record(Err(e)),
                     }
+                    Err(e) => first.record(Err(e)),
                 }
-                (first, gaps)
-            })
-        })
-        .collect();
-    let (mut first, mut gaps) = (Samples::default(), Samples::default());
-    for worker in workers {
-        if let Ok((f, g)) = worker.await {
-            first.merge(f);
-            gaps.merge(g);
+            }
+            (first, gaps)
         }
+    })
+    .await;
+    let (mut first, mut gaps) = (Samples::default(), Samples::default());
+    for (f, g) in per_worker {
+        first.merge(f);
+        gaps.merge(g);
     }
     let time_to_first_chunk = first.summary();
     Streaming {
@@ -237,61 +232,68 @@ pub struct Flood {
     pub rejected: u64,
     /// Answers other than 401, by status (0: no answer at all).
     pub other: u64,
-    pub other_statuses: std::collections::BTreeMap<u16, u64>,
+    pub other_statuses: BTreeMap<u16, u64>,
     pub rejections_per_second: f64,
 }
 
 pub async fn flood(client: &reqwest::Client, call: &Call, concurrency: usize, duration: Duration) -> Flood {
     let started = Instant::now();
     let deadline = started + duration;
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, call) = (client.clone(), call.clone());
-            tokio::spawn(async move {
-                let (mut sent, mut rejected) = (0u64, 0u64);
-                let mut other = std::collections::BTreeMap::new();
-                while Instant::now() < deadline {
-                    let forged = Call {
-                        bearer: format!(
-                            "kg_{}_{}",
-                            keygate_vault::random_alphanumeric(16),
-                            keygate_vault::random_alphanumeric(40)
-                        ),
-                        ..call.clone()
-                    };
-                    sent += 1;
-                    match forged.request(&client).send().await {
-                        Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
-                            rejected += 1;
-                            let _ = r.bytes().await;
-                        }
-                        Ok(r) => {
-                            *other.entry(r.status().as_u16()).or_insert(0u64) += 1;
-                            let _ = r.bytes().await;
-                        }
-                        Err(_) => *other.entry(0).or_insert(0) += 1,
+    // Answers by status (0: none at all), per worker.
+    let per_worker = workers(concurrency, |_| {
+        let (client, call) = (client.clone(), call.clone());
+        async move {
+            let mut statuses = BTreeMap::<u16, u64>::new();
+            while Instant::now() < deadline {
+                let forged = Call {
+                    bearer: format!(
+                        "kg_{}_{}",
+                        keygate_vault::random_alphanumeric(16),
+                        keygate_vault::random_alphanumeric(40)
+                    ),
+                    ..call.clone()
+                };
+                let status = match forged.request(&client).send().await {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        status
                     }
-                }
-                (sent, rejected, other)
-            })
-        })
-        .collect();
-    let (mut sent, mut rejected) = (0, 0);
-    let mut other_statuses = std::collections::BTreeMap::new();
-    for worker in workers {
-        if let Ok((s, r, o)) = worker.await {
-            sent += s;
-            rejected += r;
-            for (status, n) in o {
-                *other_statuses.entry(status).or_insert(0) += n;
+                    Err(_) => 0,
+                };
+                *statuses.entry(status).or_default() += 1;
             }
+            statuses
         }
+    })
+    .await;
+    let mut other_statuses = BTreeMap::<u16, u64>::new();
+    for (status, n) in per_worker.into_iter().flatten() {
+        *other_statuses.entry(status).or_default() += n;
     }
+    let rejected = other_statuses.remove(&401).unwrap_or(0);
+    let other = other_statuses.values().sum::<u64>();
     Flood {
-        sent,
+        sent: rejected + other,
         rejected,
-        other: sent - rejected,
+        other,
         other_statuses,
         rejections_per_second: rejected as f64 / started.elapsed().as_secs_f64(),
     }
+}
+
+/// Runs `concurrency` workers side by side until all are done; answers what each returned.
+async fn workers<T, Fut>(concurrency: usize, worker: impl Fn(usize) -> Fut) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let handles: Vec<_> = (0..concurrency).map(|i| tokio::spawn(worker(i))).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if let Ok(value) = handle.await {
+            out.push(value);
+        }
+    }
+    out
 }

@@ -26,4 +26,4 @@ mod dialects;
 mod server;
 
 pub use config::{Fault, MockConfig, OAuthClient};
-pub use server::{router, MockProvider, Recorded, Shared};
+pub use server::{router, serve, MockProvider, Recorded, Shared};

@@ -2,7 +2,6 @@
 //! benchmarks. Reconfigure it at run time with `PUT /__mock/config`; `GET /__mock/stats`
 //! counts the provider requests served.
 
-use axum::serve::ListenerExt;
 use clap::Parser;
 use keygate_mock::{router, MockConfig, OAuthClient, Shared};
 use std::io::Write;
@@ -75,15 +74,7 @@ async fn main() -> std::process::ExitCode {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    match axum::serve(
-        listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        }),
-        router(Shared::new(config)),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    {
+    match keygate_mock::serve(listener, router(Shared::new(config)), shutdown).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "keygate-mock: {e}");

@@ -104,13 +104,7 @@ impl MockProvider {
         let app = router(shared.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = axum::serve(
-                listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }),
-                app,
-            )
-            .with_graceful_shutdown(async {
+            let _ = serve(listener, app, async {
                 let _ = stopped.await;
             })
             .await;
@@ -157,6 +151,19 @@ impl Drop for MockProvider {
             let _ = stop.send(());
         }
     }
+}
+
+/// Serves `app` on `listener` until `shutdown`, with Nagle's algorithm off on every
+/// connection (as keygate and real providers do), so streamed chunks are not held back.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 /// The mock as an axum router (the binary serves this).
