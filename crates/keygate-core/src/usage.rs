@@ -30,6 +30,8 @@ impl Dialect {
 pub struct Tokens {
     pub input: i64,
     pub output: i64,
+    /// Whether the provider reported any count at all (zero reported is not unknown).
+    pub reported: bool,
 }
 
 fn int(v: &Value, pointer: &str) -> Option<i64> {
@@ -44,27 +46,33 @@ impl Tokens {
             Dialect::OpenAi => {
                 if let Some(n) = int(v, "/usage/prompt_tokens") {
                     self.input = n;
+                    self.reported = true;
                 }
                 if let Some(n) = int(v, "/usage/completion_tokens") {
                     self.output = n;
+                    self.reported = true;
                 }
             }
             Dialect::Anthropic => {
                 for prefix in ["/usage", "/message/usage"] {
                     if let Some(n) = int(v, &format!("{prefix}/input_tokens")) {
                         self.input = n;
+                        self.reported = true;
                     }
                     if let Some(n) = int(v, &format!("{prefix}/output_tokens")) {
                         self.output = n;
+                        self.reported = true;
                     }
                 }
             }
             Dialect::Gemini => {
                 if let Some(n) = int(v, "/usageMetadata/promptTokenCount") {
                     self.input = n;
+                    self.reported = true;
                 }
                 if let Some(n) = int(v, "/usageMetadata/candidatesTokenCount") {
                     self.output = n;
+                    self.reported = true;
                 }
             }
             Dialect::Other => {}
@@ -98,7 +106,7 @@ mod tests {
     fn reads_each_dialect() {
         let mut t = Tokens::default();
         t.observe(Dialect::OpenAi, &json!({"usage": {"prompt_tokens": 11, "completion_tokens": 7}}));
-        assert_eq!(t, Tokens { input: 11, output: 7 });
+        assert_eq!(t, Tokens { input: 11, output: 7, reported: true });
 
         let mut t = Tokens::default();
         t.observe(
@@ -106,11 +114,11 @@ mod tests {
             &json!({"type": "message_start", "message": {"usage": {"input_tokens": 25, "output_tokens": 1}}}),
         );
         t.observe(Dialect::Anthropic, &json!({"type": "message_delta", "usage": {"output_tokens": 15}}));
-        assert_eq!(t, Tokens { input: 25, output: 15 });
+        assert_eq!(t, Tokens { input: 25, output: 15, reported: true });
 
         let mut t = Tokens::default();
         t.observe(Dialect::Gemini, &json!({"usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 9}}));
-        assert_eq!(t, Tokens { input: 4, output: 9 });
+        assert_eq!(t, Tokens { input: 4, output: 9, reported: true });
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! keygate token (as `Authorization: Bearer` or `x-api-key`, the way the OpenAI and
 //! Anthropic SDKs send their key) or a host JWT; keygate resolves and admits the call,
 //! strips the caller's credential, injects the provider's, forwards method, path, query
-//! and body, and streams the answer back chunk by chunk while reading usage from it.
+//! and body, and relays the answer: a stream event by event, anything else whole, reading
+//! usage from it on the way.
 //!
-//! The plaintext credential lives only inside [`forward`], for the duration of building
-//! the upstream request.
+//! The plaintext credential is opened inside [`forward`]; the value that went on the wire
+//! is kept (zeroizing) only until the upstream status is known, to scrub a relayed error.
 
 use crate::extract::{presented_credential, source_addr};
 use crate::{ApiError, AppState};
@@ -69,12 +70,16 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+type OauthKey = (keygate_core::CredentialId, chrono::DateTime<chrono::Utc>);
+
 /// One pooled HTTP client per provider, and OAuth2 access tokens cached until expiry.
 #[derive(Debug)]
 pub struct Upstreams {
     clients: HashMap<String, reqwest::Client>,
     fallback: reqwest::Client,
-    oauth: Mutex<HashMap<keygate_core::CredentialId, (SecretText, Instant)>>,
+    /// Keyed by the credential and its last change: a replaced secret never reuses the
+    /// token its predecessor obtained. The only plaintext-derived value keygate caches.
+    oauth: Mutex<HashMap<OauthKey, (SecretText, Instant)>>,
 }
 
 impl Upstreams {
@@ -86,6 +91,8 @@ impl Upstreams {
                 .pool_idle_timeout(Duration::from_secs(90))
                 .pool_max_idle_per_host(256)
                 .tcp_nodelay(true)
+                // Redirects are relayed to the caller, never followed with the injected key.
+                .redirect(reqwest::redirect::Policy::none())
                 .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .unwrap_or_default()
@@ -141,6 +148,14 @@ pub(crate) async fn proxy(
     let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST).await else {
         return problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 32 MiB");
     };
+    // Refused before admission: a call that cannot go out must not reserve or start anything.
+    if services.catalog.get(&provider).is_some_and(|p| matches!(p.inject, Injection::Sigv4 { .. })) {
+        return problem(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "AWS Bedrock calls are not proxied yet (SigV4 signing)",
+        );
+    }
     let dialect = Dialect::of(&provider);
     let peek = Peek::of(&body);
     let estimate = estimate_tokens(body.len(), peek.max_output_tokens());
@@ -148,14 +163,6 @@ pub(crate) async fn proxy(
         Ok(call) => call,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    if matches!(call.provider.inject, Injection::Sigv4 { .. }) {
-        services.finish(&call, outcome(0, None, Tokens::default(), started));
-        return problem(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "AWS Bedrock calls are not proxied yet (SigV4 signing)",
-        );
-    }
     // Ask OpenAI-style streams for their usage; hide that extra chunk from a caller who did
     // not ask. Only then is the body parsed whole and rewritten.
     let strip_usage_chunk = dialect == Dialect::OpenAi
@@ -194,6 +201,10 @@ pub(crate) async fn proxy(
         // Relay the provider's own error (SDKs parse it), scrubbed of anything key-shaped.
         let bytes = read_limited(response, MAX_ERROR_BODY).await;
         if matches!(status.as_u16(), 401 | 403) {
+            // A refused OAuth2 access token is not reused; the next call exchanges afresh.
+            if let Ok(mut cache) = state.upstreams.oauth.lock() {
+                cache.remove(&(call.credential.id, call.credential.updated_at));
+            }
             services.mark_rejected(call, status.as_u16()).await;
         }
         finish.settle(Tokens::default());
@@ -211,7 +222,7 @@ pub(crate) async fn proxy(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     let body = if sse {
-        Body::from_stream(Metered::new(Box::pin(response.bytes_stream()), true, dialect, strip_usage_chunk, finish))
+        Body::from_stream(Metered::new(Box::pin(response.bytes_stream()), dialect, strip_usage_chunk, finish))
     } else {
         match buffered(response, dialect, finish).await {
             Ok(body) => body,
@@ -225,7 +236,8 @@ pub(crate) async fn proxy(
 }
 
 /// A non-streamed answer: read whole, metered, and relayed with a Content-Length in one
-/// piece. One larger than [`MAX_METERED_BODY`] streams through unmetered instead.
+/// piece. One larger than [`MAX_METERED_BODY`] is settled without token counts and
+/// streams through as it comes.
 async fn buffered(response: reqwest::Response, dialect: Dialect, mut finish: Finish) -> Result<Body, Response> {
     use futures_util::StreamExt;
     let mut stream = response.bytes_stream();
@@ -247,9 +259,9 @@ async fn buffered(response: reqwest::Response, dialect: Dialect, mut finish: Fin
         len += chunk.len();
         parts.push(chunk);
         if len > MAX_METERED_BODY {
+            finish.settle(Tokens::default());
             let head = futures_util::stream::iter(parts.into_iter().map(Ok::<_, reqwest::Error>));
-            let inner = Box::pin(head.chain(stream));
-            return Ok(Body::from_stream(Metered::new(inner, false, dialect, false, finish)));
+            return Ok(Body::from_stream(head.chain(stream)));
         }
     }
     let body = match parts.len() {
@@ -257,7 +269,9 @@ async fn buffered(response: reqwest::Response, dialect: Dialect, mut finish: Fin
         _ => Bytes::from(parts.concat()),
     };
     let mut tokens = Tokens::default();
-    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+    if dialect == Dialect::Other {
+        // Not an AI API: nothing to read from the answer.
+    } else if let Ok(v) = serde_json::from_slice::<Value>(&body) {
         tokens.observe(dialect, &v);
         if finish.model.is_none() {
             finish.model = response_model(&v);
@@ -373,7 +387,7 @@ async fn oauth_token(
     secret: &SecretText,
 ) -> Result<SecretText, (StatusCode, &'static str, String)> {
     if let Ok(cache) = state.upstreams.oauth.lock() {
-        if let Some((token, until)) = cache.get(&call.credential.id) {
+        if let Some((token, until)) = cache.get(&(call.credential.id, call.credential.updated_at)) {
             if *until > Instant::now() {
                 return Ok(token.clone());
             }
@@ -410,8 +424,10 @@ async fn oauth_token(
     let ttl = body.get("expires_in").and_then(Value::as_u64).unwrap_or(300);
     let token = SecretText::new(token.to_owned());
     if let Ok(mut cache) = state.upstreams.oauth.lock() {
+        // Tokens of superseded versions of this credential are of no use any more.
+        cache.retain(|(id, _), _| *id != call.credential.id);
         cache.insert(
-            call.credential.id,
+            (call.credential.id, call.credential.updated_at),
             (token.clone(), Instant::now() + Duration::from_secs(ttl.saturating_sub(30).max(1))),
         );
     }
@@ -483,13 +499,28 @@ struct StreamOptions {
 }
 
 impl<'a> Peek<'a> {
-    /// The fields of a JSON object body; nothing for any other body, or one whose fields
-    /// have unexpected types (it is forwarded untouched either way).
+    /// The fields of a JSON object body (nothing for any other body; it is forwarded
+    /// untouched either way). A body the typed reader refuses (a field of an unexpected
+    /// type) is read field by field instead, so one odd field hides nothing else.
     fn of(body: &'a [u8]) -> Self {
-        if body.first() != Some(&b'{') {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Self::default();
         }
-        serde_json::from_slice(body).unwrap_or_default()
+        if let Ok(peek) = serde_json::from_slice(body) {
+            return peek;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(body) else { return Self::default() };
+        let u64_at = |key: &str| v.get(key).and_then(Value::as_u64);
+        Self {
+            model: v.get("model").and_then(Value::as_str).map(|m| std::borrow::Cow::Owned(m.to_owned())),
+            stream: v.get("stream").and_then(Value::as_bool),
+            stream_options: Some(StreamOptions {
+                include_usage: v.pointer("/stream_options/include_usage").and_then(Value::as_bool),
+            }),
+            max_tokens: u64_at("max_tokens"),
+            max_completion_tokens: u64_at("max_completion_tokens"),
+            max_output_tokens: u64_at("max_output_tokens"),
+        }
     }
 
     fn max_output_tokens(&self) -> Option<u64> {
@@ -566,15 +597,13 @@ impl Drop for Finish {
     }
 }
 
-/// The response body on its way to the caller: passed through as it arrives (SSE
-/// event by event), with usage read on the way.
+/// A streamed (SSE) answer on its way to the caller: passed through event by event, with
+/// usage read on the way.
 struct Metered {
     inner: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
-    sse: bool,
     dialect: Dialect,
     strip_usage_chunk: bool,
     buffer: Vec<u8>,
-    body_copy: Vec<u8>,
     pending: VecDeque<Bytes>,
     tokens: Tokens,
     done: bool,
@@ -584,18 +613,15 @@ struct Metered {
 impl Metered {
     fn new(
         inner: Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>,
-        sse: bool,
         dialect: Dialect,
         strip_usage_chunk: bool,
         finish: Finish,
     ) -> Self {
         Self {
             inner,
-            sse,
             dialect,
             strip_usage_chunk,
             buffer: Vec::new(),
-            body_copy: Vec::new(),
             pending: VecDeque::new(),
             tokens: Tokens::default(),
             done: false,
@@ -638,14 +664,6 @@ impl Metered {
     }
 
     fn complete(&mut self) {
-        if !self.sse && !self.body_copy.is_empty() {
-            if let Ok(v) = serde_json::from_slice::<Value>(&self.body_copy) {
-                self.tokens.observe(self.dialect, &v);
-                if self.model_unknown() {
-                    self.note_model(&v);
-                }
-            }
-        }
         if let Some(mut f) = self.finish.take() {
             f.settle(self.tokens);
         }
@@ -676,15 +694,8 @@ impl Stream for Metered {
             }
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if this.sse {
-                        this.buffer.extend_from_slice(&chunk);
-                        this.take_events(false);
-                    } else {
-                        if this.body_copy.len() + chunk.len() <= MAX_METERED_BODY {
-                            this.body_copy.extend_from_slice(&chunk);
-                        }
-                        this.pending.push_back(chunk);
-                    }
+                    this.buffer.extend_from_slice(&chunk);
+                    this.take_events(false);
                 }
                 Poll::Ready(Some(Err(e))) => {
                     // Cut off upstream: record what passed, and cut the caller's stream too.
@@ -697,9 +708,7 @@ impl Stream for Metered {
                     ))));
                 }
                 Poll::Ready(None) => {
-                    if this.sse {
-                        this.take_events(true);
-                    }
+                    this.take_events(true);
                     this.done = true;
                 }
                 Poll::Pending => return Poll::Pending,

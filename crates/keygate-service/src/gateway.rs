@@ -142,20 +142,35 @@ impl Services {
     /// at once, other processes' at their next poll of the change epoch.
     pub(crate) async fn changed(&self) {
         self.generation.fetch_add(1, Ordering::Release);
-        if let Err(e) = self.store.bump_change_epoch().await {
-            tracing::warn!(error = %e, "could not move the change epoch: other replicas may serve cached answers for up to {} s", CACHE_TTL.as_secs());
+        match self.store.bump_change_epoch().await {
+            // Only our own bump since the last look: nothing for the poller to flush again.
+            Ok(epoch) => {
+                let _ = self.epoch_seen.compare_exchange(epoch - 1, epoch, Ordering::AcqRel, Ordering::Acquire);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the change epoch: other replicas may serve cached answers for up to {} s", CACHE_TTL.as_secs())
+            }
         }
     }
 
-    /// Drops this process's caches if another process changed something since the last
-    /// look; answers whether it did. One store query, never on a call's path.
+    /// If another process changed something since the last look, drops this process's
+    /// caches (answers, unwrapped data keys) and reads the policy again; answers whether
+    /// it did. One store query when nothing changed, never on a call's path.
     pub async fn poll_changes(&self) -> ServiceResult<bool> {
         let epoch = self.store.change_epoch().await?;
         let seen = self.epoch_seen.swap(epoch, Ordering::AcqRel);
-        if seen != epoch {
-            self.generation.fetch_add(1, Ordering::Release);
+        if seen == epoch {
+            return Ok(false);
         }
-        Ok(seen != epoch)
+        self.generation.fetch_add(1, Ordering::Release);
+        // A workspace deleted elsewhere must not keep its data key alive here.
+        self.vault.clear_cache();
+        if let Err(e) = self.reload_policy().await {
+            // Look again at the next poll rather than run on with a stale policy unnoticed.
+            self.epoch_seen.store(seen, Ordering::Release);
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Polls the change epoch every `every` until the returned task is aborted.
@@ -253,7 +268,13 @@ impl Services {
         let failed = outcome.status == 0 || outcome.status >= 500;
         match call.admission {
             Admission::Unmetered => {}
-            Admission::Demo(reservation) => self.limiter.settle_tokens(&reservation, tokens),
+            Admission::Demo(reservation) => {
+                // A provider that answered but whose count keygate never saw (the caller
+                // left before the usage event, an answer too large to read, a body keygate
+                // could not peek into) is charged what was reserved: unknown is not free.
+                let unseen = (200..300).contains(&outcome.status) && !outcome.tokens.reported;
+                self.limiter.settle_tokens(&reservation, if unseen { reservation.tokens.max(tokens) } else { tokens })
+            }
             Admission::Platform(admission) if failed => self.limiter.refund_request(&admission),
             Admission::Platform(_) => {}
         }
@@ -289,6 +310,9 @@ impl Services {
         let mut credential = call.credential.clone();
         if let Ok(stored) = self.store.credential(credential.id).await {
             credential = stored;
+        }
+        if credential.validity == Validity::Invalid {
+            return; // already marked (concurrent calls with the same bad key): no write, no flush
         }
         credential.validity = Validity::Invalid;
         credential.validity_detail = Some(format!(

@@ -60,16 +60,13 @@ impl Services {
         jwt: Option<JwtVerifier>,
         options: Options,
     ) -> ServiceResult<Self> {
-        let policy = match store.settings_get(POLICY_SETTINGS_KEY).await? {
-            Some(text) => serde_json::from_str(&text).map_err(|e| ServiceError::Invalid {
-                field: "policy",
-                problem: format!("the stored policy does not parse ({e}); fix it with PUT /api/v1/admin/settings"),
-            })?,
-            None => Policy::default(),
-        };
+        let policy = load_policy(&*store).await?;
         let http = reqwest::Client::builder()
             .connect_timeout(options.probe_timeout)
             .timeout(options.probe_timeout)
+            // A redirect would carry a key in a custom header (x-api-key, ...) to whatever
+            // host it names: reqwest strips only Authorization and Cookie.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ServiceError::Invalid { field: "http client", problem: e.to_string() })?;
@@ -94,6 +91,15 @@ impl Services {
         })
     }
 
+    /// Reads the stored policy again (another replica may have changed it).
+    pub(crate) async fn reload_policy(&self) -> ServiceResult<()> {
+        let policy = Arc::new(load_policy(&*self.store).await?);
+        if let Ok(mut current) = self.policy.write() {
+            *current = policy;
+        }
+        Ok(())
+    }
+
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.read().map(|p| p.clone()).unwrap_or_default()
@@ -114,5 +120,16 @@ impl Services {
         }
         self.changed().await;
         Ok(policy)
+    }
+}
+
+/// The stored policy, or the defaults when none was ever set.
+async fn load_policy(store: &dyn Store) -> ServiceResult<Policy> {
+    match store.settings_get(POLICY_SETTINGS_KEY).await? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| ServiceError::Invalid {
+            field: "policy",
+            problem: format!("the stored policy does not parse ({e}); fix it with PUT /api/v1/admin/settings"),
+        }),
+        None => Ok(Policy::default()),
     }
 }

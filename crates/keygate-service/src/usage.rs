@@ -1,5 +1,6 @@
 //! Usage events are written off the hot path: calls hand them to [`UsageRecorder`],
-//! a background task writes them in batches (every 200 ms or 256 events), and
+//! a background task writes them in batches (every 200 ms or 256 events), together with
+//! each used token's last use, and
 //! [`UsageRecorder::flush`] waits until everything handed over is stored (graceful
 //! shutdown, tests).
 
@@ -38,11 +39,15 @@ impl UsageRecorder {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         tokio::spawn(async move {
             let mut batch = Batch::default();
+            // When the oldest waiting item must be written, however busy the channel is.
+            let mut due = tokio::time::Instant::now();
             loop {
                 let message = if batch.is_empty() {
-                    rx.recv().await
+                    let message = rx.recv().await;
+                    due = tokio::time::Instant::now() + INTERVAL;
+                    message
                 } else {
-                    match tokio::time::timeout(INTERVAL, rx.recv()).await {
+                    match tokio::time::timeout_at(due, rx.recv()).await {
                         Ok(m) => m,
                         Err(_) => {
                             write(&*store, &mut batch).await;
@@ -82,13 +87,13 @@ impl UsageRecorder {
         }
     }
 
-    /// Waits until every event handed over so far is stored.
     /// Notes that `token` authenticated a request at `at`, without a write on the
     /// request's path.
     pub fn token_used(&self, token: TokenId, at: DateTime<Utc>) {
         let _ = self.tx.send(Message::TokenUsed(token, at));
     }
 
+    /// Waits until every event (and token use) handed over so far is stored.
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).is_ok() {

@@ -4,11 +4,11 @@
 //! backend's concrete pool type. What differs (connection, pragmas, migrations, the
 //! timestamp encoding in [`crate::ts`]) stays in `sqlite.rs` / `postgres.rs`.
 
-/// Implements [`crate::Store`] for `$store` (which has a `pool: sqlx::Pool<$db>` field
-/// and inherent `backend_kind`, `migrator` and `close_pool` items).
 /// Usage events per INSERT statement (13 parameters each: well under both backends' limits).
 pub(crate) const USAGE_ROWS_PER_INSERT: usize = 128;
 
+/// Implements [`crate::Store`] for `$store` (which has a `pool: sqlx::Pool<$db>` field
+/// and inherent `backend_kind`, `migrator` and `close_pool` items).
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         #[async_trait::async_trait]

@@ -337,6 +337,11 @@ async fn a_change_made_through_one_replica_reaches_the_others_at_their_next_poll
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(status, 401, "the replica saw the revocation");
+
+    // A policy change, too: the replica reads it again when the epoch moves.
+    h.policy(|p| p.demo.tokens_per_day = 1234).await;
+    assert!(replica.services.poll_changes().await.unwrap() || replica.services.policy().demo.tokens_per_day == 1234);
+    assert_eq!(replica.services.policy().demo.tokens_per_day, 1234);
 }
 
 async fn upstream_faults_come_back_clear_and_scrubbed(db: TestDb) {
@@ -476,6 +481,44 @@ async fn a_timeout_is_a_clear_504_and_a_disconnect_still_meters_what_passed(db: 
     assert_eq!((left.input_tokens, left.output_tokens, left.key_source.as_str()), (11, 1, "operator_demo"));
     let quota = h.get("/api/v1/quota", &user.token).await;
     assert_eq!(quota.json["demo"]["tokens_remaining_today"], 10_000 - 12, "settled to what passed: {}", quota.text);
+
+    // An OpenAI stream reports usage only at its end: a caller who leaves before it is
+    // charged the reservation (input estimate + max_tokens), never nothing.
+    h.operator_key(&root, "openai", "sk-proj-", true).await;
+    let chat = json!({"model": "gpt-4o", "max_tokens": 100, "stream": true, "messages": []}).to_string();
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/proxy/openai/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", user.token))
+        .header("content-type", "application/json")
+        .body(Body::from(chat.clone()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(keygate_server::router(h.state.clone()), request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.into_body().into_data_stream();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    let reserved = chat.len() as i64 / 3 + 100;
+    let quota = h.get("/api/v1/quota", &user.token).await;
+    assert_eq!(quota.json["demo"]["tokens_remaining_today"], 10_000 - 12 - reserved, "{}", quota.text);
+
+    // A body with leading whitespace and one field of an odd type is still read: keygate
+    // asks for usage and meters the stream's real count (11 + 7 from the mock).
+    h.mock.configure(|c| c.chunk_interval_ms = 0);
+    let odd = format!("  \n{}", json!({"model": "gpt-4o", "max_tokens": "100", "stream": true, "messages": []}));
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/proxy/openai/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", user.token))
+        .header("content-type", "application/json")
+        .body(Body::from(odd))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(keygate_server::router(h.state.clone()), request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = String::from_utf8(axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(!text.contains("\"usage\""), "the usage chunk keygate asked for is not shown: {text}");
+    let quota = h.get("/api/v1/quota", &user.token).await;
+    assert_eq!(quota.json["demo"]["tokens_remaining_today"], 10_000 - 12 - reserved - 18, "{}", quota.text);
 }
 
 both_backends!(query_keys_and_oauth2_tokens_are_injected);
