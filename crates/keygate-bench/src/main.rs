@@ -54,6 +54,20 @@ struct Args {
     /// Users loaded for the many-users phase.
     #[arg(long)]
     users: Option<usize>,
+    /// Run only these phases (comma-separated; the cold and warm calls always run).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Phase>,
+}
+
+/// A phase of the run, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Rates,
+    Throughput,
+    Streams,
+    Flood,
+    Users,
 }
 
 /// What one run measures, and for how long.
@@ -78,6 +92,8 @@ pub struct Settings {
     #[serde(serialize_with = "secs")]
     pub timeout: Duration,
     pub proxy_core: Option<usize>,
+    /// Empty: every phase.
+    pub only: Vec<Phase>,
     #[serde(skip)]
     pub logs: PathBuf,
 }
@@ -112,8 +128,14 @@ impl Settings {
             users_rate: if quick { 400 } else { 1000 },
             timeout: Duration::from_secs(15),
             proxy_core,
+            only: args.only.clone(),
             logs,
         })
+    }
+
+    /// Whether this run measures `phase`.
+    pub fn runs(&self, phase: Phase) -> bool {
+        self.only.is_empty() || self.only.contains(&phase)
     }
 }
 

@@ -5,7 +5,7 @@ use crate::load::{self, Call, Flood, Streaming, Throughput};
 use crate::procs::sample_rss;
 use crate::stats::Latency;
 use crate::targets::{Mock, Pacing, Target};
-use crate::Settings;
+use crate::{Phase, Settings};
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -77,9 +77,26 @@ pub struct Users {
     pub rss_before_mib: f64,
     pub rss_after_mib: f64,
     pub rate: u32,
-    pub one_user: Latency,
-    pub first_pass: Latency,
-    pub second_pass: Latency,
+    /// One user's calls, then each of the users once (callers keygate has not seen),
+    /// then each once more (callers it has).
+    pub one_user: Pass,
+    pub first_pass: Pass,
+    pub second_pass: Pass,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Pass {
+    pub direct: Latency,
+    pub through: Latency,
+    /// The proxy's CPU time per call: the cost of resolving a caller.
+    pub cpu_us_per_call: f64,
+}
+
+impl Pass {
+    /// What keygate added to the figure `f` picks.
+    pub fn added(&self, f: impl Fn(&Latency) -> f64) -> f64 {
+        f(&self.through) - f(&self.direct)
+    }
 }
 
 /// Direct-to-mock p99 with almost no load: the yardstick for discarding points.
@@ -139,7 +156,8 @@ pub async fn target(
     let queries_before = if target.is_keygate() { Some(target.proxy_db_queries().await?) } else { None };
     let mut calls = 0u64;
     mock.pace(PACED).await?;
-    for &rate in &settings.rates {
+    let rates: &[u32] = if settings.runs(Phase::Rates) { &settings.rates } else { &[] };
+    for &rate in rates {
         settle(target).await;
         let cpu = target.proc.cpu();
         let through = [target.call(false)];
@@ -169,62 +187,69 @@ pub async fn target(
     }
 
     // Maximum throughput, the mock answering at once.
-    settle(target).await;
-    mock.pace(INSTANT).await?;
-    let d = load::closed_loop(&client, &direct, settings.concurrency, settings.throughput).await;
-    let cpu = target.proc.cpu();
-    let t = load::closed_loop(&client, &target.call(false), settings.concurrency, settings.throughput).await;
-    let cpu = target.proc.cpu() - cpu;
-    calls += t.latency.ok as u64;
-    crate::progress(&format!(
-        "{} throughput: direct {:.0}/s, target {:.0}/s ({} errors)",
-        target.name, d.requests_per_second, t.requests_per_second, t.latency.errors
-    ));
-    report.throughput =
-        Some(ThroughputPoint { cpu_us_per_request: per_request(cpu, t.latency.ok), direct: d, target: t });
+    if settings.runs(Phase::Throughput) {
+        settle(target).await;
+        mock.pace(INSTANT).await?;
+        let d = load::closed_loop(&client, &direct, settings.concurrency, settings.throughput).await;
+        let cpu = target.proc.cpu();
+        let t = load::closed_loop(&client, &target.call(false), settings.concurrency, settings.throughput).await;
+        let cpu = target.proc.cpu() - cpu;
+        calls += t.latency.ok as u64;
+        crate::progress(&format!(
+            "{} throughput: direct {:.0}/s, target {:.0}/s ({} errors)",
+            target.name, d.requests_per_second, t.requests_per_second, t.latency.errors
+        ));
+        report.throughput =
+            Some(ThroughputPoint { cpu_us_per_request: per_request(cpu, t.latency.ok), direct: d, target: t });
+    }
     if let Some(before) = queries_before {
         report.db_queries = Some(DbQueries { calls, queries: target.proxy_db_queries().await? - before });
     }
 
     // Streams: time to first chunk, gaps between chunks, memory per open stream.
-    let pacing = settings.stream_pacing;
-    mock.pace(pacing).await?;
-    let stream_length = Duration::from_millis(pacing.latency_ms + pacing.chunk_interval_ms * u64::from(pacing.chunks));
-    let idle = target.proc.rss_mib();
-    for &n in &settings.stream_levels {
-        settle(target).await;
-        let duration = settings.stream_duration.max(stream_length * 2);
-        let d = load::streams(&client, &mock.direct(true), n, duration, stream_length).await;
-        let (stop, peak) = sample_rss(target.proc.pid);
-        let t = load::streams(&client, &target.call(true), n, duration, stream_length).await;
-        let _ = stop.send(());
-        let peak = peak.await.unwrap_or(0.0);
-        crate::progress(&format!(
-            "{} {n} streams: first chunk p99 direct {:.2} target {:.2} ms; gap p99 direct {:.2} target {:.2} ms; {} errors",
-            target.name,
-            d.time_to_first_chunk.p99_ms,
-            t.time_to_first_chunk.p99_ms,
-            d.chunk_gap.p99_ms,
-            t.chunk_gap.p99_ms,
-            t.errors
-        ));
-        let kib_per_stream = ((peak - idle) * 1024.0 / n as f64).max(0.0);
-        report.streaming.push(StreamPoint { direct: d, target: t, peak_rss_mib: peak, kib_per_stream });
+    if settings.runs(Phase::Streams) {
+        let pacing = settings.stream_pacing;
+        mock.pace(pacing).await?;
+        let stream_length =
+            Duration::from_millis(pacing.latency_ms + pacing.chunk_interval_ms * u64::from(pacing.chunks));
+        let idle = target.proc.rss_mib();
+        for &n in &settings.stream_levels {
+            settle(target).await;
+            let duration = settings.stream_duration.max(stream_length * 2);
+            let d = load::streams(&client, &mock.direct(true), n, duration, stream_length).await;
+            let (stop, peak) = sample_rss(target.proc.pid);
+            let t = load::streams(&client, &target.call(true), n, duration, stream_length).await;
+            let _ = stop.send(());
+            let peak = peak.await.unwrap_or(0.0);
+            crate::progress(&format!(
+                "{} {n} streams: first chunk p99 direct {:.2} target {:.2} ms; gap p99 direct {:.2} target {:.2} ms; {} errors",
+                target.name,
+                d.time_to_first_chunk.p99_ms,
+                t.time_to_first_chunk.p99_ms,
+                d.chunk_gap.p99_ms,
+                t.chunk_gap.p99_ms,
+                t.errors
+            ));
+            let kib_per_stream = ((peak - idle) * 1024.0 / n as f64).max(0.0);
+            report.streaming.push(StreamPoint { direct: d, target: t, peak_rss_mib: peak, kib_per_stream });
+        }
     }
 
     // A flood of made-up tokens: all refused, none reaching the provider.
-    settle(target).await;
-    mock.pace(INSTANT).await?;
-    let before = mock.served().await?;
-    let flood = load::flood(&client, &target.call(false), settings.concurrency, settings.flood).await;
-    let reached_mock = mock.served().await? - before;
-    crate::progress(&format!(
-        "{} flood: {:.0} rejections/s, {} other answers, {reached_mock} reached the mock",
-        target.name, flood.rejections_per_second, flood.other
-    ));
-    report.flood = Some(FloodPoint { flood, reached_mock });
+    if settings.runs(Phase::Flood) {
+        settle(target).await;
+        mock.pace(INSTANT).await?;
+        let before = mock.served().await?;
+        let flood = load::flood(&client, &target.call(false), settings.concurrency, settings.flood).await;
+        let reached_mock = mock.served().await? - before;
+        crate::progress(&format!(
+            "{} flood: {:.0} rejections/s, {} other answers, {reached_mock} reached the mock",
+            target.name, flood.rejections_per_second, flood.other
+        ));
+        report.flood = Some(FloodPoint { flood, reached_mock });
+    }
 
-    if target.is_keygate() {
+    if target.is_keygate() && settings.runs(Phase::Users) {
         settle(target).await;
         report.users = Some(users(settings, mock, target).await?);
     }
@@ -250,23 +275,25 @@ async fn users(settings: &Settings, mock: &Mock, target: &Target) -> anyhow::Res
     crate::progress(&format!("{}: {} users provisioned in {provision_seconds:.1} s", target.name, tokens.len()));
     let calls: Vec<Call> = tokens.iter().map(|t| target.call_as(t, false)).collect();
     let rate = settings.users_rate;
-    let pass = Duration::from_secs_f64(calls.len() as f64 / f64::from(rate));
+    let duration = Duration::from_secs_f64(calls.len() as f64 / f64::from(rate));
+    let direct = [mock.direct(false)];
     settle(target).await;
-    let one_user = load::open_loop(&http, &[target.call(false)], rate, settings.point).await;
+    let one_user = pass(&http, target, &direct, std::slice::from_ref(&target.call(false)), rate, settings.point).await;
     settle(target).await;
-    let first_pass = load::open_loop(&http, &calls, rate, pass).await;
+    let first_pass = pass(&http, target, &direct, &calls, rate, duration).await;
     settle(target).await;
     let rss_after_mib = target.proc.rss_mib();
-    let second_pass = load::open_loop(&http, &calls, rate, pass).await;
+    let second_pass = pass(&http, target, &direct, &calls, rate, duration).await;
     crate::progress(&format!(
-        "{}: one user p50 {:.2} ms; {} users first pass p50 {:.2} p99 {:.2}, second pass p50 {:.2} p99 {:.2} ms",
+        "{}: added p50 / p99 ms: one user {:.2} / {:.2}; {} users first pass {:.2} / {:.2}, second pass {:.2} / {:.2}",
         target.name,
-        one_user.p50_ms,
+        one_user.added(|l| l.p50_ms),
+        one_user.added(|l| l.p99_ms),
         calls.len(),
-        first_pass.p50_ms,
-        first_pass.p99_ms,
-        second_pass.p50_ms,
-        second_pass.p99_ms
+        first_pass.added(|l| l.p50_ms),
+        first_pass.added(|l| l.p99_ms),
+        second_pass.added(|l| l.p50_ms),
+        second_pass.added(|l| l.p99_ms),
     ));
     Ok(Users {
         users: tokens.len(),
@@ -278,6 +305,23 @@ async fn users(settings: &Settings, mock: &Mock, target: &Target) -> anyhow::Res
         first_pass,
         second_pass,
     })
+}
+
+/// `calls` at `rate` in lockstep with direct calls, so what keygate adds is read off the
+/// same moments of the machine.
+async fn pass(
+    http: &reqwest::Client,
+    target: &Target,
+    direct: &[Call],
+    calls: &[Call],
+    rate: u32,
+    duration: Duration,
+) -> Pass {
+    let cpu = target.proc.cpu();
+    let mut lanes = load::open_loop_lanes(http, &[direct, calls], rate, duration).await;
+    let cpu = target.proc.cpu() - cpu;
+    let (through, direct) = (lanes.pop().unwrap_or_default(), lanes.pop().unwrap_or_default());
+    Pass { cpu_us_per_call: per_request(cpu, through.ok), direct, through }
 }
 
 /// Waits (up to three minutes) until the target has worked off any backlog an earlier

@@ -40,6 +40,15 @@ impl SqliteStore {
         restrict_permissions(path);
         Ok(Self { pool })
     }
+
+    /// SQLite's plan for `sql` (placeholders left unbound), one step per line, e.g.
+    /// `SEARCH credentials USING INDEX credentials_owner (owner_user_id=? AND …)`. Tests use
+    /// it to prove a query finds its rows through an index instead of scanning a table.
+    pub async fn query_plan(&self, sql: &str) -> StoreResult<String> {
+        let steps: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&self.pool).await?;
+        Ok(steps.into_iter().map(|(_, _, _, detail)| detail).collect::<Vec<_>>().join("\n"))
+    }
 }
 
 /// The file holds only ciphertext, but nobody else on the machine needs to read it.

@@ -418,3 +418,46 @@ async fn demo_first_use_and_usage_sums(db: TestDb) {
 pub fn now() -> chrono::DateTime<Utc> {
     Utc::now().duration_trunc(TimeDelta::microseconds(1)).unwrap()
 }
+
+/// SQLite plans without statistics, by how many columns of an index a query pins down; a
+/// badly chosen index turned every cold call into a scan of all customers' keys. Each
+/// query a caller's first call makes (and key rotation's lookup) must search an index.
+#[tokio::test]
+async fn sqlite_finds_a_callers_rows_through_indexes() {
+    use keygate_store::Store;
+    let db = TestDb::sqlite();
+    let keygate_store::DatabaseLocation::Sqlite(path) = &db.location else { unreachable!() };
+    let store = keygate_store::SqliteStore::open(path).await.unwrap();
+    store.migrate().await.unwrap();
+    let credentials = "SELECT * FROM credentials WHERE 1 = 1";
+    // (query, the index that must serve it: the narrowest one)
+    let queries = [
+        (
+            format!("{credentials} AND scope = $1 AND workspace_id = $2 AND owner_user_id = $3 AND provider = $4"),
+            "credentials_owner (owner_user_id=? AND workspace_id=? AND scope=? AND provider=?)",
+        ),
+        (
+            format!("{credentials} AND scope = $1 AND workspace_id = $2 AND provider = $3 AND status = $4"),
+            "credentials_workspace_scope (workspace_id=? AND scope=? AND provider=? AND status=?)",
+        ),
+        (
+            format!("{credentials} AND scope = $1 AND provider = $2 AND status = $3"),
+            "credentials_scope_provider (scope=? AND provider=? AND status=?)",
+        ),
+        (format!("{credentials} AND scope = $1 AND owner_user_id = $2"), "credentials_owner (owner_user_id=?)"),
+        (format!("{credentials} AND data_key_id = $1"), "credentials_data_key (data_key_id=?)"),
+        ("SELECT * FROM api_tokens WHERE public_id = $1".into(), "(public_id=?)"),
+        ("SELECT * FROM memberships WHERE workspace_id = $1 AND user_id = $2".into(), "(workspace_id=? AND user_id=?)"),
+        ("SELECT * FROM memberships WHERE user_id = $1".into(), "memberships_user (user_id=?)"),
+        ("SELECT first_used_at FROM demo_first_use WHERE user_id = $1".into(), "(user_id=?)"),
+        (
+            "SELECT COUNT(*) FROM usage_events WHERE user_id = $1 AND key_source = $2 AND at >= $3".into(),
+            "usage_events_user_source_at (user_id=? AND key_source=? AND at>?)",
+        ),
+        ("SELECT * FROM data_keys WHERE owner = $1".into(), "(owner=?)"),
+    ];
+    for (sql, index) in queries {
+        let plan = store.query_plan(&sql).await.unwrap();
+        assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}\n  is planned as {plan}, not with {index}");
+    }
+}
