@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use keygate_core::catalog::{Injection, Provider};
 use keygate_core::resolution::PaymentPolicy;
-use keygate_core::usage::{self, Dialect, Tokens};
+use keygate_core::usage::{self, Dialect, Report, Tokens};
 use keygate_service::auth::SCOPE_PROXY;
 use keygate_service::gateway::{Admission, Admitted, CallOutcome};
 use keygate_service::Services;
@@ -75,7 +75,8 @@ type OauthKey = (keygate_core::CredentialId, chrono::DateTime<chrono::Utc>);
 /// One pooled HTTP client per provider, and OAuth2 access tokens cached until expiry.
 #[derive(Debug)]
 pub struct Upstreams {
-    clients: HashMap<String, reqwest::Client>,
+    /// Per provider: its client, and its base URL parsed once (not on every call).
+    clients: HashMap<String, (reqwest::Client, Option<reqwest::Url>)>,
     fallback: reqwest::Client,
     /// Keyed by the credential and its last change: a replaced secret never reuses the
     /// token its predecessor obtained. The only plaintext-derived value keygate caches.
@@ -97,12 +98,35 @@ impl Upstreams {
                 .build()
                 .unwrap_or_default()
         };
-        let clients = services.catalog.all().iter().map(|p| (p.id.clone(), build())).collect();
+        let clients = services
+            .catalog
+            .all()
+            .iter()
+            .map(|p| (p.id.clone(), (build(), reqwest::Url::parse(&p.base_url).ok())))
+            .collect();
         Self { clients, fallback: build(), oauth: Mutex::new(HashMap::new()) }
     }
 
     fn client(&self, provider: &str) -> &reqwest::Client {
-        self.clients.get(provider).unwrap_or(&self.fallback)
+        self.clients.get(provider).map_or(&self.fallback, |(client, _)| client)
+    }
+
+    /// The provider's URL for `path` and `query` (already encoded): the base URL parsed
+    /// at start (the catalog never changes while keygate runs) with the path and query set.
+    fn url(&self, provider: &Provider, path: &str, query: Option<&str>) -> Result<reqwest::Url, String> {
+        let path = path.trim_start_matches('/');
+        let mut url = match self.clients.get(&provider.id) {
+            Some((_, Some(base))) => {
+                let mut url = base.clone();
+                let joined = format!("{}/{path}", url.path().trim_end_matches('/'));
+                url.set_path(&joined);
+                url
+            }
+            _ => reqwest::Url::parse(&format!("{}/{path}", provider.base_url))
+                .map_err(|e| format!("{}'s URL for this path is invalid: {e}", provider.name))?,
+        };
+        url.set_query(query.filter(|q| !q.is_empty()));
+        Ok(url)
     }
 }
 
@@ -271,19 +295,14 @@ async fn buffered(response: reqwest::Response, dialect: Dialect, mut finish: Fin
     let mut tokens = Tokens::default();
     if dialect == Dialect::Other {
         // Not an AI API: nothing to read from the answer.
-    } else if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-        tokens.observe(dialect, &v);
+    } else if let Some(report) = Report::parse(&body) {
+        tokens.observe(dialect, &report);
         if finish.model.is_none() {
-            finish.model = response_model(&v);
+            finish.model = report.model();
         }
     }
     finish.settle(tokens);
     Ok(Body::from(body))
-}
-
-/// The model an answer (or a stream event) names.
-fn response_model(data: &Value) -> Option<String> {
-    data.get("model").or_else(|| data.pointer("/message/model")).and_then(Value::as_str).map(str::to_owned)
 }
 
 /// Builds and sends the upstream request: the only place a plaintext key is handled.
@@ -308,7 +327,6 @@ async fn forward(
             "the stored key cannot be decrypted: add it again".to_owned(),
         )
     })?;
-    let mut url = format!("{}/{}", provider.base_url, path.trim_start_matches('/'));
     let mut pairs: Vec<(String, String)> = query
         .unwrap_or("")
         .split('&')
@@ -356,11 +374,9 @@ async fn forward(
         }
         Injection::Sigv4 { .. } => return Err(bad_gateway("SigV4 is not supported yet".into())),
     };
-    if !pairs.is_empty() {
-        let query: Vec<String> =
-            pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
-        url = format!("{url}?{}", query.join("&"));
-    }
+    let query: Vec<String> =
+        pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
+    let url = state.upstreams.url(provider, path, Some(&query.join("&"))).map_err(bad_gateway)?;
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let request = state.upstreams.client(&provider.id).request(method, url).headers(headers).body(body);
     state.metrics.overhead(started.elapsed());
@@ -640,12 +656,12 @@ impl Metered {
             let event: Vec<u8> = self.buffer.drain(..end).collect();
             let text = String::from_utf8_lossy(&event);
             let mut usage_only = false;
-            for data in usage::sse_data(&text) {
-                self.tokens.observe(self.dialect, &data);
+            for report in usage::sse_data(&text) {
+                self.tokens.observe(self.dialect, &report);
                 if self.model_unknown() {
-                    self.note_model(&data);
+                    self.note_model(&report);
                 }
-                usage_only |= usage::is_usage_only_chunk(&data);
+                usage_only |= report.is_usage_only_chunk();
             }
             if !(self.strip_usage_chunk && usage_only) {
                 self.pending.push_back(Bytes::from(event));
@@ -657,8 +673,8 @@ impl Metered {
         self.finish.as_ref().is_some_and(|f| f.model.is_none())
     }
 
-    fn note_model(&mut self, data: &Value) {
-        if let (Some(finish), Some(model)) = (self.finish.as_mut(), response_model(data)) {
+    fn note_model(&mut self, report: &Report) {
+        if let (Some(finish), Some(model)) = (self.finish.as_mut(), report.model()) {
             finish.model = Some(model);
         }
     }
