@@ -84,6 +84,11 @@ fn json_problem(rejection: &JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as `content-type: application/json`",
         ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the API accepts (2 MiB); proxied calls may carry up to 32 MiB",
+        ),
         other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text()),
     }
 }

@@ -19,7 +19,7 @@ pub async fn create_admin(store: &dyn Store, email: &str, password: &SecretText,
     if store.user_by_email(&email).await?.is_some() {
         return Err(ServiceError::Conflict(format!("a user with email {email} already exists")));
     }
-    let hash = hash_password(password)?;
+    let hash = hash_password(password.clone()).await?;
     let at = now();
     let user = User {
         id: UserId::new(),
@@ -56,24 +56,52 @@ pub async fn create_admin(store: &dyn Store, email: &str, password: &SecretText,
     Ok(user)
 }
 
-/// Whether `password` matches the user's stored hash. Unknown users and users without a
-/// password never match.
-pub async fn verify_password(store: &dyn Store, user: UserId, password: &SecretText) -> ServiceResult<bool> {
-    let Some(stored) = store.password_hash(user).await? else {
-        return Ok(false);
+/// Whether `password` matches the user's stored hash. Unknown users (`None`) and users
+/// without a password never match, after the same argon2 work as a known one, so the time
+/// an answer takes does not tell which emails have accounts.
+pub async fn verify_password(store: &dyn Store, user: Option<UserId>, password: &SecretText) -> ServiceResult<bool> {
+    let stored = match user {
+        Some(user) => store.password_hash(user).await?,
+        None => None,
     };
-    let Ok(parsed) = PasswordHash::new(&stored) else {
-        return Ok(false);
+    let known = stored.is_some();
+    let stored = match stored {
+        Some(hash) => hash,
+        None => decoy_hash().await?,
     };
-    Ok(Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok())
+    let password = password.clone();
+    let matches = blocking(move || {
+        PasswordHash::new(&stored)
+            .is_ok_and(|parsed| Argon2::default().verify_password(password.expose().as_bytes(), &parsed).is_ok())
+    })
+    .await?;
+    Ok(known && matches)
 }
 
-fn hash_password(password: &SecretText) -> ServiceResult<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default() // argon2id, 19 MiB, 2 passes: the OWASP minimum
-        .hash_password(password.expose().as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ServiceError::Invalid { field: "password", problem: format!("could not be hashed: {e}") })
+/// A hash of a random password, made once: what an unknown user's login is checked
+/// against.
+async fn decoy_hash() -> ServiceResult<String> {
+    static DECOY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DECOY.get_or_try_init(|| hash_password(SecretText::new(keygate_vault::random_alphanumeric(32)))).await.cloned()
+}
+
+async fn hash_password(password: SecretText) -> ServiceResult<String> {
+    blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default() // argon2id, 19 MiB, 2 passes: the OWASP minimum
+            .hash_password(password.expose().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ServiceError::Invalid { field: "password", problem: format!("could not be hashed: {e}") })
+    })
+    .await?
+}
+
+/// Runs argon2 (tens of milliseconds of CPU) off the async workers, which keep serving
+/// proxied calls meanwhile.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServiceError::Interrupted(format!("password hashing stopped: {e}")))
 }
 
 fn check_password(password: &SecretText) -> ServiceResult<()> {

@@ -70,7 +70,13 @@ impl Services {
                 credential.validity_detail = Some("the workspace was deleted and its data key destroyed".into());
                 credential.validity_checked_at = Some(at);
                 credential.updated_at = at;
-                self.store.update_credential(&credential).await?;
+                let sealed = credential.sealed.clone();
+                match self.store.update_credential(&credential, &sealed).await {
+                    // Replaced meanwhile: its workspace is deleted, so it serves no call, and
+                    // opening it fails all the same.
+                    Ok(()) | Err(keygate_store::StoreError::Changed { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         self.store.set_workspace_status(id, status, at).await?;

@@ -427,11 +427,14 @@ impl Services {
         let denied = || ServiceError::Unauthenticated("wrong email or password".into());
         let email = email.trim().to_lowercase();
         let user = self.store.user_by_email(&email).await?;
-        let ok = match &user {
-            Some(u) => crate::accounts::verify_password(&*self.store, u.id, password).await?,
-            None => false,
+        let ok = crate::accounts::verify_password(&*self.store, user.as_ref().map(|u| u.id), password).await?;
+        // What was typed is recorded only when it is a known email: people type passwords
+        // into the email box, and the audit log keeps what it is given for good.
+        let label = match &user {
+            Some(_) => email.clone(),
+            None => "an unknown email".to_owned(),
         };
-        let actor = Actor { user_id: user.as_ref().map(|u| u.id), label: email.clone(), source_addr };
+        let actor = Actor { user_id: user.as_ref().map(|u| u.id), label, source_addr };
         let target_id = user.as_ref().map(|u| u.id.to_string());
         let entry = |result| Entry {
             action: "auth.login",

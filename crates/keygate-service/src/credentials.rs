@@ -183,6 +183,7 @@ impl Services {
     ) -> ServiceResult<Credential> {
         principal.require_scope(SCOPE_KEYS)?;
         let mut credential = self.load(principal, id, Access::Manage).await?;
+        let sealed_before = credential.sealed.clone();
         let provider = self.provider(&credential.provider)?;
         if let Some(name) = patch.name {
             credential.name = clean_name(Some(&name), provider)?;
@@ -203,7 +204,7 @@ impl Services {
             credential.operator_shared = shared;
         }
         credential.updated_at = now();
-        self.store.update_credential(&credential).await.map_err(|e| match e {
+        self.store.update_credential(&credential, &sealed_before).await.map_err(|e| match e {
             keygate_store::StoreError::Conflict(_) => ServiceError::Conflict(format!(
                 "another active {} key exists for this owner: disable or delete it first",
                 provider.name
@@ -245,9 +246,9 @@ impl Services {
         apply(&mut credential, &outcome, at);
         credential.updated_at = at;
         let (sealed, dek) = self.vault.seal_credential(&credential, &secret).await?;
-        credential.sealed = sealed;
+        let sealed_before = std::mem::replace(&mut credential.sealed, sealed);
         credential.data_key_id = dek;
-        self.store.update_credential(&credential).await?;
+        self.store.update_credential(&credential, &sealed_before).await?;
         self.changed().await;
         self.audit_credential(
             principal,
@@ -281,7 +282,10 @@ impl Services {
             }
         };
         apply(&mut credential, &outcome, now());
-        self.store.update_credential(&credential).await?;
+        // The verdict is about the secret tested: if it was replaced meanwhile, say so
+        // rather than pin this verdict on the new one.
+        let sealed_before = credential.sealed.clone();
+        self.store.update_credential(&credential, &sealed_before).await?;
         self.changed().await;
         self.audit_credential(
             principal,

@@ -84,6 +84,9 @@ impl From<StoreError> for ServiceError {
         match err {
             StoreError::NotFound { entity, .. } => Self::NotFound { entity },
             StoreError::Conflict(what) => Self::Conflict(what),
+            StoreError::Changed { entity, .. } => Self::Conflict(format!(
+                "the {entity} was changed by another request while this one ran; nothing was saved: load it again and retry"
+            )),
             other => Self::Store(other),
         }
     }

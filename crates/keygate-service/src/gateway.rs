@@ -18,7 +18,6 @@ use chrono::{DateTime, Utc};
 use keygate_core::catalog::Provider;
 use keygate_core::resolution::{self, Candidates, Facts, KeySource, PaymentPolicy};
 use keygate_core::*;
-use keygate_store::CredentialFilter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -307,21 +306,23 @@ impl Services {
             tracing::warn!(provider = %call.provider.id, status, source = %call.source, "the provider rejected an operator key");
             return;
         }
-        let mut credential = call.credential.clone();
-        if let Ok(stored) = self.store.credential(credential.id).await {
-            credential = stored;
+        // The key this call used: if it was replaced since, the refusal is not about the
+        // stored one, and the compare-and-set below leaves it alone.
+        let Ok(mut credential) = self.store.credential(call.credential.id).await else { return };
+        if credential.sealed != call.credential.sealed || credential.validity == Validity::Invalid {
+            return; // replaced, or already marked (concurrent calls with the same bad key): no write, no flush
         }
-        if credential.validity == Validity::Invalid {
-            return; // already marked (concurrent calls with the same bad key): no write, no flush
-        }
+        let sealed_before = credential.sealed.clone();
         credential.validity = Validity::Invalid;
         credential.validity_detail = Some(format!(
             "{} rejected the key (HTTP {status}) during a call: it may have been rotated or revoked. Replace it.",
             call.provider.name
         ));
         credential.validity_checked_at = Some(now());
-        if let Err(e) = self.store.update_credential(&credential).await {
-            tracing::warn!(error = %e, "could not mark a rejected key invalid");
+        match self.store.update_credential(&credential, &sealed_before).await {
+            Ok(()) => {}
+            Err(keygate_store::StoreError::Changed { .. }) => return, // replaced meanwhile
+            Err(e) => tracing::warn!(error = %e, "could not mark a rejected key invalid"),
         }
         self.changed().await;
     }
@@ -359,40 +360,15 @@ impl Services {
         if let Some(set) = self.candidate_cache.get(&key, generation) {
             return Ok(set);
         }
-        let store = &self.store;
-        let own: Vec<Credential> = store
-            .credentials(&CredentialFilter {
-                scope: Some(CredentialScope::User),
-                workspace_id: Some(principal.workspace.id),
-                owner_user_id: Some(principal.user.id),
-                provider: Some(provider.to_owned()),
-                ..Default::default()
-            })
-            .await?;
-        let shared = store
-            .credentials(&CredentialFilter {
-                scope: Some(CredentialScope::Workspace),
-                workspace_id: Some(principal.workspace.id),
-                provider: Some(provider.to_owned()),
-                status: Some(CredentialStatus::Active),
-                ..Default::default()
-            })
-            .await?;
-        let operator = store
-            .credentials(&CredentialFilter {
-                scope: Some(CredentialScope::Operator),
-                provider: Some(provider.to_owned()),
-                status: Some(CredentialStatus::Active),
-                ..Default::default()
-            })
-            .await?;
-        self.hot_path_queries.add(3);
-        let pick_own = own.iter().find(|c| c.status == CredentialStatus::Active).or_else(|| own.first()).cloned();
+        let all = self.store.credential_candidates(principal.workspace.id, principal.user.id, provider).await?;
+        self.hot_path_queries.add(1);
+        let of = |scope: CredentialScope| all.iter().filter(move |c| c.scope == scope);
+        let own = || of(CredentialScope::User);
         let set = Arc::new(CandidateSet {
-            own: pick_own,
-            workspace: shared.into_iter().next(),
-            operator_shared: operator.iter().find(|c| c.operator_shared).cloned(),
-            platform: operator.into_iter().find(|c| !c.operator_shared),
+            own: own().find(|c| c.status == CredentialStatus::Active).or_else(|| own().next()).cloned(),
+            workspace: of(CredentialScope::Workspace).next().cloned(),
+            operator_shared: of(CredentialScope::Operator).find(|c| c.operator_shared).cloned(),
+            platform: of(CredentialScope::Operator).find(|c| !c.operator_shared).cloned(),
         });
         self.candidate_cache.put(key, set.clone(), generation);
         Ok(set)

@@ -9,6 +9,9 @@ pub enum StoreError {
     NotFound { entity: &'static str, id: String },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A compare-and-set found the row changed since it was read.
+    #[error("{entity} {id} was changed by another request")]
+    Changed { entity: &'static str, id: String },
     #[error("database configuration: {0}")]
     Config(String),
     #[error("could not reach the database ({location}): {reason}")]

@@ -217,8 +217,20 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn replace_credential(&self, old: CredentialId, new: &Credential) -> StoreResult<()>;
     async fn credential(&self, id: CredentialId) -> StoreResult<Credential>;
     async fn credentials(&self, filter: &CredentialFilter) -> StoreResult<Vec<Credential>>;
-    /// Saves every mutable field of `credential` (not its id, owner or creation time).
-    async fn update_credential(&self, credential: &Credential) -> StoreResult<()>;
+    /// Everything that could serve `user` in `workspace` for `provider`, in one query (a
+    /// cold call's lookup): the user's own keys there (any status), the workspace's active
+    /// keys, and the operator's active keys; oldest first.
+    async fn credential_candidates(
+        &self,
+        workspace: WorkspaceId,
+        user: UserId,
+        provider: &str,
+    ) -> StoreResult<Vec<Credential>>;
+    /// Saves every mutable field of `credential` (not its id, owner, creation or last-use
+    /// time) if its stored secret is still `sealed_before` (each sealing is unique, so it
+    /// names one version of the key); otherwise fails with [`StoreError::Changed`] and
+    /// writes nothing: a test or a rename never puts back a secret replaced meanwhile.
+    async fn update_credential(&self, credential: &Credential, sealed_before: &[u8]) -> StoreResult<()>;
     async fn delete_credential(&self, id: CredentialId) -> StoreResult<()>;
 
     // --- tokens ---

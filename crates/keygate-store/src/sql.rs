@@ -447,11 +447,38 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn update_credential(&self, c: &Credential) -> $crate::StoreResult<()> {
+            async fn credential_candidates(
+                &self,
+                workspace: WorkspaceId,
+                user: UserId,
+                provider: &str,
+            ) -> $crate::StoreResult<Vec<Credential>> {
+                // Three selects, each on the index made for it (a single WHERE with ORs
+                // leaves SQLite's planner free to scan).
+                sqlx::query_as::<_, CredentialRow>(concat!(
+                    "SELECT ", credential_columns!(), " FROM credentials \
+                     WHERE scope = 'user' AND workspace_id = $1 AND owner_user_id = $2 AND provider = $3 \
+                     UNION ALL SELECT ", credential_columns!(), " FROM credentials \
+                     WHERE scope = 'workspace' AND workspace_id = $1 AND provider = $3 AND status = 'active' \
+                     UNION ALL SELECT ", credential_columns!(), " FROM credentials \
+                     WHERE scope = 'operator' AND provider = $3 AND status = 'active' \
+                     ORDER BY created_at, id"
+                ))
+                .bind(workspace.as_uuid())
+                .bind(user.as_uuid())
+                .bind(provider)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect()
+            }
+
+            async fn update_credential(&self, c: &Credential, sealed_before: &[u8]) -> $crate::StoreResult<()> {
                 let done = sqlx::query(
                     "UPDATE credentials SET name = $1, hint = $2, model = $3, status = $4, validity = $5, \
                      validity_detail = $6, validity_checked_at = $7, operator_shared = $8, sealed = $9, data_key_id = $10, \
-                     updated_at = $11, last_used_at = $12, owner_key = $14 WHERE id = $13",
+                     updated_at = $11, owner_key = $12 WHERE id = $13 AND sealed = $14",
                 )
                 .bind(&c.name)
                 .bind(&c.hint)
@@ -464,12 +491,22 @@ macro_rules! impl_store {
                 .bind(&c.sealed)
                 .bind(c.data_key_id.as_uuid())
                 .bind(Ts(c.updated_at))
-                .bind(crate::ts::opt(c.last_used_at))
-                .bind(c.id.as_uuid())
                 .bind(c.slot_key())
+                .bind(c.id.as_uuid())
+                .bind(sealed_before)
                 .execute(&self.pool)
                 .await?;
-                expect_one(done.rows_affected(), "credential", c.id)
+                if done.rows_affected() == 1 {
+                    return Ok(());
+                }
+                let exists: Option<(i64,)> = sqlx::query_as("SELECT CAST(1 AS BIGINT) FROM credentials WHERE id = $1")
+                    .bind(c.id.as_uuid())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Err(match exists {
+                    Some(_) => StoreError::Changed { entity: "credential", id: c.id.to_string() },
+                    None => StoreError::not_found("credential", c.id),
+                })
             }
 
             async fn delete_credential(&self, id: CredentialId) -> $crate::StoreResult<()> {

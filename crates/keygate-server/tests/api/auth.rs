@@ -194,8 +194,17 @@ async fn login_with_a_password_issues_a_short_token(db: TestDb) {
     h.canary(&token);
     assert!(ok.json["expires_at"].is_string());
     assert_eq!(h.get("/api/v1/admin/users", &token).await.status, 200, "a super-admin's session can administer");
+    // A password typed into the email box (an unknown email) is refused like any other and
+    // never recorded.
+    let typed = "canary-password-typed-as-email";
+    h.canary(typed);
+    let unknown =
+        h.call(Method::POST, "/api/v1/auth/login", None, Some(json!({"email": typed, "password": password}))).await;
+    assert_eq!((unknown.status, unknown.code()), (401, "unauthenticated"));
     let logins = h.get("/api/v1/admin/audit?action=auth.login", &token).await;
     let results: Vec<&str> =
         logins.json["events"].as_array().unwrap().iter().map(|e| e["result"].as_str().unwrap()).collect();
-    assert_eq!(results, vec!["ok", "denied"]);
+    assert_eq!(results, vec!["denied", "ok", "denied"]);
+    assert!(!logins.text.contains(typed), "{}", logins.text);
+    assert!(logins.text.contains("an unknown email"), "{}", logins.text);
 }

@@ -11,7 +11,7 @@ async fn malformed_bodies_unknown_fields_and_bad_ids_are_problem_json() {
     let h = Harness::new(TestDb::sqlite()).await;
     let alice = h.user("alice@example.com").await;
     let before = h.audit_count().await;
-    let raw = |body: &'static str, content_type: &'static str| {
+    let raw = |body: String, content_type: &'static str| {
         Request::builder()
             .method(Method::POST)
             .uri("/api/v1/keys")
@@ -20,18 +20,20 @@ async fn malformed_bodies_unknown_fields_and_bad_ids_are_problem_json() {
             .body(Body::from(body))
             .unwrap()
     };
+    let huge = format!("{{\"provider\": \"openai\", \"secret\": \"{}\"}}", "x".repeat(3 << 20));
     let cases = [
-        (raw("{\"provider\": ", "application/json"), 400, "malformed_json"),
-        (raw("provider=openai", "application/x-www-form-urlencoded"), 415, "unsupported_media_type"),
+        (raw("{\"provider\": ".into(), "application/json"), 400, "malformed_json"),
+        (raw(huge, "application/json"), 413, "payload_too_large"),
+        (raw("provider=openai".into(), "application/x-www-form-urlencoded"), 415, "unsupported_media_type"),
         (
-            raw("{\"provider\": \"openai\", \"secret\": \"sk-x\", \"colour\": \"blue\"}", "application/json"),
+            raw("{\"provider\": \"openai\", \"secret\": \"sk-x\", \"colour\": \"blue\"}".into(), "application/json"),
             422,
             "invalid_request",
         ),
-        (raw("{\"provider\": \"openai\"}", "application/json"), 422, "invalid_request"),
-        (raw("{\"provider\": \"openai\", \"secret\": 42}", "application/json"), 422, "invalid_request"),
+        (raw("{\"provider\": \"openai\"}".into(), "application/json"), 422, "invalid_request"),
+        (raw("{\"provider\": \"openai\", \"secret\": 42}".into(), "application/json"), 422, "invalid_request"),
         (
-            raw("{\"provider\": \"openai\", \"secret\": \"sk-x\", \"scope\": \"galaxy\"}", "application/json"),
+            raw("{\"provider\": \"openai\", \"secret\": \"sk-x\", \"scope\": \"galaxy\"}".into(), "application/json"),
             422,
             "invalid_request",
         ),

@@ -14,6 +14,7 @@ both_backends!(
     invalid_keys_can_be_refused_by_policy,
     multi_field_credentials_validate_too,
     the_catalog_shows_what_the_caller_has_configured,
+    a_verdict_on_a_replaced_secret_never_lands_on_its_successor,
 );
 
 async fn the_full_key_lifecycle(db: TestDb) {
@@ -275,4 +276,41 @@ async fn the_catalog_shows_what_the_caller_has_configured(db: TestDb) {
     assert_eq!(find("anthropic")["key_prefixes"], json!(["sk-ant-"]));
     assert_eq!(find("bedrock")["validated_live"], json!(false));
     assert!(reply.text.find("base_url").is_none(), "provider origins are the operator's business");
+}
+
+/// A call (or a test) that used a key which was replaced while it ran: the provider's
+/// refusal of the old secret must not mark the new one invalid, and a stale update must
+/// not put the old secret back.
+async fn a_verdict_on_a_replaced_secret_never_lands_on_its_successor(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    let id = h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    let services = h.services();
+    let principal = services.authenticate(&alice.token, None).await.unwrap();
+    let call =
+        services.admit(&principal, "openai", keygate_core::resolution::PaymentPolicy::default(), 1).await.unwrap();
+
+    let fresh = h.valid_key("sk-proj-");
+    let replaced = h.put(&format!("/api/v1/keys/{id}/secret"), &alice.token, json!({"secret": fresh})).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    services.mark_rejected(&call, 401).await;
+    let key = h.get(&format!("/api/v1/keys/{id}"), &alice.token).await;
+    assert_eq!(key.json["validity"], "valid", "the refusal was of the old secret: {}", key.text);
+    assert_eq!(h.chat(&alice.token).await.status, 200);
+    assert_eq!(h.mock.requests().pop().unwrap().credential.as_deref(), Some(fresh.as_str()));
+
+    // The same call's refusal while its key is still the stored one does mark it.
+    let call =
+        services.admit(&principal, "openai", keygate_core::resolution::PaymentPolicy::default(), 1).await.unwrap();
+    services.mark_rejected(&call, 401).await;
+    let key = h.get(&format!("/api/v1/keys/{id}"), &alice.token).await;
+    assert_eq!(key.json["validity"], "invalid", "{}", key.text);
+
+    // A stale whole-row write (read before the replacement) is refused and changes nothing.
+    let stored = services.store.credential(call.credential.id).await.unwrap();
+    let mut stale = stored.clone();
+    stale.name = "stale".into();
+    let err = services.store.update_credential(&stale, b"an older sealing").await.unwrap_err();
+    assert!(matches!(err, keygate_store::StoreError::Changed { .. }), "{err:?}");
+    assert_eq!(services.store.credential(stored.id).await.unwrap(), stored);
 }

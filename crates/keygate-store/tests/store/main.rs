@@ -178,13 +178,47 @@ async fn credential_queries_stay_scoped_to_their_owner(db: TestDb) {
     };
     assert_eq!(store.credentials(&mine).await.unwrap(), vec![a_key.clone()]);
     let bs = CredentialFilter { owner_user_id: Some(b.user.id), ..Default::default() };
-    assert_eq!(store.credentials(&bs).await.unwrap(), vec![b_key]);
+    assert_eq!(store.credentials(&bs).await.unwrap(), vec![b_key.clone()]);
     let a_ws = CredentialFilter { workspace_id: Some(a.workspace.id), ..Default::default() };
     assert_eq!(store.credentials(&a_ws).await.unwrap().len(), 2);
     let by_provider = CredentialFilter { provider: Some("anthropic".into()), ..Default::default() };
     assert!(store.credentials(&by_provider).await.unwrap().is_empty());
     let by_key = CredentialFilter { data_key_id: Some(a.data_key.id), ..Default::default() };
     assert_eq!(store.credentials(&by_key).await.unwrap().len(), 2);
+
+    // A caller's candidates in one query: their own key (even disabled), their
+    // workspace's active keys, the operator's active keys; nobody else's, no other provider.
+    let mut a_disabled = a.user_credential("anthropic");
+    a_disabled.status = CredentialStatus::Disabled;
+    store.insert_credential(&a_disabled).await.unwrap();
+    let operator = a.operator_credential("openai");
+    store.insert_credential(&operator).await.unwrap();
+    let mut paused = b.operator_credential("openai");
+    paused.status = CredentialStatus::Disabled;
+    store.insert_credential(&paused).await.unwrap();
+    let mut b_ws_off = b.workspace_credential("openai");
+    b_ws_off.status = CredentialStatus::Disabled;
+    store.insert_credential(&b_ws_off).await.unwrap();
+    let ids = |v: Vec<Credential>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let a_ws_key =
+        store.credentials(&CredentialFilter { scope: Some(CredentialScope::Workspace), ..a_ws }).await.unwrap();
+    assert_eq!(
+        ids(store.credential_candidates(a.workspace.id, a.user.id, "openai").await.unwrap()),
+        vec![a_key.id, a_ws_key[0].id, operator.id]
+    );
+    assert_eq!(
+        ids(store.credential_candidates(a.workspace.id, a.user.id, "anthropic").await.unwrap()),
+        vec![a_disabled.id]
+    );
+    assert_eq!(
+        ids(store.credential_candidates(b.workspace.id, b.user.id, "openai").await.unwrap()),
+        vec![b_key.id, operator.id],
+        "b's disabled workspace key and the disabled operator key are not candidates"
+    );
+    assert_eq!(
+        ids(store.credential_candidates(a.workspace.id, b.user.id, "openai").await.unwrap()),
+        vec![a_ws_key[0].id, operator.id]
+    );
 }
 
 async fn credentials_update_replace_and_delete(db: TestDb) {
@@ -201,8 +235,19 @@ async fn credentials_update_replace_and_delete(db: TestDb) {
     c.sealed = b"resealed".to_vec();
     c.hint = "…wxyz".into();
     c.updated_at = now() + Duration::seconds(1);
-    store.update_credential(&c).await.unwrap();
+    let sealed_before = store.credential(c.id).await.unwrap().sealed;
+    store.update_credential(&c, &sealed_before).await.unwrap();
     assert_eq!(store.credential(c.id).await.unwrap(), c);
+    // Compare-and-set on the secret: an update read before the secret was replaced (here:
+    // the "resealed" write above) is refused, writes nothing, and says so.
+    let mut stale = c.clone();
+    stale.sealed = sealed_before.clone();
+    stale.name = "stale rename".into();
+    let err = store.update_credential(&stale, &sealed_before).await.unwrap_err();
+    assert!(matches!(err, keygate_store::StoreError::Changed { .. }), "{err:?}");
+    assert_eq!(store.credential(c.id).await.unwrap(), c);
+    let missing = Credential { id: CredentialId::new(), ..c.clone() };
+    assert!(store.update_credential(&missing, &c.sealed).await.unwrap_err().is_not_found());
 
     let replacement = f.user_credential("openai");
     store.replace_credential(c.id, &replacement).await.unwrap();

@@ -47,8 +47,9 @@ async fn doctor_names_an_undecryptable_credential_by_id(db: TestDb) {
     let credentials = seed(&db, &format!("a:{KEY_A}"), 2).await;
     let store = store(&db).await;
     let mut broken = store.credential(credentials[0].id).await.unwrap();
+    let sealed = broken.sealed.clone();
     broken.sealed[20] ^= 0xff;
-    store.update_credential(&broken).await.unwrap();
+    store.update_credential(&broken, &sealed).await.unwrap();
     store.close().await;
 
     let (ok, stdout, stderr) = run(keygate(&db, &[("KEYGATE_MASTER_KEY", KEY_A)]), &["doctor"]);
