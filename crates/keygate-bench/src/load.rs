@@ -3,7 +3,7 @@
 //! throughput, concurrent streams (time to first chunk, gaps between chunks), and a
 //! flood of invalid tokens.
 
-use crate::stats::{Latency, Samples};
+use crate::stats::{Latency, Samples, OVERLOADED};
 use futures_util::StreamExt;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -38,14 +38,24 @@ impl Call {
 
     /// Sends once and reads the whole answer; `Err` for a transport error or non-2xx.
     pub async fn send(&self, client: &reqwest::Client) -> Result<(), String> {
-        let response = self.request(client).send().await.map_err(|e| e.to_string())?;
+        let response = self.request(client).send().await.map_err(failure)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        let body = response.bytes().await.map_err(failure)?;
         if status.is_success() {
             Ok(())
         } else {
             Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)])))
         }
+    }
+}
+
+/// A request that timed out was given up on (the target was too slow); any other
+/// transport error is a failure.
+fn failure(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("{OVERLOADED}no answer in time")
+    } else {
+        e.to_string()
     }
 }
 
@@ -91,7 +101,7 @@ pub async fn open_loop_lanes(
         for (lane, calls) in lanes.iter().enumerate() {
             let in_flight = &budgets[lane];
             if in_flight.load(Ordering::Relaxed) >= MAX_IN_FLIGHT {
-                let _ = tx.send((lane, Err("too many requests in flight".into())));
+                let _ = tx.send((lane, Err(format!("{OVERLOADED}too many requests in flight"))));
                 continue;
             }
             in_flight.fetch_add(1, Ordering::Relaxed);
@@ -205,7 +215,7 @@ pub async fn streams(
 
 async fn one_stream(client: &reqwest::Client, call: &Call) -> Result<(Duration, Vec<Duration>), String> {
     let started = Instant::now();
-    let response = call.request(client).send().await.map_err(|e| e.to_string())?;
+    let response = call.request(client).send().await.map_err(failure)?;
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }
@@ -214,7 +224,7 @@ async fn one_stream(client: &reqwest::Client, call: &Call) -> Result<(Duration, 
     let mut last = started;
     let mut gaps = Vec::new();
     while let Some(chunk) = body.next().await {
-        chunk.map_err(|e| e.to_string())?;
+        chunk.map_err(failure)?;
         let now = Instant::now();
         match first {
             None => first = Some(now - started),

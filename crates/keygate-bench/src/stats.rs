@@ -3,10 +3,16 @@
 use serde::Serialize;
 use std::time::Duration;
 
+/// How an error message starts when the target was too slow rather than wrong: the
+/// harness gave up on it (its in-flight cap, its timeout). Such requests are counted
+/// apart: a finding about the target, never a broken benchmark.
+pub const OVERLOADED: &str = "overloaded: ";
+
 #[derive(Debug, Default)]
 pub struct Samples {
     micros: Vec<u64>,
     errors: usize,
+    overloaded: usize,
     first_error: Option<String>,
 }
 
@@ -14,6 +20,7 @@ impl Samples {
     pub fn record(&mut self, result: Result<Duration, String>) {
         match result {
             Ok(d) => self.micros.push(d.as_micros() as u64),
+            Err(e) if e.starts_with(OVERLOADED) => self.overloaded += 1,
             Err(e) => {
                 self.errors += 1;
                 self.first_error.get_or_insert(e);
@@ -24,6 +31,7 @@ impl Samples {
     pub fn merge(&mut self, other: Samples) {
         self.micros.extend(other.micros);
         self.errors += other.errors;
+        self.overloaded += other.overloaded;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -43,6 +51,7 @@ impl Samples {
         Latency {
             ok: v.len(),
             errors: self.errors,
+            overloaded: self.overloaded,
             first_error: self.first_error,
             mean_ms: mean,
             p50_ms: at(0.50),
@@ -57,7 +66,10 @@ impl Samples {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Latency {
     pub ok: usize,
+    /// Wrong answers and transport failures: the benchmark is broken.
     pub errors: usize,
+    /// Requests the harness gave up on because the target was too slow.
+    pub overloaded: usize,
     pub first_error: Option<String>,
     pub mean_ms: f64,
     pub p50_ms: f64,
