@@ -53,19 +53,19 @@ impl Tokens {
         match dialect {
             Dialect::OpenAi => {
                 if let Some(u) = &report.usage {
-                    take(u.int("prompt_tokens"), u.int("completion_tokens"));
+                    take(int(u, "prompt_tokens"), int(u, "completion_tokens"));
                 }
             }
             Dialect::Anthropic => {
                 for u in
                     [report.usage.as_ref(), report.message.as_ref().and_then(|m| m.get("usage"))].into_iter().flatten()
                 {
-                    take(u.int("input_tokens"), u.int("output_tokens"));
+                    take(int(u, "input_tokens"), int(u, "output_tokens"));
                 }
             }
             Dialect::Gemini => {
                 if let Some(u) = &report.usage_metadata {
-                    take(u.int("promptTokenCount"), u.int("candidatesTokenCount"));
+                    take(int(u, "promptTokenCount"), int(u, "candidatesTokenCount"));
                 }
             }
             Dialect::Other => {}
@@ -117,14 +117,9 @@ impl Report {
     }
 }
 
-trait Count {
-    fn int(&self, field: &str) -> Option<i64>;
-}
-
-impl Count for Value {
-    fn int(&self, field: &str) -> Option<i64> {
-        self.get(field).and_then(Value::as_i64)
-    }
+/// An integer field of a usage object.
+fn int(usage: &Value, field: &str) -> Option<i64> {
+    usage.get(field).and_then(Value::as_i64)
 }
 
 /// Some(whether it is an empty array) for a field that is present; its elements skipped.

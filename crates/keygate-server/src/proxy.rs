@@ -113,7 +113,7 @@ impl Upstreams {
 
     /// The provider's URL for `path` and `query` (already encoded): the base URL parsed
     /// at start (the catalog never changes while keygate runs) with the path and query set.
-    fn url(&self, provider: &Provider, path: &str, query: Option<&str>) -> Result<reqwest::Url, String> {
+    fn url(&self, provider: &Provider, path: &str, query: &str) -> Result<reqwest::Url, String> {
         let path = path.trim_start_matches('/');
         let mut url = match self.clients.get(&provider.id) {
             Some((_, Some(base))) => {
@@ -125,7 +125,7 @@ impl Upstreams {
             _ => reqwest::Url::parse(&format!("{}/{path}", provider.base_url))
                 .map_err(|e| format!("{}'s URL for this path is invalid: {e}", provider.name))?,
         };
-        url.set_query(query.filter(|q| !q.is_empty()));
+        url.set_query(Some(query).filter(|q| !q.is_empty()));
         Ok(url)
     }
 }
@@ -376,7 +376,7 @@ async fn forward(
     };
     let query: Vec<String> =
         pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
-    let url = state.upstreams.url(provider, path, Some(&query.join("&"))).map_err(bad_gateway)?;
+    let url = state.upstreams.url(provider, path, &query.join("&")).map_err(bad_gateway)?;
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap_or(reqwest::Method::GET);
     let request = state.upstreams.client(&provider.id).request(method, url).headers(headers).body(body);
     state.metrics.overhead(started.elapsed());

@@ -183,7 +183,6 @@ impl Services {
     ) -> ServiceResult<Credential> {
         principal.require_scope(SCOPE_KEYS)?;
         let mut credential = self.load(principal, id, Access::Manage).await?;
-        let sealed_before = credential.sealed.clone();
         let provider = self.provider(&credential.provider)?;
         if let Some(name) = patch.name {
             credential.name = clean_name(Some(&name), provider)?;
@@ -204,7 +203,8 @@ impl Services {
             credential.operator_shared = shared;
         }
         credential.updated_at = now();
-        self.store.update_credential(&credential, &sealed_before).await.map_err(|e| match e {
+        // The secret is not touched here: only if it is still the one read is anything saved.
+        self.store.update_credential(&credential, &credential.sealed).await.map_err(|e| match e {
             keygate_store::StoreError::Conflict(_) => ServiceError::Conflict(format!(
                 "another active {} key exists for this owner: disable or delete it first",
                 provider.name
@@ -284,8 +284,7 @@ impl Services {
         apply(&mut credential, &outcome, now());
         // The verdict is about the secret tested: if it was replaced meanwhile, say so
         // rather than pin this verdict on the new one.
-        let sealed_before = credential.sealed.clone();
-        self.store.update_credential(&credential, &sealed_before).await?;
+        self.store.update_credential(&credential, &credential.sealed).await?;
         self.changed().await;
         self.audit_credential(
             principal,

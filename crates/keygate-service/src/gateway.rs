@@ -312,14 +312,13 @@ impl Services {
         if credential.sealed != call.credential.sealed || credential.validity == Validity::Invalid {
             return; // replaced, or already marked (concurrent calls with the same bad key): no write, no flush
         }
-        let sealed_before = credential.sealed.clone();
         credential.validity = Validity::Invalid;
         credential.validity_detail = Some(format!(
             "{} rejected the key (HTTP {status}) during a call: it may have been rotated or revoked. Replace it.",
             call.provider.name
         ));
         credential.validity_checked_at = Some(now());
-        match self.store.update_credential(&credential, &sealed_before).await {
+        match self.store.update_credential(&credential, &call.credential.sealed).await {
             Ok(()) => {}
             Err(keygate_store::StoreError::Changed { .. }) => return, // replaced meanwhile
             Err(e) => tracing::warn!(error = %e, "could not mark a rejected key invalid"),
