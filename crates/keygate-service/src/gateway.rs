@@ -156,19 +156,19 @@ impl Services {
     /// caches (answers, unwrapped data keys) and reads the policy again; answers whether
     /// it did. One store query when nothing changed, never on a call's path.
     pub async fn poll_changes(&self) -> ServiceResult<bool> {
+        // One poll at a time, and the epoch counts as seen only once the policy is read
+        // again: a second poll must not answer "nothing changed" while the first is still
+        // reloading, and a poll cancelled halfway leaves the epoch for the next one.
+        let _one_at_a_time = self.poll_lock.lock().await;
         let epoch = self.store.change_epoch().await?;
-        let seen = self.epoch_seen.swap(epoch, Ordering::AcqRel);
-        if seen == epoch {
+        if self.epoch_seen.load(Ordering::Acquire) >= epoch {
             return Ok(false);
         }
         self.generation.fetch_add(1, Ordering::Release);
         // A workspace deleted elsewhere must not keep its data key alive here.
         self.vault.clear_cache();
-        if let Err(e) = self.reload_policy().await {
-            // Look again at the next poll rather than run on with a stale policy unnoticed.
-            self.epoch_seen.store(seen, Ordering::Release);
-            return Err(e);
-        }
+        self.reload_policy().await?;
+        self.epoch_seen.fetch_max(epoch, Ordering::AcqRel);
         Ok(true)
     }
 

@@ -46,6 +46,7 @@ pub struct Services {
     pub(crate) generation: std::sync::atomic::AtomicU64,
     /// The store's change epoch as last seen by [`Services::poll_changes`].
     pub(crate) epoch_seen: std::sync::atomic::AtomicI64,
+    pub(crate) poll_lock: tokio::sync::Mutex<()>,
     pub(crate) principal_cache: Cache<[u8; 32], (Principal, Option<chrono::DateTime<chrono::Utc>>)>,
     pub(crate) candidate_cache: Cache<(keygate_core::WorkspaceId, keygate_core::UserId, String), Arc<CandidateSet>>,
     pub(crate) demo_first_use: Cache<keygate_core::UserId, Option<chrono::DateTime<chrono::Utc>>>,
@@ -85,6 +86,7 @@ impl Services {
             policy: RwLock::new(Arc::new(policy)),
             generation: std::sync::atomic::AtomicU64::new(0),
             epoch_seen: std::sync::atomic::AtomicI64::new(epoch),
+            poll_lock: tokio::sync::Mutex::new(()),
             principal_cache: Cache::new(),
             candidate_cache: Cache::new(),
             demo_first_use: Cache::new(),

@@ -323,6 +323,17 @@ async fn a_change_made_through_one_replica_reaches_the_others_at_their_next_poll
     assert_eq!(h.chat_via(&replica, &user.token).await.code(), "no_credential");
     assert!(!replica.services.poll_changes().await.unwrap(), "nothing changed since");
 
+    // Two polls at once after a policy change elsewhere: whichever answers, and whatever
+    // it answers, the new policy is in force by then (no "nothing changed" mid-reload).
+    h.policy(|p| p.demo.tokens_per_day = 4321).await;
+    let poll = || async {
+        let changed = replica.services.poll_changes().await.unwrap();
+        (changed, replica.services.policy().demo.tokens_per_day)
+    };
+    let (first, second) = tokio::join!(poll(), poll());
+    assert_eq!((first.1, second.1), (4321, 4321), "both polls returned with the new policy in force");
+    assert!(first.0 ^ second.0, "exactly one of the two polls did the reload: {first:?} {second:?}");
+
     // A revoked token, likewise; the background watcher does the polling on its own.
     let _watch = replica.services.watch_changes(std::time::Duration::from_millis(20));
     let tokens = h.get("/api/v1/tokens", &user.token).await;
