@@ -78,6 +78,12 @@ impl Principal {
     }
 }
 
+fn no_workspace() -> ServiceError {
+    ServiceError::Unauthenticated(
+        "the credential's user belongs to no workspace (or not to the one the token names)".into(),
+    )
+}
+
 /// A token as issued: shown once, never stored.
 pub struct IssuedToken {
     pub token: ApiToken,
@@ -217,6 +223,8 @@ impl Services {
                 ));
             };
             let claims = jwt.verify(bearer, &self.http).await?;
+            // A known host user: their row, their memberships, the workspace.
+            self.hot_path_queries.add(3);
             let expires = DateTime::<Utc>::from_timestamp(claims.exp, 0);
             (self.provision(claims, source_addr).await?, expires)
         } else {
@@ -224,7 +232,6 @@ impl Services {
                 "the credential is neither a keygate token (kg_...) nor a JWT".into(),
             ));
         };
-        self.hot_path_queries.add(3);
         self.principal_cache.put(key, (principal.clone(), expires), generation);
         Ok(principal)
     }
@@ -240,7 +247,10 @@ impl Services {
         if public_id.len() != PUBLIC_ID_LEN || !public_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(invalid());
         }
-        let token = self.store.token_by_public_id(public_id).await?.ok_or_else(invalid)?;
+        // One query: the token, its user and the workspace it acts in.
+        self.hot_path_queries.add(1);
+        let found = self.store.token_principal(public_id).await?.ok_or_else(invalid)?;
+        let token = found.token;
         if !constant_time_eq(&sha256(secret.as_bytes()), &token.secret_hash) {
             return Err(invalid());
         }
@@ -248,8 +258,8 @@ impl Services {
         if token.revoked_at.is_some() || token.expires_at.is_some_and(|e| e <= at) {
             return Err(invalid());
         }
-        let user = self.store.user(token.user_id).await?;
-        let (workspace, role) = self.acting_workspace(&user, token.workspace_id).await?;
+        let user = found.user;
+        let (workspace, role) = found.acting.ok_or_else(no_workspace)?;
         self.usage.token_used(token.id, at);
         let expires = token.expires_at;
         Ok((
@@ -265,7 +275,7 @@ impl Services {
             Some(ws) => memberships.into_iter().find(|m| m.workspace_id == ws),
             None => memberships.into_iter().min_by_key(|m| (m.created_at, m.workspace_id)),
         }
-        .ok_or_else(|| ServiceError::Unauthenticated("the token's user belongs to no workspace".into()))?;
+        .ok_or_else(no_workspace)?;
         Ok((self.store.workspace(membership.workspace_id).await?, membership.role))
     }
 

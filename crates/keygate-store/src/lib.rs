@@ -43,6 +43,16 @@ impl fmt::Display for Backend {
     }
 }
 
+/// A token, its user, and the workspace (with the user's role there) its calls act in:
+/// the one the token names, or the user's oldest membership. `acting` is `None` when the
+/// user is not (or no longer) a member of it.
+#[derive(Debug, Clone)]
+pub struct TokenPrincipal {
+    pub token: ApiToken,
+    pub user: User,
+    pub acting: Option<(Workspace, Role)>,
+}
+
 /// Where the data lives, parsed from `KEYGATE_DATABASE_URL` (or the data directory).
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseLocation {
@@ -235,7 +245,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     // --- tokens ---
     async fn insert_token(&self, token: &ApiToken) -> StoreResult<()>;
-    async fn token_by_public_id(&self, public_id: &str) -> StoreResult<Option<ApiToken>>;
+    /// A token with its user and acting workspace, in one query (a cold call's lookup).
+    async fn token_principal(&self, public_id: &str) -> StoreResult<Option<TokenPrincipal>>;
     async fn tokens_of_user(&self, user: UserId) -> StoreResult<Vec<ApiToken>>;
     /// Records that a token was just used.
     async fn touch_token(&self, id: TokenId, now: DateTime<Utc>) -> StoreResult<()>;

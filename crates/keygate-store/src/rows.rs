@@ -247,6 +247,69 @@ impl From<TokenRow> for ApiToken {
     }
 }
 
+/// A token with its user and the workspace it acts in (one row of a joined select: the
+/// named workspace, or the user's oldest membership; none if the user has no membership).
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenPrincipalRow {
+    #[sqlx(flatten)]
+    token: TokenRow,
+    u_email: Option<String>,
+    u_external_id: Option<String>,
+    u_tier: String,
+    u_super_admin: bool,
+    u_created_at: Ts,
+    u_updated_at: Ts,
+    m_role: Option<String>,
+    w_id: Option<Uuid>,
+    w_name: Option<String>,
+    w_status: Option<String>,
+    w_personal: Option<bool>,
+    w_external_id: Option<String>,
+    w_created_at: Option<Ts>,
+    w_updated_at: Option<Ts>,
+}
+
+impl TryFrom<TokenPrincipalRow> for crate::TokenPrincipal {
+    type Error = StoreError;
+    fn try_from(r: TokenPrincipalRow) -> StoreResult<Self> {
+        let user = User::from(UserRow {
+            id: r.token.user_id,
+            email: r.u_email,
+            external_id: r.u_external_id,
+            tier: r.u_tier,
+            super_admin: r.u_super_admin,
+            created_at: r.u_created_at,
+            updated_at: r.u_updated_at,
+        });
+        let acting = match (r.m_role, r.w_id, r.w_name, r.w_status, r.w_personal, r.w_created_at, r.w_updated_at) {
+            (Some(role), Some(id), Some(name), Some(status), Some(personal), Some(created_at), Some(updated_at)) => {
+                let row =
+                    WorkspaceRow { id, name, status, personal, external_id: r.w_external_id, created_at, updated_at };
+                Some((Workspace::try_from(row)?, parse("membership", &role)?))
+            }
+            _ => None,
+        };
+        Ok(crate::TokenPrincipal { token: r.token.into(), user, acting })
+    }
+}
+
+macro_rules! token_principal_select {
+    () => {
+        "SELECT t.id, t.public_id, t.secret_hash, t.user_id, t.workspace_id, t.name, t.scopes, t.expires_at, \
+         t.created_at, t.last_used_at, t.revoked_at, \
+         u.email AS u_email, u.external_id AS u_external_id, u.tier AS u_tier, u.super_admin AS u_super_admin, \
+         u.created_at AS u_created_at, u.updated_at AS u_updated_at, m.role AS m_role, \
+         w.id AS w_id, w.name AS w_name, w.status AS w_status, w.personal AS w_personal, \
+         w.external_id AS w_external_id, w.created_at AS w_created_at, w.updated_at AS w_updated_at \
+         FROM api_tokens t JOIN users u ON u.id = t.user_id \
+         LEFT JOIN memberships m ON m.user_id = t.user_id \
+         AND (t.workspace_id IS NULL OR m.workspace_id = t.workspace_id) \
+         LEFT JOIN workspaces w ON w.id = m.workspace_id \
+         WHERE t.public_id = $1 ORDER BY m.created_at, m.workspace_id LIMIT 1"
+    };
+}
+pub(crate) use token_principal_select;
+
 macro_rules! audit_columns {
     () => {
         "id, at, actor_user_id, actor, action, target_type, target_id, workspace_id, source_addr, result, detail"

@@ -538,13 +538,13 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn token_by_public_id(&self, public_id: &str) -> $crate::StoreResult<Option<ApiToken>> {
-                let row =
-                    sqlx::query_as::<_, TokenRow>(concat!("SELECT ", token_columns!(), " FROM api_tokens WHERE public_id = $1"))
-                        .bind(public_id)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                Ok(row.map(Into::into))
+            async fn token_principal(&self, public_id: &str) -> $crate::StoreResult<Option<$crate::TokenPrincipal>> {
+                sqlx::query_as::<_, TokenPrincipalRow>(token_principal_select!())
+                    .bind(public_id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
             }
 
             async fn tokens_of_user(&self, user: UserId) -> $crate::StoreResult<Vec<ApiToken>> {

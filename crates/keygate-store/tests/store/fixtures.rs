@@ -41,6 +41,23 @@ pub fn data_key(owner: KeyOwner, kek: &str) -> DataKeyRecord {
     }
 }
 
+/// A token of `user`'s, acting in `workspace` (or in their oldest one when `None`).
+pub fn token(public_id: &str, user: &User, workspace: Option<&Workspace>) -> ApiToken {
+    ApiToken {
+        id: TokenId::new(),
+        public_id: public_id.into(),
+        secret_hash: vec![9; 32],
+        user_id: user.id,
+        workspace_id: workspace.map(|w| w.id),
+        name: "ci".into(),
+        scopes: vec!["keys:read".into(), "proxy".into()],
+        expires_at: None,
+        created_at: now(),
+        last_used_at: None,
+        revoked_at: None,
+    }
+}
+
 /// A workspace with one member and a data key, plus the operator's data key.
 pub struct Fixture {
     pub workspace: Workspace,

@@ -21,6 +21,7 @@ both_backends!(
     credential_queries_stay_scoped_to_their_owner,
     credentials_update_replace_and_delete,
     tokens_are_found_by_public_id_and_revoked_only_by_their_owner,
+    a_tokens_principal_comes_with_its_user_and_acting_workspace,
     audit_events_filter_and_come_newest_first,
     usage_events_add_to_credential_totals,
     meta_compare_and_set,
@@ -266,33 +267,52 @@ async fn tokens_are_found_by_public_id_and_revoked_only_by_their_owner(db: TestD
     let store = connect(&db.location).await.unwrap();
     let a = Fixture::new(&*store).await;
     let b = Fixture::new(&*store).await;
-    let t = ApiToken {
-        id: TokenId::new(),
-        public_id: "pub123".into(),
-        secret_hash: vec![9; 32],
-        user_id: a.user.id,
-        workspace_id: Some(a.workspace.id),
-        name: "ci".into(),
-        scopes: vec!["keys:read".into(), "proxy".into()],
-        expires_at: Some(now() + Duration::days(30)),
-        created_at: now(),
-        last_used_at: None,
-        revoked_at: None,
-    };
+    let t = ApiToken { expires_at: Some(now() + Duration::days(30)), ..token("pub123", &a.user, Some(&a.workspace)) };
     store.insert_token(&t).await.unwrap();
-    assert_eq!(store.token_by_public_id("pub123").await.unwrap(), Some(t.clone()));
-    assert_eq!(store.token_by_public_id("nope").await.unwrap(), None);
+    let found = |public_id: &'static str| {
+        let store = store.clone();
+        async move { store.token_principal(public_id).await.unwrap().map(|found| found.token) }
+    };
+    assert_eq!(found("pub123").await, Some(t.clone()));
+    assert_eq!(found("nope").await, None);
     assert!(store.insert_token(&ApiToken { id: TokenId::new(), ..t.clone() }).await.unwrap_err().is_conflict());
     assert_eq!(store.tokens_of_user(a.user.id).await.unwrap(), vec![t.clone()]);
 
     let used = now() + Duration::seconds(3);
     store.touch_token(t.id, used).await.unwrap();
-    let touched = store.token_by_public_id("pub123").await.unwrap().unwrap();
+    let touched = found("pub123").await.unwrap();
     assert_eq!(touched.last_used_at, Some(used));
     assert!(store.revoke_token(t.id, b.user.id, now()).await.unwrap_err().is_not_found());
-    assert_eq!(store.token_by_public_id("pub123").await.unwrap().unwrap().revoked_at, None);
+    assert_eq!(found("pub123").await.unwrap().revoked_at, None);
     store.revoke_token(t.id, a.user.id, now()).await.unwrap();
-    assert!(store.token_by_public_id("pub123").await.unwrap().unwrap().revoked_at.is_some());
+    assert!(found("pub123").await.unwrap().revoked_at.is_some());
+}
+
+async fn a_tokens_principal_comes_with_its_user_and_acting_workspace(db: TestDb) {
+    let store = connect(&db.location).await.unwrap();
+    let a = Fixture::new(&*store).await;
+    let b = Fixture::new(&*store).await;
+    let named = token("named", &a.user, Some(&a.workspace));
+    let unnamed = token("unnamed", &a.user, None);
+    store.insert_token(&named).await.unwrap();
+    store.insert_token(&unnamed).await.unwrap();
+    let acting = |public_id: &'static str| {
+        let store = store.clone();
+        async move { store.token_principal(public_id).await.unwrap().unwrap().acting }
+    };
+    let found = store.token_principal("named").await.unwrap().unwrap();
+    assert_eq!((found.token, found.user), (named.clone(), a.user.clone()));
+    assert_eq!(found.acting, None, "not a member of any workspace yet");
+    assert_eq!(acting("unnamed").await, None);
+
+    let member = |workspace_id, role, created_at| Membership { workspace_id, user_id: a.user.id, role, created_at };
+    store.upsert_membership(&member(b.workspace.id, Role::Admin, now() - Duration::days(1))).await.unwrap();
+    assert_eq!(acting("named").await, None, "a member elsewhere, but not of the workspace the token names");
+    assert_eq!(acting("unnamed").await, Some((b.workspace.clone(), Role::Admin)));
+
+    store.upsert_membership(&member(a.workspace.id, Role::Member, now())).await.unwrap();
+    assert_eq!(acting("named").await, Some((a.workspace.clone(), Role::Member)));
+    assert_eq!(acting("unnamed").await, Some((b.workspace.clone(), Role::Admin)), "the oldest membership");
 }
 
 async fn audit_events_filter_and_come_newest_first(db: TestDb) {
