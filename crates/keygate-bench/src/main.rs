@@ -83,8 +83,12 @@ pub struct Settings {
     pub stream_levels: Vec<usize>,
     #[serde(skip)]
     pub stream_pacing: Pacing,
+    /// Each stream level runs at least this long, and longer (up to `stream_duration_max`)
+    /// until about `STREAM_SAMPLES` first chunks are in: a p99 of ~100 samples is one hiccup.
     #[serde(serialize_with = "secs")]
     pub stream_duration: Duration,
+    #[serde(serialize_with = "secs")]
+    pub stream_duration_max: Duration,
     #[serde(serialize_with = "secs")]
     pub flood: Duration,
     pub users: usize,
@@ -120,9 +124,10 @@ impl Settings {
             stream_pacing: if quick {
                 Pacing { latency_ms: 50, chunk_interval_ms: 20, chunks: 5 }
             } else {
-                Pacing { latency_ms: 50, chunk_interval_ms: 50, chunks: 20 }
+                Pacing { latency_ms: 50, chunk_interval_ms: 50, chunks: 10 }
             },
             stream_duration: s(10.0, 1.0),
+            stream_duration_max: s(40.0, 2.0),
             flood: s(5.0, 1.0),
             users: args.users.unwrap_or(if quick { 200 } else { 10_000 }),
             users_rate: if quick { 400 } else { 1000 },
