@@ -161,14 +161,17 @@ impl Services {
         // reloading, and a poll cancelled halfway leaves the epoch for the next one.
         let _one_at_a_time = self.poll_lock.lock().await;
         let epoch = self.store.change_epoch().await?;
-        if self.epoch_seen.load(Ordering::Acquire) >= epoch {
+        // Any difference counts, not only a newer epoch: a restored database may go back.
+        if self.epoch_seen.load(Ordering::Acquire) == epoch {
             return Ok(false);
         }
         self.generation.fetch_add(1, Ordering::Release);
         // A workspace deleted elsewhere must not keep its data key alive here.
         self.vault.clear_cache();
         self.reload_policy().await?;
-        self.epoch_seen.fetch_max(epoch, Ordering::AcqRel);
+        // A concurrent `changed()` never takes the seen epoch past the one read here: its
+        // compare-and-set succeeds only from the epoch before its bump, and that is not `epoch`.
+        self.epoch_seen.store(epoch, Ordering::Release);
         Ok(true)
     }
 

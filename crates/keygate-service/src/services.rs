@@ -46,6 +46,7 @@ pub struct Services {
     pub(crate) generation: std::sync::atomic::AtomicU64,
     /// The store's change epoch as last seen by [`Services::poll_changes`].
     pub(crate) epoch_seen: std::sync::atomic::AtomicI64,
+    /// Held by a change poll, and by a policy write so no poll overwrites it with an older read.
     pub(crate) poll_lock: tokio::sync::Mutex<()>,
     pub(crate) principal_cache: Cache<[u8; 32], (Principal, Option<chrono::DateTime<chrono::Utc>>)>,
     pub(crate) candidate_cache: Cache<(keygate_core::WorkspaceId, keygate_core::UserId, String), Arc<CandidateSet>>,
@@ -115,6 +116,9 @@ impl Services {
         }
         let text = serde_json::to_string(&policy)
             .map_err(|e| ServiceError::Invalid { field: "settings", problem: e.to_string() })?;
+        // Not while a change poll runs: it could put the policy it read before this write
+        // back in force after it.
+        let _no_poll = self.poll_lock.lock().await;
         self.store.settings_put(POLICY_SETTINGS_KEY, &text, now()).await?;
         let policy = Arc::new(policy);
         if let Ok(mut current) = self.policy.write() {
