@@ -53,6 +53,10 @@ pub struct TokenPrincipal {
     pub acting: Option<(Workspace, Role)>,
 }
 
+/// The SQL behind [`Store::token_principal`], for the query-plan test.
+#[doc(hidden)]
+pub const TOKEN_PRINCIPAL_SQL: &str = rows::token_principal_select!();
+
 /// Where the data lives, parsed from `KEYGATE_DATABASE_URL` (or the data directory).
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseLocation {

@@ -313,6 +313,13 @@ async fn a_tokens_principal_comes_with_its_user_and_acting_workspace(db: TestDb)
     store.upsert_membership(&member(a.workspace.id, Role::Member, now())).await.unwrap();
     assert_eq!(acting("named").await, Some((a.workspace.clone(), Role::Member)));
     assert_eq!(acting("unnamed").await, Some((b.workspace.clone(), Role::Admin)), "the oldest membership");
+
+    // Two memberships made in the same microsecond: the lower workspace id, on both backends.
+    let c = Fixture::new(&*store).await;
+    let b_joined = store.membership(b.workspace.id, a.user.id).await.unwrap().unwrap().created_at;
+    store.upsert_membership(&member(c.workspace.id, Role::Owner, b_joined)).await.unwrap();
+    let first = if b.workspace.id < c.workspace.id { (b.workspace, Role::Admin) } else { (c.workspace, Role::Owner) };
+    assert_eq!(acting("unnamed").await, Some(first));
 }
 
 async fn audit_events_filter_and_come_newest_first(db: TestDb) {
@@ -525,4 +532,12 @@ async fn sqlite_finds_a_callers_rows_through_indexes() {
         let plan = store.query_plan(&sql).await.unwrap();
         assert!(plan.starts_with("SEARCH") && plan.contains(index), "{sql}\n  is planned as {plan}, not with {index}");
     }
+    // A token's cold lookup joins four tables, each through an index, none scanned.
+    let plan = store.query_plan(keygate_store::TOKEN_PRINCIPAL_SQL).await.unwrap();
+    assert!(
+        plan.lines().all(|step| step.starts_with("SEARCH") || step.starts_with("USE TEMP B-TREE"))
+            && plan.contains("(public_id=?)")
+            && plan.contains("memberships_user (user_id=?)"),
+        "the token lookup is planned as\n{plan}"
+    );
 }
