@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .route("/proxy/{provider}/{*path}", axum::routing::any(proxy::proxy))
         .route("/metrics", axum::routing::get(metrics::metrics))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
 }
 
@@ -47,5 +48,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    // The peer address reaches handlers (and the audit log) as `ConnectInfo`.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -11,6 +11,7 @@
 use crate::extract::{presented_credential, source_addr};
 use crate::{ApiError, AppState};
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -134,13 +135,20 @@ fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) ->
     ApiError::new(status, code, detail).into_response()
 }
 
-#[allow(clippy::too_many_lines)]
-#[tracing::instrument(skip_all, fields(provider = %provider))]
 pub(crate) async fn proxy(
-    State(state): State<AppState>,
-    Path((provider, path)): Path<(String, String)>,
+    state: State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Response {
+    match path {
+        Ok(Path((provider, path))) => relay(state, provider, path, request).await,
+        Err(_) => problem(StatusCode::BAD_REQUEST, "invalid_request", "the request path is not valid UTF-8"),
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+#[tracing::instrument(skip_all, fields(provider = %provider))]
+async fn relay(State(state): State<AppState>, provider: String, path: String, request: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let Some(credential) = presented_credential(&parts) else {

@@ -25,13 +25,24 @@ async fn ready_while_the_database_answers(db: TestDb) {
 }
 
 #[tokio::test]
-async fn unknown_routes_are_problem_json() {
+async fn unknown_routes_wrong_methods_and_bad_paths_are_problem_json() {
     let h = Harness::new(TestDb::sqlite()).await;
     let reply = h.call(Method::GET, "/nope", None, None).await;
     assert_eq!(reply.status, 404);
     assert_eq!(reply.headers["content-type"], "application/problem+json");
     assert_eq!((reply.code(), reply.json["status"].as_u64()), ("not_found", Some(404)));
     assert!(reply.json["detail"].as_str().unwrap().contains("/nope"));
+
+    let reply = h.call(Method::DELETE, "/healthz", None, None).await;
+    assert_eq!((reply.status, reply.code()), (405, "method_not_allowed"), "{}", reply.text);
+    assert_eq!(reply.headers["content-type"], "application/problem+json");
+    assert!(reply.json["detail"].as_str().unwrap().contains("DELETE"));
+
+    // A path that does not decode to UTF-8 never reaches a provider.
+    let user = h.user("paths@example.com").await;
+    let reply = h.call(Method::GET, "/proxy/openai/v1/%FF", Some(&user.token), None).await;
+    assert_eq!((reply.status, reply.code()), (400, "invalid_request"), "{}", reply.text);
+    assert_eq!(reply.headers["content-type"], "application/problem+json");
 }
 
 async fn a_real_server_serves_and_shuts_down_gracefully(db: TestDb) {
