@@ -147,17 +147,20 @@ pub fn markdown(results: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "| target | streams | first chunk p50 / p99 direct ms | first chunk p50 / p99 target ms | added p99 ms | chunk gap p99 direct / target ms | failed / given up | peak RSS MiB | KiB per open stream |"
+        "| target | streams | lanes | samples direct / target | first chunk p50 / p99 direct ms | first chunk p50 / p99 target ms | added p99 ms | chunk gap p99 direct / target ms | failed / given up | peak RSS MiB | KiB per open stream |"
     );
-    let _ = writeln!(out, "|---|---:|---|---|---:|---|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---|---|---|---|---:|---|---:|---:|---:|");
     for r in &results.targets {
         for st in &r.streaming {
             let (d, t) = (&st.direct.time_to_first_chunk, &st.target.time_to_first_chunk);
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} | {:.2} / {:.2} | {} | {:.1} | {:.1} |",
+                "| {} | {} | {} | {} / {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} | {:.2} / {:.2} | {} | {:.1} | {:.1} |",
                 r.name,
                 st.target.concurrency,
+                if st.together { "together" } else { "in turn" },
+                st.direct.streams,
+                st.target.streams,
                 d.p50_ms,
                 d.p99_ms,
                 t.p50_ms,
