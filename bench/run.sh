@@ -2,7 +2,7 @@
 # keygate's benchmark harness. See BENCHMARKS.md for what it measures and the figures.
 #
 #   bench/run.sh            full run: release build, keygate on SQLite and PostgreSQL,
-#                           LiteLLM's proxy (installed into target/bench-venv), ~25 min
+#                           LiteLLM's proxy (installed into target/bench-venv), ~35 min
 #   bench/run.sh --quick    every phase for a moment (~1 min; CI runs it): fails only
 #                           when the benchmark is broken, never because the machine is slow
 #
