@@ -20,6 +20,13 @@ pub enum MasterKeyError {
          from database backups"
     )]
     Missing,
+    #[error(
+        "no master key is configured and KEYGATE_ENV=production: the development key file {0} is never used \
+         in production. If it is this deployment's key, configure it explicitly with \
+         KEYGATE_MASTER_KEY_FILE={0} (and keep it apart from database backups); otherwise generate one with \
+         `keygate keygen` and set KEYGATE_MASTER_KEY"
+    )]
+    DevKeyInProduction(PathBuf),
     #[error("{0}")]
     Malformed(#[from] KeyringError),
     #[error("master keys are set in more than one place ({0}): set exactly one")]
@@ -31,7 +38,7 @@ pub enum MasterKeyError {
 impl MasterKeyError {
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Missing => "master_key_missing",
+            Self::Missing | Self::DevKeyInProduction(_) => "master_key_missing",
             Self::Malformed(_) => "master_key_malformed",
             Self::Ambiguous(_) => "master_key_ambiguous",
             Self::Unreadable { .. } => "master_key_unreadable",
@@ -85,6 +92,15 @@ pub fn load(config: &Config, if_absent: IfAbsent) -> Result<Option<(Keyring, Ori
     if configured.len() > 1 {
         return Err(MasterKeyError::Ambiguous(configured.join(", ")));
     }
+    let dev_file = config.data_dir.value.join(DEV_KEY_FILE);
+    let production = config.env.value == Mode::Production;
+    if production && !configured.is_empty() && dev_file.exists() {
+        tracing::warn!(
+            path = %dev_file.display(),
+            source = configured[0],
+            "production mode ignores the development key file in the data directory; the master key comes from the configured source only"
+        );
+    }
     if let Some(list) = &config.master_keys {
         let ring = Keyring::from_list("KEYGATE_MASTER_KEYS", list.value.expose_secret())?;
         return Ok(Some((ring, Origin::Env("KEYGATE_MASTER_KEYS"))));
@@ -97,12 +113,17 @@ pub fn load(config: &Config, if_absent: IfAbsent) -> Result<Option<(Keyring, Ori
         return Ok(Some((read_key_file(&file.value)?, Origin::File(file.value.clone()))));
     }
 
-    let dev_file = config.data_dir.value.join(DEV_KEY_FILE);
+    // Production takes its key only from a configured source, never from a file that a
+    // development run left in the data directory.
+    if production {
+        return Err(if dev_file.exists() {
+            MasterKeyError::DevKeyInProduction(dev_file)
+        } else {
+            MasterKeyError::Missing
+        });
+    }
     if dev_file.exists() {
         return Ok(Some((read_key_file(&dev_file)?, Origin::DevFile(dev_file))));
-    }
-    if config.env.value == Mode::Production {
-        return Err(MasterKeyError::Missing);
     }
     match if_absent {
         IfAbsent::Report => Ok(None),

@@ -73,6 +73,42 @@ fn production_without_a_master_key_refuses_to_start_and_names_keygen() {
     assert!(stdout.contains("keygate keygen"), "{stdout}");
 }
 
+/// A development `master.key` left in the data directory is never picked up silently by a
+/// production deployment: without a configured key it refuses (naming the file and how to
+/// configure it on purpose), and with one it uses the configured key and says the file is
+/// ignored.
+#[test]
+fn production_never_uses_a_leftover_development_key() {
+    let db = TestDb::sqlite();
+    let (ok, _, stderr) = run_with_stdin(
+        keygate(&db, &[]),
+        &["admin", "create", "--email", "dev@example.com"],
+        "a-long-enough-password\n",
+    );
+    assert!(ok, "{stderr}");
+    let dev_file = db.dir.path().join("data/master.key");
+    assert!(dev_file.exists(), "the development run generated its key");
+
+    let (ok, _, stderr) = run(keygate(&db, &[("KEYGATE_ENV", "production")]), &["serve"]);
+    assert!(!ok, "production refused to start on the leftover development key");
+    assert!(stderr.contains("master_key_missing") && stderr.contains("never used in production"), "{stderr}");
+    assert!(stderr.contains("KEYGATE_MASTER_KEY_FILE="), "it says how to use that file on purpose: {stderr}");
+    let (ok, stdout, _) = run(keygate(&db, &[("KEYGATE_ENV", "production")]), &["doctor"]);
+    assert!(!ok && stdout.contains("master_key_missing"), "doctor is red too:\n{stdout}");
+
+    let file = dev_file.display().to_string();
+    let vars = [("KEYGATE_ENV", "production"), ("KEYGATE_MASTER_KEY_FILE", file.as_str())];
+    let (ok, stdout, stderr) = run(keygate(&db, &vars), &["doctor"]);
+    assert!(ok, "configured on purpose, the same file is fine:\n{stdout}{stderr}");
+
+    let vars = [("KEYGATE_ENV", "production"), ("KEYGATE_MASTER_KEY", KEY_A)];
+    let (_, stdout, stderr) = run(keygate(&db, &vars), &["doctor"]);
+    assert!(
+        stderr.contains("ignores the development key file") || stdout.contains("ignores the development key file"),
+        "{stdout}{stderr}"
+    );
+}
+
 #[test]
 fn malformed_master_keys_get_their_own_errors() {
     let db = TestDb::sqlite();
