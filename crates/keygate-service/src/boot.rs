@@ -42,6 +42,14 @@ pub async fn check(store: &dyn Store, keks: &dyn KeyEncryptionKeys) -> ServiceRe
             }
         }
     };
+    let rotation_pending = master_keys_in_use(store, keks).await?;
+    Ok(BootReport { first_start, rotation_pending })
+}
+
+/// Checks that every master key still wrapping a data key is in the keyring; answers the
+/// ones other than the primary (a rotation would move them). `keygate serve` refuses to
+/// start, and `keygate doctor` is red, on the same failure.
+pub async fn master_keys_in_use(store: &dyn Store, keks: &dyn KeyEncryptionKeys) -> ServiceResult<Vec<String>> {
     let in_use = store.kek_ids_in_use().await?;
     let available: Vec<String> = keks.available().into_iter().map(|(id, _)| id.to_string()).collect();
     let missing: Vec<&String> = in_use.iter().filter(|id| !available.contains(id)).collect();
@@ -55,8 +63,7 @@ pub async fn check(store: &dyn Store, keks: &dyn KeyEncryptionKeys) -> ServiceRe
         )));
     }
     let primary = keks.primary_id().to_string();
-    let rotation_pending = in_use.into_iter().filter(|id| *id != primary).collect();
-    Ok(BootReport { first_start, rotation_pending })
+    Ok(in_use.into_iter().filter(|id| *id != primary).collect())
 }
 
 /// Opens the canary; a failure becomes `master_key_mismatch` with what to do.

@@ -81,6 +81,15 @@ pub async fn run(store: Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>) -> Vec
         Err(e) => checks.push(Check::fail("master key", e.to_string())),
     }
 
+    // Exactly what `keygate serve` checks before it starts: doctor is never green while
+    // serve would refuse.
+    if let Err(e) = boot::master_keys_in_use(&*store, &*keks).await {
+        checks.push(Check::fail("master keys in use", format!("[{}] {e}", e.code())));
+    }
+    match crate::services::load_policy(&*store).await {
+        Ok(_) => checks.push(Check::ok("settings", "the stored policy parses")),
+        Err(e) => checks.push(Check::fail("settings", format!("[{}] {e}", e.code()))),
+    }
     check_data_keys(&*store, &*keks, &mut checks).await;
     check_credentials(store, keks, &mut checks).await;
     checks

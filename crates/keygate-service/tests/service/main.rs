@@ -24,6 +24,7 @@ both_backends!(
     concurrent_rotations_converge,
     doctor_is_green_then_names_an_undecryptable_credential,
     doctor_is_red_with_another_master_key,
+    doctor_is_red_whenever_serve_would_refuse,
     admins_are_created_once_with_a_hashed_password,
 );
 
@@ -276,6 +277,31 @@ async fn doctor_is_green_then_names_an_undecryptable_credential(db: TestDb) {
     assert!(!format!("{checks:?}").contains(CANARY_SECRET));
 }
 
+/// A data key whose row names a master key the keyring lacks makes `serve` refuse to
+/// start; doctor must say so too, not stay green because the wrapped bytes still open.
+async fn doctor_is_red_whenever_serve_would_refuse(db: TestDb) {
+    let keks = only_a();
+    let w = world(&db, keks.clone(), 1).await;
+    let record = w.store.data_keys().await.unwrap().into_iter().find(|r| r.wrapped.is_some()).unwrap();
+    let missing = "00112233445566ff";
+    let moved = w
+        .store
+        .rewrap_data_key(record.id, record.version, missing, record.wrapped.as_deref().unwrap(), now())
+        .await
+        .unwrap();
+    assert!(moved);
+    let refused = boot::check(&*w.store, &*keks).await.unwrap_err();
+    assert_eq!(refused.code(), "master_key_still_in_use");
+    let checks = doctor::run(w.store.clone(), keks).await;
+    let failure = checks.iter().find(|c| c.status == Status::Fail).unwrap_or_else(|| panic!("{checks:#?}"));
+    assert!(failure.detail.contains("master_key_still_in_use") && failure.detail.contains(missing), "{failure:?}");
+
+    // A stored policy that does not parse stops `serve` (Services::new) too.
+    w.store.settings_put("policy", "{not json", now()).await.unwrap();
+    let checks = doctor::run(w.store.clone(), only_a()).await;
+    assert!(checks.iter().any(|c| c.name == "settings" && c.status == Status::Fail), "{checks:#?}");
+}
+
 async fn doctor_is_red_with_another_master_key(db: TestDb) {
     let w = world(&db, only_a(), 1).await;
     let checks = doctor::run(w.store.clone(), keyring(&format!("b:{KEY_B}"))).await;
@@ -310,6 +336,6 @@ async fn admins_are_created_once_with_a_hashed_password(db: TestDb) {
     assert!(bad.to_string().contains("not an email address"));
     let events = store.audit_events(&Default::default()).await.unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].action, "user.create");
+    assert_eq!(events[0].action, keygate_core::AuditAction::UserCreate);
     assert!(!format!("{events:?}").contains("horse"));
 }
