@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 /// A value outside a closed vocabulary, e.g. a status read from a hand-edited row.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {kind} `{value}` (expected one of: {expected})")]
+#[error("unknown {kind} `{value}`: not one of {}", expected.trim_end_matches([',', ' ']))]
 pub struct UnknownVariant {
     pub kind: &'static str,
     pub value: String,
@@ -19,9 +19,22 @@ pub struct UnknownVariant {
 macro_rules! vocabulary {
     ($(#[$doc:meta])* $name:ident, $kind:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "snake_case")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum $name { $($variant),+ }
+
+        // Serialized with the same one spelling as the database and the logs.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -45,7 +58,7 @@ macro_rules! vocabulary {
                     _ => Err(UnknownVariant {
                         kind: $kind,
                         value: s.to_owned(),
-                        expected: concat!($($text, " "),+),
+                        expected: concat!($($text, ", "),+),
                     }),
                 }
             }
@@ -98,6 +111,82 @@ vocabulary!(
         Undecryptable => "undecryptable",
     }
 );
+
+vocabulary!(
+    /// Which kind of credential paid for a call (the resolution chain's steps).
+    KeySource, "key source" {
+        User => "user",
+        Workspace => "workspace",
+        OperatorDemo => "operator_demo",
+        Platform => "platform",
+    }
+);
+
+impl KeySource {
+    /// Paid by the customer (their own or their workspace's key), not the operator.
+    pub const fn customer_paid(self) -> bool {
+        matches!(self, KeySource::User | KeySource::Workspace)
+    }
+}
+
+vocabulary!(
+    /// What a keygate token may be used for. A JWT or a signed-in page session carries
+    /// every scope (what the user may do is still bounded by their roles).
+    Scope, "scope" {
+        Keys => "keys",
+        Proxy => "proxy",
+        Usage => "usage",
+        Admin => "admin",
+    }
+);
+
+vocabulary!(
+    /// What an audit row records.
+    AuditAction, "audit action" {
+        AuthLogin => "auth.login",
+        CredentialCreate => "credential.create",
+        CredentialReplace => "credential.replace",
+        CredentialUpdate => "credential.update",
+        CredentialSecret => "credential.replace_secret",
+        CredentialTest => "credential.test",
+        CredentialDelete => "credential.delete",
+        TokenCreate => "token.create",
+        TokenRevoke => "token.revoke",
+        UserCreate => "user.create",
+        UserProvision => "user.provision",
+        UserUpdate => "user.update",
+        WorkspaceCreate => "workspace.create",
+        WorkspaceStatus => "workspace.status",
+        WorkspaceMember => "workspace.member",
+        SettingsUpdate => "settings.update",
+    }
+);
+
+vocabulary!(
+    /// How an audited action ended.
+    AuditResult, "audit result" {
+        Ok => "ok",
+        Denied => "denied",
+        Rejected => "rejected",
+        Failed => "failed",
+        // A key test's verdict.
+        Valid => "valid",
+        Invalid => "invalid",
+        Unverified => "unverified",
+        Undecryptable => "undecryptable",
+    }
+);
+
+impl From<Validity> for AuditResult {
+    fn from(v: Validity) -> Self {
+        match v {
+            Validity::Valid => Self::Valid,
+            Validity::Invalid => Self::Invalid,
+            Validity::Unverified => Self::Unverified,
+            Validity::Undecryptable => Self::Undecryptable,
+        }
+    }
+}
 
 impl Role {
     /// Whether this role may manage the workspace's shared credentials and members.
@@ -363,7 +452,7 @@ pub struct ApiToken {
     pub user_id: UserId,
     pub workspace_id: Option<WorkspaceId>,
     pub name: String,
-    pub scopes: Vec<String>,
+    pub scopes: Vec<Scope>,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -378,13 +467,12 @@ pub struct AuditEvent {
     pub actor_user_id: Option<UserId>,
     /// A readable actor: an email, `cli`, `system`.
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub target_type: String,
     pub target_id: Option<String>,
     pub workspace_id: Option<WorkspaceId>,
     pub source_addr: Option<String>,
-    /// `ok`, `denied`, `failed`, ...
-    pub result: String,
+    pub result: AuditResult,
     /// Extra non-secret facts, as a JSON object.
     pub detail: Option<String>,
 }
@@ -397,8 +485,7 @@ pub struct UsageEvent {
     pub user_id: Option<UserId>,
     pub workspace_id: Option<WorkspaceId>,
     pub credential_id: Option<CredentialId>,
-    /// `user`, `workspace`, `operator_demo`, `platform`.
-    pub key_source: String,
+    pub key_source: KeySource,
     pub provider: String,
     pub model: Option<String>,
     pub input_tokens: i64,

@@ -4,40 +4,9 @@
 //! can explain the choice.
 
 use crate::model::{Credential, CredentialStatus, Validity};
-use serde::Serialize;
-use std::fmt;
 
 /// Where the credential for a call came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KeySource {
-    User,
-    Workspace,
-    OperatorDemo,
-    Platform,
-}
-
-impl KeySource {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            KeySource::User => "user",
-            KeySource::Workspace => "workspace",
-            KeySource::OperatorDemo => "operator_demo",
-            KeySource::Platform => "platform",
-        }
-    }
-
-    /// Paid by the customer (their own or their workspace's key), not the operator.
-    pub const fn customer_paid(self) -> bool {
-        matches!(self, KeySource::User | KeySource::Workspace)
-    }
-}
-
-impl fmt::Display for KeySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::model::KeySource;
 
 /// A per-request rule that keeps operator-paid and customer-paid calls apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -2,7 +2,6 @@
 //! (in the body, or the final chunk of a stream), Anthropic's `usage` (in the body, or
 //! `message_start` then the cumulative `message_delta`), Gemini's `usageMetadata`.
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -34,12 +33,39 @@ pub struct Tokens {
     pub output: i64,
     /// Whether the provider reported any count at all (zero reported is not unknown).
     pub reported: bool,
+    /// Whether the provider sent the report that closes an answer (OpenAI's usage,
+    /// Anthropic's top-level `usage` of `message_delta` or a whole message, Gemini's
+    /// cumulative `usageMetadata`): the counts are then the provider's final word.
+    pub final_report: bool,
+    /// Whether the counts are keygate's estimate (a stream cut before its usage event)
+    /// rather than the provider's report.
+    pub estimated: bool,
+}
+
+/// Bytes of text per token assumed when a count must be estimated: about four for
+/// English; three errs on the side of counting too much rather than too little.
+const BYTES_PER_TOKEN: usize = 3;
+
+impl Tokens {
+    /// Fills in what a stream cut short never reported, from what passed: the request's
+    /// size for an input never reported, the text relayed for its output. Never lowers
+    /// a reported count; marks the result estimated when it changed one.
+    pub fn estimate_unreported(&mut self, request_bytes: usize, relayed_text_bytes: usize) {
+        let input = if self.input > 0 { self.input } else { request_bytes.div_ceil(BYTES_PER_TOKEN) as i64 };
+        let output = self.output.max(relayed_text_bytes.div_ceil(BYTES_PER_TOKEN) as i64);
+        if (input, output) != (self.input, self.output) {
+            self.input = input;
+            self.output = output;
+            self.estimated = true;
+        }
+    }
 }
 
 impl Tokens {
     /// Takes in what one JSON document (a body, or one SSE event's data) reports.
     /// Counts are cumulative in every dialect, so later reports replace earlier ones.
     pub fn observe(&mut self, dialect: Dialect, report: &Report) {
+        let mut final_report = false;
         let mut take = |input: Option<i64>, output: Option<i64>| {
             if let Some(n) = input {
                 self.input = n;
@@ -49,27 +75,30 @@ impl Tokens {
                 self.output = n;
                 self.reported = true;
             }
+            input.is_some() || output.is_some()
         };
         match dialect {
             Dialect::OpenAi => {
-                if let Some(u) = &report.usage {
-                    take(int(u, "prompt_tokens"), int(u, "completion_tokens"));
+                if let Some(u) = report.usage.as_ref().filter(|u| u.is_object()) {
+                    final_report = take(int(u, "prompt_tokens"), int(u, "completion_tokens"));
                 }
             }
             Dialect::Anthropic => {
-                for u in
-                    [report.usage.as_ref(), report.message.as_ref().and_then(|m| m.get("usage"))].into_iter().flatten()
-                {
+                if let Some(u) = report.message.as_ref().and_then(|m| m.get("usage")) {
                     take(int(u, "input_tokens"), int(u, "output_tokens"));
+                }
+                if let Some(u) = report.usage.as_ref().filter(|u| u.is_object()) {
+                    final_report = take(int(u, "input_tokens"), int(u, "output_tokens"));
                 }
             }
             Dialect::Gemini => {
                 if let Some(u) = &report.usage_metadata {
-                    take(int(u, "promptTokenCount"), int(u, "candidatesTokenCount"));
+                    final_report = take(int(u, "promptTokenCount"), int(u, "candidatesTokenCount"));
                 }
             }
             Dialect::Other => {}
         }
+        self.final_report |= final_report;
     }
 }
 
@@ -87,9 +116,16 @@ pub struct Report {
     message: Option<Value>,
     #[serde(default, rename = "usageMetadata")]
     usage_metadata: Option<Value>,
-    /// Whether `choices` is an empty array (what it holds is never kept).
+    /// Whether `choices` is an empty array, and how much text it carries (what it holds
+    /// is never kept).
     #[serde(default)]
-    choices: EmptyList,
+    choices: Skimmed,
+    /// Anthropic's `content_block_delta`.
+    #[serde(default)]
+    delta: Skimmed,
+    /// Gemini's answer.
+    #[serde(default)]
+    candidates: Skimmed,
 }
 
 impl Report {
@@ -113,7 +149,13 @@ impl Report {
     /// An OpenAI stream chunk that carries only usage (`"choices": []`): the one keygate
     /// asks for when the caller did not, and removes before the caller sees it.
     pub fn is_usage_only_chunk(&self) -> bool {
-        self.usage.as_ref().is_some_and(|u| !u.is_null()) && self.choices == EmptyList(Some(true))
+        self.usage.as_ref().is_some_and(|u| !u.is_null()) && self.choices.empty_list == Some(true)
+    }
+
+    /// Bytes of generated text (and tool-call arguments) this document carries: what an
+    /// estimate of output tokens is made from when a stream is cut short.
+    pub fn text_bytes(&self) -> usize {
+        self.choices.text_bytes + self.delta.text_bytes + self.candidates.text_bytes
     }
 }
 
@@ -122,49 +164,77 @@ fn int(usage: &Value, field: &str) -> Option<i64> {
     usage.get(field).and_then(Value::as_i64)
 }
 
-/// Some(whether it is an empty array) for a field that is present; its elements skipped.
+/// A field skimmed without being built: whether it is an empty array (`None` when
+/// absent), and the bytes of the strings inside it that are generated text (`content`,
+/// `text`, `arguments`, `partial_json`), at any depth.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct EmptyList(Option<bool>);
+struct Skimmed {
+    empty_list: Option<bool>,
+    text_bytes: usize,
+}
 
-impl<'de> Deserialize<'de> for EmptyList {
+impl<'de> Deserialize<'de> for Skimmed {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = EmptyList;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EmptyList, A::Error> {
-                let mut empty = true;
-                while seq.next_element::<IgnoredAny>()?.is_some() {
-                    empty = false;
-                }
-                Ok(EmptyList(Some(empty)))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<EmptyList, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(EmptyList(Some(false)))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<EmptyList, E> {
-                Ok(EmptyList(Some(false)))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<EmptyList, E> {
-                Ok(EmptyList(Some(false)))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<EmptyList, E> {
-                Ok(EmptyList(Some(false)))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<EmptyList, E> {
-                Ok(EmptyList(Some(false)))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<EmptyList, E> {
-                Ok(EmptyList(Some(false)))
-            }
-            fn visit_unit<E>(self) -> Result<EmptyList, E> {
-                Ok(EmptyList(Some(false)))
-            }
+        let mut text_bytes = 0;
+        let empty = d.deserialize_any(TextVisitor { text_bytes: &mut text_bytes, counts: false })?;
+        Ok(Skimmed { empty_list: Some(empty == Some(true)), text_bytes })
+    }
+}
+
+/// Walks any JSON value, adding up the lengths of generated-text strings. Answers
+/// Some(whether it was an empty array) for arrays, None for anything else.
+struct TextVisitor<'a> {
+    text_bytes: &'a mut usize,
+    /// Whether a string met here is generated text (the value of a text key).
+    counts: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TextVisitor<'_> {
+    type Value = Option<bool>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TextVisitor<'_> {
+    type Value = Option<bool>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut empty = true;
+        while seq.next_element_seed(TextVisitor { text_bytes: &mut *self.text_bytes, counts: false })?.is_some() {
+            empty = false;
         }
-        d.deserialize_any(Visitor)
+        Ok(Some(empty))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let counts = matches!(key.as_ref(), "content" | "text" | "arguments" | "partial_json");
+            map.next_value_seed(TextVisitor { text_bytes: &mut *self.text_bytes, counts })?;
+        }
+        Ok(None)
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        if self.counts {
+            *self.text_bytes += v.len();
+        }
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 
@@ -191,7 +261,7 @@ mod tests {
     fn reads_each_dialect() {
         let mut t = Tokens::default();
         t.observe(Dialect::OpenAi, &report(json!({"usage": {"prompt_tokens": 11, "completion_tokens": 7}})));
-        assert_eq!(t, Tokens { input: 11, output: 7, reported: true });
+        assert_eq!(t, Tokens { input: 11, output: 7, reported: true, final_report: true, estimated: false });
 
         let mut t = Tokens::default();
         t.observe(
@@ -199,14 +269,14 @@ mod tests {
             &report(json!({"type": "message_start", "message": {"usage": {"input_tokens": 25, "output_tokens": 1}}})),
         );
         t.observe(Dialect::Anthropic, &report(json!({"type": "message_delta", "usage": {"output_tokens": 15}})));
-        assert_eq!(t, Tokens { input: 25, output: 15, reported: true });
+        assert_eq!(t, Tokens { input: 25, output: 15, reported: true, final_report: true, estimated: false });
 
         let mut t = Tokens::default();
         t.observe(
             Dialect::Gemini,
             &report(json!({"usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 9}})),
         );
-        assert_eq!(t, Tokens { input: 4, output: 9, reported: true });
+        assert_eq!(t, Tokens { input: 4, output: 9, reported: true, final_report: true, estimated: false });
     }
 
     #[test]
@@ -235,7 +305,7 @@ mod tests {
         let r = report(body);
         let mut t = Tokens::default();
         t.observe(Dialect::OpenAi, &r);
-        assert_eq!(t, Tokens { input: 3, output: 0, reported: true });
+        assert_eq!(t, Tokens { input: 3, output: 0, reported: true, final_report: true, estimated: false });
         assert_eq!(r.model().as_deref(), Some("gpt-4o-mini"));
         let mut t = Tokens::default();
         t.observe(Dialect::Anthropic, &r);
@@ -244,6 +314,33 @@ mod tests {
         let anthropic = report(json!({"type": "message_start", "message": {"model": "claude", "usage": {}}}));
         assert_eq!(anthropic.model().as_deref(), Some("claude"));
         assert!(Report::parse(b"not json").is_none());
+        assert_eq!(r.text_bytes(), 10_000);
         assert!(Report::parse(b"\"a string\"").is_none());
+    }
+
+    #[test]
+    fn counts_generated_text_in_each_dialect_and_estimates_what_was_never_reported() {
+        let openai =
+            report(json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello there"}}]}));
+        assert_eq!(openai.text_bytes(), 11);
+        let tool = report(
+            json!({"choices": [{"delta": {"tool_calls": [{"function": {"name": "f", "arguments": "{\"a\":1}"}}]}}]}),
+        );
+        assert_eq!(tool.text_bytes(), 7);
+        let anthropic = report(json!({"type": "content_block_delta", "delta": {"type": "text_delta", "text": "abcd"}}));
+        assert_eq!(anthropic.text_bytes(), 4);
+        let gemini = report(json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "xyz"}]}}]}));
+        assert_eq!(gemini.text_bytes(), 3);
+
+        let mut t = Tokens::default();
+        t.estimate_unreported(300, 31);
+        assert_eq!(t, Tokens { input: 100, output: 11, estimated: true, ..Tokens::default() });
+        // A reported count is never lowered, and one already above the estimate stays exact.
+        let mut t = Tokens { input: 25, output: 1, reported: true, ..Tokens::default() };
+        t.estimate_unreported(30, 90);
+        assert_eq!(t, Tokens { input: 25, output: 30, reported: true, estimated: true, ..Tokens::default() });
+        let mut t = Tokens { input: 500, output: 400, reported: true, ..Tokens::default() };
+        t.estimate_unreported(30, 90);
+        assert!(!t.estimated);
     }
 }

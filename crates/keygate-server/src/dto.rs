@@ -198,7 +198,7 @@ impl From<&ApiToken> for TokenInfo {
             id: t.id.as_uuid(),
             name: t.name.clone(),
             prefix: format!("kg_{}", t.public_id),
-            scopes: t.scopes.clone(),
+            scopes: t.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
             workspace_id: t.workspace_id.map(|w| w.as_uuid()),
             created_at: t.created_at,
             last_used_at: t.last_used_at,
@@ -398,12 +398,12 @@ impl From<&AuditEvent> for AuditEventInfo {
             at: e.at,
             actor: e.actor.clone(),
             actor_user_id: e.actor_user_id.map(|u| u.as_uuid()),
-            action: e.action.clone(),
+            action: e.action.as_str().to_owned(),
             target_type: e.target_type.clone(),
             target_id: e.target_id.clone(),
             workspace_id: e.workspace_id.map(|w| w.as_uuid()),
             source_addr: e.source_addr.clone(),
-            result: e.result.clone(),
+            result: e.result.as_str().to_owned(),
             detail: e.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()),
         }
     }

@@ -68,7 +68,16 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict(_) => StatusCode::CONFLICT,
             ServiceError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::WorkspaceInactive { .. } => StatusCode::FORBIDDEN,
-            ServiceError::Store(keygate_store::StoreError::Unreachable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::DatabaseUnreachable(_) => {
+                tracing::warn!(error = %err, "the database is unreachable");
+                return Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    err.code(),
+                    "the database does not answer; try again shortly",
+                );
+            }
+            ServiceError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ServiceError::UpstreamAuthFailed(_) => StatusCode::BAD_GATEWAY,
             ServiceError::MasterKeyMismatch(_)
             | ServiceError::MasterKeyStillInUse(_)
             | ServiceError::Undecryptable { .. }

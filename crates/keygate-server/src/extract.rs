@@ -7,7 +7,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use keygate_service::auth::Principal;
+use keygate_service::Principal;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
 

@@ -60,9 +60,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// keygate's one lock policy: a poisoned lock is recovered (every update here leaves
+    /// the counters consistent), never skipped.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Metrics {
     /// One proxied call: where it went, who paid, how it ended.
     pub fn request(&self, provider: &str, source: &'static str, status: u16) {
-        if let Ok(mut m) = self.inner.lock() {
+        {
+            let mut m = self.lock();
             let by_provider = match m.requests.get_mut(provider) {
                 Some(p) => p,
                 None => m.requests.entry(provider.to_owned()).or_default(),
@@ -72,7 +81,8 @@ impl Metrics {
     }
 
     pub fn upstream_latency(&self, provider: &str, elapsed: Duration) {
-        if let Ok(mut m) = self.inner.lock() {
+        {
+            let mut m = self.lock();
             let histogram = match m.upstream.get_mut(provider) {
                 Some(h) => h,
                 None => m.upstream.entry(provider.to_owned()).or_default(),
@@ -82,14 +92,15 @@ impl Metrics {
     }
 
     pub fn overhead(&self, elapsed: Duration) {
-        if let Ok(mut m) = self.inner.lock() {
+        {
+            let mut m = self.lock();
             m.overhead.observe(elapsed.as_secs_f64());
         }
     }
 
     fn render(&self, state: &AppState) -> String {
         let mut out = String::with_capacity(4096);
-        let Ok(m) = self.inner.lock() else { return out };
+        let m = self.lock();
         out.push_str("# HELP keygate_proxy_requests_total Proxied calls by provider, key source and upstream status (0: never reached).\n");
         out.push_str("# TYPE keygate_proxy_requests_total counter\n");
         for (provider, counts) in &m.requests {
@@ -114,13 +125,13 @@ impl Metrics {
         let services = &state.services;
         out.push_str("# HELP keygate_cache_requests_total Cache lookups on the proxy path, by cache and result.\n");
         out.push_str("# TYPE keygate_cache_requests_total counter\n");
-        for (cache, hits, misses) in services.cache_stats() {
-            let _ = writeln!(out, "keygate_cache_requests_total{{cache=\"{cache}\",result=\"hit\"}} {hits}");
-            let _ = writeln!(out, "keygate_cache_requests_total{{cache=\"{cache}\",result=\"miss\"}} {misses}");
+        for (cache, stats) in services.cache_stats() {
+            let _ = writeln!(out, "keygate_cache_requests_total{{cache=\"{cache}\",result=\"hit\"}} {}", stats.hits);
+            let _ = writeln!(out, "keygate_cache_requests_total{{cache=\"{cache}\",result=\"miss\"}} {}", stats.misses);
         }
         out.push_str("# HELP keygate_proxy_db_queries_total Database queries issued on behalf of proxied calls (cache misses).\n");
         out.push_str("# TYPE keygate_proxy_db_queries_total counter\n");
-        let _ = writeln!(out, "keygate_proxy_db_queries_total {}", services.hot_path_queries.total());
+        let _ = writeln!(out, "keygate_proxy_db_queries_total {}", services.hot_path_queries());
         out
     }
 }

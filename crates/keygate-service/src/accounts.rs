@@ -44,11 +44,11 @@ pub async fn create_admin(store: &dyn Store, email: &str, password: &SecretText,
         store,
         actor,
         Entry {
-            action: "user.create",
+            action: AuditAction::UserCreate,
             target_type: "user",
             target_id: Some(user.id.to_string()),
             workspace_id: Some(workspace.id),
-            result: "ok",
+            result: AuditResult::Ok,
             detail: Some(format!(r#"{{"super_admin":true,"email":{email:?}}}"#)),
         },
     )

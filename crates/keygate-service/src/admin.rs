@@ -2,13 +2,27 @@
 //! (tier, super-admin), the policy, and reading the audit log.
 
 use crate::audit::{self, Entry};
-use crate::auth::Principal;
+use crate::principal::Principal;
 use crate::services::Services;
 use crate::{now, ServiceError, ServiceResult};
 use keygate_core::policy::Policy;
 use keygate_core::*;
 use keygate_store::{AuditFilter, CredentialFilter};
 use std::sync::Arc;
+
+/// Which audit rows an admin asks for. Every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor_user_id: Option<UserId>,
+    pub action: Option<AuditAction>,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub workspace_id: Option<WorkspaceId>,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many, newest first. `None` means 1,000.
+    pub limit: Option<i64>,
+}
 
 impl Services {
     pub async fn admin_workspaces(&self, principal: &Principal) -> ServiceResult<Vec<Workspace>> {
@@ -38,7 +52,8 @@ impl Services {
             updated_at: at,
         };
         self.store.insert_workspace(&ws).await?;
-        self.audit_admin(principal, "workspace.create", "workspace", ws.id.to_string(), Some(ws.id), None).await?;
+        self.audit_admin(principal, AuditAction::WorkspaceCreate, "workspace", ws.id.to_string(), Some(ws.id), None)
+            .await?;
         Ok(ws)
     }
 
@@ -81,7 +96,8 @@ impl Services {
         self.store.set_workspace_status(id, status, at).await?;
         self.changed().await;
         let detail = serde_json::json!({"from": current.status, "to": status}).to_string();
-        self.audit_admin(principal, "workspace.status", "workspace", id.to_string(), Some(id), Some(detail)).await?;
+        self.audit_admin(principal, AuditAction::WorkspaceStatus, "workspace", id.to_string(), Some(id), Some(detail))
+            .await?;
         Ok(self.store.workspace(id).await?)
     }
 
@@ -99,7 +115,8 @@ impl Services {
         self.store.upsert_membership(&membership).await?;
         self.changed().await;
         let detail = serde_json::json!({"user": user, "role": role}).to_string();
-        self.audit_admin(principal, "workspace.member", "workspace", ws.to_string(), Some(ws), Some(detail)).await?;
+        self.audit_admin(principal, AuditAction::WorkspaceMember, "workspace", ws.to_string(), Some(ws), Some(detail))
+            .await?;
         Ok(membership)
     }
 
@@ -144,7 +161,7 @@ impl Services {
         self.store.update_user(&user).await?;
         self.changed().await;
         let detail = serde_json::json!({"tier": user.tier, "super_admin": user.super_admin}).to_string();
-        self.audit_admin(principal, "user.update", "user", id.to_string(), None, Some(detail)).await?;
+        self.audit_admin(principal, AuditAction::UserUpdate, "user", id.to_string(), None, Some(detail)).await?;
         Ok(user)
     }
 
@@ -156,19 +173,29 @@ impl Services {
     pub async fn admin_set_policy(&self, principal: &Principal, policy: Policy) -> ServiceResult<Arc<Policy>> {
         principal.require_super_admin()?;
         let policy = self.set_policy(policy).await?;
-        self.audit_admin(principal, "settings.update", "settings", "policy".into(), None, None).await?;
+        self.audit_admin(principal, AuditAction::SettingsUpdate, "settings", "policy".into(), None, None).await?;
         Ok(policy)
     }
 
-    pub async fn admin_audit(&self, principal: &Principal, filter: AuditFilter) -> ServiceResult<Vec<AuditEvent>> {
+    pub async fn admin_audit(&self, principal: &Principal, query: AuditQuery) -> ServiceResult<Vec<AuditEvent>> {
         principal.require_super_admin()?;
+        let filter = AuditFilter {
+            actor_user_id: query.actor_user_id,
+            action: query.action,
+            target_type: query.target_type,
+            target_id: query.target_id,
+            workspace_id: query.workspace_id,
+            since: query.since,
+            until: query.until,
+            limit: query.limit,
+        };
         Ok(self.store.audit_events(&filter).await?)
     }
 
     async fn audit_admin(
         &self,
         principal: &Principal,
-        action: &str,
+        action: AuditAction,
         target_type: &str,
         target: String,
         ws: Option<WorkspaceId>,
@@ -177,7 +204,7 @@ impl Services {
         audit::record(
             &*self.store,
             &principal.actor(),
-            Entry { action, target_type, target_id: Some(target), workspace_id: ws, result: "ok", detail },
+            Entry { action, target_type, target_id: Some(target), workspace_id: ws, result: AuditResult::Ok, detail },
         )
         .await
     }

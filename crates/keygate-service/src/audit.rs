@@ -23,11 +23,11 @@ impl Actor {
 /// One thing to record.
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
-    pub action: &'a str,
+    pub action: AuditAction,
     pub target_type: &'a str,
     pub target_id: Option<String>,
     pub workspace_id: Option<WorkspaceId>,
-    pub result: &'a str,
+    pub result: AuditResult,
     pub detail: Option<String>,
 }
 
@@ -37,12 +37,12 @@ pub async fn record(store: &dyn Store, actor: &Actor, entry: Entry<'_>) -> Servi
         at: now(),
         actor_user_id: actor.user_id,
         actor: actor.label.clone(),
-        action: entry.action.to_owned(),
+        action: entry.action,
         target_type: entry.target_type.to_owned(),
         target_id: entry.target_id,
         workspace_id: entry.workspace_id,
         source_addr: actor.source_addr.clone(),
-        result: entry.result.to_owned(),
+        result: entry.result,
         detail: entry.detail.map(|d| scrub(&d).into_owned()),
     };
     store.insert_audit_event(&event).await?;

@@ -5,78 +5,19 @@
 //! joined to the workspace its `workspace` claim names.
 
 use crate::audit::{self, Actor, Entry};
+use crate::jwt::HostClaims;
+use crate::principal::{Principal, Via};
 use crate::services::Services;
 use crate::{now, ServiceError, ServiceResult};
 use chrono::{DateTime, Utc};
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use keygate_core::*;
 use keygate_vault::{constant_time_eq, random_alphanumeric, sha256, SecretText};
-use serde::Deserialize;
 use std::fmt;
-
-/// Token scopes. A token carries some; a JWT or a login session carries all of them
-/// (what the user may do is still bounded by their roles).
-pub const SCOPE_KEYS: &str = "keys";
-pub const SCOPE_PROXY: &str = "proxy";
-pub const SCOPE_USAGE: &str = "usage";
-pub const SCOPE_ADMIN: &str = "admin";
-pub const ALL_SCOPES: &[&str] = &[SCOPE_KEYS, SCOPE_PROXY, SCOPE_USAGE, SCOPE_ADMIN];
 
 const PUBLIC_ID_LEN: usize = 16;
 const SECRET_LEN: usize = 40;
 /// How long a password login's token lives.
 pub const LOGIN_TOKEN_HOURS: i64 = 12;
-
-/// How the caller proved who they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Via {
-    Token { id: TokenId, scopes: Vec<String> },
-    Jwt,
-}
-
-/// An authenticated caller acting in one workspace.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub user: User,
-    pub workspace: Workspace,
-    pub role: Role,
-    pub via: Via,
-    pub source_addr: Option<String>,
-}
-
-impl Principal {
-    pub fn actor(&self) -> Actor {
-        Actor {
-            user_id: Some(self.user.id),
-            label: self
-                .user
-                .email
-                .clone()
-                .or_else(|| self.user.external_id.clone())
-                .unwrap_or_else(|| self.user.id.to_string()),
-            source_addr: self.source_addr.clone(),
-        }
-    }
-
-    /// Fails unless the credential used carries `scope`.
-    pub fn require_scope(&self, scope: &str) -> ServiceResult<()> {
-        match &self.via {
-            Via::Token { scopes, .. } if !scopes.iter().any(|s| s == scope) => {
-                Err(ServiceError::Forbidden(format!("this token lacks the `{scope}` scope")))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Fails unless the caller is a super-admin using a credential with the admin scope.
-    pub fn require_super_admin(&self) -> ServiceResult<()> {
-        if !self.user.super_admin {
-            return Err(ServiceError::Forbidden("this needs a super-admin".into()));
-        }
-        self.require_scope(SCOPE_ADMIN)
-    }
-}
 
 fn no_workspace() -> ServiceError {
     ServiceError::Unauthenticated(
@@ -100,42 +41,66 @@ impl fmt::Debug for IssuedToken {
 #[derive(Debug, Clone, Default)]
 pub struct TokenRequest {
     pub name: String,
-    /// `None`: keys, proxy and usage (and admin for super-admins).
-    pub scopes: Option<Vec<String>>,
+    /// `None`: every scope the minter may grant (see [`Services::create_token`]).
+    pub scopes: Option<Vec<Scope>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub workspace_id: Option<WorkspaceId>,
 }
 
 impl Services {
-    /// Issues a token for `user`. The returned secret is the only copy.
-    pub async fn create_token(&self, user: &User, request: TokenRequest, actor: &Actor) -> ServiceResult<IssuedToken> {
+    /// Issues a token for the caller. Minting needs the `keys` scope, and the new token's
+    /// scopes are a subset of the minting credential's (a `proxy`-only token mints
+    /// nothing; a `keys` token cannot mint `admin`). No scopes named: the minter's own.
+    pub async fn create_token(&self, principal: &Principal, request: TokenRequest) -> ServiceResult<IssuedToken> {
+        principal.require_scope(Scope::Keys)?;
+        let allowed = principal.scopes();
+        self.issue_token(&principal.user, request, &allowed, &principal.actor()).await
+    }
+
+    /// Issues a token for `user` on the operator's say-so (`keygate token create`): any
+    /// scope the user may hold.
+    pub async fn create_token_for_user(
+        &self,
+        user: &User,
+        request: TokenRequest,
+        actor: &Actor,
+    ) -> ServiceResult<IssuedToken> {
+        let allowed: Vec<Scope> =
+            Scope::ALL.iter().copied().filter(|s| *s != Scope::Admin || user.super_admin).collect();
+        self.issue_token(user, request, &allowed, actor).await
+    }
+
+    /// The returned secret is the only copy.
+    async fn issue_token(
+        &self,
+        user: &User,
+        request: TokenRequest,
+        allowed: &[Scope],
+        actor: &Actor,
+    ) -> ServiceResult<IssuedToken> {
         let name = request.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(ServiceError::Invalid { field: "name", problem: "must be 1 to 100 characters".into() });
         }
-        let scopes = match request.scopes {
+        let mut scopes = match request.scopes {
             Some(scopes) => {
-                for scope in &scopes {
-                    if !ALL_SCOPES.contains(&scope.as_str()) {
-                        return Err(ServiceError::Invalid {
-                            field: "scopes",
-                            problem: format!("`{scope}` is not one of {}", ALL_SCOPES.join(", ")),
-                        });
-                    }
-                }
-                if scopes.iter().any(|s| s == SCOPE_ADMIN) && !user.super_admin {
+                if scopes.contains(&Scope::Admin) && !user.super_admin {
                     return Err(ServiceError::Forbidden("only super-admins may hold the `admin` scope".into()));
                 }
-                scopes
-            }
-            None => {
-                let mut scopes = vec![SCOPE_KEYS.to_owned(), SCOPE_PROXY.to_owned(), SCOPE_USAGE.to_owned()];
-                if user.super_admin {
-                    scopes.push(SCOPE_ADMIN.to_owned());
+                if let Some(missing) = scopes.iter().find(|s| !allowed.contains(s)) {
+                    return Err(ServiceError::Forbidden(format!(
+                        "a token can only grant scopes it holds itself, and this one lacks `{missing}`"
+                    )));
                 }
                 scopes
             }
+            None => allowed.to_vec(),
         };
+        scopes.sort();
+        scopes.dedup();
+        if scopes.is_empty() {
+            return Err(ServiceError::Invalid { field: "scopes", problem: "name at least one scope".into() });
+        }
         if let Some(expiry) = request.expires_at {
             if expiry <= now() {
                 return Err(ServiceError::Invalid { field: "expires_at", problem: "must be in the future".into() });
@@ -164,11 +129,11 @@ impl Services {
             &*self.store,
             actor,
             Entry {
-                action: "token.create",
+                action: AuditAction::TokenCreate,
                 target_type: "token",
                 target_id: Some(token.id.to_string()),
                 workspace_id: request.workspace_id,
-                result: "ok",
+                result: AuditResult::Ok,
                 detail: Some(
                     serde_json::json!({"name": token.name, "scopes": token.scopes, "user": user.id}).to_string(),
                 ),
@@ -178,23 +143,26 @@ impl Services {
         Ok(IssuedToken { token, secret: SecretText::new(format!("kg_{public_id}_{secret}")) })
     }
 
+    /// The caller's tokens (needs the `keys` scope).
     pub async fn list_tokens(&self, principal: &Principal) -> ServiceResult<Vec<ApiToken>> {
+        principal.require_scope(Scope::Keys)?;
         Ok(self.store.tokens_of_user(principal.user.id).await?)
     }
 
-    /// Revokes one of the caller's own tokens (404 for anyone else's).
+    /// Revokes one of the caller's own tokens (404 for anyone else's; needs `keys`).
     pub async fn revoke_token(&self, principal: &Principal, id: TokenId) -> ServiceResult<()> {
+        principal.require_scope(Scope::Keys)?;
         self.store.revoke_token(id, principal.user.id, now()).await?;
         self.changed().await;
         audit::record(
             &*self.store,
             &principal.actor(),
             Entry {
-                action: "token.revoke",
+                action: AuditAction::TokenRevoke,
                 target_type: "token",
                 target_id: Some(id.to_string()),
                 workspace_id: None,
-                result: "ok",
+                result: AuditResult::Ok,
                 detail: None,
             },
         )
@@ -206,7 +174,7 @@ impl Services {
     pub async fn authenticate(&self, bearer: &str, source_addr: Option<String>) -> ServiceResult<Principal> {
         let bearer = bearer.trim();
         let key = sha256(bearer.as_bytes());
-        let generation = self.generation();
+        let generation = self.fresh.generation();
         if let Some((mut principal, expires)) = self.principal_cache.get(&key, generation) {
             if expires.is_none_or(|e| e > now()) {
                 principal.source_addr = source_addr;
@@ -224,7 +192,7 @@ impl Services {
             };
             let claims = jwt.verify(bearer, &self.http).await?;
             // A known host user: their row, their memberships, the workspace.
-            self.hot_path_queries.add(3);
+            self.fresh.queried(3);
             let expires = DateTime::<Utc>::from_timestamp(claims.exp, 0);
             (self.provision(claims, source_addr).await?, expires)
         } else {
@@ -248,7 +216,7 @@ impl Services {
             return Err(invalid());
         }
         // One query: the token, its user and the workspace it acts in.
-        self.hot_path_queries.add(1);
+        self.fresh.queried(1);
         let found = self.store.token_principal(public_id).await?.ok_or_else(invalid)?;
         let token = found.token;
         if !constant_time_eq(&sha256(secret.as_bytes()), &token.secret_hash) {
@@ -362,11 +330,11 @@ impl Services {
             &*self.store,
             &actor,
             Entry {
-                action: "user.provision",
+                action: AuditAction::UserProvision,
                 target_type: "user",
                 target_id: Some(user.id.to_string()),
                 workspace_id: Some(personal.id),
-                result: "ok",
+                result: AuditResult::Ok,
                 detail: Some(serde_json::json!({"external_id": claims.sub, "tier": tier}).to_string()),
             },
         )
@@ -447,7 +415,7 @@ impl Services {
         let actor = Actor { user_id: user.as_ref().map(|u| u.id), label, source_addr };
         let target_id = user.as_ref().map(|u| u.id.to_string());
         let entry = |result| Entry {
-            action: "auth.login",
+            action: AuditAction::AuthLogin,
             target_type: "user",
             target_id: target_id.clone(),
             workspace_id: None,
@@ -455,127 +423,17 @@ impl Services {
             detail: None,
         };
         let Some(user) = user.filter(|_| ok) else {
-            audit::record(&*self.store, &actor, entry("denied")).await?;
+            audit::record(&*self.store, &actor, entry(AuditResult::Denied)).await?;
             return Err(denied());
         };
-        audit::record(&*self.store, &actor, entry("ok")).await?;
+        audit::record(&*self.store, &actor, entry(AuditResult::Ok)).await?;
         let request = TokenRequest {
             name: "login".into(),
             scopes: None,
             expires_at: Some(now() + chrono::Duration::hours(LOGIN_TOKEN_HOURS)),
             workspace_id: None,
         };
-        let issued = self.create_token(&user, request, &actor).await?;
+        let issued = self.create_token_for_user(&user, request, &actor).await?;
         Ok((user, issued))
-    }
-}
-
-/// The claims keygate reads from a host JWT.
-#[derive(Debug, Clone, Deserialize)]
-pub struct HostClaims {
-    pub sub: String,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub workspace: Option<String>,
-    #[serde(default)]
-    pub tier: Option<String>,
-    #[serde(default)]
-    pub role: Option<String>,
-    pub exp: i64,
-}
-
-/// Where RS256 keys come from.
-#[derive(Debug, Clone)]
-pub enum JwksSource {
-    Static(JwkSet),
-    Url(String),
-}
-
-/// Verifies host JWTs: HS256 with a shared secret and/or RS256 with a JWKS.
-pub struct JwtVerifier {
-    hs256: Option<DecodingKey>,
-    jwks: Option<JwksSource>,
-    fetched: tokio::sync::RwLock<Option<(JwkSet, std::time::Instant)>>,
-}
-
-impl fmt::Debug for JwtVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtVerifier").field("hs256", &self.hs256.is_some()).field("jwks", &self.jwks).finish()
-    }
-}
-
-/// How long fetched JWKS are trusted before a refetch (also the gap between refetches
-/// triggered by an unknown `kid`).
-const JWKS_TTL: std::time::Duration = std::time::Duration::from_secs(300);
-
-impl JwtVerifier {
-    pub fn new(hs256_secret: Option<&SecretText>, jwks: Option<JwksSource>) -> Self {
-        Self {
-            hs256: hs256_secret.map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
-            jwks,
-            fetched: tokio::sync::RwLock::new(None),
-        }
-    }
-
-    pub async fn verify(&self, token: &str, http: &reqwest::Client) -> ServiceResult<HostClaims> {
-        let bad = |why: String| ServiceError::Unauthenticated(format!("the JWT was rejected: {why}"));
-        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(e.to_string()))?;
-        let key = match header.alg {
-            Algorithm::HS256 => {
-                self.hs256.clone().ok_or_else(|| bad("HS256 is not enabled (KEYGATE_JWT_HS256_SECRET)".into()))?
-            }
-            Algorithm::RS256 => self.rsa_key(header.kid.as_deref(), http).await?,
-            other => return Err(bad(format!("algorithm {other:?} is not accepted (HS256 or RS256)"))),
-        };
-        let mut validation = Validation::new(header.alg);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 30;
-        let data = jsonwebtoken::decode::<HostClaims>(token, &key, &validation).map_err(|e| bad(e.to_string()))?;
-        if data.claims.sub.trim().is_empty() {
-            return Err(bad("`sub` is empty".into()));
-        }
-        Ok(data.claims)
-    }
-
-    async fn rsa_key(&self, kid: Option<&str>, http: &reqwest::Client) -> ServiceResult<DecodingKey> {
-        let bad = |why: String| ServiceError::Unauthenticated(format!("the JWT was rejected: {why}"));
-        let find = |set: &JwkSet| -> Option<DecodingKey> {
-            let jwk = match kid {
-                Some(kid) => set.find(kid),
-                None if set.keys.len() == 1 => set.keys.first(),
-                None => None,
-            }?;
-            DecodingKey::from_jwk(jwk).ok()
-        };
-        match &self.jwks {
-            None => Err(bad("RS256 is not enabled (KEYGATE_JWT_JWKS)".into())),
-            Some(JwksSource::Static(set)) => {
-                find(set).ok_or_else(|| bad("no key in the JWKS matches the token's kid".into()))
-            }
-            Some(JwksSource::Url(url)) => {
-                if let Some((set, at)) = &*self.fetched.read().await {
-                    if let Some(key) = find(set) {
-                        if at.elapsed() < JWKS_TTL {
-                            return Ok(key);
-                        }
-                    } else if at.elapsed() < std::time::Duration::from_secs(60) {
-                        return Err(bad("no key in the JWKS matches the token's kid".into()));
-                    }
-                }
-                let set: JwkSet = http
-                    .get(url)
-                    .send()
-                    .await
-                    .and_then(|r| r.error_for_status())
-                    .map_err(|e| bad(format!("the JWKS could not be fetched: {e}")))?
-                    .json()
-                    .await
-                    .map_err(|e| bad(format!("the JWKS is not a JWK set: {e}")))?;
-                let key = find(&set);
-                *self.fetched.write().await = Some((set, std::time::Instant::now()));
-                key.ok_or_else(|| bad("no key in the JWKS matches the token's kid".into()))
-            }
-        }
     }
 }

@@ -4,7 +4,7 @@
 //! the caller may see; anything else is "not found", so ids do not leak.
 
 use crate::audit::{self, Entry};
-use crate::auth::{Principal, SCOPE_KEYS};
+use crate::principal::Principal;
 use crate::services::Services;
 use crate::validation::{self, Outcome};
 use crate::{now, ServiceError, ServiceResult};
@@ -62,7 +62,7 @@ const MAX_NAME_CHARS: usize = 100;
 
 impl Services {
     pub async fn create_credential(&self, principal: &Principal, input: NewCredential) -> ServiceResult<Credential> {
-        principal.require_scope(SCOPE_KEYS)?;
+        principal.require_scope(Scope::Keys)?;
         let provider = self.provider(&input.provider)?;
         let owner = self.owner_for(principal, input.scope.unwrap_or(CredentialScope::User), input.workspace_id).await?;
         if let Some(ws) = owner.workspace_id() {
@@ -109,8 +109,9 @@ impl Services {
             }
         }
 
-        let outcome =
-            self.probe_for_save(principal, "credential.create", None, owner.workspace_id(), provider, &secret).await?;
+        let outcome = self
+            .probe_for_save(principal, AuditAction::CredentialCreate, None, owner.workspace_id(), provider, &secret)
+            .await?;
 
         let at = now();
         let mut credential = Credential::draft(owner, &provider.id, &name, at);
@@ -126,7 +127,7 @@ impl Services {
             None => self.store.insert_credential(&credential).await?,
         }
         self.changed().await;
-        let action = if existing.is_some() { "credential.replace" } else { "credential.create" };
+        let action = if existing.is_some() { AuditAction::CredentialReplace } else { AuditAction::CredentialCreate };
         let detail =
             existing.as_ref().map(|old| format!("replaces {}; {}", old.id, outcome.detail)).unwrap_or(outcome.detail);
         self.audit_credential(
@@ -134,7 +135,7 @@ impl Services {
             action,
             Some(credential.id),
             owner.workspace_id(),
-            "ok",
+            AuditResult::Ok,
             provider,
             Some(&detail),
         )
@@ -143,7 +144,7 @@ impl Services {
     }
 
     pub async fn list_credentials(&self, principal: &Principal, which: ListScope) -> ServiceResult<Vec<Credential>> {
-        principal.require_scope(SCOPE_KEYS)?;
+        principal.require_scope(Scope::Keys)?;
         let ws = principal.workspace.id;
         let mine = CredentialFilter {
             scope: Some(CredentialScope::User),
@@ -171,7 +172,7 @@ impl Services {
     }
 
     pub async fn get_credential(&self, principal: &Principal, id: CredentialId) -> ServiceResult<Credential> {
-        principal.require_scope(SCOPE_KEYS)?;
+        principal.require_scope(Scope::Keys)?;
         self.load(principal, id, Access::Read).await
     }
 
@@ -181,7 +182,7 @@ impl Services {
         id: CredentialId,
         patch: CredentialPatch,
     ) -> ServiceResult<Credential> {
-        principal.require_scope(SCOPE_KEYS)?;
+        principal.require_scope(Scope::Keys)?;
         let mut credential = self.load(principal, id, Access::Manage).await?;
         let provider = self.provider(&credential.provider)?;
         if let Some(name) = patch.name {
@@ -212,8 +213,16 @@ impl Services {
             other => other.into(),
         })?;
         self.changed().await;
-        self.audit_credential(principal, "credential.update", Some(id), credential.workspace_id, "ok", provider, None)
-            .await?;
+        self.audit_credential(
+            principal,
+            AuditAction::CredentialUpdate,
+            Some(id),
+            credential.workspace_id,
+            AuditResult::Ok,
+            provider,
+            None,
+        )
+        .await?;
         Ok(credential)
     }
 
@@ -224,7 +233,7 @@ impl Services {
         id: CredentialId,
         secret: SecretInput,
     ) -> ServiceResult<Credential> {
-        principal.require_scope(SCOPE_KEYS)?;
+        principal.require_scope(Scope::Keys)?;
         let mut credential = self.load(principal, id, Access::Manage).await?;
         if let Some(ws) = credential.workspace_id {
             self.require_active(ws).await?;
@@ -234,7 +243,7 @@ impl Services {
         let outcome = self
             .probe_for_save(
                 principal,
-                "credential.replace_secret",
+                AuditAction::CredentialSecret,
                 Some(id),
                 credential.workspace_id,
                 provider,
@@ -252,10 +261,10 @@ impl Services {
         self.changed().await;
         self.audit_credential(
             principal,
-            "credential.replace_secret",
+            AuditAction::CredentialSecret,
             Some(id),
             credential.workspace_id,
-            "ok",
+            AuditResult::Ok,
             provider,
             Some(&outcome.detail),
         )
@@ -265,7 +274,7 @@ impl Services {
 
     /// Probes the stored secret again and records the result.
     pub async fn test_credential(&self, principal: &Principal, id: CredentialId) -> ServiceResult<Credential> {
-        principal.require_scope(SCOPE_KEYS)?;
+        principal.require_scope(Scope::Keys)?;
         let mut credential = self.load(principal, id, Access::Read).await?;
         if let Some(ws) = credential.workspace_id {
             self.require_active(ws).await?;
@@ -288,10 +297,10 @@ impl Services {
         self.changed().await;
         self.audit_credential(
             principal,
-            "credential.test",
+            AuditAction::CredentialTest,
             Some(id),
             credential.workspace_id,
-            credential.validity.as_str(),
+            credential.validity.into(),
             provider,
             Some(&outcome.detail),
         )
@@ -300,13 +309,21 @@ impl Services {
     }
 
     pub async fn delete_credential(&self, principal: &Principal, id: CredentialId) -> ServiceResult<()> {
-        principal.require_scope(SCOPE_KEYS)?;
+        principal.require_scope(Scope::Keys)?;
         let credential = self.load(principal, id, Access::Manage).await?;
         self.store.delete_credential(id).await?;
         self.changed().await;
         let provider = self.provider(&credential.provider)?;
-        self.audit_credential(principal, "credential.delete", Some(id), credential.workspace_id, "ok", provider, None)
-            .await
+        self.audit_credential(
+            principal,
+            AuditAction::CredentialDelete,
+            Some(id),
+            credential.workspace_id,
+            AuditResult::Ok,
+            provider,
+            None,
+        )
+        .await
     }
 
     /// Probes a secret about to be saved; refuses (audited) a rejected key when the policy
@@ -314,7 +331,7 @@ impl Services {
     async fn probe_for_save(
         &self,
         principal: &Principal,
-        action: &str,
+        action: AuditAction,
         id: Option<CredentialId>,
         ws: Option<WorkspaceId>,
         provider: &Provider,
@@ -322,7 +339,8 @@ impl Services {
     ) -> ServiceResult<Outcome> {
         let outcome = validation::probe(&self.http, provider, secret).await;
         if outcome.validity == Validity::Invalid && self.policy().reject_invalid_keys {
-            self.audit_credential(principal, action, id, ws, "rejected", provider, Some(&outcome.detail)).await?;
+            self.audit_credential(principal, action, id, ws, AuditResult::Rejected, provider, Some(&outcome.detail))
+                .await?;
             return Err(ServiceError::ProviderRejectedKey(outcome.detail));
         }
         Ok(outcome)
@@ -408,10 +426,10 @@ impl Services {
     async fn audit_credential(
         &self,
         principal: &Principal,
-        action: &str,
+        action: AuditAction,
         id: Option<CredentialId>,
         ws: Option<WorkspaceId>,
-        result: &str,
+        result: AuditResult,
         provider: &Provider,
         detail: Option<&str>,
     ) -> ServiceResult<()> {

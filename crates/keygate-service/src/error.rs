@@ -42,6 +42,12 @@ pub enum ServiceError {
     Undecryptable { credential: String, reason: String },
     #[error("the workspace is {status}: its credentials cannot be used until it is active again")]
     WorkspaceInactive { status: String },
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    UpstreamAuthFailed(String),
+    #[error("the database cannot be reached: {0}")]
+    DatabaseUnreachable(String),
     #[error("interrupted: {0}")]
     Interrupted(String),
     #[error(transparent)]
@@ -71,8 +77,10 @@ impl ServiceError {
             Self::Invalid { .. } => "invalid_request",
             Self::Undecryptable { .. } => "credential_undecryptable",
             Self::WorkspaceInactive { .. } => "workspace_inactive",
+            Self::NotImplemented(_) => "not_implemented",
+            Self::UpstreamAuthFailed(_) => "upstream_auth_failed",
+            Self::DatabaseUnreachable(_) => "database_unreachable",
             Self::Interrupted(_) => "interrupted",
-            Self::Store(StoreError::Unreachable { .. }) => "database_unreachable",
             Self::Store(_) => "database_error",
             Self::Vault(_) => "vault_error",
         }
@@ -87,6 +95,9 @@ impl From<StoreError> for ServiceError {
             StoreError::Changed { entity, .. } => Self::Conflict(format!(
                 "the {entity} was changed by another request while this one ran; nothing was saved: load it again and retry"
             )),
+            StoreError::Unreachable { location, reason } => {
+                Self::DatabaseUnreachable(format!("{location}: {reason}"))
+            }
             other => Self::Store(other),
         }
     }

@@ -1,99 +1,48 @@
-//! The gateway's decisions: which credential serves a call (with everything cached so a
-//! steady stream of calls costs no database query), whether limits admit it, and what
-//! is recorded once it is over. The HTTP side (forwarding bytes) lives in the server.
+//! The gateway's decisions: which credential serves a call, whether limits admit it, and
+//! what is recorded once it is over. A proxied call enters here twice: [`Services::admit`]
+//! before anything goes out, [`Services::finish`] exactly once when it is over. Everything
+//! `admit` reads is cached (see `cache`), so a steady stream of calls costs no database
+//! query.
 //!
-//! Caches hold what the store says (principals, candidate credentials, demo first-use
-//! dates) tagged with a generation number; every write through [`Services`] that could
-//! change an answer bumps the generation, so a revoked token, a deleted key or a paused
-//! workspace takes effect on the very next call. The same write moves the store's change
-//! epoch; every process polls it ([`Services::watch_changes`], once a second) and bumps
-//! its own generation when it moved, which bounds staleness between replicas to one poll.
-//! A long TTL is only a safety net (a write whose epoch bump failed).
+//! Not for: forwarding bytes (the server's proxy does that).
 
-use crate::auth::Principal;
+use crate::cache::CandidateSet;
 use crate::limits::{Refusal, RequestAdmission, TokenReservation};
+use crate::principal::Principal;
 use crate::services::Services;
 use crate::{now, ServiceError, ServiceResult};
 use chrono::{DateTime, Utc};
-use keygate_core::catalog::Provider;
-use keygate_core::resolution::{self, Candidates, Facts, KeySource, PaymentPolicy};
+use keygate_core::catalog::{Injection, Provider};
+use keygate_core::resolution::{self, Facts, KeySource, PaymentPolicy};
+use keygate_core::usage;
 use keygate_core::*;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use reqwest::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// How long a cached answer may be trusted at most, even if no change was seen.
-pub const CACHE_TTL: Duration = Duration::from_secs(300);
-/// How often each process looks at the store's change epoch.
-pub const CHANGE_POLL: Duration = Duration::from_secs(1);
-const MAX_ENTRIES: usize = 100_000;
+/// Output tokens assumed for a demo call that names no maximum.
+const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
+const MAX_OUTPUT_ESTIMATE: u64 = 32_768;
 
-/// A generation-tagged cache.
-#[derive(Debug)]
-pub(crate) struct Cache<K, V> {
-    entries: RwLock<HashMap<K, (V, u64, Instant)>>,
-    hits: AtomicU64,
-    misses: AtomicU64,
+/// A call the proxy wants to make, as the gateway judges it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallRequest<'a> {
+    pub principal: &'a Principal,
+    pub provider: &'a str,
+    pub policy: PaymentPolicy,
+    /// The request body's size in bytes (its input, roughly).
+    pub body_len: usize,
+    /// The most output tokens the request allows, if it names a maximum.
+    pub max_output_tokens: Option<u64>,
 }
 
-impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
-    pub(crate) fn new() -> Self {
-        Self { entries: RwLock::new(HashMap::new()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+impl CallRequest<'_> {
+    /// Tokens to reserve for the call: its input (bytes/3 errs on the side of reserving
+    /// too much) and its output maximum.
+    fn estimate(&self) -> u64 {
+        let output = self.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE).min(MAX_OUTPUT_ESTIMATE);
+        (self.body_len as u64) / 3 + output
     }
-
-    pub(crate) fn get(&self, key: &K, generation: u64) -> Option<V> {
-        let found = self.lookup(key, generation);
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
-    }
-
-    fn lookup(&self, key: &K, generation: u64) -> Option<V> {
-        let entries = self.entries.read().ok()?;
-        let (value, g, at) = entries.get(key)?;
-        (*g == generation && at.elapsed() < CACHE_TTL).then(|| value.clone())
-    }
-
-    /// (hits, misses) so far.
-    pub(crate) fn stats(&self) -> (u64, u64) {
-        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn put(&self, key: K, value: V, generation: u64) {
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= MAX_ENTRIES {
-                entries.retain(|_, (_, g, _)| *g == generation);
-                if entries.len() >= MAX_ENTRIES {
-                    entries.clear();
-                }
-            }
-            entries.insert(key, (value, generation, Instant::now()));
-        }
-    }
-}
-
-/// Counts store queries made on behalf of proxied calls (exported as a metric).
-#[derive(Debug, Default)]
-pub struct HotPathQueries(AtomicU64);
-
-impl HotPathQueries {
-    pub(crate) fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// The credentials that could serve (workspace, user, provider).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CandidateSet {
-    own: Option<Credential>,
-    workspace: Option<Credential>,
-    operator_shared: Option<Credential>,
-    platform: Option<Credential>,
 }
 
 /// How limits admitted a call.
@@ -127,80 +76,31 @@ pub struct Explanation {
 /// How a call ended, for metering.
 #[derive(Debug, Clone)]
 pub struct CallOutcome {
-    /// The provider's status, or 0 if it was never reached.
-    pub status: u16,
+    /// The provider's status; `None` if it was never reached.
+    pub status: Option<StatusCode>,
     pub model: Option<String>,
     pub tokens: usage::Tokens,
     pub latency: Duration,
 }
 
-use keygate_core::usage;
+/// The caller's demo allowance today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoStatus {
+    pub tokens_left: u64,
+    /// Days left in the allowance's window, once it has been used.
+    pub days_left: Option<u32>,
+}
+
+/// The caller's platform-key limits and what is left of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlatformStatus {
+    pub per_minute: u32,
+    pub left_this_minute: u32,
+    pub per_day: u32,
+    pub left_today: u32,
+}
 
 impl Services {
-    /// Something that may change an answer was written: this process's caches are dropped
-    /// at once, other processes' at their next poll of the change epoch.
-    pub(crate) async fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::Release);
-        match self.store.bump_change_epoch().await {
-            // Only our own bump since the last look: nothing for the poller to flush again.
-            Ok(epoch) => {
-                let _ = self.epoch_seen.compare_exchange(epoch - 1, epoch, Ordering::AcqRel, Ordering::Acquire);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not move the change epoch: other replicas may serve cached answers for up to {} s", CACHE_TTL.as_secs())
-            }
-        }
-    }
-
-    /// If another process changed something since the last look, drops this process's
-    /// caches (answers, unwrapped data keys) and reads the policy again; answers whether
-    /// it did. One store query when nothing changed, never on a call's path.
-    pub async fn poll_changes(&self) -> ServiceResult<bool> {
-        // One poll at a time, and the epoch counts as seen only once the policy is read
-        // again: a second poll must not answer "nothing changed" while the first is still
-        // reloading, and a poll cancelled halfway leaves the epoch for the next one.
-        let _one_at_a_time = self.poll_lock.lock().await;
-        let epoch = self.store.change_epoch().await?;
-        // Any difference counts, not only a newer epoch: a restored database may go back.
-        if self.epoch_seen.load(Ordering::Acquire) == epoch {
-            return Ok(false);
-        }
-        self.generation.fetch_add(1, Ordering::Release);
-        // A workspace deleted elsewhere must not keep its data key alive here.
-        self.vault.clear_cache();
-        self.reload_policy().await?;
-        // A concurrent `changed()` never takes the seen epoch past the one read here: its
-        // compare-and-set succeeds only from the epoch before its bump, and that is not `epoch`.
-        self.epoch_seen.store(epoch, Ordering::Release);
-        Ok(true)
-    }
-
-    /// Polls the change epoch every `every` until the returned task is aborted.
-    pub fn watch_changes(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let services = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(services) = services.upgrade() else { return };
-                if let Err(e) = services.poll_changes().await {
-                    tracing::warn!(error = %e, "could not read the change epoch");
-                }
-            }
-        })
-    }
-
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// (cache, hits, misses) for each proxy-path cache.
-    pub fn cache_stats(&self) -> Vec<(&'static str, u64, u64)> {
-        let (ph, pm) = self.principal_cache.stats();
-        let (ch, cm) = self.candidate_cache.stats();
-        let (dh, dm) = self.demo_first_use.stats();
-        vec![("principals", ph, pm), ("credentials", ch, cm), ("demo_first_use", dh, dm)]
-    }
-
     /// Explains which credential would serve `principal` for `provider`, and why.
     pub async fn explain(
         &self,
@@ -211,28 +111,32 @@ impl Services {
         let provider = self.provider(provider)?;
         let set = self.candidates(principal, &provider.id).await?;
         let facts = self.facts(principal).await?;
-        let decision = resolution::resolve(set.as_candidates(), facts, policy);
+        let decision = resolution::resolve(set.candidates(), facts, policy);
         let chosen = decision.chosen.map(|(s, c)| (s, c.clone()));
         let model = chosen.as_ref().and_then(|(_, c)| c.model.clone()).or_else(|| provider.default_model.clone());
         Ok(Explanation { provider: provider.id.clone(), chosen, skipped: decision.skipped, model })
     }
 
-    /// Resolves the credential for a call and admits it under the limits, reserving
-    /// `estimate` demo tokens if the demo allowance pays.
-    pub async fn admit(
-        &self,
-        principal: &Principal,
-        provider: &str,
-        policy: PaymentPolicy,
-        estimate: u64,
-    ) -> ServiceResult<Admitted> {
+    /// Resolves the credential for a call and admits it under the limits, reserving the
+    /// call's worst case of demo tokens if the demo allowance pays. Nothing is reserved
+    /// or started for a call that cannot go out.
+    pub async fn admit(&self, request: CallRequest<'_>) -> ServiceResult<Admitted> {
+        let CallRequest { principal, policy, .. } = request;
+        principal.require_scope(Scope::Proxy)?;
         if !principal.workspace.status.allows_use() {
             return Err(ServiceError::WorkspaceInactive { status: principal.workspace.status.to_string() });
         }
-        let provider = Arc::clone(self.provider(provider)?);
+        let provider = Arc::clone(self.provider(request.provider)?);
+        if matches!(provider.inject, Injection::Sigv4 { .. }) {
+            return Err(ServiceError::NotImplemented(format!(
+                "{} calls are not proxied yet (AWS SigV4 signing)",
+                provider.name
+            )));
+        }
+        let estimate = request.estimate();
         let set = self.candidates(principal, &provider.id).await?;
         let facts = self.facts(principal).await?;
-        let decision = resolution::resolve(set.as_candidates(), facts, policy);
+        let decision = resolution::resolve(set.candidates(), facts, policy);
         let Some((source, credential)) = decision.chosen else {
             return Err(no_credential(&provider, &set, facts, &decision.skipped));
         };
@@ -267,22 +171,22 @@ impl Services {
     /// Settles limits and records usage for a finished (or abandoned) call.
     pub fn finish(&self, call: &Admitted, outcome: CallOutcome) {
         let tokens = (outcome.tokens.input + outcome.tokens.output).max(0) as u64;
-        let failed = outcome.status == 0 || outcome.status >= 500;
+        let failed = outcome.status.is_none_or(|s| s.is_server_error());
         match call.admission {
             Admission::Unmetered => {}
             Admission::Demo(reservation) => {
                 // A provider that answered but whose count keygate never saw (the caller
                 // left before the usage event, an answer too large to read, a body keygate
                 // could not peek into) is charged what was reserved: unknown is not free.
-                let unseen = (200..300).contains(&outcome.status) && !outcome.tokens.reported;
+                let unseen = outcome.status.is_some_and(|s| s.is_success()) && !outcome.tokens.reported;
                 self.limiter.settle_tokens(&reservation, if unseen { reservation.tokens.max(tokens) } else { tokens })
             }
             Admission::Platform(admission) if failed => self.limiter.refund_request(&admission),
             Admission::Platform(_) => {}
         }
-        if outcome.status == 0 {
+        let Some(status) = outcome.status else {
             return; // the provider was never reached: nothing to meter
-        }
+        };
         let model = outcome.model.clone();
         let cost =
             model.as_deref().map_or(0, |m| call.provider.cost_nano_usd(m, outcome.tokens.input, outcome.tokens.output));
@@ -292,15 +196,54 @@ impl Services {
             user_id: Some(call.principal.user.id),
             workspace_id: Some(call.principal.workspace.id),
             credential_id: Some(call.credential.id),
-            key_source: call.source.as_str().to_owned(),
+            key_source: call.source,
             provider: call.provider.id.clone(),
             model,
             input_tokens: outcome.tokens.input,
             output_tokens: outcome.tokens.output,
             cost_nano_usd: cost,
-            status: i32::from(outcome.status),
+            status: i32::from(status.as_u16()),
             latency_ms: outcome.latency.as_millis().min(i64::MAX as u128) as i64,
         });
+    }
+
+    /// The caller's metered calls, grouped, exact for any number of calls.
+    pub async fn usage_report(
+        &self,
+        principal: &Principal,
+        query: crate::usage::UsageQuery,
+        group_by: crate::usage::GroupBy,
+    ) -> ServiceResult<crate::usage::UsageReport> {
+        use crate::usage::{GroupBy, UsageReport, UsageTotals};
+        principal.require_scope(Scope::Usage)?;
+        let filter = keygate_store::UsageFilter {
+            user_id: Some(principal.user.id),
+            provider: query.provider,
+            since: query.since,
+            until: query.until,
+            limit: Some(i64::MAX),
+            ..Default::default()
+        };
+        let events = self.store.usage_events(&filter).await?;
+        let mut groups: std::collections::BTreeMap<String, UsageTotals> = std::collections::BTreeMap::new();
+        let mut total = UsageTotals { key: "total".into(), ..Default::default() };
+        for e in &events {
+            let key = match group_by {
+                GroupBy::Day => e.at.format("%Y-%m-%d").to_string(),
+                GroupBy::Provider => e.provider.clone(),
+                GroupBy::Model => e.model.clone().unwrap_or_else(|| "(unknown)".into()),
+                GroupBy::Credential => e.credential_id.map(|c| c.to_string()).unwrap_or_else(|| "(none)".into()),
+                GroupBy::Source => e.key_source.to_string(),
+            };
+            let g = groups.entry(key.clone()).or_insert_with(|| UsageTotals { key, ..Default::default() });
+            for acc in [g, &mut total] {
+                acc.requests += 1;
+                acc.input_tokens += e.input_tokens;
+                acc.output_tokens += e.output_tokens;
+                acc.cost_nano_usd += e.cost_nano_usd;
+            }
+        }
+        Ok(UsageReport { group_by, rows: groups.into_values().collect(), total })
     }
 
     /// The provider said the customer's key is bad: mark it, so the next call falls back.
@@ -330,16 +273,16 @@ impl Services {
     }
 
     /// Demo tokens left today for the caller, and the days left in the allowance.
-    pub async fn demo_status(&self, principal: &Principal) -> ServiceResult<(u64, Option<u32>)> {
+    pub async fn demo_status(&self, principal: &Principal) -> ServiceResult<DemoStatus> {
         self.seed_demo(principal.user.id).await?;
         let policy = self.policy();
         let used = self.limiter.tokens_used(principal.user.id, now().date_naive());
         let days_left = self.demo_days_used(principal.user.id).await?.map(|d| policy.demo.days.saturating_sub(d));
-        Ok((policy.demo.tokens_per_day.saturating_sub(used), days_left))
+        Ok(DemoStatus { tokens_left: policy.demo.tokens_per_day.saturating_sub(used), days_left })
     }
 
     /// Platform requests left (this minute, today) for the caller's tier.
-    pub async fn platform_status(&self, principal: &Principal) -> ServiceResult<(u32, u32, u32, u32)> {
+    pub async fn platform_status(&self, principal: &Principal) -> ServiceResult<PlatformStatus> {
         self.seed_platform(principal.user.id).await?;
         let policy = self.policy();
         let limits = policy.tier(&principal.user.tier).cloned().unwrap_or(keygate_core::policy::TierLimits {
@@ -348,22 +291,22 @@ impl Services {
             byok: false,
         });
         let (minute, day) = self.limiter.requests_used(principal.user.id, now());
-        Ok((
-            limits.requests_per_minute,
-            limits.requests_per_minute.saturating_sub(minute),
-            limits.requests_per_day,
-            limits.requests_per_day.saturating_sub(day),
-        ))
+        Ok(PlatformStatus {
+            per_minute: limits.requests_per_minute,
+            left_this_minute: limits.requests_per_minute.saturating_sub(minute),
+            per_day: limits.requests_per_day,
+            left_today: limits.requests_per_day.saturating_sub(day),
+        })
     }
 
     pub(crate) async fn candidates(&self, principal: &Principal, provider: &str) -> ServiceResult<Arc<CandidateSet>> {
         let key = (principal.workspace.id, principal.user.id, provider.to_owned());
-        let generation = self.generation();
+        let generation = self.fresh.generation();
         if let Some(set) = self.candidate_cache.get(&key, generation) {
             return Ok(set);
         }
         let all = self.store.credential_candidates(principal.workspace.id, principal.user.id, provider).await?;
-        self.hot_path_queries.add(1);
+        self.fresh.queried(1);
         let of = |scope: CredentialScope| all.iter().filter(move |c| c.scope == scope);
         let own = || of(CredentialScope::User);
         let set = Arc::new(CandidateSet {
@@ -401,7 +344,7 @@ impl Services {
             return Ok(first);
         }
         let first = self.store.demo_first_use(user).await?;
-        self.hot_path_queries.add(1);
+        self.fresh.queried(1);
         self.demo_first_use.put(user, first, 0);
         Ok(first)
     }
@@ -414,7 +357,7 @@ impl Services {
     async fn note_demo_use(&self, user: UserId) -> ServiceResult<()> {
         if self.demo_first_use(user).await?.is_none() {
             let first = self.store.record_demo_first_use(user, now()).await?;
-            self.hot_path_queries.add(1);
+            self.fresh.queried(1);
             self.demo_first_use.put(user, Some(first), 0);
         }
         Ok(())
@@ -424,8 +367,8 @@ impl Services {
         let day = now().date_naive();
         if !self.limiter.tokens_seeded(user, day) {
             let midnight = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(now);
-            let (_, tokens) = self.store.usage_since(user, KeySource::OperatorDemo.as_str(), midnight).await?;
-            self.hot_path_queries.add(1);
+            let (_, tokens) = self.store.usage_since(user, KeySource::OperatorDemo, midnight).await?;
+            self.fresh.queried(1);
             self.limiter.seed_tokens(user, day, tokens.max(0) as u64);
         }
         Ok(())
@@ -435,22 +378,11 @@ impl Services {
         let day = now().date_naive();
         if !self.limiter.requests_seeded(user, day) {
             let midnight = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(now);
-            let (requests, _) = self.store.usage_since(user, KeySource::Platform.as_str(), midnight).await?;
-            self.hot_path_queries.add(1);
+            let (requests, _) = self.store.usage_since(user, KeySource::Platform, midnight).await?;
+            self.fresh.queried(1);
             self.limiter.seed_requests(user, day, requests.clamp(0, i64::from(u32::MAX)) as u32);
         }
         Ok(())
-    }
-}
-
-impl CandidateSet {
-    fn as_candidates(&self) -> Candidates<'_> {
-        Candidates {
-            own: self.own.as_ref(),
-            workspace: self.workspace.as_ref(),
-            operator_shared: self.operator_shared.as_ref(),
-            platform: self.platform.as_ref(),
-        }
     }
 }
 

@@ -16,18 +16,23 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod boot;
+pub mod cache;
 pub mod credentials;
 pub mod doctor;
 mod error;
 pub mod gateway;
+pub mod jwt;
 pub mod keys;
 pub mod limits;
+pub mod outbound;
+pub mod principal;
 pub mod rotation;
 pub mod services;
 pub mod usage;
 pub mod validation;
 
 pub use error::{ServiceError, ServiceResult};
+pub use principal::{Principal, Via};
 pub use services::{Options, Services};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};

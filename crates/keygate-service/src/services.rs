@@ -1,13 +1,22 @@
-//! [`Services`]: everything a request needs, built once at start-up and shared.
+//! [`Services`]: everything a request needs, built once at start-up and shared. Its
+//! state is private to this crate: the edges (server, CLI) call narrow methods, one per
+//! use case, defined next to the rules they apply (`auth`, `credentials`, `gateway`,
+//! `admin`, `usage`, `outbound`); caches and their invalidation live in `cache`.
+//!
+//! Not for: HTTP or SQL.
 
-use crate::auth::{JwtVerifier, Principal};
-use crate::gateway::{Cache, CandidateSet, HotPathQueries};
+use crate::cache::{self, Cache, CacheStats, CandidateSet, Freshness};
+use crate::jwt::JwtVerifier;
 use crate::keys::KeyVault;
 use crate::limits::{InProcessLimiter, Limiter};
+use crate::outbound::{self, Timeouts, Upstreams};
+use crate::principal::Principal;
 use crate::usage::UsageRecorder;
 use crate::{now, ServiceError, ServiceResult};
+use chrono::{DateTime, Utc};
 use keygate_core::catalog::Catalog;
 use keygate_core::policy::Policy;
+use keygate_core::{UserId, WorkspaceId};
 use keygate_store::Store;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -30,31 +39,29 @@ impl Default for Options {
     }
 }
 
+/// A cached principal and when the credential behind it expires.
+pub(crate) type CachedPrincipal = (Principal, Option<DateTime<Utc>>);
+
 #[derive(Debug)]
 pub struct Services {
-    pub store: Arc<dyn Store>,
-    pub vault: Arc<KeyVault>,
-    pub catalog: Arc<Catalog>,
-    /// Outbound HTTP (validation probes, JWKS).
-    pub http: reqwest::Client,
-    pub jwt: Option<JwtVerifier>,
-    pub options: Options,
-    pub limiter: Arc<dyn Limiter>,
-    pub usage: UsageRecorder,
-    pub hot_path_queries: HotPathQueries,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) vault: Arc<KeyVault>,
+    pub(crate) catalog: Arc<Catalog>,
+    /// Probes, JWKS and token exchanges outside a proxied call.
+    pub(crate) http: reqwest::Client,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) jwt: Option<JwtVerifier>,
+    pub(crate) limiter: Arc<dyn Limiter>,
+    pub(crate) usage: UsageRecorder,
     policy: RwLock<Arc<Policy>>,
-    pub(crate) generation: std::sync::atomic::AtomicU64,
-    /// The store's change epoch as last seen by [`Services::poll_changes`].
-    pub(crate) epoch_seen: std::sync::atomic::AtomicI64,
-    /// Held by a change poll, and by a policy write so no poll overwrites it with an older read.
-    pub(crate) poll_lock: tokio::sync::Mutex<()>,
-    pub(crate) principal_cache: Cache<[u8; 32], (Principal, Option<chrono::DateTime<chrono::Utc>>)>,
-    pub(crate) candidate_cache: Cache<(keygate_core::WorkspaceId, keygate_core::UserId, String), Arc<CandidateSet>>,
-    pub(crate) demo_first_use: Cache<keygate_core::UserId, Option<chrono::DateTime<chrono::Utc>>>,
+    pub(crate) fresh: Freshness,
+    pub(crate) principal_cache: Cache<[u8; 32], CachedPrincipal>,
+    pub(crate) candidate_cache: Cache<(WorkspaceId, UserId, String), Arc<CandidateSet>>,
+    pub(crate) demo_first_use: Cache<UserId, Option<DateTime<Utc>>>,
 }
 
 impl Services {
-    /// Loads the stored policy (or the defaults) and builds the outbound client.
+    /// Loads the stored policy (or the defaults) and builds the outbound clients.
     pub async fn new(
         store: Arc<dyn Store>,
         vault: Arc<KeyVault>,
@@ -63,15 +70,15 @@ impl Services {
         options: Options,
     ) -> ServiceResult<Self> {
         let policy = load_policy(&*store).await?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.probe_timeout)
-            .timeout(options.probe_timeout)
-            // A redirect would carry a key in a custom header (x-api-key, ...) to whatever
-            // host it names: reqwest strips only Authorization and Cookie.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("keygate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ServiceError::Invalid { field: "http client", problem: e.to_string() })?;
+        let http = outbound::client(Timeouts {
+            connect: options.probe_timeout,
+            read: None,
+            total: Some(options.probe_timeout),
+        })?;
+        let upstreams = Upstreams::new(
+            &catalog,
+            Timeouts { connect: Duration::from_secs(10), read: Some(options.upstream_timeout), total: None },
+        )?;
         let epoch = store.change_epoch().await?;
         let usage = UsageRecorder::start(store.clone());
         Ok(Self {
@@ -79,36 +86,61 @@ impl Services {
             vault,
             catalog: Arc::new(catalog),
             http,
+            upstreams,
             jwt,
-            options,
             limiter: Arc::new(InProcessLimiter::default()),
             usage,
-            hot_path_queries: HotPathQueries::default(),
             policy: RwLock::new(Arc::new(policy)),
-            generation: std::sync::atomic::AtomicU64::new(0),
-            epoch_seen: std::sync::atomic::AtomicI64::new(epoch),
-            poll_lock: tokio::sync::Mutex::new(()),
+            fresh: Freshness::new(epoch),
             principal_cache: Cache::new(),
             candidate_cache: Cache::new(),
             demo_first_use: Cache::new(),
         })
     }
 
+    pub(crate) fn freshness(&self) -> &Freshness {
+        &self.fresh
+    }
+
+    /// The provider catalog this keygate serves.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Which database this keygate uses, once it answers (`/readyz`).
+    pub async fn readiness(&self) -> ServiceResult<String> {
+        self.store.ping().await?;
+        Ok(self.store.backend().to_string())
+    }
+
+    /// Waits until every usage event handed over so far is stored (shutdown, tests).
+    pub async fn flush_usage(&self) {
+        self.usage.flush().await;
+    }
+
+    /// Hits and misses of each proxy-path cache, for `/metrics`.
+    pub fn cache_stats(&self) -> [(&'static str, CacheStats); 3] {
+        [
+            ("principals", self.principal_cache.stats()),
+            ("credentials", self.candidate_cache.stats()),
+            ("demo_first_use", self.demo_first_use.stats()),
+        ]
+    }
+
     /// Reads the stored policy again (another replica may have changed it).
     pub(crate) async fn reload_policy(&self) -> ServiceResult<()> {
         let policy = Arc::new(load_policy(&*self.store).await?);
-        if let Ok(mut current) = self.policy.write() {
-            *current = policy;
-        }
+        *cache::write(&self.policy) = policy;
         Ok(())
     }
 
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().map(|p| p.clone()).unwrap_or_default()
+        cache::read(&self.policy).clone()
     }
 
     /// Validates, stores and applies a new policy.
+    /// (The admin API goes through `admin_set_policy`, which checks the caller first.)
     pub async fn set_policy(&self, policy: Policy) -> ServiceResult<Arc<Policy>> {
         let problems = policy.problems(|id| self.catalog.get(id).is_some());
         if !problems.is_empty() {
@@ -118,19 +150,17 @@ impl Services {
             .map_err(|e| ServiceError::Invalid { field: "settings", problem: e.to_string() })?;
         // Not while a change poll runs: it could put the policy it read before this write
         // back in force after it.
-        let _no_poll = self.poll_lock.lock().await;
+        let _no_poll = self.fresh.poll_lock.lock().await;
         self.store.settings_put(POLICY_SETTINGS_KEY, &text, now()).await?;
         let policy = Arc::new(policy);
-        if let Ok(mut current) = self.policy.write() {
-            *current = policy.clone();
-        }
+        *cache::write(&self.policy) = policy.clone();
         self.changed().await;
         Ok(policy)
     }
 }
 
 /// The stored policy, or the defaults when none was ever set.
-async fn load_policy(store: &dyn Store) -> ServiceResult<Policy> {
+pub(crate) async fn load_policy(store: &dyn Store) -> ServiceResult<Policy> {
     match store.settings_get(POLICY_SETTINGS_KEY).await? {
         Some(text) => serde_json::from_str(&text).map_err(|e| ServiceError::Invalid {
             field: "policy",

@@ -141,3 +141,65 @@ async fn write(store: &dyn Store, batch: &mut Batch) {
     }
     batch.clear();
 }
+
+/// How a usage report groups calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// UTC day, `YYYY-MM-DD`.
+    Day,
+    Provider,
+    Model,
+    Credential,
+    /// The key source (`user`, `workspace`, `operator_demo`, `platform`).
+    Source,
+}
+
+impl GroupBy {
+    pub const ALL: [GroupBy; 5] = [Self::Day, Self::Provider, Self::Model, Self::Credential, Self::Source];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Provider => "provider",
+            Self::Model => "model",
+            Self::Credential => "credential",
+            Self::Source => "source",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = crate::ServiceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|g| g.as_str() == s).ok_or(crate::ServiceError::Invalid {
+            field: "group_by",
+            problem: "must be day, provider, model, credential or source".into(),
+        })
+    }
+}
+
+/// Which of the caller's calls a usage report covers.
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    pub provider: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Totals of one group (or of everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub key: String,
+    pub requests: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_nano_usd: i64,
+}
+
+/// A caller's usage, grouped, with the grand total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReport {
+    pub group_by: GroupBy,
+    pub rows: Vec<UsageTotals>,
+    pub total: UsageTotals,
+}

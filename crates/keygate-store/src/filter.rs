@@ -17,7 +17,7 @@ pub struct CredentialFilter {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub actor_user_id: Option<UserId>,
-    pub action: Option<String>,
+    pub action: Option<AuditAction>,
     pub target_type: Option<String>,
     pub target_id: Option<String>,
     pub workspace_id: Option<WorkspaceId>,

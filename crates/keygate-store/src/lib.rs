@@ -265,7 +265,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn insert_usage_events(&self, events: &[UsageEvent]) -> StoreResult<()>;
     async fn usage_events(&self, filter: &UsageFilter) -> StoreResult<Vec<UsageEvent>>;
     /// (requests, input + output tokens) a user made through one key source since `since`.
-    async fn usage_since(&self, user: UserId, key_source: &str, since: DateTime<Utc>) -> StoreResult<(i64, i64)>;
+    async fn usage_since(&self, user: UserId, key_source: KeySource, since: DateTime<Utc>) -> StoreResult<(i64, i64)>;
     /// When the user first used the demo allowance, if ever.
     async fn demo_first_use(&self, user: UserId) -> StoreResult<Option<DateTime<Utc>>>;
     /// Records the first demo use (keeps an earlier one); returns the first use in force.

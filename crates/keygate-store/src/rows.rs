@@ -229,21 +229,22 @@ pub(crate) struct TokenRow {
     revoked_at: Option<Ts>,
 }
 
-impl From<TokenRow> for ApiToken {
-    fn from(r: TokenRow) -> Self {
-        ApiToken {
+impl TryFrom<TokenRow> for ApiToken {
+    type Error = StoreError;
+    fn try_from(r: TokenRow) -> StoreResult<Self> {
+        Ok(ApiToken {
             id: TokenId::from_uuid(r.id),
             public_id: r.public_id,
             secret_hash: r.secret_hash,
             user_id: UserId::from_uuid(r.user_id),
             workspace_id: r.workspace_id.map(WorkspaceId::from_uuid),
             name: r.name,
-            scopes: r.scopes.split_whitespace().map(str::to_owned).collect(),
+            scopes: r.scopes.split_whitespace().map(|s| parse("token scope", s)).collect::<StoreResult<_>>()?,
             expires_at: r.expires_at.map(|t| t.0),
             created_at: r.created_at.0,
             last_used_at: r.last_used_at.map(|t| t.0),
             revoked_at: r.revoked_at.map(|t| t.0),
-        }
+        })
     }
 }
 
@@ -289,7 +290,7 @@ impl TryFrom<TokenPrincipalRow> for crate::TokenPrincipal {
             }
             _ => None,
         };
-        Ok(crate::TokenPrincipal { token: r.token.into(), user, acting })
+        Ok(crate::TokenPrincipal { token: r.token.try_into()?, user, acting })
     }
 }
 
@@ -332,21 +333,22 @@ pub(crate) struct AuditRow {
     detail: Option<String>,
 }
 
-impl From<AuditRow> for AuditEvent {
-    fn from(r: AuditRow) -> Self {
-        AuditEvent {
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+    fn try_from(r: AuditRow) -> StoreResult<Self> {
+        Ok(AuditEvent {
             id: AuditEventId::from_uuid(r.id),
             at: r.at.0,
             actor_user_id: r.actor_user_id.map(UserId::from_uuid),
             actor: r.actor,
-            action: r.action,
+            action: parse("audit action", &r.action)?,
             target_type: r.target_type,
             target_id: r.target_id,
             workspace_id: r.workspace_id.map(WorkspaceId::from_uuid),
             source_addr: r.source_addr,
-            result: r.result,
+            result: parse("audit result", &r.result)?,
             detail: r.detail,
-        }
+        })
     }
 }
 
@@ -375,15 +377,16 @@ pub(crate) struct UsageRow {
     latency_ms: i64,
 }
 
-impl From<UsageRow> for UsageEvent {
-    fn from(r: UsageRow) -> Self {
-        UsageEvent {
+impl TryFrom<UsageRow> for UsageEvent {
+    type Error = StoreError;
+    fn try_from(r: UsageRow) -> StoreResult<Self> {
+        Ok(UsageEvent {
             id: UsageEventId::from_uuid(r.id),
             at: r.at.0,
             user_id: r.user_id.map(UserId::from_uuid),
             workspace_id: r.workspace_id.map(WorkspaceId::from_uuid),
             credential_id: r.credential_id.map(CredentialId::from_uuid),
-            key_source: r.key_source,
+            key_source: parse("usage key source", &r.key_source)?,
             provider: r.provider,
             model: r.model,
             input_tokens: r.input_tokens,
@@ -391,6 +394,6 @@ impl From<UsageRow> for UsageEvent {
             cost_nano_usd: r.cost_nano_usd,
             status: r.status,
             latency_ms: r.latency_ms,
-        }
+        })
     }
 }

@@ -528,7 +528,7 @@ macro_rules! impl_store {
                 .bind(t.user_id.as_uuid())
                 .bind(t.workspace_id.map(|w| w.as_uuid()))
                 .bind(&t.name)
-                .bind(t.scopes.join(" "))
+                .bind(t.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "))
                 .bind(crate::ts::opt(t.expires_at))
                 .bind(Ts(t.created_at))
                 .bind(crate::ts::opt(t.last_used_at))
@@ -556,7 +556,7 @@ macro_rules! impl_store {
                 .bind(user.as_uuid())
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn touch_token(&self, id: TokenId, now: chrono::DateTime<chrono::Utc>) -> $crate::StoreResult<()> {
@@ -592,12 +592,12 @@ macro_rules! impl_store {
                 .bind(Ts(e.at))
                 .bind(e.actor_user_id.map(|u| u.as_uuid()))
                 .bind(&e.actor)
-                .bind(&e.action)
+                .bind(e.action.as_str())
                 .bind(&e.target_type)
                 .bind(&e.target_id)
                 .bind(e.workspace_id.map(|w| w.as_uuid()))
                 .bind(&e.source_addr)
-                .bind(&e.result)
+                .bind(e.result.as_str())
                 .bind(&e.detail)
                 .execute(&self.pool)
                 .await?;
@@ -610,7 +610,7 @@ macro_rules! impl_store {
                     q.push(" AND actor_user_id = ").push_bind(user.as_uuid());
                 }
                 if let Some(action) = &f.action {
-                    q.push(" AND action = ").push_bind(action.clone());
+                    q.push(" AND action = ").push_bind(action.as_str());
                 }
                 if let Some(t) = &f.target_type {
                     q.push(" AND target_type = ").push_bind(t.clone());
@@ -629,7 +629,7 @@ macro_rules! impl_store {
                 }
                 q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(f.limit.unwrap_or(1000).clamp(1, 10_000));
                 let rows = q.build_query_as::<AuditRow>().fetch_all(&self.pool).await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn insert_usage_events(&self, events: &[UsageEvent]) -> $crate::StoreResult<()> {
@@ -656,7 +656,7 @@ macro_rules! impl_store {
                             .push_bind(e.user_id.map(|u| u.as_uuid()))
                             .push_bind(e.workspace_id.map(|w| w.as_uuid()))
                             .push_bind(e.credential_id.map(|c| c.as_uuid()))
-                            .push_bind(&e.key_source)
+                            .push_bind(e.key_source.as_str())
                             .push_bind(&e.provider)
                             .push_bind(&e.model)
                             .push_bind(e.input_tokens)
@@ -691,7 +691,7 @@ macro_rules! impl_store {
             async fn usage_since(
                 &self,
                 user: UserId,
-                key_source: &str,
+                key_source: KeySource,
                 since: chrono::DateTime<chrono::Utc>,
             ) -> $crate::StoreResult<(i64, i64)> {
                 let row: (i64, Option<i64>) = sqlx::query_as(
@@ -699,7 +699,7 @@ macro_rules! impl_store {
                      WHERE user_id = $1 AND key_source = $2 AND at >= $3",
                 )
                 .bind(user.as_uuid())
-                .bind(key_source)
+                .bind(key_source.as_str())
                 .bind(Ts(since))
                 .fetch_one(&self.pool)
                 .await?;
@@ -749,7 +749,7 @@ macro_rules! impl_store {
                 }
                 q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(f.limit.unwrap_or(10_000).clamp(1, 100_000));
                 let rows = q.build_query_as::<UsageRow>().fetch_all(&self.pool).await?;
-                Ok(rows.into_iter().map(Into::into).collect())
+                rows.into_iter().map(TryInto::try_into).collect()
             }
         }
 

@@ -7,8 +7,9 @@ use crate::masterkey::{self, IfAbsent, Origin};
 use crate::output;
 use anyhow::{anyhow, Context};
 use keygate_server::{telemetry, AppState};
-use keygate_service::auth::{JwksSource, JwtVerifier, TokenRequest};
+use keygate_service::auth::TokenRequest;
 use keygate_service::doctor::{Check, Status};
+use keygate_service::jwt::{JwksSource, JwtVerifier};
 use keygate_service::rotation::{Observer, Step};
 use keygate_service::{
     accounts, audit::Actor, boot, doctor, keys::KeyVault, rotation, Options, ServiceError, Services,
@@ -151,7 +152,7 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let services = Arc::new(services(config, store.clone(), keks).await?);
     let app = keygate_server::router(AppState::new(services.clone()));
     // Changes made through other replicas reach this one's caches within a poll.
-    let watch = services.watch_changes(keygate_service::gateway::CHANGE_POLL);
+    let watch = services.watch_changes(keygate_service::cache::CHANGE_POLL);
     let addr = config.listen.value;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -160,7 +161,7 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     tracing::info!("keygate listening on http://{bound}");
     keygate_server::serve(listener, app, shutdown_signal()).await.context("serving HTTP")?;
     watch.abort();
-    services.usage.flush().await;
+    services.flush_usage().await;
     tracing::info!("shutting down: in-flight requests finished, usage written");
     store.close().await;
     Ok(ExitCode::SUCCESS)
@@ -336,18 +337,29 @@ async fn token_create(
         store.user_by_email(&email).await.context("looking the user up")?.ok_or_else(|| {
             anyhow!("[not_found] no user has the email {email}: create one with `keygate admin create`")
         })?;
+    let scopes = scopes
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| n.parse::<keygate_core::Scope>().map_err(|e| anyhow!("[invalid_request] --scopes: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .transpose()?;
     let request = TokenRequest {
         name: name.to_owned(),
         scopes,
         expires_at: expires_days.map(|d| keygate_service::now() + chrono::Duration::days(i64::from(d))),
         workspace_id: None,
     };
-    let issued =
-        services.create_token(&user, request, &Actor::cli()).await.map_err(coded).context("creating the token")?;
+    let issued = services
+        .create_token_for_user(&user, request, &Actor::cli())
+        .await
+        .map_err(coded)
+        .context("creating the token")?;
     output::note(&format!(
         "Created token `{}` for {email} (scopes: {}). It is shown this once: store it now.",
         issued.token.name,
-        issued.token.scopes.join(", ")
+        issued.token.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
     ));
     output::secret_line(issued.secret.expose());
     store.close().await;

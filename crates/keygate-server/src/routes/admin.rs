@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use keygate_core::policy::Policy;
 use keygate_core::*;
+use keygate_service::admin::AuditQuery as AuditFilter;
 use keygate_service::credentials::ListScope;
-use keygate_store::AuditFilter;
 use uuid::Uuid;
 
 /// Every workspace.
@@ -137,7 +137,9 @@ pub(crate) async fn audit(
 ) -> Result<Json<AuditList>, ApiError> {
     let filter = AuditFilter {
         actor_user_id: q.actor_user_id.map(UserId::from_uuid),
-        action: q.action,
+        action: q.action.as_deref().map(str::parse).transpose().map_err(|e: keygate_core::UnknownVariant| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string())
+        })?,
         target_type: q.target_type,
         target_id: q.target_id,
         workspace_id: q.workspace_id.map(WorkspaceId::from_uuid),

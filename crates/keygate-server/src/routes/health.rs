@@ -21,9 +21,8 @@ pub(crate) async fn healthz() -> Json<Value> {
 ))]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let store = &state.services.store;
-    match store.ping().await {
-        Ok(()) => Ok(Json(json!({ "status": "ready", "database": store.backend().to_string() }))),
+    match state.services.readiness().await {
+        Ok(database) => Ok(Json(json!({ "status": "ready", "database": database }))),
         Err(err) => {
             tracing::warn!(%err, "readiness check: database unreachable");
             Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unreachable", "the database does not answer"))

@@ -5,8 +5,8 @@ use crate::extract::Auth;
 use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::Json;
+use keygate_core::Scope;
 use keygate_core::{CredentialScope, CredentialStatus};
-use keygate_service::auth::SCOPE_KEYS;
 use keygate_service::credentials::ListScope;
 
 /// Every provider keygate can hold keys for.
@@ -14,13 +14,13 @@ use keygate_service::credentials::ListScope;
 #[tracing::instrument(skip_all)]
 pub(crate) async fn list(State(s): State<AppState>, Auth(p): Auth) -> Result<Json<ProviderList>, ApiError> {
     // The catalog is for everyone; what is configured only for tokens that may see keys.
-    let keys = match p.require_scope(SCOPE_KEYS) {
+    let keys = match p.require_scope(Scope::Keys) {
         Ok(()) => s.services.list_credentials(&p, ListScope::Mine).await?,
         Err(_) => Vec::new(),
     };
     let providers = s
         .services
-        .catalog
+        .catalog()
         .all()
         .iter()
         .map(|provider| {

@@ -6,6 +6,7 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use keygate_core::Scope;
 use keygate_core::{TokenId, WorkspaceId};
 use keygate_service::auth::TokenRequest;
 use uuid::Uuid;
@@ -30,16 +31,16 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     let request = TokenRequest {
         name: body.name,
-        scopes: body.scopes,
+        scopes: body.scopes.map(|names| names.iter().map(|n| parse_scope(n)).collect()).transpose()?,
         expires_at: body.expires_at,
         workspace_id: body.workspace_id.map(WorkspaceId::from_uuid).or(Some(p.workspace.id)),
     };
-    let issued = s.services.create_token(&p.user, request, &p.actor()).await?;
+    let issued = s.services.create_token(&p, request).await?;
     let created = CreatedToken {
         id: issued.token.id.as_uuid(),
         name: issued.token.name.clone(),
         token: issued.secret.expose().to_owned(),
-        scopes: issued.token.scopes.clone(),
+        scopes: issued.token.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
         expires_at: issued.token.expires_at,
     };
     Ok((StatusCode::CREATED, Json(created)))
@@ -57,4 +58,15 @@ pub(crate) async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     s.services.revoke_token(&p, TokenId::from_uuid(id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn parse_scope(name: &str) -> Result<Scope, ApiError> {
+    name.parse().map_err(|_| {
+        let all: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("scopes: `{name}` is not one of {}", all.join(", ")),
+        )
+    })
 }

@@ -15,6 +15,7 @@ both_backends!(
     host_jwts_provision_users_on_first_sight,
     rs256_jwts_verify_against_the_jwks,
     login_with_a_password_issues_a_short_token,
+    a_token_mints_only_tokens_narrower_than_itself,
 );
 
 fn hs256(claims: Value) -> String {
@@ -43,7 +44,7 @@ async fn tokens_are_shown_once_hashed_and_revocable(db: TestDb) {
     assert!(token.starts_with(entry["prefix"].as_str().unwrap()));
     assert!(entry["last_used_at"].is_string(), "use is recorded");
     // Stored as a hash: the secret part appears nowhere in the database row.
-    let stored = h.services().store.tokens_of_user(alice.user.id).await.unwrap();
+    let stored = h.store().tokens_of_user(alice.user.id).await.unwrap();
     let secret_part = token.rsplit('_').next().unwrap();
     assert!(stored.iter().all(|t| t.secret_hash.len() == 32 && !t.public_id.contains(secret_part)));
 
@@ -59,8 +60,11 @@ async fn tokens_are_shown_once_hashed_and_revocable(db: TestDb) {
     let proxy_only = proxy_only.json["token"].as_str().unwrap().to_owned();
     h.canary(&proxy_only);
     assert_eq!(h.get("/api/v1/keys", &proxy_only).await.status, 403, "a proxy-only token cannot manage keys");
-    let audit = h.services().store.audit_events(&Default::default()).await.unwrap();
-    assert!(audit.iter().any(|e| e.action == "token.create") && audit.iter().any(|e| e.action == "token.revoke"));
+    let audit = h.store().audit_events(&Default::default()).await.unwrap();
+    assert!(
+        audit.iter().any(|e| e.action.as_str() == "token.create")
+            && audit.iter().any(|e| e.action.as_str() == "token.revoke")
+    );
 }
 
 async fn bad_missing_or_expired_credentials_are_401_and_write_nothing(db: TestDb) {
@@ -103,8 +107,8 @@ async fn bad_missing_or_expired_credentials_are_401_and_write_nothing(db: TestDb
         assert_eq!(post.status, 401);
     }
     assert_eq!(h.audit_count().await, before, "nothing written");
-    assert!(h.services().store.user_by_external_id("host-1").await.unwrap().is_none(), "no user provisioned");
-    assert!(h.services().store.credentials(&Default::default()).await.unwrap().is_empty());
+    assert!(h.store().user_by_external_id("host-1").await.unwrap().is_none(), "no user provisioned");
+    assert!(h.store().credentials(&Default::default()).await.unwrap().is_empty());
 }
 
 async fn host_jwts_provision_users_on_first_sight(db: TestDb) {
@@ -139,9 +143,11 @@ async fn host_jwts_provision_users_on_first_sight(db: TestDb) {
     let bad_tier = hs256(json!({"sub": "host-user-9", "tier": "platinum", "exp": in_an_hour()}));
     assert_eq!(h.get("/api/v1/me", &bad_tier).await.status, 401);
     let audit = h
-        .services()
-        .store
-        .audit_events(&keygate_store::AuditFilter { action: Some("user.provision".into()), ..Default::default() })
+        .store()
+        .audit_events(&keygate_store::AuditFilter {
+            action: Some(keygate_core::AuditAction::UserProvision),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(audit.len(), 2, "host-user-7 and host-user-8, once each");
@@ -164,7 +170,7 @@ async fn login_with_a_password_issues_a_short_token(db: TestDb) {
     let h = Harness::new(db).await;
     let password = "CANARY-correct-horse-battery";
     h.canary(password);
-    let store = h.services().store.clone();
+    let store = h.store().clone();
     keygate_service::accounts::create_admin(
         &*store,
         "root@example.com",
@@ -207,4 +213,52 @@ async fn login_with_a_password_issues_a_short_token(db: TestDb) {
     assert_eq!(results, vec!["denied", "ok", "denied"]);
     assert!(!logins.text.contains(typed), "{}", logins.text);
     assert!(logins.text.contains("an unknown email"), "{}", logins.text);
+}
+
+/// A scope-limited token must not be a way up: minting needs `keys`, and what it mints is
+/// a subset of its own scopes; listing and revoking tokens need `keys` too.
+async fn a_token_mints_only_tokens_narrower_than_itself(db: TestDb) {
+    let h = Harness::new(db).await;
+    let root = h.super_admin("root@example.com").await;
+    let mint = |token: String, body: Value| {
+        let h = &h;
+        async move { h.post("/api/v1/tokens", &token, body).await }
+    };
+    let made = mint(root.token.clone(), json!({"name": "sdk", "scopes": ["proxy"]})).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let proxy_only = made.json["token"].as_str().unwrap().to_owned();
+    h.canary(&proxy_only);
+    let before = h.store().tokens_of_user(root.user.id).await.unwrap().len();
+
+    for body in
+        [json!({"name": "up"}), json!({"name": "up", "scopes": ["admin"]}), json!({"name": "up", "scopes": ["proxy"]})]
+    {
+        let refused = mint(proxy_only.clone(), body.clone()).await;
+        assert_eq!((refused.status, refused.code()), (403, "forbidden"), "{body}: {}", refused.text);
+        assert!(refused.json.get("token").is_none());
+    }
+    let listed = h.get("/api/v1/tokens", &proxy_only).await;
+    assert_eq!(listed.status, 403, "a proxy-only token cannot list tokens: {}", listed.text);
+    let some_id = made.json["id"].as_str().unwrap();
+    let revoke = h.delete(&format!("/api/v1/tokens/{some_id}"), &proxy_only).await;
+    assert_eq!(revoke.status, 403, "nor revoke them: {}", revoke.text);
+    assert_eq!(h.store().tokens_of_user(root.user.id).await.unwrap().len(), before, "nothing was minted");
+
+    // A keys+usage token (a super-admin's, so admin would be grantable to the user) cannot
+    // mint admin or proxy, and minting with no scopes named gives exactly its own.
+    let narrow = mint(root.token.clone(), json!({"name": "ops", "scopes": ["keys", "usage"]})).await;
+    let narrow = narrow.json["token"].as_str().unwrap().to_owned();
+    h.canary(&narrow);
+    for scope in ["admin", "proxy"] {
+        let refused = mint(narrow.clone(), json!({"name": "x", "scopes": [scope]})).await;
+        assert_eq!(refused.status, 403, "{scope}: {}", refused.text);
+        assert!(refused.json["detail"].as_str().unwrap().contains(scope), "{}", refused.text);
+    }
+    let child = mint(narrow.clone(), json!({"name": "child"})).await;
+    assert_eq!(child.status, 201, "{}", child.text);
+    assert_eq!(child.json["scopes"], json!(["keys", "usage"]), "the minter's own scopes, not every scope");
+    h.canary(child.json["token"].as_str().unwrap());
+    let subset = mint(narrow.clone(), json!({"name": "child", "scopes": ["usage"]})).await;
+    assert_eq!((subset.status, subset.json["scopes"].clone()), (201, json!(["usage"])), "{}", subset.text);
+    assert_eq!(h.get("/api/v1/tokens", &narrow).await.status, 200, "keys may list");
 }

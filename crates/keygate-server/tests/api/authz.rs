@@ -147,9 +147,9 @@ async fn a_paused_workspaces_keys_are_refused_and_a_deleted_ones_are_unopenable(
     assert_eq!(h.post(&format!("/api/v1/keys/{id}/test"), &user.token, json!({})).await.json["validity"], "valid");
 
     assert_eq!(h.patch(&ws, &root.token, json!({"status": "deleted"})).await.status, 200);
-    let credential = h.services().store.credential(id.parse().unwrap()).await.unwrap();
+    let credential = h.store().credential(id.parse().unwrap()).await.unwrap();
     assert!(!credential.sealed.is_empty(), "the ciphertext is still stored");
-    assert!(h.services().vault.open_credential(&credential).await.is_err(), "and can never be opened");
+    assert!(h.vault().open_credential(&credential).await.is_err(), "and can never be opened");
     assert_eq!(h.get(&format!("/api/v1/keys/{id}"), &user.token).await.json["validity"], "undecryptable");
     let restore = h.patch(&ws, &root.token, json!({"status": "active"})).await;
     assert_eq!((restore.status, restore.code()), (409, "conflict"));

@@ -54,5 +54,5 @@ async fn malformed_bodies_unknown_fields_and_bad_ids_are_problem_json() {
     assert_eq!(h.get("/api/v1/keys/not-a-uuid", &alice.token).await.code(), "not_found");
     assert_eq!(h.get("/api/v1/keys?scope=galaxy", &alice.token).await.code(), "invalid_request");
     assert_eq!(h.audit_count().await, before, "nothing written");
-    assert!(h.services().store.credentials(&Default::default()).await.unwrap().is_empty());
+    assert!(h.store().credentials(&Default::default()).await.unwrap().is_empty());
 }

@@ -16,7 +16,7 @@ async fn ready_while_the_database_answers(db: TestDb) {
     let reply = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!((reply.status, reply.json["status"].as_str()), (200, Some("ready")));
 
-    h.services().store.close().await;
+    h.store().close().await;
     let reply = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(reply.status, 503);
     assert_eq!(reply.headers["content-type"], "application/problem+json");

@@ -84,7 +84,7 @@ async fn the_full_key_lifecycle(db: TestDb) {
     assert_eq!(h.delete(&format!("/api/v1/keys/{id}"), &alice.token).await.status, 204);
     assert_eq!(h.get(&format!("/api/v1/keys/{id}"), &alice.token).await.status, 404);
     let actions: Vec<String> =
-        h.services().store.audit_events(&Default::default()).await.unwrap().into_iter().map(|e| e.action).collect();
+        h.store().audit_events(&Default::default()).await.unwrap().into_iter().map(|e| e.action.to_string()).collect();
     for action in
         ["credential.create", "credential.update", "credential.replace_secret", "credential.test", "credential.delete"]
     {
@@ -192,9 +192,11 @@ async fn a_sixth_key_is_refused_and_a_same_provider_key_replaces(db: TestDb) {
     assert_eq!(keys.len(), 5);
     assert_eq!(keys.iter().filter(|k| k["provider"] == "openai").count(), 1);
     let history = h
-        .services()
-        .store
-        .audit_events(&keygate_store::AuditFilter { action: Some("credential.replace".into()), ..Default::default() })
+        .store()
+        .audit_events(&keygate_store::AuditFilter {
+            action: Some(keygate_core::AuditAction::CredentialReplace),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(history.len(), 1);
@@ -278,6 +280,16 @@ async fn the_catalog_shows_what_the_caller_has_configured(db: TestDb) {
     assert!(reply.text.find("base_url").is_none(), "provider origins are the operator's business");
 }
 
+fn call_request(principal: &keygate_service::Principal) -> keygate_service::gateway::CallRequest<'_> {
+    keygate_service::gateway::CallRequest {
+        principal,
+        provider: "openai",
+        policy: keygate_core::resolution::PaymentPolicy::default(),
+        body_len: 3,
+        max_output_tokens: Some(1),
+    }
+}
+
 /// A call (or a test) that used a key which was replaced while it ran: the provider's
 /// refusal of the old secret must not mark the new one invalid, and a stale update must
 /// not put the old secret back.
@@ -287,8 +299,7 @@ async fn a_verdict_on_a_replaced_secret_never_lands_on_its_successor(db: TestDb)
     let id = h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
     let services = h.services();
     let principal = services.authenticate(&alice.token, None).await.unwrap();
-    let call =
-        services.admit(&principal, "openai", keygate_core::resolution::PaymentPolicy::default(), 1).await.unwrap();
+    let call = services.admit(call_request(&principal)).await.unwrap();
 
     let fresh = h.valid_key("sk-proj-");
     let replaced = h.put(&format!("/api/v1/keys/{id}/secret"), &alice.token, json!({"secret": fresh})).await;
@@ -300,17 +311,16 @@ async fn a_verdict_on_a_replaced_secret_never_lands_on_its_successor(db: TestDb)
     assert_eq!(h.mock.requests().pop().unwrap().credential.as_deref(), Some(fresh.as_str()));
 
     // The same call's refusal while its key is still the stored one does mark it.
-    let call =
-        services.admit(&principal, "openai", keygate_core::resolution::PaymentPolicy::default(), 1).await.unwrap();
+    let call = services.admit(call_request(&principal)).await.unwrap();
     services.mark_rejected(&call, 401).await;
     let key = h.get(&format!("/api/v1/keys/{id}"), &alice.token).await;
     assert_eq!(key.json["validity"], "invalid", "{}", key.text);
 
     // A stale whole-row write (read before the replacement) is refused and changes nothing.
-    let stored = services.store.credential(call.credential.id).await.unwrap();
+    let stored = h.store().credential(call.credential.id).await.unwrap();
     let mut stale = stored.clone();
     stale.name = "stale".into();
-    let err = services.store.update_credential(&stale, b"an older sealing").await.unwrap_err();
+    let err = h.store().update_credential(&stale, b"an older sealing").await.unwrap_err();
     assert!(matches!(err, keygate_store::StoreError::Changed { .. }), "{err:?}");
-    assert_eq!(services.store.credential(stored.id).await.unwrap(), stored);
+    assert_eq!(h.store().credential(stored.id).await.unwrap(), stored);
 }

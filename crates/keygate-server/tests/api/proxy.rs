@@ -230,8 +230,7 @@ async fn concurrent_demo_calls_never_overspend_the_allowance(db: TestDb) {
     }
     h.flush().await;
     let used: i64 = h
-        .services()
-        .store
+        .store()
         .usage_events(&Default::default())
         .await
         .unwrap()
@@ -405,7 +404,7 @@ async fn upstream_faults_come_back_clear_and_scrubbed(db: TestDb) {
     assert_eq!(h.chat(&user.token).await.code(), "no_credential");
     h.flush().await;
     let statuses: Vec<i32> =
-        h.services().store.usage_events(&Default::default()).await.unwrap().iter().map(|e| e.status).collect();
+        h.store().usage_events(&Default::default()).await.unwrap().iter().map(|e| e.status).collect();
     assert!(statuses.contains(&500) && statuses.contains(&429) && statuses.contains(&401), "{statuses:?}");
 }
 
@@ -424,7 +423,7 @@ async fn unauthenticated_calls_reach_nothing_and_write_nothing(db: TestDb) {
     assert_eq!(h.chat(&narrow).await.status, 403, "a token without the proxy scope");
     h.flush().await;
     assert!(h.mock.requests().is_empty());
-    assert!(h.services().store.usage_events(&Default::default()).await.unwrap().is_empty());
+    assert!(h.store().usage_events(&Default::default()).await.unwrap().is_empty());
 }
 
 both_backends!(metrics_count_calls_and_show_no_database_queries_in_steady_state);
@@ -493,7 +492,7 @@ async fn a_timeout_is_a_clear_504_and_a_disconnect_still_meters_what_passed(db: 
     assert!(String::from_utf8_lossy(&first).contains("message_start"));
     drop(stream);
     h.flush().await;
-    let events = h.services().store.usage_events(&Default::default()).await.unwrap();
+    let events = h.store().usage_events(&Default::default()).await.unwrap();
     let left = events.iter().find(|e| e.status == 200).expect("the abandoned call is metered");
     assert_eq!((left.input_tokens, left.output_tokens, left.key_source.as_str()), (11, 1, "operator_demo"));
     let quota = h.get("/api/v1/quota", &user.token).await;

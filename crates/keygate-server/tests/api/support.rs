@@ -9,7 +9,8 @@ use keygate_core::*;
 use keygate_mock::{MockConfig, MockProvider, OAuthClient};
 use keygate_server::AppState;
 use keygate_service::audit::Actor;
-use keygate_service::auth::{JwksSource, JwtVerifier, TokenRequest};
+use keygate_service::auth::TokenRequest;
+use keygate_service::jwt::{JwksSource, JwtVerifier};
 use keygate_service::{boot, keys::KeyVault, now, Options, Services};
 use keygate_store::testdb::TestDb;
 use keygate_vault::{KeyEncryptionKeys, Keyring, SecretText};
@@ -54,6 +55,9 @@ impl std::io::Write for Capture {
 
 pub struct Harness {
     pub state: AppState,
+    /// The store and vault under the services, for assertions on what was written.
+    store: Arc<dyn keygate_store::Store>,
+    vault: Arc<KeyVault>,
     pub mock: MockProvider,
     /// Secrets that must never come back in a response or a log line.
     canaries: Mutex<Vec<String>>,
@@ -88,17 +92,25 @@ impl Harness {
         let mut config = MockConfig::with_keys([OPENAI_KEY, ANTHROPIC_KEY]);
         config.oauth_clients.push(OAuthClient { client_id: SH_CLIENT.0.into(), client_secret: SH_CLIENT.1.into() });
         let mock = MockProvider::start(config).await.unwrap();
-        let services = services_on(&db.location, &mock.url()).await;
-        Self { state: AppState::new(Arc::new(services)), mock, canaries: Mutex::new(Vec::new()), _db: db }
+        let (services, store, vault) = services_on(&db.location, &mock.url()).await;
+        Self { state: AppState::new(Arc::new(services)), store, vault, mock, canaries: Mutex::new(Vec::new()), _db: db }
     }
 
     /// Another keygate process on the same database: a second replica.
     pub async fn replica(&self) -> AppState {
-        AppState::new(Arc::new(services_on(&self._db.location, &self.mock.url()).await))
+        AppState::new(Arc::new(services_on(&self._db.location, &self.mock.url()).await.0))
     }
 
     pub fn services(&self) -> &Services {
         &self.state.services
+    }
+
+    pub fn store(&self) -> &Arc<dyn keygate_store::Store> {
+        &self.store
+    }
+
+    pub fn vault(&self) -> &KeyVault {
+        &self.vault
     }
 
     /// A fresh key the mock accepts, marked so any leak is found.
@@ -130,7 +142,7 @@ impl Harness {
     }
 
     async fn user_with(&self, email: &str, super_admin: bool) -> Caller {
-        let store = &self.services().store;
+        let store = self.store();
         let at = now();
         let user = User {
             id: UserId::new(),
@@ -158,13 +170,13 @@ impl Harness {
     /// Adds `caller` to `workspace` with `role` and returns a token acting there.
     pub async fn join(&self, caller: &Caller, workspace: WorkspaceId, role: Role) -> Caller {
         let m = Membership { workspace_id: workspace, user_id: caller.user.id, role, created_at: now() };
-        self.services().store.upsert_membership(&m).await.unwrap();
+        self.store().upsert_membership(&m).await.unwrap();
         Caller { user: caller.user.clone(), workspace, token: self.token_for(&caller.user, Some(workspace)).await }
     }
 
     pub async fn token_for(&self, user: &User, workspace: Option<WorkspaceId>) -> String {
         let request = TokenRequest { name: "test".into(), scopes: None, expires_at: None, workspace_id: workspace };
-        let issued = self.services().create_token(user, request, &Actor::cli()).await.unwrap();
+        let issued = self.services().create_token_for_user(user, request, &Actor::cli()).await.unwrap();
         let token = issued.secret.expose().to_owned();
         self.canary(&token);
         token
@@ -229,7 +241,7 @@ impl Harness {
     }
 
     pub async fn audit_count(&self) -> usize {
-        self.services().store.audit_events(&Default::default()).await.unwrap().len()
+        self.store().audit_events(&Default::default()).await.unwrap().len()
     }
 }
 
@@ -247,7 +259,10 @@ impl Drop for Harness {
 }
 
 /// Services over the database at `location`, every provider pointed at the mock.
-async fn services_on(location: &keygate_store::DatabaseLocation, mock_url: &str) -> Services {
+async fn services_on(
+    location: &keygate_store::DatabaseLocation,
+    mock_url: &str,
+) -> (Services, Arc<dyn keygate_store::Store>, Arc<KeyVault>) {
     let store = keygate_store::connect(location).await.unwrap();
     let keks: Arc<dyn KeyEncryptionKeys> = Arc::new(Keyring::from_hex("test", MASTER_KEY).unwrap());
     boot::check(&*store, &*keks).await.unwrap();
@@ -259,15 +274,16 @@ async fn services_on(location: &keygate_store::DatabaseLocation, mock_url: &str)
     let jwks = serde_json::from_str(include_str!("fixtures/test-jwks.json")).unwrap();
     let jwt = JwtVerifier::new(Some(&SecretText::new(JWT_SECRET.into())), Some(JwksSource::Static(jwks)));
     let vault = Arc::new(KeyVault::new(store.clone(), keks));
-    Services::new(
-        store,
-        vault,
+    let services = Services::new(
+        store.clone(),
+        vault.clone(),
         catalog,
         Some(jwt),
         Options { probe_timeout: PROBE_TIMEOUT, upstream_timeout: UPSTREAM_TIMEOUT },
     )
     .await
-    .unwrap()
+    .unwrap();
+    (services, store, vault)
 }
 
 impl Harness {
@@ -325,7 +341,7 @@ impl Harness {
 
     /// Waits until every usage event is written.
     pub async fn flush(&self) {
-        self.services().usage.flush().await;
+        self.services().flush_usage().await;
     }
 
     /// An operator key, shared (the demo allowance) or not (a platform key).

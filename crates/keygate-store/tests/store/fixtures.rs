@@ -50,7 +50,7 @@ pub fn token(public_id: &str, user: &User, workspace: Option<&Workspace>) -> Api
         user_id: user.id,
         workspace_id: workspace.map(|w| w.id),
         name: "ci".into(),
-        scopes: vec!["keys:read".into(), "proxy".into()],
+        scopes: vec![Scope::Keys, Scope::Proxy],
         expires_at: None,
         created_at: now(),
         last_used_at: None,

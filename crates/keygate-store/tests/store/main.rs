@@ -332,12 +332,12 @@ async fn audit_events_filter_and_come_newest_first(db: TestDb) {
             at: base + Duration::seconds(i as i64),
             actor_user_id: None,
             actor: "cli".into(),
-            action: (*action).into(),
+            action: action.parse().unwrap(),
             target_type: "credential".into(),
             target_id: Some(format!("c{i}")),
             workspace_id: None,
             source_addr: Some("127.0.0.1".into()),
-            result: "ok".into(),
+            result: AuditResult::Ok,
             detail: Some(r#"{"provider":"openai"}"#.into()),
         };
         store.insert_audit_event(&e).await.unwrap();
@@ -345,7 +345,7 @@ async fn audit_events_filter_and_come_newest_first(db: TestDb) {
     }
     let all = store.audit_events(&AuditFilter::default()).await.unwrap();
     assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), ids.iter().rev().copied().collect::<Vec<_>>());
-    let creates = AuditFilter { action: Some("credential.create".into()), ..Default::default() };
+    let creates = AuditFilter { action: Some(AuditAction::CredentialCreate), ..Default::default() };
     assert_eq!(store.audit_events(&creates).await.unwrap().len(), 2);
     let window = AuditFilter {
         since: Some(base + Duration::seconds(1)),
@@ -372,7 +372,7 @@ async fn usage_events_add_to_credential_totals(db: TestDb) {
             user_id: Some(f.user.id),
             workspace_id: Some(f.workspace.id),
             credential_id: Some(c.id),
-            key_source: "user".into(),
+            key_source: KeySource::User,
             provider: "openai".into(),
             model: Some("gpt-4o".into()),
             input_tokens: 10 + i,
@@ -463,14 +463,14 @@ async fn demo_first_use_and_usage_sums(db: TestDb) {
     assert_eq!(store.record_demo_first_use(f.user.id, first).await.unwrap(), first);
     let later = first + Duration::days(3);
     assert_eq!(store.record_demo_first_use(f.user.id, later).await.unwrap(), first, "the first use is kept");
-    assert_eq!(store.usage_since(f.user.id, "operator_demo", first).await.unwrap(), (0, 0));
+    assert_eq!(store.usage_since(f.user.id, KeySource::OperatorDemo, first).await.unwrap(), (0, 0));
     let event = |at, source: &str, tokens| UsageEvent {
         id: UsageEventId::new(),
         at,
         user_id: Some(f.user.id),
         workspace_id: Some(f.workspace.id),
         credential_id: None,
-        key_source: source.into(),
+        key_source: source.parse().unwrap(),
         provider: "openai".into(),
         model: None,
         input_tokens: tokens,
@@ -481,9 +481,9 @@ async fn demo_first_use_and_usage_sums(db: TestDb) {
     };
     let events = [event(first, "operator_demo", 10), event(later, "operator_demo", 20), event(later, "platform", 40)];
     store.insert_usage_events(&events).await.unwrap();
-    assert_eq!(store.usage_since(f.user.id, "operator_demo", first).await.unwrap(), (2, 32));
-    assert_eq!(store.usage_since(f.user.id, "operator_demo", later).await.unwrap(), (1, 21));
-    assert_eq!(store.usage_since(f.user.id, "platform", first).await.unwrap(), (1, 41));
+    assert_eq!(store.usage_since(f.user.id, KeySource::OperatorDemo, first).await.unwrap(), (2, 32));
+    assert_eq!(store.usage_since(f.user.id, KeySource::OperatorDemo, later).await.unwrap(), (1, 21));
+    assert_eq!(store.usage_since(f.user.id, KeySource::Platform, first).await.unwrap(), (1, 41));
 }
 
 /// Timestamps at microsecond precision, which both backends keep exactly.

@@ -125,7 +125,8 @@ async fn a_host_app_stores_and_tests_a_key_with_http_alone(db: TestDb) {
 
     // Audit rows name where each request came from: the peer address of its connection.
     let store = store(&db).await;
-    let created = keygate_store::AuditFilter { action: Some("token.create".into()), ..Default::default() };
+    let created =
+        keygate_store::AuditFilter { action: Some(keygate_core::AuditAction::TokenCreate), ..Default::default() };
     let events = store.audit_events(&created).await.unwrap();
     let sources: Vec<Option<&str>> = events.iter().map(|e| e.source_addr.as_deref()).collect();
     assert_eq!(sources, vec![Some("127.0.0.1")]);

@@ -1,0 +1,50 @@
+//! The settle-once guard. From the moment the proxy forwards a call, the call is owned by
+//! a [`Finish`]: answered, failed, cut off or abandoned by its caller (the handler or the
+//! response stream dropped), its demo reservation or rate-limit slot is settled and its
+//! usage recorded exactly once, through [`Services::finish`].
+
+use axum::http::StatusCode;
+use keygate_core::usage::Tokens;
+use keygate_service::gateway::{Admitted, CallOutcome};
+use keygate_service::Services;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub(super) struct Finish {
+    services: Arc<Services>,
+    pub call: Admitted,
+    /// The provider's status, once it answered.
+    pub status: Option<StatusCode>,
+    pub model: Option<String>,
+    /// The request body's size, for an estimate when no count was reported.
+    pub request_bytes: usize,
+    started: Instant,
+    settled: bool,
+}
+
+impl Finish {
+    pub fn new(
+        services: Arc<Services>,
+        call: Admitted,
+        model: Option<String>,
+        request_bytes: usize,
+        started: Instant,
+    ) -> Self {
+        Self { services, call, status: None, model, request_bytes, started, settled: false }
+    }
+
+    /// Settles the call with `tokens`; any later call does nothing.
+    pub fn settle(&mut self, tokens: Tokens) {
+        if !std::mem::replace(&mut self.settled, true) {
+            let outcome =
+                CallOutcome { status: self.status, model: self.model.take(), tokens, latency: self.started.elapsed() };
+            self.services.finish(&self.call, outcome);
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.settle(Tokens::default());
+    }
+}

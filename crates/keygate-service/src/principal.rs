@@ -1,0 +1,77 @@
+//! [`Principal`]: an authenticated caller acting in one workspace, and the checks every
+//! use case makes on it (scopes, super-admin).
+//!
+//! Not for: authenticating (that is `auth`) or deciding access to a credential (that is
+//! `credentials`).
+
+use crate::audit::Actor;
+use crate::{ServiceError, ServiceResult};
+use keygate_core::*;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A keygate token, with the scopes it was given.
+    Token { id: TokenId, scopes: Vec<Scope> },
+    /// A host application's JWT: every scope (bounded by the user's roles).
+    Jwt,
+}
+
+/// An authenticated caller acting in one workspace.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    pub workspace: Workspace,
+    pub role: Role,
+    pub via: Via,
+    pub source_addr: Option<String>,
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: Some(self.user.id),
+            label: self
+                .user
+                .email
+                .clone()
+                .or_else(|| self.user.external_id.clone())
+                .unwrap_or_else(|| self.user.id.to_string()),
+            source_addr: self.source_addr.clone(),
+        }
+    }
+
+    /// Whether the credential used carries `scope`.
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        match &self.via {
+            Via::Token { scopes, .. } => scopes.contains(&scope),
+            Via::Jwt => true,
+        }
+    }
+
+    /// The scopes the credential used carries (every scope a JWT's user may hold).
+    pub fn scopes(&self) -> Vec<Scope> {
+        Scope::ALL
+            .iter()
+            .copied()
+            .filter(|s| self.has_scope(*s) && (*s != Scope::Admin || self.user.super_admin))
+            .collect()
+    }
+
+    /// Fails unless the credential used carries `scope`.
+    pub fn require_scope(&self, scope: Scope) -> ServiceResult<()> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(format!("this token lacks the `{scope}` scope")))
+        }
+    }
+
+    /// Fails unless the caller is a super-admin using a credential with the admin scope.
+    pub fn require_super_admin(&self) -> ServiceResult<()> {
+        if !self.user.super_admin {
+            return Err(ServiceError::Forbidden("this needs a super-admin".into()));
+        }
+        self.require_scope(Scope::Admin)
+    }
+}
