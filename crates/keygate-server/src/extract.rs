@@ -84,6 +84,7 @@ fn json_problem(rejection: &JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as `content-type: application/json`",
         ),
+        JsonRejection::BytesRejection(e) if crate::serve::timed_out(e) => body_timeout(),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -91,6 +92,15 @@ fn json_problem(rejection: &JsonRejection) -> ApiError {
         ),
         other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text()),
     }
+}
+
+/// A request body that did not arrive within the body timeout.
+pub(crate) fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive in time; send it whole without pausing",
+    )
 }
 
 /// serde's own message (field names, line and column), never the offending value.

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod metrics;
 mod proxy;
 mod routes;
+mod serve;
 pub mod state;
 pub mod telemetry;
 
@@ -21,8 +22,6 @@ pub use routes::openapi;
 pub use state::AppState;
 
 use axum::Router;
-use std::future::Future;
-use tokio::net::TcpListener;
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
@@ -34,21 +33,4 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes in-flight requests.
-/// Accepted connections have Nagle's algorithm off: a streamed chunk goes out as soon as
-/// it arrives instead of waiting for the caller's delayed ACK (up to 40 ms).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    // The peer address reaches handlers (and the audit log) as `ConnectInfo`.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-}
+pub use serve::{effective_max_connections, raise_fd_limit, serve, ConnectionLimits};

@@ -159,7 +159,23 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {addr} (listen from {})", config.listen.source))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     tracing::info!("keygate listening on http://{bound}");
-    keygate_server::serve(listener, app, shutdown_signal()).await.context("serving HTTP")?;
+    let fd_limit = keygate_server::raise_fd_limit();
+    let limits = keygate_server::ConnectionLimits {
+        header_timeout: config.header_timeout.value,
+        body_timeout: config.body_timeout.value,
+        max_connections: keygate_server::effective_max_connections(
+            usize::try_from(config.max_connections.value).unwrap_or(usize::MAX),
+            fd_limit,
+        ),
+    };
+    if limits.max_connections < usize::try_from(config.max_connections.value).unwrap_or(usize::MAX) {
+        tracing::warn!(
+            open_file_limit = fd_limit,
+            max_connections = limits.max_connections,
+            "the open-file limit allows fewer connections than max_connections; raise `ulimit -n` to serve more"
+        );
+    }
+    keygate_server::serve(listener, app, limits, shutdown_signal()).await.context("serving HTTP")?;
     watch.abort();
     services.flush_usage().await;
     tracing::info!("shutting down: in-flight requests finished, usage written");

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -93,6 +94,12 @@ pub struct Config {
     /// Provider id → base URL override.
     pub provider_base_urls: BTreeMap<String, Sourced<String>>,
     pub validation_timeout: Sourced<Duration>,
+    /// Request headers must arrive within this (also an idle keep-alive connection's life).
+    pub header_timeout: Sourced<Duration>,
+    /// A request body must arrive whole within this.
+    pub body_timeout: Sourced<Duration>,
+    /// Open client connections at most.
+    pub max_connections: Sourced<u64>,
 }
 
 /// What the TOML file may contain. Unknown keys are errors.
@@ -108,6 +115,9 @@ struct FileConfig {
     log: Option<String>,
     jwt_jwks: Option<String>,
     validation_timeout_ms: Option<u64>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderOverride>,
 }
@@ -188,16 +198,46 @@ impl Config {
         let jwt_hs256_secret = env("KEYGATE_JWT_HS256_SECRET")
             .map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_JWT_HS256_SECRET")));
         let jwt_jwks = layer(None, "KEYGATE_JWT_JWKS", file.jwt_jwks);
-        let timeout = layer(None, "KEYGATE_VALIDATION_TIMEOUT_MS", file.validation_timeout_ms.map(|v| v.to_string()))
-            .unwrap_or_else(|| Sourced::new("5000".into(), Source::Default));
-        let validation_timeout = match timeout.value.trim().parse::<u64>() {
-            Ok(ms) if (1..=120_000).contains(&ms) => Sourced::new(Duration::from_millis(ms), timeout.source),
-            _ => bail!(
-                "validation_timeout_ms (from {}): `{}` must be a number of milliseconds from 1 to 120000",
-                timeout.source,
-                timeout.value
-            ),
-        };
+        // A whole number within `range`, named by its file key (and `var`).
+        let number =
+            |key: &str, var: &'static str, from_file: Option<u64>, default: u64, range: RangeInclusive<u64>| {
+                let raw = layer(None, var, from_file.map(|v| v.to_string()))
+                    .unwrap_or_else(|| Sourced::new(default.to_string(), Source::Default));
+                match raw.value.trim().parse::<u64>() {
+                    Ok(n) if range.contains(&n) => Ok(Sourced::new(n, raw.source)),
+                    _ => Err(anyhow::anyhow!(
+                        "{key} (from {}): `{}` must be a whole number from {} to {}",
+                        raw.source,
+                        raw.value,
+                        range.start(),
+                        range.end()
+                    )),
+                }
+            };
+        let millis = |n: Sourced<u64>| Sourced::new(Duration::from_millis(n.value), n.source);
+        let validation_timeout = millis(number(
+            "validation_timeout_ms",
+            "KEYGATE_VALIDATION_TIMEOUT_MS",
+            file.validation_timeout_ms,
+            5_000,
+            1..=120_000,
+        )?);
+        let header_timeout = millis(number(
+            "header_timeout_ms",
+            "KEYGATE_HEADER_TIMEOUT_MS",
+            file.header_timeout_ms,
+            20_000,
+            100..=600_000,
+        )?);
+        let body_timeout = millis(number(
+            "body_timeout_ms",
+            "KEYGATE_BODY_TIMEOUT_MS",
+            file.body_timeout_ms,
+            60_000,
+            100..=3_600_000,
+        )?);
+        let max_connections =
+            number("max_connections", "KEYGATE_MAX_CONNECTIONS", file.max_connections, 4_096, 1..=1_000_000)?;
 
         // Provider base URLs: the file's [providers.<id>] tables, then KEYGATE_PROVIDER_<ID>_BASE_URL.
         let builtin = Catalog::builtin().context("the built-in provider catalog")?;
@@ -231,6 +271,9 @@ impl Config {
             jwt_jwks,
             provider_base_urls,
             validation_timeout,
+            header_timeout,
+            body_timeout,
+            max_connections,
         })
     }
 
@@ -292,6 +335,10 @@ impl Config {
         }
         let timeout = format!("{}", self.validation_timeout.value.as_millis());
         lines.push(line("validation_timeout_ms", &timeout, &self.validation_timeout.source));
+        let ms = |d: &Sourced<Duration>| d.value.as_millis().to_string();
+        lines.push(line("header_timeout_ms", &ms(&self.header_timeout), &self.header_timeout.source));
+        lines.push(line("body_timeout_ms", &ms(&self.body_timeout), &self.body_timeout.source));
+        lines.push(line("max_connections", &self.max_connections.value.to_string(), &self.max_connections.source));
         for (id, url) in &self.provider_base_urls {
             lines.push(line(&format!("providers.{id}.base_url"), &url.value, &url.source));
         }

@@ -68,8 +68,12 @@ pub(super) async fn read(
     })?;
     let principal = state.services.authenticate(credential, source_addr(&parts)).await?;
     let policy = payment_policy(&parts.headers)?;
-    let body = axum::body::to_bytes(Body::new(body), MAX_REQUEST).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 32 MiB")
+    let body = axum::body::to_bytes(Body::new(body), MAX_REQUEST).await.map_err(|e| {
+        if crate::serve::timed_out(&e) {
+            crate::extract::body_timeout()
+        } else {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 32 MiB")
+        }
     })?;
     let peek = Peek::of(&body);
     let dialect = Dialect::of(&provider);

@@ -50,7 +50,8 @@ async fn a_real_server_serves_and_shuts_down_gracefully(db: TestDb) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(keygate_server::serve(listener, keygate_server::router(h.state.clone()), async {
+    let app = keygate_server::router(h.state.clone());
+    let server = tokio::spawn(keygate_server::serve(listener, app, Default::default(), async {
         let _ = stopped.await;
     }));
 

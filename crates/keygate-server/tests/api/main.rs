@@ -4,6 +4,7 @@
 
 mod auth;
 mod authz;
+mod connections;
 mod errors;
 mod health;
 mod keys;

@@ -1,0 +1,137 @@
+//! A stranger cannot take keygate offline by holding connections open: slow headers, idle
+//! keep-alive connections and trickled bodies are cut off, and past the connection cap
+//! health checks still answer while everything else is refused clearly.
+
+use crate::support::*;
+use keygate_server::ConnectionLimits;
+use keygate_store::testdb::TestDb;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for the server to act before it fails (a bound, not a measure).
+const PATIENCE: Duration = Duration::from_secs(15);
+
+async fn start(h: &Harness, limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = keygate_server::router(h.state.clone());
+    tokio::spawn(keygate_server::serve(listener, app, limits, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// Reads until the server closes the connection; what it sent meanwhile.
+async fn until_closed(conn: &mut TcpStream) -> String {
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the server kept the connection open: {}", String::from_utf8_lossy(&seen));
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    until_closed(&mut conn).await
+}
+
+fn short() -> ConnectionLimits {
+    ConnectionLimits {
+        header_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_millis(600),
+        max_connections: 1000,
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_idle_connections_and_trickled_bodies_are_cut_off() {
+    let h = Harness::new(TestDb::sqlite()).await;
+    let (addr, _stop) = start(&h, short()).await;
+
+    // Connected, never a byte: closed.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    until_closed(&mut idle).await;
+
+    // Headers trickled (slowloris): closed before they are complete.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let seen = until_closed(&mut slow).await;
+    assert!(!seen.contains("200 OK"), "{seen}");
+
+    // A keep-alive connection left idle after its answer: closed.
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let seen = until_closed(&mut kept).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "it was served first: {seen}");
+
+    // A body announced as 10 GB that never comes: the request times out and the
+    // connection does not stay open.
+    let user = h.user("trickle@example.com").await;
+    let mut body = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 10000000000\r\n\r\n{{\"model\":",
+        user.token
+    );
+    body.write_all(head.as_bytes()).await.unwrap();
+    let seen = until_closed(&mut body).await;
+    assert!(seen.is_empty() || seen.contains("408") || seen.contains("413"), "{seen}");
+    assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"), "and keygate keeps serving");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_health_checks_answer_and_the_rest_is_refused() {
+    let h = Harness::new(TestDb::sqlite()).await;
+    let limits = ConnectionLimits { header_timeout: Duration::from_secs(30), max_connections: 3, ..short() };
+    let (addr, _stop) = start(&h, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        // A served request proves the connection holds a slot.
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(conn);
+    }
+    assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"), "liveness answers past the cap");
+    assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"), "readiness answers past the cap");
+    let refused = get(addr, "/api/v1/providers").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.contains("too_many_connections") && refused.to_ascii_lowercase().contains("retry-after"),
+        "{refused}"
+    );
+
+    drop(held);
+    // Slots come back once those connections are gone.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = get(addr, "/api/v1/providers").await;
+        if reply.starts_with("HTTP/1.1 401") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slots never came back: {reply}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn the_cap_leaves_room_in_the_open_file_limit() {
+    assert_eq!(keygate_server::effective_max_connections(4096, Some(1024)), 1024 - 256 - 64);
+    assert_eq!(keygate_server::effective_max_connections(100, Some(1_048_576)), 100);
+    assert_eq!(keygate_server::effective_max_connections(100, None), 100);
+    assert_eq!(keygate_server::effective_max_connections(100, Some(10)), 1);
+}
