@@ -63,7 +63,8 @@ async fn users_are_unique_by_email_and_external_id(db: TestDb) {
     assert_eq!(store.password_hash(alice.id).await.unwrap().as_deref(), Some("$argon2id$hash"));
 
     let twin = user(Some("alice@example.com"), None);
-    assert!(store.insert_user(&twin, None).await.unwrap_err().is_conflict());
+    let err = store.insert_user(&twin, None).await.unwrap_err();
+    assert_eq!(err.to_string(), "conflict: a user with this email address already exists");
 
     let host_user = user(None, Some("host-42"));
     store.insert_user(&host_user, None).await.unwrap();
@@ -149,7 +150,12 @@ async fn credentials_keep_one_active_per_owner_and_provider(db: TestDb) {
     let first = f.user_credential("openai");
     store.insert_credential(&first).await.unwrap();
     let err = store.insert_credential(&f.user_credential("openai")).await.unwrap_err();
-    assert!(err.is_conflict(), "{err}");
+    // The message reaches API callers: it names the rule in words, never the engine's text.
+    assert!(
+        matches!(&err, keygate_store::StoreError::Conflict(what)
+            if what == "another active key for this provider exists for this owner"),
+        "{err:?}"
+    );
     // A disabled one may sit beside the active one; other providers and owners are free.
     let mut disabled = f.user_credential("openai");
     disabled.status = CredentialStatus::Disabled;
@@ -159,6 +165,16 @@ async fn credentials_keep_one_active_per_owner_and_provider(db: TestDb) {
     store.insert_credential(&f.operator_credential("openai")).await.unwrap();
     assert!(store.insert_credential(&f.operator_credential("openai")).await.unwrap_err().is_conflict());
     assert_eq!(store.credential(first.id).await.unwrap(), first);
+    let same_id = Credential { status: CredentialStatus::Disabled, ..first.clone() };
+    let err = store.insert_credential(&same_id).await.unwrap_err();
+    assert_eq!(err.to_string(), "conflict: a credential with this id already exists");
+
+    // Any other database failure keeps sqlx's error as its source.
+    let orphan = Credential { data_key_id: DataKeyId::new(), ..f.user_credential("mistral") };
+    let err = store.insert_credential(&orphan).await.unwrap_err();
+    assert!(matches!(err, keygate_store::StoreError::Database(_)), "{err:?}");
+    let source = std::error::Error::source(&err).expect("the sqlx error");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
 }
 
 async fn credential_queries_stay_scoped_to_their_owner(db: TestDb) {
