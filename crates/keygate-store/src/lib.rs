@@ -12,6 +12,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+#[cfg(feature = "testdb")]
 pub mod testdb;
 mod ts;
 
