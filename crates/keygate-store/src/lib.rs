@@ -9,6 +9,7 @@
 mod error;
 mod filter;
 mod postgres;
+mod report;
 mod rows;
 mod sql;
 mod sqlite;
@@ -19,6 +20,7 @@ mod ts;
 pub use error::{StoreError, StoreResult};
 pub use filter::{AuditFilter, CredentialFilter, UsageFilter};
 pub use postgres::PostgresStore;
+pub use report::{UsageGrouping, UsageTotals};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -265,6 +267,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// transaction.
     async fn insert_usage_events(&self, events: &[UsageEvent]) -> StoreResult<()>;
     async fn usage_events(&self, filter: &UsageFilter) -> StoreResult<Vec<UsageEvent>>;
+    /// Totals of the events `filter` selects (its `limit` is ignored), grouped by `by`,
+    /// ordered by key (byte order); exact for any number of rows.
+    async fn usage_report(&self, filter: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<UsageTotals>>;
     /// (requests, input + output tokens) a user made through one key source since `since`.
     async fn usage_since(&self, user: UserId, key_source: &str, since: DateTime<Utc>) -> StoreResult<(i64, i64)>;
     /// When the user first used the demo allowance, if ever.

@@ -3,7 +3,7 @@
 
 use super::Pool;
 use crate::filter::{AuditFilter, CredentialFilter, UsageFilter};
-use crate::{Backend, Store, StoreResult, TokenPrincipal};
+use crate::{Backend, Store, StoreResult, TokenPrincipal, UsageGrouping, UsageTotals};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keygate_core::*;
@@ -249,6 +249,10 @@ impl<S: SqlStore> Store for S {
 
     async fn usage_events(&self, filter: &UsageFilter) -> StoreResult<Vec<UsageEvent>> {
         self.pool().usage_events(filter).await
+    }
+
+    async fn usage_report(&self, filter: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<UsageTotals>> {
+        self.pool().usage_report(filter, by).await
     }
 
     async fn usage_since(&self, user: UserId, key_source: &str, since: DateTime<Utc>) -> StoreResult<(i64, i64)> {

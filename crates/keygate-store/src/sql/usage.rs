@@ -1,15 +1,24 @@
 //! Usage history: events appended in batches (each batch also moves its credentials'
-//! running totals), read back filtered, and summed for the demo allowance and limits.
+//! running totals), read back filtered, summed for the demo allowance and limits, and
+//! totalled by group for reports.
 
 use super::{db_run, Pool, USAGE_ROWS_PER_INSERT};
 use crate::filter::UsageFilter;
 use crate::rows::*;
 use crate::ts::Ts;
-use crate::StoreResult;
+use crate::{StoreResult, UsageGrouping, UsageTotals};
 use chrono::{DateTime, Utc};
 use keygate_core::*;
+use sqlx::{Encode, QueryBuilder, Type};
 use std::collections::BTreeMap;
 use uuid::Uuid;
+
+/// The columns a usage report sums, after its key.
+const REPORT_SUMS: &str = "COUNT(*), CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), \
+                           CAST(SUM(cost_nano_usd) AS BIGINT)";
+
+/// One group as the database returns it: its raw key, then [`REPORT_SUMS`].
+type Group<K> = (Option<K>, i64, i64, i64, i64);
 
 /// What one batch adds to one credential's totals.
 #[derive(Debug, Clone, Copy)]
@@ -87,28 +96,39 @@ impl Pool<'_> {
 
     pub(super) async fn usage_events(self, f: &UsageFilter) -> StoreResult<Vec<UsageEvent>> {
         db_run!(self, |pool| {
-            let mut q = sqlx::QueryBuilder::new(concat!("SELECT ", usage_columns!(), " FROM usage_events WHERE 1 = 1"));
-            if let Some(user) = f.user_id {
-                q.push(" AND user_id = ").push_bind(user.as_uuid());
-            }
-            if let Some(ws) = f.workspace_id {
-                q.push(" AND workspace_id = ").push_bind(ws.as_uuid());
-            }
-            if let Some(c) = f.credential_id {
-                q.push(" AND credential_id = ").push_bind(c.as_uuid());
-            }
-            if let Some(p) = &f.provider {
-                q.push(" AND provider = ").push_bind(p.clone());
-            }
-            if let Some(since) = f.since {
-                q.push(" AND at >= ").push_bind(Ts(since));
-            }
-            if let Some(until) = f.until {
-                q.push(" AND at < ").push_bind(Ts(until));
-            }
+            let mut q = QueryBuilder::new(concat!("SELECT ", usage_columns!(), " FROM usage_events"));
+            push_filter(&mut q, f);
             q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(f.limit.unwrap_or(10_000).clamp(1, 100_000));
             let rows = q.build_query_as::<UsageRow>().fetch_all(pool).await?;
             Ok(rows.into_iter().map(Into::into).collect())
+        })
+    }
+
+    pub(super) async fn usage_report(self, f: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<UsageTotals>> {
+        // The key is one of these constants, never caller input. Credentials are grouped
+        // by the raw column (a BLOB on SQLite) and named in Rust.
+        let key = match by {
+            UsageGrouping::Day => crate::ts::utc_day_of_at(self.backend()),
+            UsageGrouping::Provider => "provider",
+            UsageGrouping::Model => "model",
+            UsageGrouping::Credential => "credential_id",
+            UsageGrouping::Source => "key_source",
+        };
+        db_run!(self, |pool| {
+            let mut q = QueryBuilder::new("SELECT ");
+            q.push(key).push(", ").push(REPORT_SUMS).push(" FROM usage_events");
+            push_filter(&mut q, f);
+            q.push(" GROUP BY ").push(key);
+            Ok(match by {
+                UsageGrouping::Credential => {
+                    let groups: Vec<Group<Uuid>> = q.build_query_as().fetch_all(pool).await?;
+                    totals_by_key(groups, |id| id.map_or_else(|| "(none)".to_owned(), |id| id.to_string()))
+                }
+                _ => {
+                    let groups: Vec<Group<String>> = q.build_query_as().fetch_all(pool).await?;
+                    totals_by_key(groups, |key| key.unwrap_or_else(|| "(unknown)".to_owned()))
+                }
+            })
         })
     }
 
@@ -154,4 +174,48 @@ impl Pool<'_> {
         });
         Ok(self.demo_first_use(user).await?.unwrap_or(at))
     }
+}
+
+/// Adds `f`'s conditions (not its limit) to a query on `usage_events`, as a WHERE clause
+/// with bound values.
+fn push_filter<'a, DB: sqlx::Database>(q: &mut QueryBuilder<'a, DB>, f: &UsageFilter)
+where
+    Uuid: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    Ts: Encode<'a, DB> + Type<DB>,
+{
+    q.push(" WHERE 1 = 1");
+    if let Some(user) = f.user_id {
+        q.push(" AND user_id = ").push_bind(user.as_uuid());
+    }
+    if let Some(ws) = f.workspace_id {
+        q.push(" AND workspace_id = ").push_bind(ws.as_uuid());
+    }
+    if let Some(c) = f.credential_id {
+        q.push(" AND credential_id = ").push_bind(c.as_uuid());
+    }
+    if let Some(p) = &f.provider {
+        q.push(" AND provider = ").push_bind(p.clone());
+    }
+    if let Some(since) = f.since {
+        q.push(" AND at >= ").push_bind(Ts(since));
+    }
+    if let Some(until) = f.until {
+        q.push(" AND at < ").push_bind(Ts(until));
+    }
+}
+
+/// Names each group with `name` and orders them by name (byte order). Groups that get
+/// the same name (a model literally called `(unknown)` and events naming none) add up.
+fn totals_by_key<K>(groups: Vec<Group<K>>, name: impl Fn(Option<K>) -> String) -> Vec<UsageTotals> {
+    let mut by_key: BTreeMap<String, UsageTotals> = BTreeMap::new();
+    for (raw, requests, input_tokens, output_tokens, cost_nano_usd) in groups {
+        let key = name(raw);
+        let t = by_key.entry(key.clone()).or_insert_with(|| UsageTotals { key, ..UsageTotals::default() });
+        t.requests += requests;
+        t.input_tokens += input_tokens;
+        t.output_tokens += output_tokens;
+        t.cost_nano_usd += cost_nano_usd;
+    }
+    by_key.into_values().collect()
 }
