@@ -232,6 +232,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn insert_credential(&self, credential: &Credential) -> StoreResult<()>;
     /// Deletes `old` and inserts `new` atomically: the replace-on-add rule.
     async fn replace_credential(&self, old: CredentialId, new: &Credential) -> StoreResult<()>;
+    /// Saves a new credential with its audit row, all or nothing: takes the owner's write
+    /// lock, checks that the active key in the same slot (owner, provider, operator-shared
+    /// flag; see `Credential::slot_key`) is exactly `replaces` (else `StoreError::Changed`),
+    /// deletes it, refuses with `StoreError::LimitReached { held, max }` when `max_user_keys`
+    /// is `Some(max)` and the user then still holds `max` or more credentials (user scope,
+    /// that owner_user_id, any status), inserts `credential`, inserts `audit`.
+    ///
+    /// The cap concerns personal keys only: it is not checked for workspace and operator
+    /// keys. Concurrent saves for one owner (a user, a workspace, the operator) run one
+    /// after the other, so they can neither pass the cap together nor both fill one slot.
+    async fn save_credential(
+        &self,
+        credential: &Credential,
+        replaces: Option<CredentialId>,
+        max_user_keys: Option<u32>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
     async fn credential(&self, id: CredentialId) -> StoreResult<Credential>;
     async fn credentials(&self, filter: &CredentialFilter) -> StoreResult<Vec<Credential>>;
     /// Everything that could serve `user` in `workspace` for `provider`, in one query (a

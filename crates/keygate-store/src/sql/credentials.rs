@@ -9,6 +9,7 @@ use crate::rows::*;
 use crate::ts::Ts;
 use crate::{StoreError, StoreResult};
 use keygate_core::*;
+use uuid::Uuid;
 
 impl Pool<'_> {
     pub(super) async fn insert_credential(self, c: &Credential) -> StoreResult<()> {
@@ -25,6 +26,50 @@ impl Pool<'_> {
                 sqlx::query("DELETE FROM credentials WHERE id = $1").bind(old.as_uuid()).execute(&mut *tx).await?;
             expect_one(done.rows_affected(), "credential", old)?;
             Conn::from(&mut *tx).insert_credential(new).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub(super) async fn save_credential(
+        self,
+        c: &Credential,
+        replaces: Option<CredentialId>,
+        max_user_keys: Option<u32>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        db_run!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            Conn::from(&mut *tx).lock_owner(c).await?;
+            let active: Option<(Uuid,)> = sqlx::query_as(
+                "SELECT id FROM credentials WHERE owner_key = $1 AND provider = $2 AND status = 'active'",
+            )
+            .bind(c.slot_key())
+            .bind(&c.provider)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let active = active.map(|(id,)| CredentialId::from_uuid(id));
+            if active != replaces {
+                // Name the key that appeared, or the one expected that is gone.
+                let id = active.or(replaces).map_or_else(String::new, |id| id.to_string());
+                return Err(StoreError::Changed { entity: "credential", id });
+            }
+            if let Some(old) = replaces {
+                sqlx::query("DELETE FROM credentials WHERE id = $1").bind(old.as_uuid()).execute(&mut *tx).await?;
+            }
+            if let (Some(max), CredentialScope::User, Some(user)) = (max_user_keys, c.scope, c.owner_user_id) {
+                let (held,): (i64,) =
+                    sqlx::query_as("SELECT COUNT(*) FROM credentials WHERE scope = 'user' AND owner_user_id = $1")
+                        .bind(user.as_uuid())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let held = u32::try_from(held).unwrap_or(u32::MAX);
+                if held >= max {
+                    return Err(StoreError::LimitReached { held, max });
+                }
+            }
+            Conn::from(&mut *tx).insert_credential(c).await?;
+            Conn::from(&mut *tx).insert_audit_event(audit).await?;
             tx.commit().await?;
             Ok(())
         })
@@ -153,6 +198,34 @@ impl Pool<'_> {
 }
 
 impl Conn<'_> {
+    /// Holds the write lock of `c`'s owner until the transaction ends, so that saves for
+    /// one owner run one at a time, on both backends, by starting with a write that
+    /// changes nothing: PostgreSQL locks the owner's row (the user's for a personal key,
+    /// since the per-user cap spans workspaces; the workspace's; the change-epoch row for
+    /// the operator); SQLite takes its one database write lock, waiting up to its busy
+    /// timeout. Writing first matters there: a transaction that read first and then
+    /// wanted to write would fail with SQLITE_BUSY instead of waiting.
+    async fn lock_owner(self, c: &Credential) -> StoreResult<()> {
+        let locked = db_run!(self, |conn| {
+            let lock = match c.scope {
+                CredentialScope::User => sqlx::query("UPDATE users SET updated_at = updated_at WHERE id = $1")
+                    .bind(c.owner_user_id.map(|u| u.as_uuid())),
+                CredentialScope::Workspace => {
+                    sqlx::query("UPDATE workspaces SET updated_at = updated_at WHERE id = $1")
+                        .bind(c.workspace_id.map(|w| w.as_uuid()))
+                }
+                CredentialScope::Operator => sqlx::query("UPDATE change_epoch SET epoch = epoch WHERE id = 1"),
+            };
+            lock.execute(conn).await?.rows_affected()
+        });
+        let (entity, id) = match c.scope {
+            CredentialScope::User => ("user", c.owner_user_id.map(|u| u.to_string())),
+            CredentialScope::Workspace => ("workspace", c.workspace_id.map(|w| w.to_string())),
+            CredentialScope::Operator => ("change epoch", Some("1".to_owned())),
+        };
+        expect_one(locked, entity, id.unwrap_or_else(|| "(none)".to_owned()))
+    }
+
     async fn insert_credential(self, c: &Credential) -> StoreResult<()> {
         db_run!(self, |conn| {
             sqlx::query(concat!(

@@ -190,6 +190,16 @@ impl<S: SqlStore> Store for S {
         self.pool().replace_credential(old, new).await
     }
 
+    async fn save_credential(
+        &self,
+        credential: &Credential,
+        replaces: Option<CredentialId>,
+        max_user_keys: Option<u32>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.pool().save_credential(credential, replaces, max_user_keys, audit).await
+    }
+
     async fn credential(&self, id: CredentialId) -> StoreResult<Credential> {
         self.pool().credential(id).await
     }

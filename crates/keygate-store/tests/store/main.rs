@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fixtures;
+mod save_credential;
 mod usage_report;
 
 use chrono::{Duration, DurationRound, TimeDelta, Utc};
