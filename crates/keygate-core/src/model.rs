@@ -493,6 +493,9 @@ pub struct UsageEvent {
     pub cost_nano_usd: i64,
     pub status: i32,
     pub latency_ms: i64,
+    /// The token counts are keygate's estimate: the answer ended before the provider
+    /// reported them (a stream cut short or left by its caller).
+    pub estimated: bool,
 }
 
 #[cfg(test)]

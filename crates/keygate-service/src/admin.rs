@@ -85,7 +85,7 @@ impl Services {
                 credential.validity_detail = Some("the workspace was deleted and its data key destroyed".into());
                 credential.validity_checked_at = Some(at);
                 credential.updated_at = at;
-                match self.store.update_credential(&credential, &credential.sealed).await {
+                match self.store.update_credential(&credential, &credential.sealed, None).await {
                     // Replaced meanwhile: its workspace is deleted, so it serves no call, and
                     // opening it fails all the same.
                     Ok(()) | Err(keygate_store::StoreError::Changed { .. }) => {}

@@ -31,8 +31,15 @@ pub struct Entry<'a> {
     pub detail: Option<String>,
 }
 
+/// Records an event on its own (for what changes nothing else, such as a login).
 pub async fn record(store: &dyn Store, actor: &Actor, entry: Entry<'_>) -> ServiceResult<()> {
-    let event = AuditEvent {
+    store.insert_audit_event(&event(actor, entry)).await?;
+    Ok(())
+}
+
+/// The row for an event, to be written in the same transaction as the change it records.
+pub fn event(actor: &Actor, entry: Entry<'_>) -> AuditEvent {
+    AuditEvent {
         id: AuditEventId::new(),
         at: now(),
         actor_user_id: actor.user_id,
@@ -44,7 +51,5 @@ pub async fn record(store: &dyn Store, actor: &Actor, entry: Entry<'_>) -> Servi
         source_addr: actor.source_addr.clone(),
         result: entry.result,
         detail: entry.detail.map(|d| scrub(&d).into_owned()),
-    };
-    store.insert_audit_event(&event).await?;
-    Ok(())
+    }
 }

@@ -124,9 +124,7 @@ impl Services {
             last_used_at: None,
             revoked_at: None,
         };
-        self.store.insert_token(&token).await?;
-        audit::record(
-            &*self.store,
+        let audit = audit::event(
             actor,
             Entry {
                 action: AuditAction::TokenCreate,
@@ -138,8 +136,8 @@ impl Services {
                     serde_json::json!({"name": token.name, "scopes": token.scopes, "user": user.id}).to_string(),
                 ),
             },
-        )
-        .await?;
+        );
+        self.store.insert_token(&token, &audit).await?;
         Ok(IssuedToken { token, secret: SecretText::new(format!("kg_{public_id}_{secret}")) })
     }
 
@@ -152,10 +150,7 @@ impl Services {
     /// Revokes one of the caller's own tokens (404 for anyone else's; needs `keys`).
     pub async fn revoke_token(&self, principal: &Principal, id: TokenId) -> ServiceResult<()> {
         principal.require_scope(Scope::Keys)?;
-        self.store.revoke_token(id, principal.user.id, now()).await?;
-        self.changed().await;
-        audit::record(
-            &*self.store,
+        let audit = audit::event(
             &principal.actor(),
             Entry {
                 action: AuditAction::TokenRevoke,
@@ -165,8 +160,10 @@ impl Services {
                 result: AuditResult::Ok,
                 detail: None,
             },
-        )
-        .await
+        );
+        self.store.revoke_token(id, principal.user.id, now(), &audit).await?;
+        self.changed().await;
+        Ok(())
     }
 
     /// Authenticates a bearer credential: a keygate token or a host JWT. Answers are

@@ -122,15 +122,10 @@ impl Services {
         let (sealed, dek) = self.vault.seal_credential(&credential, &secret).await?;
         credential.sealed = sealed;
         credential.data_key_id = dek;
-        match &existing {
-            Some(old) => self.store.replace_credential(old.id, &credential).await?,
-            None => self.store.insert_credential(&credential).await?,
-        }
-        self.changed().await;
         let action = if existing.is_some() { AuditAction::CredentialReplace } else { AuditAction::CredentialCreate };
         let detail =
             existing.as_ref().map(|old| format!("replaces {}; {}", old.id, outcome.detail)).unwrap_or(outcome.detail);
-        self.audit_credential(
+        let audit = credential_audit(
             principal,
             action,
             Some(credential.id),
@@ -138,8 +133,25 @@ impl Services {
             AuditResult::Ok,
             provider,
             Some(&detail),
-        )
-        .await?;
+        );
+        // The cap and the one-key-per-provider rule hold in the store's transaction too:
+        // concurrent creates cannot both pass the check above.
+        let cap = matches!(owner, Owner::User { .. }).then(|| self.policy().max_keys_per_user);
+        self.store.save_credential(&credential, existing.as_ref().map(|c| c.id), cap, &audit).await.map_err(
+            |e| match e {
+                keygate_store::StoreError::LimitReached { held, max } => ServiceError::CredentialLimit(format!(
+                    "you already hold {held} keys, the most allowed ({max}): delete one or replace a key for the same provider"
+                )),
+                keygate_store::StoreError::Changed { .. } | keygate_store::StoreError::Conflict(_) => {
+                    ServiceError::Conflict(format!(
+                        "another {} key was saved for this owner at the same time; nothing was saved: list your keys and try again",
+                        provider.name
+                    ))
+                }
+                other => other.into(),
+            },
+        )?;
+        self.changed().await;
         Ok(credential)
     }
 
@@ -204,16 +216,7 @@ impl Services {
             credential.operator_shared = shared;
         }
         credential.updated_at = now();
-        // The secret is not touched here: only if it is still the one read is anything saved.
-        self.store.update_credential(&credential, &credential.sealed).await.map_err(|e| match e {
-            keygate_store::StoreError::Conflict(_) => ServiceError::Conflict(format!(
-                "another active {} key exists for this owner: disable or delete it first",
-                provider.name
-            )),
-            other => other.into(),
-        })?;
-        self.changed().await;
-        self.audit_credential(
+        let audit = credential_audit(
             principal,
             AuditAction::CredentialUpdate,
             Some(id),
@@ -221,8 +224,16 @@ impl Services {
             AuditResult::Ok,
             provider,
             None,
-        )
-        .await?;
+        );
+        // The secret is not touched here: only if it is still the one read is anything saved.
+        self.store.update_credential(&credential, &credential.sealed, Some(&audit)).await.map_err(|e| match e {
+            keygate_store::StoreError::Conflict(_) => ServiceError::Conflict(format!(
+                "another active {} key exists for this owner: disable or delete it first",
+                provider.name
+            )),
+            other => other.into(),
+        })?;
+        self.changed().await;
         Ok(credential)
     }
 
@@ -257,9 +268,7 @@ impl Services {
         let (sealed, dek) = self.vault.seal_credential(&credential, &secret).await?;
         let sealed_before = std::mem::replace(&mut credential.sealed, sealed);
         credential.data_key_id = dek;
-        self.store.update_credential(&credential, &sealed_before).await?;
-        self.changed().await;
-        self.audit_credential(
+        let audit = credential_audit(
             principal,
             AuditAction::CredentialSecret,
             Some(id),
@@ -267,8 +276,9 @@ impl Services {
             AuditResult::Ok,
             provider,
             Some(&outcome.detail),
-        )
-        .await?;
+        );
+        self.store.update_credential(&credential, &sealed_before, Some(&audit)).await?;
+        self.changed().await;
         Ok(credential)
     }
 
@@ -293,9 +303,7 @@ impl Services {
         apply(&mut credential, &outcome, now());
         // The verdict is about the secret tested: if it was replaced meanwhile, say so
         // rather than pin this verdict on the new one.
-        self.store.update_credential(&credential, &credential.sealed).await?;
-        self.changed().await;
-        self.audit_credential(
+        let audit = credential_audit(
             principal,
             AuditAction::CredentialTest,
             Some(id),
@@ -303,18 +311,17 @@ impl Services {
             credential.validity.into(),
             provider,
             Some(&outcome.detail),
-        )
-        .await?;
+        );
+        self.store.update_credential(&credential, &credential.sealed, Some(&audit)).await?;
+        self.changed().await;
         Ok(credential)
     }
 
     pub async fn delete_credential(&self, principal: &Principal, id: CredentialId) -> ServiceResult<()> {
         principal.require_scope(Scope::Keys)?;
         let credential = self.load(principal, id, Access::Manage).await?;
-        self.store.delete_credential(id).await?;
-        self.changed().await;
         let provider = self.provider(&credential.provider)?;
-        self.audit_credential(
+        let audit = credential_audit(
             principal,
             AuditAction::CredentialDelete,
             Some(id),
@@ -322,8 +329,10 @@ impl Services {
             AuditResult::Ok,
             provider,
             None,
-        )
-        .await
+        );
+        self.store.delete_credential(id, &audit).await?;
+        self.changed().await;
+        Ok(())
     }
 
     /// Probes a secret about to be saved; refuses (audited) a rejected key when the policy
@@ -339,8 +348,9 @@ impl Services {
     ) -> ServiceResult<Outcome> {
         let outcome = validation::probe(&self.http, provider, secret).await;
         if outcome.validity == Validity::Invalid && self.policy().reject_invalid_keys {
-            self.audit_credential(principal, action, id, ws, AuditResult::Rejected, provider, Some(&outcome.detail))
-                .await?;
+            let audit =
+                credential_audit(principal, action, id, ws, AuditResult::Rejected, provider, Some(&outcome.detail));
+            self.store.insert_audit_event(&audit).await?;
             return Err(ServiceError::ProviderRejectedKey(outcome.detail));
         }
         Ok(outcome)
@@ -421,33 +431,30 @@ impl Services {
             _ => Ok(credential),
         }
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    async fn audit_credential(
-        &self,
-        principal: &Principal,
-        action: AuditAction,
-        id: Option<CredentialId>,
-        ws: Option<WorkspaceId>,
-        result: AuditResult,
-        provider: &Provider,
-        detail: Option<&str>,
-    ) -> ServiceResult<()> {
-        let detail = serde_json::json!({"provider": provider.id, "detail": detail}).to_string();
-        audit::record(
-            &*self.store,
-            &principal.actor(),
-            Entry {
-                action,
-                target_type: "credential",
-                target_id: id.map(|i| i.to_string()),
-                workspace_id: ws,
-                result,
-                detail: Some(detail),
-            },
-        )
-        .await
-    }
+/// The audit row of a change to a credential.
+fn credential_audit(
+    principal: &Principal,
+    action: AuditAction,
+    id: Option<CredentialId>,
+    ws: Option<WorkspaceId>,
+    result: AuditResult,
+    provider: &Provider,
+    detail: Option<&str>,
+) -> AuditEvent {
+    let detail = serde_json::json!({"provider": provider.id, "detail": detail}).to_string();
+    audit::event(
+        &principal.actor(),
+        Entry {
+            action,
+            target_type: "credential",
+            target_id: id.map(|i| i.to_string()),
+            workspace_id: ws,
+            result,
+            detail: Some(detail),
+        },
+    )
 }
 
 fn apply(credential: &mut Credential, outcome: &Outcome, at: chrono::DateTime<chrono::Utc>) {

@@ -204,6 +204,7 @@ impl Services {
             cost_nano_usd: cost,
             status: i32::from(status.as_u16()),
             latency_ms: outcome.latency.as_millis().min(i64::MAX as u128) as i64,
+            estimated: outcome.tokens.estimated,
         });
     }
 
@@ -215,35 +216,43 @@ impl Services {
         group_by: crate::usage::GroupBy,
     ) -> ServiceResult<crate::usage::UsageReport> {
         use crate::usage::{GroupBy, UsageReport, UsageTotals};
+        use keygate_store::UsageGrouping;
         principal.require_scope(Scope::Usage)?;
         let filter = keygate_store::UsageFilter {
             user_id: Some(principal.user.id),
             provider: query.provider,
             since: query.since,
             until: query.until,
-            limit: Some(i64::MAX),
             ..Default::default()
         };
-        let events = self.store.usage_events(&filter).await?;
-        let mut groups: std::collections::BTreeMap<String, UsageTotals> = std::collections::BTreeMap::new();
+        let by = match group_by {
+            GroupBy::Day => UsageGrouping::Day,
+            GroupBy::Provider => UsageGrouping::Provider,
+            GroupBy::Model => UsageGrouping::Model,
+            GroupBy::Credential => UsageGrouping::Credential,
+            GroupBy::Source => UsageGrouping::Source,
+        };
+        let rows: Vec<UsageTotals> = self
+            .store
+            .usage_report(&filter, by)
+            .await?
+            .into_iter()
+            .map(|t| UsageTotals {
+                key: t.key,
+                requests: t.requests,
+                input_tokens: t.input_tokens,
+                output_tokens: t.output_tokens,
+                cost_nano_usd: t.cost_nano_usd,
+            })
+            .collect();
         let mut total = UsageTotals { key: "total".into(), ..Default::default() };
-        for e in &events {
-            let key = match group_by {
-                GroupBy::Day => e.at.format("%Y-%m-%d").to_string(),
-                GroupBy::Provider => e.provider.clone(),
-                GroupBy::Model => e.model.clone().unwrap_or_else(|| "(unknown)".into()),
-                GroupBy::Credential => e.credential_id.map(|c| c.to_string()).unwrap_or_else(|| "(none)".into()),
-                GroupBy::Source => e.key_source.to_string(),
-            };
-            let g = groups.entry(key.clone()).or_insert_with(|| UsageTotals { key, ..Default::default() });
-            for acc in [g, &mut total] {
-                acc.requests += 1;
-                acc.input_tokens += e.input_tokens;
-                acc.output_tokens += e.output_tokens;
-                acc.cost_nano_usd += e.cost_nano_usd;
-            }
+        for row in &rows {
+            total.requests += row.requests;
+            total.input_tokens += row.input_tokens;
+            total.output_tokens += row.output_tokens;
+            total.cost_nano_usd += row.cost_nano_usd;
         }
-        Ok(UsageReport { group_by, rows: groups.into_values().collect(), total })
+        Ok(UsageReport { group_by, rows, total })
     }
 
     /// The provider said the customer's key is bad: mark it, so the next call falls back.
@@ -264,7 +273,7 @@ impl Services {
             call.provider.name
         ));
         credential.validity_checked_at = Some(now());
-        match self.store.update_credential(&credential, &call.credential.sealed).await {
+        match self.store.update_credential(&credential, &call.credential.sealed, None).await {
             Ok(()) => {}
             Err(keygate_store::StoreError::Changed { .. }) => return, // replaced meanwhile
             Err(e) => tracing::warn!(error = %e, "could not mark a rejected key invalid"),

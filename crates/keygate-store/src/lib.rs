@@ -9,15 +9,18 @@
 mod error;
 mod filter;
 mod postgres;
+mod report;
 mod rows;
 mod sql;
 mod sqlite;
+#[cfg(feature = "testdb")]
 pub mod testdb;
 mod ts;
 
 pub use error::{StoreError, StoreResult};
 pub use filter::{AuditFilter, CredentialFilter, UsageFilter};
 pub use postgres::PostgresStore;
+pub use report::{UsageGrouping, UsageTotals};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -227,8 +230,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Fails with [`StoreError::Conflict`] if the owner already has an active credential
     /// for the provider.
     async fn insert_credential(&self, credential: &Credential) -> StoreResult<()>;
-    /// Deletes `old` and inserts `new` atomically: the replace-on-add rule.
-    async fn replace_credential(&self, old: CredentialId, new: &Credential) -> StoreResult<()>;
+    /// Saves a new credential with its audit row, all or nothing: takes the owner's write
+    /// lock, checks that the active key in the same slot (owner, provider, operator-shared
+    /// flag; see `Credential::slot_key`) is exactly `replaces` (else `StoreError::Changed`),
+    /// deletes it, refuses with `StoreError::LimitReached { held, max }` when `max_user_keys`
+    /// is `Some(max)` and the user then still holds `max` or more credentials (user scope,
+    /// that owner_user_id, any status), inserts `credential`, inserts `audit`.
+    ///
+    /// The cap concerns personal keys only: it is not checked for workspace and operator
+    /// keys. Concurrent saves for one owner (a user, a workspace, the operator) run one
+    /// after the other, so they can neither pass the cap together nor both fill one slot.
+    async fn save_credential(
+        &self,
+        credential: &Credential,
+        replaces: Option<CredentialId>,
+        max_user_keys: Option<u32>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
     async fn credential(&self, id: CredentialId) -> StoreResult<Credential>;
     async fn credentials(&self, filter: &CredentialFilter) -> StoreResult<Vec<Credential>>;
     /// Everything that could serve `user` in `workspace` for `provider`, in one query (a
@@ -244,18 +262,27 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// time) if its stored secret is still `sealed_before` (each sealing is unique, so it
     /// names one version of the key); otherwise fails with [`StoreError::Changed`] and
     /// writes nothing: a test or a rename never puts back a secret replaced meanwhile.
-    async fn update_credential(&self, credential: &Credential, sealed_before: &[u8]) -> StoreResult<()>;
-    async fn delete_credential(&self, id: CredentialId) -> StoreResult<()>;
+    /// `audit`, if any, is written in the same transaction: both or neither.
+    async fn update_credential(
+        &self,
+        credential: &Credential,
+        sealed_before: &[u8],
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<()>;
+    /// Deletes a credential and writes `audit` in the same transaction.
+    async fn delete_credential(&self, id: CredentialId, audit: &AuditEvent) -> StoreResult<()>;
 
     // --- tokens ---
-    async fn insert_token(&self, token: &ApiToken) -> StoreResult<()>;
+    /// Saves a new token and writes `audit` in the same transaction.
+    async fn insert_token(&self, token: &ApiToken, audit: &AuditEvent) -> StoreResult<()>;
     /// A token with its user and acting workspace, in one query (a cold call's lookup).
     async fn token_principal(&self, public_id: &str) -> StoreResult<Option<TokenPrincipal>>;
     async fn tokens_of_user(&self, user: UserId) -> StoreResult<Vec<ApiToken>>;
     /// Records that a token was just used.
     async fn touch_token(&self, id: TokenId, now: DateTime<Utc>) -> StoreResult<()>;
     /// Revokes `id` if it belongs to `user`; [`StoreError::NotFound`] otherwise.
-    async fn revoke_token(&self, id: TokenId, user: UserId, now: DateTime<Utc>) -> StoreResult<()>;
+    /// `audit` is written in the same transaction.
+    async fn revoke_token(&self, id: TokenId, user: UserId, now: DateTime<Utc>, audit: &AuditEvent) -> StoreResult<()>;
 
     // --- audit and usage history ---
     async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()>;
@@ -264,6 +291,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// transaction.
     async fn insert_usage_events(&self, events: &[UsageEvent]) -> StoreResult<()>;
     async fn usage_events(&self, filter: &UsageFilter) -> StoreResult<Vec<UsageEvent>>;
+    /// Totals of the events `filter` selects (its `limit` is ignored), grouped by `by`,
+    /// ordered by key (byte order); exact for any number of rows.
+    async fn usage_report(&self, filter: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<UsageTotals>>;
     /// (requests, input + output tokens) a user made through one key source since `since`.
     async fn usage_since(&self, user: UserId, key_source: KeySource, since: DateTime<Utc>) -> StoreResult<(i64, i64)>;
     /// When the user first used the demo allowance, if ever.

@@ -1,16 +1,13 @@
 //! The PostgreSQL backend, for scale: `KEYGATE_DATABASE_URL=postgres://...`.
 
-use crate::filter::*;
-use crate::rows::*;
-use crate::ts::Ts;
-use crate::{redact_url, Backend, StoreError, StoreResult};
-use keygate_core::*;
+use crate::sql::{Pool, SqlStore};
+use crate::{redact_url, StoreError, StoreResult};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::time::Duration;
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -18,12 +15,6 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    const BACKEND: Backend = Backend::Postgres;
-
-    fn migrator() -> &'static Migrator {
-        &MIGRATOR
-    }
-
     /// Connects to `url`. Does not migrate. Errors name the server, never the password.
     pub async fn open(url: &str) -> StoreResult<Self> {
         let options: PgConnectOptions = url
@@ -42,4 +33,8 @@ impl PostgresStore {
     }
 }
 
-crate::sql::impl_store!(PostgresStore, sqlx::Postgres);
+impl SqlStore for PostgresStore {
+    fn pool(&self) -> Pool<'_> {
+        Pool::Postgres(&self.pool)
+    }
+}

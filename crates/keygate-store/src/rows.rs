@@ -355,7 +355,7 @@ impl TryFrom<AuditRow> for AuditEvent {
 macro_rules! usage_columns {
     () => {
         "id, at, user_id, workspace_id, credential_id, key_source, provider, model, \
-     input_tokens, output_tokens, cost_nano_usd, status, latency_ms"
+     input_tokens, output_tokens, cost_nano_usd, status, latency_ms, estimated"
     };
 }
 pub(crate) use usage_columns;
@@ -375,6 +375,7 @@ pub(crate) struct UsageRow {
     cost_nano_usd: i64,
     status: i32,
     latency_ms: i64,
+    estimated: bool,
 }
 
 impl TryFrom<UsageRow> for UsageEvent {
@@ -394,6 +395,7 @@ impl TryFrom<UsageRow> for UsageEvent {
             cost_nano_usd: r.cost_nano_usd,
             status: r.status,
             latency_ms: r.latency_ms,
+            estimated: r.estimated,
         })
     }
 }

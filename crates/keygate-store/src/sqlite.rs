@@ -1,17 +1,14 @@
 //! The SQLite backend: the embedded default. One file, WAL mode, foreign keys on.
 
-use crate::filter::*;
-use crate::rows::*;
-use crate::ts::Ts;
-use crate::{Backend, StoreError, StoreResult};
-use keygate_core::*;
+use crate::sql::{Pool, SqlStore};
+use crate::{StoreError, StoreResult};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::path::Path;
 use std::time::Duration;
 
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -19,12 +16,6 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    const BACKEND: Backend = Backend::Sqlite;
-
-    fn migrator() -> &'static Migrator {
-        &MIGRATOR
-    }
-
     /// Opens (creating if missing) the database file. Does not migrate.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let options = SqliteConnectOptions::new()
@@ -62,4 +53,8 @@ fn restrict_permissions(path: &Path) {
     }
 }
 
-crate::sql::impl_store!(SqliteStore, sqlx::Sqlite);
+impl SqlStore for SqliteStore {
+    fn pool(&self) -> Pool<'_> {
+        Pool::Sqlite(&self.pool)
+    }
+}

@@ -5,6 +5,9 @@
 //! `postgres://postgres@127.0.0.1:5432/test`). When it cannot be reached, a local run
 //! prints a clear skip message and the test returns early; with `CI=true` that is a
 //! failure, never a silent pass.
+//!
+//! Not for production: compiled only with the `testdb` feature, which test suites
+//! (`[dev-dependencies]`) and the benchmark harness turn on.
 
 use crate::{redact_url, DatabaseLocation};
 use sqlx::postgres::PgConnectOptions;

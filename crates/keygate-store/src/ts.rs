@@ -1,7 +1,9 @@
 //! Timestamps as the two backends store them: native `TIMESTAMPTZ` in PostgreSQL,
 //! fixed-width RFC 3339 UTC text in SQLite (so text order is time order and range
-//! filters work). The shared SQL binds and reads [`Ts`] for both.
+//! filters work). The shared SQL binds and reads [`Ts`] for both, and asks
+//! [`utc_day_of_at`] for the one expression that differs.
 
+use crate::Backend;
 use chrono::{DateTime, Utc};
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
@@ -65,4 +67,14 @@ impl<'r> Decode<'r, Postgres> for Ts {
 
 pub(crate) fn opt(value: Option<DateTime<Utc>>) -> Option<Ts> {
     value.map(Ts)
+}
+
+/// SQL for the UTC calendar day (`YYYY-MM-DD`) of an `at` column. SQLite's text starts
+/// with it (see `SQLITE_FORMAT`); PostgreSQL formats the instant in UTC, whatever the
+/// session's time zone.
+pub(crate) const fn utc_day_of_at(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "substr(at, 1, 10)",
+        Backend::Postgres => "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    }
 }

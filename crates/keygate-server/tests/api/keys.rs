@@ -280,6 +280,68 @@ async fn the_catalog_shows_what_the_caller_has_configured(db: TestDb) {
     assert!(reply.text.find("base_url").is_none(), "provider origins are the operator's business");
 }
 
+both_backends!(concurrent_creates_keep_the_cap_and_one_key_per_provider);
+
+/// Parallel creates cannot beat the 5-key cap, and parallel creates for one provider
+/// leave exactly one active key; every refusal is problem+json with a stable code.
+async fn concurrent_creates_keep_the_cap_and_one_key_per_provider(db: TestDb) {
+    let h = std::sync::Arc::new(Harness::new(db).await);
+    let alice = h.user("racer@example.com").await;
+    let providers =
+        ["openai", "anthropic", "openrouter", "gemini", "voyage", "mapbox", "maptiler", "google_maps", "resend"];
+    let prefixes = ["sk-proj-", "sk-ant-api03-", "sk-or-v1-", "AIzaSy", "pa-", "pk.", "", "AIzaSy", "re_"];
+    let mut tasks = Vec::new();
+    for (provider, prefix) in providers.iter().zip(prefixes) {
+        let (h, token) = (h.clone(), alice.token.clone());
+        let secret = h.valid_key(prefix) + "0123456789abcdef0123456789";
+        h.canary(&secret);
+        let body = json!({"provider": provider, "secret": secret});
+        tasks.push(tokio::spawn(async move { h.post("/api/v1/keys", &token, body).await }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        let reply = task.await.unwrap();
+        match reply.status {
+            201 => created += 1,
+            409 => {
+                assert_eq!(reply.code(), "credential_limit_reached", "{}", reply.text);
+                assert_eq!(reply.headers["content-type"], "application/problem+json");
+            }
+            other => panic!("unexpected {other}: {}", reply.text),
+        }
+    }
+    let keys = h.get("/api/v1/keys", &alice.token).await;
+    let held = keys.json["keys"].as_array().unwrap().len();
+    assert_eq!((created, held), (5, 5), "{}", keys.text);
+
+    let bob = h.user("samekey@example.com").await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (h, token) = (h.clone(), bob.token.clone());
+        let body = json!({"provider": "openai", "secret": h.valid_key("sk-proj-")});
+        tasks.push(tokio::spawn(async move { h.post("/api/v1/keys", &token, body).await }));
+    }
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert!(
+            reply.status == 201 || (reply.status == 409 && reply.code() == "conflict"),
+            "{}: {}",
+            reply.status,
+            reply.text
+        );
+        assert!(!reply.text.to_ascii_lowercase().contains("constraint"), "no database text: {}", reply.text);
+    }
+    let keys = h.get("/api/v1/keys", &bob.token).await;
+    let active: Vec<_> = keys.json["keys"].as_array().unwrap().iter().filter(|k| k["status"] == "active").collect();
+    assert_eq!(active.len(), 1, "{}", keys.text);
+    h.flush().await;
+    let audit = h.store().audit_events(&Default::default()).await.unwrap();
+    for key in keys.json["keys"].as_array().unwrap() {
+        let id = key["id"].as_str().unwrap();
+        assert!(audit.iter().any(|e| e.target_id.as_deref() == Some(id)), "every stored key has its audit row: {id}");
+    }
+}
+
 fn call_request(principal: &keygate_service::Principal) -> keygate_service::gateway::CallRequest<'_> {
     keygate_service::gateway::CallRequest {
         principal,
@@ -317,10 +379,11 @@ async fn a_verdict_on_a_replaced_secret_never_lands_on_its_successor(db: TestDb)
     assert_eq!(key.json["validity"], "invalid", "{}", key.text);
 
     // A stale whole-row write (read before the replacement) is refused and changes nothing.
+    h.flush().await; // the calls' usage totals land in the background: not during the comparison
     let stored = h.store().credential(call.credential.id).await.unwrap();
     let mut stale = stored.clone();
     stale.name = "stale".into();
-    let err = h.store().update_credential(&stale, b"an older sealing").await.unwrap_err();
+    let err = h.store().update_credential(&stale, b"an older sealing", None).await.unwrap_err();
     assert!(matches!(err, keygate_store::StoreError::Changed { .. }), "{err:?}");
     assert_eq!(h.store().credential(stored.id).await.unwrap(), stored);
 }

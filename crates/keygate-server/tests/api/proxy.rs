@@ -585,6 +585,56 @@ async fn query_keys_and_oauth2_tokens_are_injected(db: TestDb) {
     assert!(calls.iter().all(|r| r.credential.as_deref().is_some_and(|c| c.starts_with("mock-access-"))));
 }
 
+both_backends!(a_stream_cut_before_its_usage_is_recorded_from_what_passed);
+
+/// The provider cuts an OpenAI stream after two content chunks, before its usage chunk:
+/// the call is recorded with the text that passed, marked estimated, never as zero.
+async fn a_stream_cut_before_its_usage_is_recorded_from_what_passed(db: TestDb) {
+    let h = Harness::new(db).await;
+    let user = h.user("cut@example.com").await;
+    h.add_key(&user, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    h.mock.configure(|c| {
+        c.fault = Some(Fault::ResetMidStream { after_chunks: 2 });
+        c.fault_times = Some(1);
+        // Paced like a model, so the chunks reach keygate before the connection resets.
+        c.chunk_interval_ms = 30;
+    });
+    let body = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hello there"}]});
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/proxy/openai/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", user.token))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(keygate_server::router(h.state.clone()), request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut relayed = String::new();
+    let mut stream = response.into_body().into_data_stream();
+    let mut broke = false;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        match chunk {
+            Ok(bytes) => relayed.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(_) => broke = true,
+        }
+    }
+    assert!(broke, "the caller sees the stream break");
+    assert!(relayed.contains("\"content\""), "text passed before the cut: {relayed}");
+    h.flush().await;
+    let events = h.store().usage_events(&Default::default()).await.unwrap();
+    let cut = events.first().expect("the cut call is metered");
+    assert!(cut.estimated, "{cut:?}");
+    assert!(cut.output_tokens > 0 && cut.input_tokens > 0, "never zero for a stream that carried text: {cut:?}");
+
+    // A stream that ends normally is recorded exactly as the provider reported it.
+    let whole = h.proxy(&user.token, "openai", "v1/chat/completions", body, &[]).await;
+    assert_eq!(whole.status, 200);
+    h.flush().await;
+    let events = h.store().usage_events(&Default::default()).await.unwrap();
+    let exact = events.iter().find(|e| e.id != cut.id).unwrap();
+    assert_eq!((exact.input_tokens, exact.output_tokens, exact.estimated), (11, 7, false), "{exact:?}");
+}
+
 both_backends!(a_key_without_a_known_shape_is_still_scrubbed_from_relayed_errors);
 
 async fn a_key_without_a_known_shape_is_still_scrubbed_from_relayed_errors(db: TestDb) {

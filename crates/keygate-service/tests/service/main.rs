@@ -269,7 +269,7 @@ async fn doctor_is_green_then_names_an_undecryptable_credential(db: TestDb) {
     let sealed = broken.sealed.clone();
     let last = broken.sealed.len() - 1;
     broken.sealed[last] ^= 0x01;
-    w.store.update_credential(&broken, &sealed).await.unwrap();
+    w.store.update_credential(&broken, &sealed, None).await.unwrap();
     let checks = doctor::run(w.store.clone(), keks).await;
     let failures: Vec<_> = checks.iter().filter(|c| c.status == Status::Fail).collect();
     assert_eq!(failures.len(), 1, "{checks:#?}");

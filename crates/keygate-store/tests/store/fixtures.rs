@@ -121,4 +121,21 @@ impl Fixture {
     pub fn operator_credential(&self, provider: &str) -> Credential {
         self.credential(CredentialScope::Operator, provider)
     }
+
+    /// An audit row by this fixture's user, with a fresh id.
+    pub fn audit_event(&self, action: &str) -> AuditEvent {
+        AuditEvent {
+            id: AuditEventId::new(),
+            at: now(),
+            actor_user_id: Some(self.user.id),
+            actor: "fixture".into(),
+            action: action.parse().unwrap(),
+            target_type: "test".into(),
+            target_id: None,
+            workspace_id: Some(self.workspace.id),
+            source_addr: None,
+            result: AuditResult::Ok,
+            detail: None,
+        }
+    }
 }

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fixtures;
+mod save_credential;
+mod usage_report;
 
 use chrono::{Duration, DurationRound, TimeDelta, Utc};
 use fixtures::*;
@@ -63,7 +65,8 @@ async fn users_are_unique_by_email_and_external_id(db: TestDb) {
     assert_eq!(store.password_hash(alice.id).await.unwrap().as_deref(), Some("$argon2id$hash"));
 
     let twin = user(Some("alice@example.com"), None);
-    assert!(store.insert_user(&twin, None).await.unwrap_err().is_conflict());
+    let err = store.insert_user(&twin, None).await.unwrap_err();
+    assert_eq!(err.to_string(), "conflict: a user with this email address already exists");
 
     let host_user = user(None, Some("host-42"));
     store.insert_user(&host_user, None).await.unwrap();
@@ -149,7 +152,12 @@ async fn credentials_keep_one_active_per_owner_and_provider(db: TestDb) {
     let first = f.user_credential("openai");
     store.insert_credential(&first).await.unwrap();
     let err = store.insert_credential(&f.user_credential("openai")).await.unwrap_err();
-    assert!(err.is_conflict(), "{err}");
+    // The message reaches API callers: it names the rule in words, never the engine's text.
+    assert!(
+        matches!(&err, keygate_store::StoreError::Conflict(what)
+            if what == "another active key for this provider exists for this owner"),
+        "{err:?}"
+    );
     // A disabled one may sit beside the active one; other providers and owners are free.
     let mut disabled = f.user_credential("openai");
     disabled.status = CredentialStatus::Disabled;
@@ -159,6 +167,16 @@ async fn credentials_keep_one_active_per_owner_and_provider(db: TestDb) {
     store.insert_credential(&f.operator_credential("openai")).await.unwrap();
     assert!(store.insert_credential(&f.operator_credential("openai")).await.unwrap_err().is_conflict());
     assert_eq!(store.credential(first.id).await.unwrap(), first);
+    let same_id = Credential { status: CredentialStatus::Disabled, ..first.clone() };
+    let err = store.insert_credential(&same_id).await.unwrap_err();
+    assert_eq!(err.to_string(), "conflict: a credential with this id already exists");
+
+    // Any other database failure keeps sqlx's error as its source.
+    let orphan = Credential { data_key_id: DataKeyId::new(), ..f.user_credential("mistral") };
+    let err = store.insert_credential(&orphan).await.unwrap_err();
+    assert!(matches!(err, keygate_store::StoreError::Database(_)), "{err:?}");
+    let source = std::error::Error::source(&err).expect("the sqlx error");
+    assert!(source.downcast_ref::<sqlx::Error>().is_some(), "{source:?}");
 }
 
 async fn credential_queries_stay_scoped_to_their_owner(db: TestDb) {
@@ -237,30 +255,36 @@ async fn credentials_update_replace_and_delete(db: TestDb) {
     c.hint = "…wxyz".into();
     c.updated_at = now() + Duration::seconds(1);
     let sealed_before = store.credential(c.id).await.unwrap().sealed;
-    store.update_credential(&c, &sealed_before).await.unwrap();
+    store.update_credential(&c, &sealed_before, None).await.unwrap();
     assert_eq!(store.credential(c.id).await.unwrap(), c);
     // Compare-and-set on the secret: an update read before the secret was replaced (here:
     // the "resealed" write above) is refused, writes nothing, and says so.
     let mut stale = c.clone();
     stale.sealed = sealed_before.clone();
     stale.name = "stale rename".into();
-    let err = store.update_credential(&stale, &sealed_before).await.unwrap_err();
+    let err = store.update_credential(&stale, &sealed_before, None).await.unwrap_err();
     assert!(matches!(err, keygate_store::StoreError::Changed { .. }), "{err:?}");
     assert_eq!(store.credential(c.id).await.unwrap(), c);
     let missing = Credential { id: CredentialId::new(), ..c.clone() };
-    assert!(store.update_credential(&missing, &c.sealed).await.unwrap_err().is_not_found());
+    assert!(store.update_credential(&missing, &c.sealed, None).await.unwrap_err().is_not_found());
 
-    let replacement = f.user_credential("openai");
-    store.replace_credential(c.id, &replacement).await.unwrap();
+    // A delete and its audit row are written together, or neither is.
+    let audit = f.audit_event("credential.delete");
+    store.delete_credential(c.id, &audit).await.unwrap();
     assert!(store.credential(c.id).await.unwrap_err().is_not_found());
-    assert_eq!(store.credential(replacement.id).await.unwrap(), replacement);
-    // A failed replace changes nothing.
-    let err = store.replace_credential(CredentialId::new(), &f.user_credential("openai")).await.unwrap_err();
-    assert!(err.is_not_found());
-    assert_eq!(store.credentials(&CredentialFilter::default()).await.unwrap(), vec![replacement.clone()]);
+    let again = store.delete_credential(c.id, &f.audit_event("credential.delete")).await.unwrap_err();
+    assert!(again.is_not_found());
+    let audited = store.audit_events(&AuditFilter::default()).await.unwrap();
+    assert_eq!(audited.iter().map(|e| e.id).collect::<Vec<_>>(), vec![audit.id], "the failed delete wrote no row");
 
-    store.delete_credential(replacement.id).await.unwrap();
-    assert!(store.delete_credential(replacement.id).await.unwrap_err().is_not_found());
+    // An update whose audit row cannot be written (a duplicate id) leaves the credential as it was.
+    let mut kept = f.user_credential("anthropic");
+    store.insert_credential(&kept).await.unwrap();
+    let before = kept.clone();
+    kept.name = "renamed with a broken audit".into();
+    let err = store.update_credential(&kept, &before.sealed, Some(&audit)).await.unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    assert_eq!(store.credential(kept.id).await.unwrap(), before);
 }
 
 async fn tokens_are_found_by_public_id_and_revoked_only_by_their_owner(db: TestDb) {
@@ -268,23 +292,28 @@ async fn tokens_are_found_by_public_id_and_revoked_only_by_their_owner(db: TestD
     let a = Fixture::new(&*store).await;
     let b = Fixture::new(&*store).await;
     let t = ApiToken { expires_at: Some(now() + Duration::days(30)), ..token("pub123", &a.user, Some(&a.workspace)) };
-    store.insert_token(&t).await.unwrap();
+    store.insert_token(&t, &a.audit_event("token.create")).await.unwrap();
     let found = |public_id: &'static str| {
         let store = store.clone();
         async move { store.token_principal(public_id).await.unwrap().map(|found| found.token) }
     };
     assert_eq!(found("pub123").await, Some(t.clone()));
     assert_eq!(found("nope").await, None);
-    assert!(store.insert_token(&ApiToken { id: TokenId::new(), ..t.clone() }).await.unwrap_err().is_conflict());
+    let again = ApiToken { id: TokenId::new(), ..t.clone() };
+    assert!(store.insert_token(&again, &a.audit_event("token.create")).await.unwrap_err().is_conflict());
     assert_eq!(store.tokens_of_user(a.user.id).await.unwrap(), vec![t.clone()]);
 
     let used = now() + Duration::seconds(3);
     store.touch_token(t.id, used).await.unwrap();
     let touched = found("pub123").await.unwrap();
     assert_eq!(touched.last_used_at, Some(used));
-    assert!(store.revoke_token(t.id, b.user.id, now()).await.unwrap_err().is_not_found());
+    assert!(store
+        .revoke_token(t.id, b.user.id, now(), &b.audit_event("token.revoke"))
+        .await
+        .unwrap_err()
+        .is_not_found());
     assert_eq!(found("pub123").await.unwrap().revoked_at, None);
-    store.revoke_token(t.id, a.user.id, now()).await.unwrap();
+    store.revoke_token(t.id, a.user.id, now(), &a.audit_event("token.revoke")).await.unwrap();
     assert!(found("pub123").await.unwrap().revoked_at.is_some());
 }
 
@@ -294,8 +323,8 @@ async fn a_tokens_principal_comes_with_its_user_and_acting_workspace(db: TestDb)
     let b = Fixture::new(&*store).await;
     let named = token("named", &a.user, Some(&a.workspace));
     let unnamed = token("unnamed", &a.user, None);
-    store.insert_token(&named).await.unwrap();
-    store.insert_token(&unnamed).await.unwrap();
+    store.insert_token(&named, &a.audit_event("token.create")).await.unwrap();
+    store.insert_token(&unnamed, &a.audit_event("token.create")).await.unwrap();
     let acting = |public_id: &'static str| {
         let store = store.clone();
         async move { store.token_principal(public_id).await.unwrap().unwrap().acting }
@@ -380,6 +409,7 @@ async fn usage_events_add_to_credential_totals(db: TestDb) {
             cost_nano_usd: 1_000,
             status: 200,
             latency_ms: 42,
+            estimated: i == 2,
         })
         .collect();
     store.insert_usage_events(&events).await.unwrap();
@@ -478,6 +508,7 @@ async fn demo_first_use_and_usage_sums(db: TestDb) {
         cost_nano_usd: 0,
         status: 200,
         latency_ms: 1,
+        estimated: false,
     };
     let events = [event(first, "operator_demo", 10), event(later, "operator_demo", 20), event(later, "platform", 40)];
     store.insert_usage_events(&events).await.unwrap();

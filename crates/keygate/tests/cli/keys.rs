@@ -49,7 +49,7 @@ async fn doctor_names_an_undecryptable_credential_by_id(db: TestDb) {
     let mut broken = store.credential(credentials[0].id).await.unwrap();
     let sealed = broken.sealed.clone();
     broken.sealed[20] ^= 0xff;
-    store.update_credential(&broken, &sealed).await.unwrap();
+    store.update_credential(&broken, &sealed, None).await.unwrap();
     store.close().await;
 
     let (ok, stdout, stderr) = run(keygate(&db, &[("KEYGATE_MASTER_KEY", KEY_A)]), &["doctor"]);

@@ -1,0 +1,222 @@
+//! Usage history: events appended in batches (each batch also moves its credentials'
+//! running totals), read back filtered, summed for the demo allowance and limits, and
+//! totalled by group for reports.
+
+use super::{db_run, Pool, USAGE_ROWS_PER_INSERT};
+use crate::filter::UsageFilter;
+use crate::rows::*;
+use crate::ts::Ts;
+use crate::{StoreResult, UsageGrouping, UsageTotals};
+use chrono::{DateTime, Utc};
+use keygate_core::*;
+use sqlx::{Encode, QueryBuilder, Type};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// The columns a usage report sums, after its key.
+const REPORT_SUMS: &str = "COUNT(*), CAST(SUM(input_tokens) AS BIGINT), CAST(SUM(output_tokens) AS BIGINT), \
+                           CAST(SUM(cost_nano_usd) AS BIGINT)";
+
+/// One group as the database returns it: its raw key, then [`REPORT_SUMS`].
+type Group<K> = (Option<K>, i64, i64, i64, i64);
+
+/// What one batch adds to one credential's totals.
+#[derive(Debug, Clone, Copy)]
+struct Added {
+    requests: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cost_nano_usd: i64,
+    last_used_at: DateTime<Utc>,
+}
+
+impl Pool<'_> {
+    pub(super) async fn insert_usage_events(self, events: &[UsageEvent]) -> StoreResult<()> {
+        // Each credential's totals move once per batch, in id order (no deadlocks between
+        // concurrent writers); events go in as multi-row inserts.
+        let mut totals: BTreeMap<Uuid, Added> = BTreeMap::new();
+        for e in events {
+            if let Some(credential) = e.credential_id {
+                let t = totals.entry(credential.as_uuid()).or_insert(Added {
+                    requests: 0,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cost_nano_usd: 0,
+                    last_used_at: e.at,
+                });
+                t.requests += 1;
+                t.input_tokens += e.input_tokens;
+                t.output_tokens += e.output_tokens;
+                t.cost_nano_usd += e.cost_nano_usd;
+                t.last_used_at = t.last_used_at.max(e.at);
+            }
+        }
+        db_run!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for chunk in events.chunks(USAGE_ROWS_PER_INSERT) {
+                let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO usage_events (", usage_columns!(), ") "));
+                q.push_values(chunk, |mut row, e| {
+                    row.push_bind(e.id.as_uuid())
+                        .push_bind(Ts(e.at))
+                        .push_bind(e.user_id.map(|u| u.as_uuid()))
+                        .push_bind(e.workspace_id.map(|w| w.as_uuid()))
+                        .push_bind(e.credential_id.map(|c| c.as_uuid()))
+                        .push_bind(e.key_source.as_str())
+                        .push_bind(&e.provider)
+                        .push_bind(&e.model)
+                        .push_bind(e.input_tokens)
+                        .push_bind(e.output_tokens)
+                        .push_bind(e.cost_nano_usd)
+                        .push_bind(e.status)
+                        .push_bind(e.latency_ms)
+                        .push_bind(e.estimated);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            for (credential, t) in &totals {
+                sqlx::query(
+                    "UPDATE credentials SET usage_requests = usage_requests + $1, \
+                     usage_input_tokens = usage_input_tokens + $2, usage_output_tokens = usage_output_tokens + $3, \
+                     usage_cost_nano_usd = usage_cost_nano_usd + $4, \
+                     last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $5 THEN $5 ELSE last_used_at END \
+                     WHERE id = $6",
+                )
+                .bind(t.requests)
+                .bind(t.input_tokens)
+                .bind(t.output_tokens)
+                .bind(t.cost_nano_usd)
+                .bind(Ts(t.last_used_at))
+                .bind(credential)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    pub(super) async fn usage_events(self, f: &UsageFilter) -> StoreResult<Vec<UsageEvent>> {
+        db_run!(self, |pool| {
+            let mut q = QueryBuilder::new(concat!("SELECT ", usage_columns!(), " FROM usage_events"));
+            push_filter(&mut q, f);
+            q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(f.limit.unwrap_or(10_000).clamp(1, 100_000));
+            let rows = q.build_query_as::<UsageRow>().fetch_all(pool).await?;
+            rows.into_iter().map(TryInto::try_into).collect()
+        })
+    }
+
+    pub(super) async fn usage_report(self, f: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<UsageTotals>> {
+        // The key is one of these constants, never caller input. Credentials are grouped
+        // by the raw column (a BLOB on SQLite) and named in Rust.
+        let key = match by {
+            UsageGrouping::Day => crate::ts::utc_day_of_at(self.backend()),
+            UsageGrouping::Provider => "provider",
+            UsageGrouping::Model => "model",
+            UsageGrouping::Credential => "credential_id",
+            UsageGrouping::Source => "key_source",
+        };
+        db_run!(self, |pool| {
+            let mut q = QueryBuilder::new("SELECT ");
+            q.push(key).push(", ").push(REPORT_SUMS).push(" FROM usage_events");
+            push_filter(&mut q, f);
+            q.push(" GROUP BY ").push(key);
+            Ok(match by {
+                UsageGrouping::Credential => {
+                    let groups: Vec<Group<Uuid>> = q.build_query_as().fetch_all(pool).await?;
+                    totals_by_key(groups, |id| id.map_or_else(|| "(none)".to_owned(), |id| id.to_string()))
+                }
+                _ => {
+                    let groups: Vec<Group<String>> = q.build_query_as().fetch_all(pool).await?;
+                    totals_by_key(groups, |key| key.unwrap_or_else(|| "(unknown)".to_owned()))
+                }
+            })
+        })
+    }
+
+    pub(super) async fn usage_since(
+        self,
+        user: UserId,
+        key_source: KeySource,
+        since: DateTime<Utc>,
+    ) -> StoreResult<(i64, i64)> {
+        db_run!(self, |pool| {
+            let row: (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), CAST(SUM(input_tokens + output_tokens) AS BIGINT) FROM usage_events \
+                 WHERE user_id = $1 AND key_source = $2 AND at >= $3",
+            )
+            .bind(user.as_uuid())
+            .bind(key_source.as_str())
+            .bind(Ts(since))
+            .fetch_one(pool)
+            .await?;
+            Ok((row.0, row.1.unwrap_or(0)))
+        })
+    }
+
+    pub(super) async fn demo_first_use(self, user: UserId) -> StoreResult<Option<DateTime<Utc>>> {
+        db_run!(self, |pool| {
+            let row: Option<(Ts,)> = sqlx::query_as("SELECT first_used_at FROM demo_first_use WHERE user_id = $1")
+                .bind(user.as_uuid())
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|(at,)| at.0))
+        })
+    }
+
+    pub(super) async fn record_demo_first_use(self, user: UserId, at: DateTime<Utc>) -> StoreResult<DateTime<Utc>> {
+        db_run!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO demo_first_use (user_id, first_used_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(user.as_uuid())
+            .bind(Ts(at))
+            .execute(pool)
+            .await?;
+        });
+        Ok(self.demo_first_use(user).await?.unwrap_or(at))
+    }
+}
+
+/// Adds `f`'s conditions (not its limit) to a query on `usage_events`, as a WHERE clause
+/// with bound values.
+fn push_filter<'a, DB: sqlx::Database>(q: &mut QueryBuilder<'a, DB>, f: &UsageFilter)
+where
+    Uuid: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    Ts: Encode<'a, DB> + Type<DB>,
+{
+    q.push(" WHERE 1 = 1");
+    if let Some(user) = f.user_id {
+        q.push(" AND user_id = ").push_bind(user.as_uuid());
+    }
+    if let Some(ws) = f.workspace_id {
+        q.push(" AND workspace_id = ").push_bind(ws.as_uuid());
+    }
+    if let Some(c) = f.credential_id {
+        q.push(" AND credential_id = ").push_bind(c.as_uuid());
+    }
+    if let Some(p) = &f.provider {
+        q.push(" AND provider = ").push_bind(p.clone());
+    }
+    if let Some(since) = f.since {
+        q.push(" AND at >= ").push_bind(Ts(since));
+    }
+    if let Some(until) = f.until {
+        q.push(" AND at < ").push_bind(Ts(until));
+    }
+}
+
+/// Names each group with `name` and orders them by name (byte order). Groups that get
+/// the same name (a model literally called `(unknown)` and events naming none) add up.
+fn totals_by_key<K>(groups: Vec<Group<K>>, name: impl Fn(Option<K>) -> String) -> Vec<UsageTotals> {
+    let mut by_key: BTreeMap<String, UsageTotals> = BTreeMap::new();
+    for (raw, requests, input_tokens, output_tokens, cost_nano_usd) in groups {
+        let key = name(raw);
+        let t = by_key.entry(key.clone()).or_insert_with(|| UsageTotals { key, ..UsageTotals::default() });
+        t.requests += requests;
+        t.input_tokens += input_tokens;
+        t.output_tokens += output_tokens;
+        t.cost_nano_usd += cost_nano_usd;
+    }
+    by_key.into_values().collect()
+}
