@@ -2,6 +2,7 @@
 //! `providers.toml` (compiled in) and adjusted by configuration (base URLs, prices).
 //! Also the rules for what a pasted credential must look like.
 
+use crate::endpoints::{BadEndpoint, Endpoint};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -99,6 +100,9 @@ pub struct Provider {
     pub key_url: Option<String>,
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    /// The calls a key the caller does not own may serve (see [`crate::endpoints`]).
+    #[serde(default)]
+    pub shared_endpoints: Vec<Endpoint>,
 }
 
 /// Why a pasted credential was refused before anything was sent anywhere.
@@ -193,6 +197,11 @@ impl Provider {
         Ok(())
     }
 
+    /// Whether a key the caller does not own may serve `method` on `path` (decoded).
+    pub fn shares(&self, method: &str, path: &str) -> bool {
+        self.shared_endpoints.iter().any(|e| e.matches(method, path))
+    }
+
     /// Estimated cost of a call in billionths of a dollar; 0 for unpriced models.
     pub fn cost_nano_usd(&self, model: &str, input_tokens: i64, output_tokens: i64) -> i64 {
         let Some([input, output]) = self.prices.get(model) else {
@@ -221,6 +230,8 @@ pub enum CatalogError {
     Unknown(String),
     #[error("provider `{id}`: base URL `{url}` must be an http(s) origin like https://api.example.com")]
     BadBaseUrl { id: String, url: String },
+    #[error("provider `{id}`: {problem}")]
+    BadEndpoint { id: String, problem: String },
 }
 
 /// Every provider keygate knows, in catalog order. Providers are shared (`Arc`), so a
@@ -273,6 +284,19 @@ impl Catalog {
         check_base_url(id, url)?;
         let provider = self.get_mut(id)?;
         provider.base_url = url.trim_end_matches('/').to_owned();
+        Ok(())
+    }
+
+    /// Adds shared endpoints (`METHOD /pattern`) to a provider's list: a deployment may
+    /// widen what keys the caller does not own may serve.
+    pub fn add_shared_endpoints(&mut self, id: &str, endpoints: &[String]) -> Result<(), CatalogError> {
+        let parsed = endpoints
+            .iter()
+            .map(|e| Endpoint::parse(e))
+            .collect::<Result<Vec<_>, BadEndpoint>>()
+            .map_err(|e| CatalogError::BadEndpoint { id: id.into(), problem: e.to_string() })?;
+        let provider = self.get_mut(id)?;
+        provider.shared_endpoints.extend(parsed);
         Ok(())
     }
 

@@ -5,9 +5,11 @@
 //! or a key; it is what the store saves and what the services reason about.
 
 pub mod catalog;
+pub mod endpoints;
 pub mod ids;
 pub mod model;
 pub mod policy;
+pub mod proxypath;
 pub mod resolution;
 pub mod usage;
 

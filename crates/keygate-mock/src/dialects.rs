@@ -84,16 +84,19 @@ pub(crate) fn answer(
     request: &Value,
 ) -> Response {
     let model = request.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_owned();
-    // Like a real provider, never report more output than `max_tokens` allows.
-    let cap = ["max_tokens", "max_completion_tokens"].iter().find_map(|k| request.get(*k).and_then(Value::as_u64));
-    let capped;
-    let config = match cap {
-        Some(cap) if cap < config.output_tokens => {
-            capped = MockConfig { output_tokens: cap, ..config.clone() };
-            &capped
-        }
-        _ => config,
-    };
+    // Like a real provider, never report more output per choice than the request's
+    // maximum allows (in whichever field its dialect names it), and count every choice.
+    let cap = ["/max_tokens", "/max_completion_tokens", "/max_output_tokens", "/generationConfig/maxOutputTokens"]
+        .iter()
+        .find_map(|k| request.pointer(k).and_then(Value::as_u64));
+    let choices = ["/n", "/generationConfig/candidateCount"]
+        .iter()
+        .find_map(|k| request.pointer(k).and_then(Value::as_u64))
+        .unwrap_or(1)
+        .max(1);
+    let per_choice = cap.map_or(config.output_tokens, |cap| cap.min(config.output_tokens));
+    let capped = MockConfig { output_tokens: per_choice * choices, ..config.clone() };
+    let config = &capped;
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let id = shared.next_id();
     match (method.as_str(), path, dialect) {

@@ -228,6 +228,9 @@ pub struct ProviderInfo {
     pub validated_live: bool,
     /// Which of your scopes hold an active key for it: `user`, `workspace`.
     pub configured: Vec<String>,
+    /// The calls a key you do not own (a workspace's, the operator's) may serve, as
+    /// `METHOD /path` patterns; your own key serves any call.
+    pub shared_endpoints: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

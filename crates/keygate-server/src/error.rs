@@ -77,6 +77,7 @@ impl From<ServiceError> for ApiError {
                 );
             }
             ServiceError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ServiceError::EndpointNotAllowed(_) => StatusCode::FORBIDDEN,
             ServiceError::UpstreamAuthFailed(_) => StatusCode::BAD_GATEWAY,
             ServiceError::MasterKeyMismatch(_)
             | ServiceError::MasterKeyStillInUse(_)

@@ -33,4 +33,5 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+pub use proxy::BodyBudget;
 pub use serve::{effective_max_connections, raise_fd_limit, serve, ConnectionLimits};

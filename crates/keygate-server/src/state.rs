@@ -1,17 +1,29 @@
 //! What every handler can reach. Cheap to clone: everything inside is shared.
 
 use crate::metrics::Metrics;
+use crate::proxy::BodyBudget;
 use keygate_service::Services;
 use std::sync::Arc;
+
+/// Memory all buffered proxied request bodies may hold at once, by default.
+pub const DEFAULT_BODY_BUDGET: usize = 256 << 20;
 
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub services: Arc<Services>,
     pub metrics: Arc<Metrics>,
+    /// Bounds the memory buffered request bodies hold (over it: 503 `overloaded`).
+    pub body_budget: BodyBudget,
 }
 
 impl AppState {
     pub fn new(services: Arc<Services>) -> Self {
-        Self { services, metrics: Arc::new(Metrics::default()) }
+        Self { services, metrics: Arc::new(Metrics::default()), body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET) }
+    }
+
+    /// With another budget for buffered request bodies, in bytes.
+    pub fn with_body_budget(mut self, bytes: usize) -> Self {
+        self.body_budget = BodyBudget::new(bytes);
+        self
     }
 }

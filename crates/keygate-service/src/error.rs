@@ -45,6 +45,8 @@ pub enum ServiceError {
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]
+    EndpointNotAllowed(String),
+    #[error("{0}")]
     UpstreamAuthFailed(String),
     #[error("the database cannot be reached: {0}")]
     DatabaseUnreachable(String),
@@ -78,6 +80,7 @@ impl ServiceError {
             Self::Undecryptable { .. } => "credential_undecryptable",
             Self::WorkspaceInactive { .. } => "workspace_inactive",
             Self::NotImplemented(_) => "not_implemented",
+            Self::EndpointNotAllowed(_) => "endpoint_not_allowed",
             Self::UpstreamAuthFailed(_) => "upstream_auth_failed",
             Self::DatabaseUnreachable(_) => "database_unreachable",
             Self::Interrupted(_) => "interrupted",

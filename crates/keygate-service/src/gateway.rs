@@ -20,29 +20,53 @@ use reqwest::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Output tokens assumed for a demo call that names no maximum.
-const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
-const MAX_OUTPUT_ESTIMATE: u64 = 32_768;
+/// Input tokens assumed per image a request carries (a large image costs providers
+/// about 1,600 tokens).
+const TOKENS_PER_IMAGE: u64 = 1_600;
 
-/// A call the proxy wants to make, as the gateway judges it.
+/// A call the proxy wants to make, before its body is read: enough to decide who pays
+/// and whether the call may go out at all.
 #[derive(Debug, Clone, Copy)]
 pub struct CallRequest<'a> {
     pub principal: &'a Principal,
     pub provider: &'a str,
+    /// The HTTP method and the provider path (percent-decoded), for the shared-endpoint
+    /// rule.
+    pub method: &'a str,
+    pub path: &'a str,
     pub policy: PaymentPolicy,
-    /// The request body's size in bytes (its input, roughly).
-    pub body_len: usize,
-    /// The most output tokens the request allows, if it names a maximum.
-    pub max_output_tokens: Option<u64>,
 }
 
-impl CallRequest<'_> {
-    /// Tokens to reserve for the call: its input (bytes/3 errs on the side of reserving
-    /// too much) and its output maximum.
-    fn estimate(&self) -> u64 {
-        let output = self.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE).min(MAX_OUTPUT_ESTIMATE);
-        (self.body_len as u64) / 3 + output
+/// What a call's body says about its cost, for its reservation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallSize {
+    /// The request body's size in bytes (its input, roughly).
+    pub body_len: usize,
+    /// Images the request carries (each costs input tokens its bytes do not show).
+    pub images: u64,
+    /// Whether the call generates output (chat, messages, generateContent) rather than,
+    /// say, embeddings.
+    pub generates: bool,
+    /// The most output tokens per choice the request allows, if it names a maximum.
+    pub max_output_tokens: Option<u64>,
+    /// How many choices it asks for (`n`, `candidateCount`); 1 when it names none.
+    pub choices: u64,
+}
+
+impl CallSize {
+    /// Tokens the call's input may cost: bytes/3 errs on the side of too many.
+    fn input_estimate(&self) -> u64 {
+        (self.body_len as u64).div_ceil(3) + self.images * TOKENS_PER_IMAGE
     }
+}
+
+/// Who pays for a call, decided before its body is read.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub principal: Principal,
+    pub provider: Arc<Provider>,
+    pub source: KeySource,
+    pub credential: Credential,
 }
 
 /// How limits admitted a call.
@@ -62,6 +86,9 @@ pub struct Admitted {
     pub source: KeySource,
     pub credential: Credential,
     pub admission: Admission,
+    /// The demo allowance cannot cover the output the request allows (or it names no
+    /// maximum): the call must go out with its maximum output per choice set to this.
+    pub output_cap: Option<u64>,
 }
 
 /// The dry run's answer.
@@ -117,10 +144,10 @@ impl Services {
         Ok(Explanation { provider: provider.id.clone(), chosen, skipped: decision.skipped, model })
     }
 
-    /// Resolves the credential for a call and admits it under the limits, reserving the
-    /// call's worst case of demo tokens if the demo allowance pays. Nothing is reserved
-    /// or started for a call that cannot go out.
-    pub async fn admit(&self, request: CallRequest<'_>) -> ServiceResult<Admitted> {
+    /// Decides who pays for a call, before its body is read: the caller's scope, the
+    /// workspace's status, the resolution chain and the shared-endpoint rule. Nothing is
+    /// reserved yet, so a call refused here costs nothing and its body is never buffered.
+    pub async fn resolve_call(&self, request: CallRequest<'_>) -> ServiceResult<Resolved> {
         let CallRequest { principal, policy, .. } = request;
         principal.require_scope(Scope::Proxy)?;
         if !principal.workspace.status.allows_use() {
@@ -133,14 +160,38 @@ impl Services {
                 provider.name
             )));
         }
-        let estimate = request.estimate();
         let set = self.candidates(principal, &provider.id).await?;
         let facts = self.facts(principal).await?;
         let decision = resolution::resolve(set.candidates(), facts, policy);
         let Some((source, credential)) = decision.chosen else {
             return Err(no_credential(&provider, &set, facts, &decision.skipped));
         };
+        // A key the caller does not own serves only the provider's shared endpoints:
+        // never its key, account or billing management.
+        if source != KeySource::User && !provider.shares(request.method, request.path) {
+            return Err(ServiceError::EndpointNotAllowed(format!(
+                "{} `{} /{}` is not one of {}'s shared endpoints, so the {} key that would serve it cannot be used \
+                 for it; use your own {} key for this call (POST /api/v1/keys)",
+                provider.name,
+                request.method,
+                request.path.trim_start_matches('/'),
+                provider.name,
+                source_label(source),
+                provider.name
+            )));
+        }
         let credential = credential.clone();
+        Ok(Resolved { principal: principal.clone(), provider, source, credential })
+    }
+
+    /// Admits a resolved call under the limits. On the demo allowance it reserves the
+    /// worst case the request allows (its input, and `choices` × its output maximum); a
+    /// request that names no maximum, or more than is left, is admitted with its maximum
+    /// capped to what is left (`Admitted::output_cap`), so the allowance is never
+    /// overspent, however many calls run at once.
+    pub async fn admit(&self, resolved: Resolved, size: CallSize) -> ServiceResult<Admitted> {
+        let Resolved { principal, provider, source, credential } = resolved;
+        let mut output_cap = None;
         let admission = match source {
             KeySource::User | KeySource::Workspace => Admission::Unmetered,
             KeySource::OperatorDemo => {
@@ -148,7 +199,17 @@ impl Services {
                 let day = now().date_naive();
                 self.seed_demo(user).await?;
                 let limit = self.policy().demo.tokens_per_day;
-                let reservation = self.limiter.reserve_tokens(user, day, limit, estimate.max(1)).map_err(refusal)?;
+                let input = size.input_estimate().max(1);
+                let choices = size.choices.max(1);
+                let (at_least, at_most) = match (size.generates, size.max_output_tokens) {
+                    (false, _) => (input, input),
+                    (true, Some(max)) => (input + choices, input + choices.saturating_mul(max.max(1))),
+                    (true, None) => (input + choices, u64::MAX),
+                };
+                let reservation = self.limiter.reserve_tokens(user, day, limit, at_least, at_most).map_err(refusal)?;
+                if size.generates && reservation.tokens < at_most {
+                    output_cap = Some(((reservation.tokens - input) / choices).max(1));
+                }
                 self.note_demo_use(user).await?;
                 Admission::Demo(reservation)
             }
@@ -165,7 +226,7 @@ impl Services {
                 Admission::Platform(admission)
             }
         };
-        Ok(Admitted { principal: principal.clone(), provider, source, credential, admission })
+        Ok(Admitted { principal, provider, source, credential, admission, output_cap })
     }
 
     /// Settles limits and records usage for a finished (or abandoned) call.
@@ -255,7 +316,8 @@ impl Services {
         Ok(UsageReport { group_by, rows, total })
     }
 
-    /// The provider said the customer's key is bad: mark it, so the next call falls back.
+    /// The provider refused a customer's key during a call: if keygate's own probe
+    /// confirms it, mark it invalid so the next call falls back.
     pub async fn mark_rejected(&self, call: &Admitted, status: u16) {
         if !call.source.customer_paid() {
             tracing::warn!(provider = %call.provider.id, status, source = %call.source, "the provider rejected an operator key");
@@ -267,9 +329,23 @@ impl Services {
         if credential.sealed != call.credential.sealed || credential.validity == Validity::Invalid {
             return; // replaced, or already marked (concurrent calls with the same bad key): no write, no flush
         }
+        // The caller shaped the request (a smuggled parameter, a wrong path) and could make
+        // the provider refuse a good key: only keygate's own probe decides.
+        let Ok(secret) = self.vault.open_credential(&call.credential).await else { return };
+        let verdict = crate::validation::probe(&self.http, &call.provider, &secret).await;
+        drop(secret);
+        if verdict.validity != Validity::Invalid {
+            tracing::info!(
+                provider = %call.provider.id,
+                status,
+                "the provider refused a call, but keygate's own probe did not confirm the key is bad: it stays in use"
+            );
+            return;
+        }
         credential.validity = Validity::Invalid;
         credential.validity_detail = Some(format!(
-            "{} rejected the key (HTTP {status}) during a call: it may have been rotated or revoked. Replace it.",
+            "{} rejected the key (HTTP {status}) during a call, and again when keygate checked it: it may have been \
+             rotated or revoked. Replace it.",
             call.provider.name
         ));
         credential.validity_checked_at = Some(now());
@@ -395,6 +471,16 @@ impl Services {
     }
 }
 
+/// A key source as a person reads it.
+fn source_label(source: KeySource) -> &'static str {
+    match source {
+        KeySource::User => "your",
+        KeySource::Workspace => "workspace's shared",
+        KeySource::OperatorDemo => "operator's demo",
+        KeySource::Platform => "platform's",
+    }
+}
+
 fn refusal(r: Refusal) -> ServiceError {
     match r {
         Refusal::QuotaExhausted { remaining, retry_after_secs } => ServiceError::QuotaExhausted {
@@ -425,6 +511,20 @@ fn no_credential(
             "your plan does not include bring-your-own-key, so your {} key is stored but not used; upgrade your plan to use it",
             provider.name
         ));
+    }
+    // The demo allowance would serve this caller but is spent for today: that is a quota,
+    // not a missing key, and it comes back at midnight UTC.
+    let demo_window_open = facts.demo_days_used.is_none_or(|d| d < facts.demo_days);
+    if set.operator_shared.is_some()
+        && set.own.is_none()
+        && facts.demo_enabled
+        && demo_window_open
+        && facts.demo_tokens_left == 0
+    {
+        return refusal(Refusal::QuotaExhausted {
+            remaining: 0,
+            retry_after_secs: crate::limits::seconds_to_midnight(now()),
+        });
     }
     let reasons: Vec<String> = skipped.iter().map(|(s, why)| format!("{s}: {why}")).collect();
     ServiceError::NoCredential(format!(

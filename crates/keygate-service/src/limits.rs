@@ -1,10 +1,10 @@
 //! Admission control. Two kinds of limit, both check-and-reserve in one step:
 //!
 //! - the **demo allowance**: tokens per user per UTC day on operator-shared keys. A call
-//!   reserves an estimate up front (input size plus its capped `max_tokens`), is admitted
-//!   only if the reservation fits, and settles to the provider's real count afterwards
-//!   (or is refunded if it fails), so concurrent calls can never overspend the day by
-//!   more than one reservation's estimation error;
+//!   reserves its worst case up front (its input and everything it may generate), capped
+//!   to what is left of the day (the call then goes out with its output maximum lowered
+//!   to fit), and settles to the provider's real count afterwards (or is refunded if it
+//!   fails), so concurrent calls can never overspend the day;
 //! - **tier rate limits** on platform keys: requests per minute and per day.
 //!
 //! [`Limiter`] is the seam; [`InProcessLimiter`] keeps counters in memory (one process).
@@ -51,13 +51,16 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     fn tokens_seeded(&self, user: UserId, day: NaiveDate) -> bool;
     /// Loads a day's demo usage recorded before this process saw it (no-op if loaded).
     fn seed_tokens(&self, user: UserId, day: NaiveDate, used: u64);
-    /// Reserves `estimate` tokens if they fit under `limit` today.
+    /// Reserves as many tokens as fit under `limit` today, up to `at_most`, if at least
+    /// `at_least` fit; in one step, so concurrent calls never reserve more than the day
+    /// has.
     fn reserve_tokens(
         &self,
         user: UserId,
         day: NaiveDate,
         limit: u64,
-        estimate: u64,
+        at_least: u64,
+        at_most: u64,
     ) -> Result<TokenReservation, Refusal>;
     /// Replaces a reservation with what was really used (0 refunds it).
     fn settle_tokens(&self, reservation: &TokenReservation, actual: u64);
@@ -97,7 +100,8 @@ pub struct InProcessLimiter {
     counters: Mutex<Counters>,
 }
 
-fn seconds_to_midnight(now: DateTime<Utc>) -> u64 {
+/// Seconds until the next UTC midnight (when demo allowances reset), at least 1.
+pub(crate) fn seconds_to_midnight(now: DateTime<Utc>) -> u64 {
     u64::from(86_400 - now.num_seconds_from_midnight()).max(1)
 }
 
@@ -131,7 +135,8 @@ impl Limiter for InProcessLimiter {
         user: UserId,
         day: NaiveDate,
         limit: u64,
-        estimate: u64,
+        at_least: u64,
+        at_most: u64,
     ) -> Result<TokenReservation, Refusal> {
         let now = Utc::now();
         self.with(|c| {
@@ -142,11 +147,12 @@ impl Limiter for InProcessLimiter {
             }
             let used = c.tokens.entry((user, day)).or_insert(0);
             let remaining = limit.saturating_sub(*used);
-            if estimate > remaining || remaining == 0 {
+            if at_least > remaining || remaining == 0 {
                 return Err(Refusal::QuotaExhausted { remaining, retry_after_secs: seconds_to_midnight(now) });
             }
-            *used += estimate;
-            Ok(TokenReservation { user, day, tokens: estimate, remaining: remaining - estimate })
+            let tokens = at_most.max(at_least).min(remaining);
+            *used += tokens;
+            Ok(TokenReservation { user, day, tokens, remaining: remaining - tokens })
         })
     }
 
@@ -240,14 +246,29 @@ mod tests {
     fn reservations_never_overspend_and_settle_to_the_real_count() {
         let l = InProcessLimiter::default();
         let (u, day) = (UserId::new(), Utc::now().date_naive());
-        let r = l.reserve_tokens(u, day, 1000, 600).unwrap();
+        let r = l.reserve_tokens(u, day, 1000, 600, 600).unwrap();
         assert_eq!(r.remaining, 400);
-        assert!(matches!(l.reserve_tokens(u, day, 1000, 600), Err(Refusal::QuotaExhausted { remaining: 400, .. })));
+        assert!(matches!(
+            l.reserve_tokens(u, day, 1000, 600, 600),
+            Err(Refusal::QuotaExhausted { remaining: 400, .. })
+        ));
         l.settle_tokens(&r, 100);
         assert_eq!(l.tokens_used(u, day), 100);
-        let r2 = l.reserve_tokens(u, day, 1000, 600).unwrap();
+        let r2 = l.reserve_tokens(u, day, 1000, 600, 600).unwrap();
         l.settle_tokens(&r2, 0);
         assert_eq!(l.tokens_used(u, day), 100, "a failed call is refunded");
+    }
+
+    #[test]
+    fn a_reservation_is_capped_to_what_is_left() {
+        let l = InProcessLimiter::default();
+        let (u, day) = (UserId::new(), Utc::now().date_naive());
+        let all = l.reserve_tokens(u, day, 1000, 10, u64::MAX).unwrap();
+        assert_eq!((all.tokens, all.remaining), (1000, 0), "no maximum: what is left");
+        l.settle_tokens(&all, 700);
+        let capped = l.reserve_tokens(u, day, 1000, 10, 5000).unwrap();
+        assert_eq!(capped.tokens, 300, "more than is left: capped");
+        assert!(l.reserve_tokens(u, day, 1000, 1, 1).is_err(), "nothing left");
     }
 
     #[test]
@@ -257,7 +278,7 @@ mod tests {
         let handles: Vec<_> = (0..100)
             .map(|_| {
                 let l = l.clone();
-                std::thread::spawn(move || l.reserve_tokens(u, day, 10_000, 300).is_ok())
+                std::thread::spawn(move || l.reserve_tokens(u, day, 10_000, 300, 300).is_ok())
             })
             .collect();
         let admitted = handles.into_iter().map(|h| h.join().unwrap_or(false)).filter(|ok| *ok).count();

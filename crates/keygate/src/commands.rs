@@ -150,7 +150,8 @@ async fn services(
 async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let (store, keks) = start(config).await?;
     let services = Arc::new(services(config, store.clone(), keks).await?);
-    let app = keygate_server::router(AppState::new(services.clone()));
+    let budget = usize::try_from(config.body_budget_mb.value).unwrap_or(usize::MAX).saturating_mul(1 << 20);
+    let app = keygate_server::router(AppState::new(services.clone()).with_body_budget(budget));
     // Changes made through other replicas reach this one's caches within a poll.
     let watch = services.watch_changes(keygate_service::cache::CHANGE_POLL);
     let addr = config.listen.value;

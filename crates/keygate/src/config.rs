@@ -93,6 +93,8 @@ pub struct Config {
     pub jwt_jwks: Option<Sourced<String>>,
     /// Provider id → base URL override.
     pub provider_base_urls: BTreeMap<String, Sourced<String>>,
+    /// Provider id → shared endpoints added by the configuration file.
+    pub shared_endpoints: BTreeMap<String, Sourced<Vec<String>>>,
     pub validation_timeout: Sourced<Duration>,
     /// Request headers must arrive within this (also an idle keep-alive connection's life).
     pub header_timeout: Sourced<Duration>,
@@ -100,6 +102,8 @@ pub struct Config {
     pub body_timeout: Sourced<Duration>,
     /// Open client connections at most.
     pub max_connections: Sourced<u64>,
+    /// Memory all buffered proxied request bodies may hold at once, in MiB.
+    pub body_budget_mb: Sourced<u64>,
 }
 
 /// What the TOML file may contain. Unknown keys are errors.
@@ -118,6 +122,7 @@ struct FileConfig {
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     max_connections: Option<u64>,
+    body_budget_mb: Option<u64>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderOverride>,
 }
@@ -126,6 +131,9 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct ProviderOverride {
     base_url: Option<String>,
+    /// Added to the provider's shared endpoints (`METHOD /pattern`).
+    #[serde(default)]
+    shared_endpoints: Vec<String>,
 }
 
 /// Flags that override everything else.
@@ -238,13 +246,18 @@ impl Config {
         )?);
         let max_connections =
             number("max_connections", "KEYGATE_MAX_CONNECTIONS", file.max_connections, 4_096, 1..=1_000_000)?;
+        let body_budget_mb = number("body_budget_mb", "KEYGATE_BODY_BUDGET_MB", file.body_budget_mb, 256, 1..=65_536)?;
 
         // Provider base URLs: the file's [providers.<id>] tables, then KEYGATE_PROVIDER_<ID>_BASE_URL.
         let builtin = Catalog::builtin().context("the built-in provider catalog")?;
         let mut provider_base_urls = BTreeMap::new();
+        let mut shared_endpoints = BTreeMap::new();
         for (id, over) in file.providers {
             if builtin.get(&id).is_none() {
                 bail!("providers.{id} (from {file_source}): `{id}` is not a provider");
+            }
+            if !over.shared_endpoints.is_empty() {
+                shared_endpoints.insert(id.clone(), Sourced::new(over.shared_endpoints, file_source.clone()));
             }
             if let Some(url) = over.base_url {
                 provider_base_urls.insert(id, Sourced::new(url, file_source.clone()));
@@ -270,10 +283,12 @@ impl Config {
             jwt_hs256_secret,
             jwt_jwks,
             provider_base_urls,
+            shared_endpoints,
             validation_timeout,
             header_timeout,
             body_timeout,
             max_connections,
+            body_budget_mb,
         })
     }
 
@@ -284,6 +299,11 @@ impl Config {
             catalog
                 .set_base_url(id, url.value.trim())
                 .with_context(|| format!("providers.{id}.base_url (from {})", url.source))?;
+        }
+        for (id, endpoints) in &self.shared_endpoints {
+            catalog
+                .add_shared_endpoints(id, &endpoints.value)
+                .with_context(|| format!("providers.{id}.shared_endpoints (from {})", endpoints.source))?;
         }
         Ok(catalog)
     }
@@ -339,6 +359,7 @@ impl Config {
         lines.push(line("header_timeout_ms", &ms(&self.header_timeout), &self.header_timeout.source));
         lines.push(line("body_timeout_ms", &ms(&self.body_timeout), &self.body_timeout.source));
         lines.push(line("max_connections", &self.max_connections.value.to_string(), &self.max_connections.source));
+        lines.push(line("body_budget_mb", &self.body_budget_mb.value.to_string(), &self.body_budget_mb.source));
         for (id, url) in &self.provider_base_urls {
             lines.push(line(&format!("providers.{id}.base_url"), &url.value, &url.source));
         }

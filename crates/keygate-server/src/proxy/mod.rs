@@ -7,13 +7,17 @@
 //! One call reads top to bottom through four stages, entering the service twice (admit,
 //! finish):
 //!
-//! 1. [`request`]: authenticate, parse, read and peek the body;
-//! 2. admit: [`Services::admit`](keygate_service::Services::admit) decides who pays and
-//!    whether limits allow it;
-//! 3. [`upstream`]: build the outbound request, inject the credential, send;
-//! 4. [`relay`]: relay the answer, buffered or streamed ([`sse`]); [`settle`]'s guard
+//! 1. [`request`]: authenticate, check the path, read the payment policy;
+//! 2. resolve: [`Services::resolve_call`](keygate_service::Services::resolve_call) decides
+//!    who pays, before the body is read (a refused call is never buffered);
+//! 3. [`body`]: read the body within the memory budget, peek at it, and
+//!    [`Services::admit`](keygate_service::Services::admit) it under the limits
+//!    (a demo call may come back with its output maximum capped);
+//! 4. [`upstream`]: build the outbound request, inject the credential, send;
+//! 5. [`relay`]: relay the answer, buffered or streamed ([`sse`]); [`settle`]'s guard
 //!    calls `Services::finish` exactly once.
 
+mod body;
 mod relay;
 mod request;
 mod settle;
@@ -27,6 +31,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keygate_core::usage::Dialect;
 use settle::Finish;
+
+pub use body::BodyBudget;
 use std::time::Instant;
 
 pub(crate) async fn proxy(
@@ -34,28 +40,50 @@ pub(crate) async fn proxy(
     path: Result<Path<(String, String)>, PathRejection>,
     request: Request,
 ) -> Response {
-    let Ok(Path((provider, path))) = path else {
+    let Ok(Path((provider, _))) = path else {
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the request path is not valid UTF-8")
             .into_response();
     };
-    call(&state, provider, path, request).await.unwrap_or_else(IntoResponse::into_response)
+    call(&state, provider, request).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 #[tracing::instrument(skip_all, fields(provider = %provider))]
-async fn call(state: &AppState, provider: String, path: String, request: Request) -> Result<Response, ApiError> {
+async fn call(state: &AppState, provider: String, request: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let incoming = request::read(state, provider, path, request).await?;
-    let admitted = state.services.admit(incoming.call_request()).await?;
-
-    // Ask OpenAI-style streams for their usage; hide that extra chunk from a caller who
-    // did not ask. Only then is the body parsed whole and rewritten.
-    let wants_usage_chunk = incoming.dialect == Dialect::OpenAi && incoming.stream && !incoming.include_usage;
-    let (body, strip_usage_chunk) =
-        if wants_usage_chunk { upstream::ask_for_usage(incoming.body.clone()) } else { (incoming.body.clone(), false) };
+    let (incoming, body) = request::read(state, provider, request).await?;
+    let resolved = state.services.resolve_call(incoming.call_request()).await?;
+    let buffered = body::read(body, &incoming.headers, &state.body_budget).await?;
+    let peek = body::Peek::of(&buffered.bytes);
+    let size = peek.size(&buffered.bytes, incoming.path.decoded());
+    let model = incoming.model(peek.model.as_deref());
+    let (stream, include_usage) = (peek.stream == Some(true), peek.include_usage());
+    let admitted = state.services.admit(resolved, size).await?;
+    let output_cap = admitted.output_cap;
 
     // From here on the call settles exactly once, even if the caller goes away mid-way.
-    let mut finish =
-        Finish::new(state.services.clone(), admitted, incoming.model.clone(), incoming.body.len(), started);
+    let mut finish = Finish::new(state.services.clone(), admitted, model, buffered.bytes.len(), started);
+    let mut body = buffered.bytes.clone();
+    if let Some(cap) = output_cap {
+        let (capped, ok) = body::cap_output(body, incoming.dialect, &incoming.provider, incoming.path.decoded(), cap);
+        if !ok {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "the demo allowance can only serve this call with its output maximum lowered, and its body is not a \
+                 JSON object keygate can set it in",
+            ));
+        }
+        body = capped;
+    }
+    // Ask OpenAI-style streams for their usage; hide that extra chunk from a caller who
+    // did not ask.
+    let strip_usage_chunk = if incoming.dialect == Dialect::OpenAi && stream && !include_usage {
+        let (asked, ok) = body::ask_for_usage(body);
+        body = asked;
+        ok
+    } else {
+        false
+    };
     let sent_at = Instant::now();
     let sent = match upstream::send(state, &finish.call, &incoming, body, started).await {
         Ok(sent) => sent,
@@ -65,6 +93,12 @@ async fn call(state: &AppState, provider: String, path: String, request: Request
             return Err(e);
         }
     };
+    drop(buffered); // the body is on its way: its share of the memory budget goes back
     state.metrics.upstream_latency(&finish.call.provider.id, sent_at.elapsed());
-    relay::answer(state, finish, sent, incoming.dialect, strip_usage_chunk).await
+    let mut reply = relay::answer(state, finish, sent, incoming.dialect, strip_usage_chunk).await?;
+    if let Some(cap) = output_cap {
+        let (name, value) = body::cap_header(cap);
+        reply.headers_mut().insert(name, value);
+    }
+    Ok(reply)
 }

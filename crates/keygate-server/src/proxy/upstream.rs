@@ -13,30 +13,46 @@ use crate::{ApiError, AppState};
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keygate_core::catalog::Injection;
+use keygate_core::proxypath::query_without;
+use keygate_core::resolution::KeySource;
 use keygate_service::gateway::Admitted;
 use keygate_service::ServiceError;
 use keygate_vault::SecretText;
-use serde_json::Value;
 use std::time::Instant;
 
-/// Request headers never forwarded: hop-by-hop, the caller's credentials, keygate's own.
+/// Request headers never forwarded: the caller's credentials, hop-by-hop headers,
+/// where the request came from, and what the client stack sets itself.
 const DROPPED_REQUEST_HEADERS: &[&str] = &[
-    "host",
+    // credentials, in every spelling providers accept
     "authorization",
+    "proxy-authorization",
     "x-api-key",
+    "api-key",
     "x-goog-api-key",
+    "x-auth-token",
+    "authentication",
+    "cookie",
+    // hop-by-hop
     "connection",
     "keep-alive",
-    "proxy-authorization",
     "proxy-connection",
     "te",
     "trailer",
     "transfer-encoding",
     "upgrade",
+    // where the request came from
+    "forwarded",
+    "x-real-ip",
+    "via",
+    // set by the outbound client
+    "host",
     "content-length",
     "accept-encoding",
-    "cookie",
 ];
+
+/// Headers that pick an account or project on the provider's side: only the key's owner
+/// may choose them.
+const OWNER_ONLY_HEADERS: &[&str] = &["openai-organization", "openai-project"];
 
 /// What came back, with the value that went on the wire.
 pub(super) struct Sent {
@@ -61,15 +77,13 @@ pub(super) async fn send(
             "the stored key cannot be decrypted: add it again",
         )
     })?;
-    let mut pairs: Vec<(String, String)> = incoming
-        .query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').map_or_else(|| (p.to_owned(), String::new()), |(k, v)| (k.to_owned(), v.to_owned())))
-        .collect();
-    let mut headers = forwarded_headers(&incoming.headers);
+    let query = incoming.query.as_deref().unwrap_or("");
+    let mut pairs = match &provider.inject {
+        // Compared by decoded name: `?k%65y=` cannot ride along next to the injected `key`.
+        Injection::Query { name } => query_without(query, name),
+        _ => query_without(query, ""),
+    };
+    let mut headers = forwarded_headers(&incoming.headers, call.source == KeySource::User);
     for (name, value) in &provider.headers {
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             headers.entry(name).or_insert(value);
@@ -87,7 +101,6 @@ pub(super) async fn send(
             secret
         }
         Injection::Query { name } => {
-            pairs.retain(|(k, _)| k != name);
             pairs.push((name.clone(), percent_encode(secret.expose())));
             secret
         }
@@ -107,7 +120,7 @@ pub(super) async fn send(
     let query: Vec<String> =
         pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
     let upstreams = services.upstreams();
-    let url = upstreams.url(provider, &incoming.path, &query.join("&"))?;
+    let url = upstreams.url(provider, incoming.path.raw(), &query.join("&"))?;
     let method = reqwest::Method::from_bytes(incoming.method.as_str().as_bytes())
         .map_err(|_| ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "unsupported method"))?;
     let request = upstreams.client(provider)?.request(method, url).headers(headers).body(body);
@@ -130,15 +143,29 @@ pub(super) async fn send(
     Ok(Sent { response, injected })
 }
 
-/// The caller's headers that go on to the provider.
-fn forwarded_headers(incoming: &HeaderMap) -> HeaderMap {
+/// The caller's headers that go on to the provider. `owner`: the call uses the
+/// caller's own key.
+fn forwarded_headers(incoming: &HeaderMap, owner: bool) -> HeaderMap {
+    // Headers the caller named in `Connection` are hop-by-hop too.
+    let named: Vec<String> = incoming
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
     let mut headers = HeaderMap::with_capacity(incoming.len() + 2);
     for (name, value) in incoming {
         let lower = name.as_str();
-        if DROPPED_REQUEST_HEADERS.contains(&lower) || lower.starts_with("x-keygate-") {
-            continue;
+        let dropped = DROPPED_REQUEST_HEADERS.contains(&lower)
+            || lower.starts_with("x-keygate-")
+            || lower.starts_with("x-forwarded-")
+            || lower.starts_with("x-amz-")
+            || (!owner && OWNER_ONLY_HEADERS.contains(&lower))
+            || named.iter().any(|n| n == lower);
+        if !dropped {
+            headers.append(name.clone(), value.clone());
         }
-        headers.append(name.clone(), value.clone());
     }
     headers
 }
@@ -161,18 +188,4 @@ pub(super) fn percent_encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// The body with `stream_options.include_usage` set (so an OpenAI stream reports its
-/// usage); whether it could be set.
-pub(super) fn ask_for_usage(body: Bytes) -> (Bytes, bool) {
-    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else { return (body, false) };
-    let Some(obj) = v.as_object_mut() else { return (body, false) };
-    let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
-    let Some(options) = options.as_object_mut() else { return (body, false) };
-    options.insert("include_usage".into(), Value::Bool(true));
-    match serde_json::to_vec(&v) {
-        Ok(bytes) => (Bytes::from(bytes), true),
-        Err(_) => (body, false),
-    }
 }

@@ -43,6 +43,7 @@ pub(crate) async fn list(State(s): State<AppState>, Auth(p): Auth) -> Result<Jso
                 validated_live: provider.probe.is_some()
                     || matches!(provider.inject, keygate_core::catalog::Injection::Oauth2 { .. }),
                 configured,
+                shared_endpoints: provider.shared_endpoints.iter().map(ToString::to_string).collect(),
             }
         })
         .collect();

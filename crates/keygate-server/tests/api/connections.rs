@@ -76,18 +76,21 @@ async fn slow_headers_idle_connections_and_trickled_bodies_are_cut_off() {
     let seen = until_closed(&mut kept).await;
     assert!(seen.starts_with("HTTP/1.1 200"), "it was served first: {seen}");
 
-    // A body announced as 10 GB that never comes: the request times out and the
-    // connection does not stay open.
+    // A body that never arrives whole: 408 once the body timeout passes, and the
+    // connection does not stay open. One announced as 10 GB is refused before it is read.
     let user = h.user("trickle@example.com").await;
-    let mut body = TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
-         content-type: application/json\r\ncontent-length: 10000000000\r\n\r\n{{\"model\":",
-        user.token
-    );
-    body.write_all(head.as_bytes()).await.unwrap();
-    let seen = until_closed(&mut body).await;
-    assert!(seen.is_empty() || seen.contains("408") || seen.contains("413"), "{seen}");
+    h.add_key(&user, serde_json::json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    for (length, expect) in [("1000000", "408"), ("10000000000", "413")] {
+        let mut body = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: {length}\r\n\r\n{{\"model\":",
+            user.token
+        );
+        body.write_all(head.as_bytes()).await.unwrap();
+        let seen = until_closed(&mut body).await;
+        assert!(seen.starts_with(&format!("HTTP/1.1 {expect}")), "{length}: {seen}");
+    }
     assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"), "and keygate keeps serving");
 }
 
@@ -134,4 +137,37 @@ fn the_cap_leaves_room_in_the_open_file_limit() {
     assert_eq!(keygate_server::effective_max_connections(100, Some(1_048_576)), 100);
     assert_eq!(keygate_server::effective_max_connections(100, None), 100);
     assert_eq!(keygate_server::effective_max_connections(100, Some(10)), 1);
+}
+
+/// A caller no key can serve is refused before its body is read, and bodies that would
+/// take the process past its memory budget are refused with 503 and Retry-After.
+#[tokio::test]
+async fn bodies_are_read_only_for_admitted_calls_and_within_the_memory_budget() {
+    use axum::body::Body;
+    use axum::http::Request;
+    let h = Harness::new(TestDb::sqlite()).await;
+    let stranger = h.user("nokey@example.com").await;
+    // A body that never arrives: reading it would hang this call forever.
+    let never = futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+    let request = Request::post("/proxy/openai/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", stranger.token))
+        .header("content-length", "31000000")
+        .body(Body::from_stream(never))
+        .unwrap();
+    let reply = tokio::time::timeout(PATIENCE, h.send(request)).await.expect("answered without reading the body");
+    assert_eq!((reply.status, reply.code()), (403, "no_credential"), "{}", reply.text);
+
+    let user = h.user("big@example.com").await;
+    h.add_key(&user, serde_json::json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    let small = h.state.clone().with_body_budget(1 << 20);
+    let big = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x".repeat(1_500_000)}]});
+    let reply = h.proxy_via(&small, &user.token, "openai", "v1/chat/completions", big.clone(), &[]).await;
+    assert_eq!((reply.status, reply.code()), (503, "overloaded"), "{}", reply.text);
+    assert_eq!(reply.headers["retry-after"], "1");
+    let fits = h.state.clone().with_body_budget(4 << 20);
+    assert_eq!(h.proxy_via(&fits, &user.token, "openai", "v1/chat/completions", big, &[]).await.status, 200);
+    // The budget comes back once a body has gone upstream.
+    for _ in 0..3 {
+        assert_eq!(h.chat_via(&small, &user.token).await.status, 200);
+    }
 }

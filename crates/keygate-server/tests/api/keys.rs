@@ -346,10 +346,25 @@ fn call_request(principal: &keygate_service::Principal) -> keygate_service::gate
     keygate_service::gateway::CallRequest {
         principal,
         provider: "openai",
+        method: "POST",
+        path: "v1/chat/completions",
         policy: keygate_core::resolution::PaymentPolicy::default(),
+    }
+}
+
+async fn admit(
+    services: &keygate_service::Services,
+    principal: &keygate_service::Principal,
+) -> keygate_service::gateway::Admitted {
+    let resolved = services.resolve_call(call_request(principal)).await.unwrap();
+    let size = keygate_service::gateway::CallSize {
         body_len: 3,
         max_output_tokens: Some(1),
-    }
+        choices: 1,
+        generates: true,
+        images: 0,
+    };
+    services.admit(resolved, size).await.unwrap()
 }
 
 /// A call (or a test) that used a key which was replaced while it ran: the provider's
@@ -361,7 +376,7 @@ async fn a_verdict_on_a_replaced_secret_never_lands_on_its_successor(db: TestDb)
     let id = h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
     let services = h.services();
     let principal = services.authenticate(&alice.token, None).await.unwrap();
-    let call = services.admit(call_request(&principal)).await.unwrap();
+    let call = admit(services, &principal).await;
 
     let fresh = h.valid_key("sk-proj-");
     let replaced = h.put(&format!("/api/v1/keys/{id}/secret"), &alice.token, json!({"secret": fresh})).await;
@@ -372,8 +387,10 @@ async fn a_verdict_on_a_replaced_secret_never_lands_on_its_successor(db: TestDb)
     assert_eq!(h.chat(&alice.token).await.status, 200);
     assert_eq!(h.mock.requests().pop().unwrap().credential.as_deref(), Some(fresh.as_str()));
 
-    // The same call's refusal while its key is still the stored one does mark it.
-    let call = services.admit(call_request(&principal)).await.unwrap();
+    // The same call's refusal while its key is still the stored one does mark it, once
+    // keygate's own probe confirms the provider no longer takes it.
+    let call = admit(services, &principal).await;
+    h.mock.configure(|c| c.valid_keys.retain(|k| k != &fresh));
     services.mark_rejected(&call, 401).await;
     let key = h.get(&format!("/api/v1/keys/{id}"), &alice.token).await;
     assert_eq!(key.json["validity"], "invalid", "{}", key.text);

@@ -5,6 +5,7 @@
 mod auth;
 mod authz;
 mod connections;
+mod containment;
 mod errors;
 mod health;
 mod keys;

@@ -26,7 +26,7 @@ pub const OPENAI_KEY: &str = "sk-proj-VALIDopenai0000000000000001";
 pub const ANTHROPIC_KEY: &str = "sk-ant-api03-VALIDanthropic000000001";
 pub const SH_CLIENT: (&str, &str) = ("sh-client-id", "sh-client-SECRET-000001");
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
-pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(700);
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(2000);
 
 /// Every log line of the test binary, at TRACE, through keygate's redacting writer.
 pub fn logs() -> &'static Arc<Mutex<Vec<u8>>> {

@@ -1,0 +1,324 @@
+//! A proxied call's body: read only once the call is admitted to be paid for, within a
+//! process-wide memory budget; peeked at (without building a JSON tree) for what the
+//! gateway needs; and rewritten where keygate must — asking an OpenAI stream for its
+//! usage, or lowering the output maximum of a demo call to what the allowance has left.
+
+use crate::ApiError;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use keygate_core::usage::Dialect;
+use keygate_service::gateway::CallSize;
+use serde_json::Value;
+use std::borrow::Cow;
+use std::sync::Arc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Largest request body keygate forwards.
+pub(crate) const MAX_REQUEST: usize = 32 << 20;
+/// The budget is counted in units of this many bytes.
+const UNIT: usize = 1024;
+
+/// Memory all buffered request bodies may hold at once.
+#[derive(Debug, Clone)]
+pub struct BodyBudget(Arc<Semaphore>);
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Arc::new(Semaphore::new((bytes / UNIT).clamp(1, Semaphore::MAX_PERMITS))))
+    }
+
+    /// Permits for `bytes`, if the budget has them now.
+    fn take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let units = u32::try_from(bytes.div_ceil(UNIT).max(1)).ok()?;
+        self.0.clone().try_acquire_many_owned(units).ok()
+    }
+}
+
+/// A body held in memory, with its share of the budget (given back when dropped).
+#[derive(Debug)]
+pub(super) struct Buffered {
+    pub bytes: Bytes,
+    _permit: Vec<OwnedSemaphorePermit>,
+}
+
+fn overloaded() -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "keygate is holding as many request bodies as its memory budget allows; try again shortly",
+    );
+    e.retry_after = Some(1);
+    e
+}
+
+/// Reads a request body within the budget: refused at once if its announced length does
+/// not fit, and as soon as it outgrows what it could take otherwise.
+pub(super) async fn read(body: Body, headers: &HeaderMap, budget: &BodyBudget) -> Result<Buffered, ApiError> {
+    use futures_util::StreamExt;
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 32 MiB");
+    let announced =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<usize>().ok());
+    if announced.is_some_and(|n| n > MAX_REQUEST) {
+        return Err(too_large());
+    }
+    let mut permits = Vec::new();
+    let mut held = 0;
+    if let Some(n) = announced.filter(|n| *n > 0) {
+        permits.push(budget.take(n).ok_or_else(overloaded)?);
+        held = n.div_ceil(UNIT) * UNIT;
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(announced.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            if crate::serve::timed_out(&e) {
+                crate::extract::body_timeout()
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the request body could not be read")
+            }
+        })?;
+        if out.len() + chunk.len() > MAX_REQUEST {
+            return Err(too_large());
+        }
+        if out.len() + chunk.len() > held {
+            let more = out.len() + chunk.len() - held;
+            permits.push(budget.take(more).ok_or_else(overloaded)?);
+            held += more.div_ceil(UNIT) * UNIT;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Buffered { bytes: Bytes::from(out), _permit: permits })
+}
+
+/// What the gateway needs from a JSON request body, read without building a tree of it.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct Peek<'a> {
+    #[serde(borrow)]
+    pub model: Option<Cow<'a, str>>,
+    pub stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+    n: Option<u64>,
+    #[serde(rename = "generationConfig", alias = "generation_config")]
+    generation_config: Option<GenerationConfig>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// Gemini's output settings.
+#[derive(Debug, Default, serde::Deserialize)]
+struct GenerationConfig {
+    #[serde(rename = "maxOutputTokens", alias = "max_output_tokens")]
+    max_output_tokens: Option<u64>,
+    #[serde(rename = "candidateCount", alias = "candidate_count")]
+    candidate_count: Option<u64>,
+}
+
+impl<'a> Peek<'a> {
+    /// The fields of a JSON object body (nothing for any other body; it is forwarded
+    /// untouched either way). A body the typed reader refuses (a field of an unexpected
+    /// type) is read field by field instead, so one odd field hides nothing else.
+    pub fn of(body: &'a [u8]) -> Self {
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Self::default();
+        }
+        if let Ok(peek) = serde_json::from_slice(body) {
+            return peek;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(body) else { return Self::default() };
+        let u64_at = |pointer: &str| v.pointer(pointer).and_then(Value::as_u64);
+        Self {
+            model: v.get("model").and_then(Value::as_str).map(|m| Cow::Owned(m.to_owned())),
+            stream: v.get("stream").and_then(Value::as_bool),
+            stream_options: Some(StreamOptions {
+                include_usage: v.pointer("/stream_options/include_usage").and_then(Value::as_bool),
+            }),
+            max_tokens: u64_at("/max_tokens"),
+            max_completion_tokens: u64_at("/max_completion_tokens"),
+            max_output_tokens: u64_at("/max_output_tokens"),
+            n: u64_at("/n"),
+            generation_config: Some(GenerationConfig {
+                max_output_tokens: u64_at("/generationConfig/maxOutputTokens"),
+                candidate_count: u64_at("/generationConfig/candidateCount"),
+            }),
+        }
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
+    }
+
+    /// The most output tokens per choice the request allows, in whichever field its
+    /// dialect names it.
+    fn max_output_tokens(&self) -> Option<u64> {
+        let gemini = self.generation_config.as_ref().and_then(|g| g.max_output_tokens);
+        [self.max_tokens, self.max_completion_tokens, self.max_output_tokens, gemini].into_iter().flatten().max()
+    }
+
+    fn choices(&self) -> u64 {
+        let gemini = self.generation_config.as_ref().and_then(|g| g.candidate_count);
+        self.n.or(gemini).unwrap_or(1).max(1)
+    }
+
+    /// What the body says about the call's cost.
+    pub fn size(&self, body: &[u8], path: &str) -> CallSize {
+        CallSize {
+            body_len: body.len(),
+            images: count_images(body),
+            generates: generates(path),
+            max_output_tokens: self.max_output_tokens(),
+            choices: self.choices(),
+        }
+    }
+}
+
+/// Whether a provider path generates text (and so has an output maximum to reserve).
+fn generates(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    ["chat/completions", "/completions", "/responses", "/messages", "/converse", "/converse-stream", "/invoke"]
+        .iter()
+        .any(|end| path.ends_with(end))
+        || path.ends_with("/invoke-with-response-stream")
+        || path.ends_with(":generateContent")
+        || path.ends_with(":streamGenerateContent")
+        || path == "responses"
+        || path == "messages"
+}
+
+/// Images a request body carries, counted by the markers each dialect uses (a mention
+/// in ordinary text counts too: the reservation errs on the side of too many).
+fn count_images(body: &[u8]) -> u64 {
+    const MARKERS: [&[u8]; 5] =
+        [b"\"image_url\"", b"\"input_image\"", b"\"inline_data\"", b"\"inlineData\"", b"\"image\""];
+    MARKERS.iter().map(|m| body.windows(m.len()).filter(|w| w == m).count() as u64).sum()
+}
+
+/// The body with `stream_options.include_usage` set (so an OpenAI stream reports its
+/// usage); whether it could be set.
+pub(super) fn ask_for_usage(body: Bytes) -> (Bytes, bool) {
+    rewrite(body, |obj| {
+        let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+        let Some(options) = options.as_object_mut() else { return false };
+        options.insert("include_usage".into(), Value::Bool(true));
+        true
+    })
+}
+
+/// The body with its output maximum per choice set to `cap`, in the field the provider
+/// reads for this path; whether it could be set (a body that is not a JSON object
+/// cannot, and such a call is refused rather than sent uncapped).
+pub(super) fn cap_output(body: Bytes, dialect: Dialect, provider: &str, path: &str, cap: u64) -> (Bytes, bool) {
+    let responses_api = path.trim_end_matches('/').ends_with("responses");
+    rewrite(body, |obj| {
+        match dialect {
+            Dialect::Gemini => {
+                let config = obj.entry("generationConfig").or_insert_with(|| Value::Object(Default::default()));
+                let Some(config) = config.as_object_mut() else { return false };
+                config.insert("maxOutputTokens".into(), cap.into());
+            }
+            Dialect::Anthropic => {
+                obj.insert("max_tokens".into(), cap.into());
+            }
+            _ if responses_api => {
+                obj.insert("max_output_tokens".into(), cap.into());
+            }
+            _ => {
+                // Whichever field the caller used; else the provider's own.
+                let field = if obj.contains_key("max_completion_tokens") {
+                    "max_completion_tokens"
+                } else if obj.contains_key("max_tokens") || provider != "openai" {
+                    "max_tokens"
+                } else {
+                    "max_completion_tokens"
+                };
+                obj.insert(field.into(), cap.into());
+            }
+        }
+        true
+    })
+}
+
+fn rewrite(body: Bytes, change: impl FnOnce(&mut serde_json::Map<String, Value>) -> bool) -> (Bytes, bool) {
+    let Ok(mut v) = serde_json::from_slice::<Value>(&body) else { return (body, false) };
+    let Some(obj) = v.as_object_mut() else { return (body, false) };
+    if !change(obj) {
+        return (body, false);
+    }
+    match serde_json::to_vec(&v) {
+        Ok(bytes) => (Bytes::from(bytes), true),
+        Err(_) => (body, false),
+    }
+}
+
+/// `x-keygate-demo-output-cap`: the call went out with its output maximum lowered.
+pub(super) fn cap_header(cap: u64) -> (&'static str, HeaderValue) {
+    ("x-keygate-demo-output-cap", HeaderValue::from(cap))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn size(body: Value, path: &str) -> CallSize {
+        let bytes = body.to_string().into_bytes();
+        Peek::of(&bytes).size(&bytes, path)
+    }
+
+    #[test]
+    fn the_worst_case_counts_every_dialect_and_every_choice() {
+        let s = size(json!({"max_tokens": 1000, "n": 8}), "v1/chat/completions");
+        assert_eq!((s.max_output_tokens, s.choices, s.generates), (Some(1000), 8, true));
+        let s = size(
+            json!({"generationConfig": {"maxOutputTokens": 500, "candidateCount": 4}}),
+            "v1beta/models/g:generateContent",
+        );
+        assert_eq!((s.max_output_tokens, s.choices, s.generates), (Some(500), 4, true));
+        let s = size(json!({"max_completion_tokens": 9, "max_tokens": 3}), "v1/chat/completions");
+        assert_eq!(s.max_output_tokens, Some(9), "the larger of two fields");
+        let s = size(json!({"input": ["x"], "model": "voyage-3"}), "v1/embeddings");
+        assert!(!s.generates);
+        let s = size(
+            json!({"messages": [{"content": [{"type": "image", "source": {}}, {"type": "image_url", "image_url": {"url": "x"}}]}]}),
+            "v1/messages",
+        );
+        assert_eq!(s.images, 3, "markers are counted, erring high");
+    }
+
+    #[test]
+    fn caps_go_where_each_provider_reads_them() {
+        let cap = |body: Value, dialect, provider, path| {
+            let (bytes, ok) = cap_output(Bytes::from(body.to_string()), dialect, provider, path, 42);
+            assert!(ok);
+            serde_json::from_slice::<Value>(&bytes).unwrap()
+        };
+        assert_eq!(
+            cap(json!({"model": "gpt-4o"}), Dialect::OpenAi, "openai", "v1/chat/completions")["max_completion_tokens"],
+            42
+        );
+        assert_eq!(
+            cap(json!({"max_tokens": 9000}), Dialect::OpenAi, "openai", "v1/chat/completions")["max_tokens"],
+            42
+        );
+        assert_eq!(cap(json!({}), Dialect::OpenAi, "openrouter", "api/v1/chat/completions")["max_tokens"], 42);
+        assert_eq!(cap(json!({}), Dialect::OpenAi, "openai", "v1/responses")["max_output_tokens"], 42);
+        assert_eq!(cap(json!({"max_tokens": 4096}), Dialect::Anthropic, "anthropic", "v1/messages")["max_tokens"], 42);
+        let g = cap(
+            json!({"generationConfig": {"temperature": 1}}),
+            Dialect::Gemini,
+            "gemini",
+            "v1beta/models/g:generateContent",
+        );
+        assert_eq!(
+            (g["generationConfig"]["maxOutputTokens"].clone(), g["generationConfig"]["temperature"].clone()),
+            (json!(42), json!(1))
+        );
+        assert!(!cap_output(Bytes::from_static(b"not json"), Dialect::OpenAi, "openai", "v1/chat/completions", 1).1);
+    }
+}
