@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use keygate_server::{telemetry, AppState};
 use keygate_service::auth::TokenRequest;
 use keygate_service::doctor::{Check, Status};
-use keygate_service::jwt::{JwksSource, JwtVerifier};
+use keygate_service::jwt::{JwksSource, JwtOptions, JwtVerifier};
 use keygate_service::rotation::{Observer, Step};
 use keygate_service::{
     accounts, audit::Actor, boot, doctor, keys::KeyVault, rotation, Options, ServiceError, Services,
@@ -141,7 +141,12 @@ async fn services(
     if hs256.as_ref().is_some_and(|s| s.expose().len() < 32) {
         anyhow::bail!("KEYGATE_JWT_HS256_SECRET (from environment) must be at least 32 characters");
     }
-    let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier::new(hs256.as_ref(), jwks));
+    let jwt_options = JwtOptions {
+        max_lifetime: config.jwt_max_lifetime.value,
+        issuer: config.jwt_issuer.as_ref().map(|s| s.value.clone()),
+        audience: config.jwt_audience.as_ref().map(|s| s.value.clone()),
+    };
+    let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier::new(hs256.as_ref(), jwks, jwt_options));
     let vault = Arc::new(KeyVault::new(store.clone(), keks));
     let options = Options { probe_timeout: config.validation_timeout.value, ..Options::default() };
     Services::new(store, vault, catalog, jwt, options).await.map_err(coded).context("starting the services")

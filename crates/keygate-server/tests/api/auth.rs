@@ -16,6 +16,8 @@ both_backends!(
     rs256_jwts_verify_against_the_jwks,
     login_with_a_password_issues_a_short_token,
     a_token_mints_only_tokens_narrower_than_itself,
+    jwts_are_refused_before_nbf_and_beyond_the_lifetime_horizon,
+    jwt_issuer_and_audience_are_checked_when_configured,
 );
 
 fn hs256(claims: Value) -> String {
@@ -261,4 +263,117 @@ async fn a_token_mints_only_tokens_narrower_than_itself(db: TestDb) {
     let subset = mint(narrow.clone(), json!({"name": "child", "scopes": ["usage"]})).await;
     assert_eq!((subset.status, subset.json["scopes"].clone()), (201, json!(["usage"])), "{}", subset.text);
     assert_eq!(h.get("/api/v1/tokens", &narrow).await.status, 200, "keys may list");
+}
+
+/// Asserts that `jwt` is refused with 401 `unauthenticated`, a reason containing `why`,
+/// without the token in the answer, and that its subject was not provisioned.
+async fn refused(h: &Harness, jwt: &str, sub: &str, why: &str) {
+    h.canary(jwt);
+    let reply = h.get("/api/v1/me", jwt).await;
+    assert_eq!((reply.status, reply.code()), (401, "unauthenticated"), "{why}: {}", reply.text);
+    assert_eq!(reply.headers["content-type"], "application/problem+json");
+    let detail = reply.json["detail"].as_str().unwrap();
+    assert!(detail.contains(why), "expected `{why}` in: {detail}");
+    assert!(!reply.text.contains(jwt), "the token is never echoed");
+    assert!(h.store().user_by_external_id(sub).await.unwrap().is_none(), "nothing provisioned for {sub}");
+}
+
+/// `nbf` is honoured (with the 30 s leeway), and a token valid for longer than the
+/// configured horizon (24 h by default) is refused: a leaked long-lived token is not a
+/// permanent key.
+async fn jwts_are_refused_before_nbf_and_beyond_the_lifetime_horizon(db: TestDb) {
+    let h = Harness::new(db).await;
+    let now = chrono::Utc::now().timestamp();
+    refused(
+        &h,
+        &hs256(json!({"sub": "early", "nbf": now + 600, "exp": now + 3600})),
+        "early",
+        "not valid yet (`nbf` is in the future)",
+    )
+    .await;
+    refused(
+        &h,
+        &hs256(json!({"sub": "forever", "exp": now + 7 * 24 * 3600})),
+        "forever",
+        "`exp` lies further in the future than this keygate accepts (86400 s at most, jwt_max_lifetime_secs)",
+    )
+    .await;
+    refused(&h, &hs256(json!({"sub": "nobody", "exp": now - 3600})), "nobody", "expired").await;
+
+    // Within the leeway and within the horizon: accepted.
+    let skewed = hs256(json!({"sub": "skewed", "nbf": now + 10, "exp": now + 23 * 3600}));
+    h.canary(&skewed);
+    let me = h.get("/api/v1/me", &skewed).await;
+    assert_eq!((me.status, me.json["user"]["external_id"].as_str()), (200, Some("skewed")), "{}", me.text);
+    let started = hs256(json!({"sub": "started", "nbf": now - 60, "exp": now + 3600}));
+    h.canary(&started);
+    assert_eq!(h.get("/api/v1/me", &started).await.status, 200);
+
+    // A shorter horizon is configurable.
+    let short = Harness::with(
+        TestDb::sqlite(),
+        Setup {
+            jwt: keygate_service::jwt::JwtOptions {
+                max_lifetime: std::time::Duration::from_secs(600),
+                ..Default::default()
+            },
+        },
+    )
+    .await;
+    refused(&short, &hs256(json!({"sub": "hour", "exp": now + 3600})), "hour", "(600 s at most").await;
+    let ok = hs256(json!({"sub": "minutes", "exp": now + 300}));
+    short.canary(&ok);
+    assert_eq!(short.get("/api/v1/me", &ok).await.status, 200);
+}
+
+/// With `jwt_issuer` and `jwt_audience` set, both claims are required and must match;
+/// unset, a token minted for another audience is refused rather than accepted.
+async fn jwt_issuer_and_audience_are_checked_when_configured(db: TestDb) {
+    let exp = in_an_hour();
+    let unconfigured = Harness::new(TestDb::sqlite()).await;
+    refused(
+        &unconfigured,
+        &hs256(json!({"sub": "elsewhere", "aud": "another-app", "exp": exp})),
+        "elsewhere",
+        "names an audience (`aud`) but this keygate has none configured",
+    )
+    .await;
+    let plain = hs256(json!({"sub": "plain", "iss": "whoever", "exp": exp}));
+    unconfigured.canary(&plain);
+    assert_eq!(unconfigured.get("/api/v1/me", &plain).await.status, 200, "no issuer configured: any issuer");
+
+    let h = Harness::with(
+        db,
+        Setup {
+            jwt: keygate_service::jwt::JwtOptions {
+                issuer: Some("https://auth.example.com".into()),
+                audience: Some("keygate".into()),
+                ..Default::default()
+            },
+        },
+    )
+    .await;
+    let iss = "https://auth.example.com";
+    refused(&h, &hs256(json!({"sub": "a", "aud": "keygate", "exp": exp})), "a", "the `iss` claim is missing").await;
+    refused(
+        &h,
+        &hs256(json!({"sub": "b", "iss": "https://evil.example.com", "aud": "keygate", "exp": exp})),
+        "b",
+        "its issuer (`iss`) is not `https://auth.example.com` (jwt_issuer)",
+    )
+    .await;
+    refused(&h, &hs256(json!({"sub": "c", "iss": iss, "exp": exp})), "c", "the `aud` claim is missing").await;
+    refused(
+        &h,
+        &hs256(json!({"sub": "d", "iss": iss, "aud": "billing", "exp": exp})),
+        "d",
+        "its audience (`aud`) does not name `keygate` (jwt_audience)",
+    )
+    .await;
+    for (sub, aud) in [("e", json!("keygate")), ("f", json!(["billing", "keygate"]))] {
+        let jwt = hs256(json!({"sub": sub, "iss": iss, "aud": aud, "exp": exp}));
+        h.canary(&jwt);
+        let me = h.get("/api/v1/me", &jwt).await;
+        assert_eq!((me.status, me.json["user"]["external_id"].as_str()), (200, Some(sub)), "{}", me.text);
+    }
 }
