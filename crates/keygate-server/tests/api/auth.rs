@@ -5,9 +5,12 @@ use crate::support::*;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use jsonwebtoken::{encode, EncodingKey, Header};
+use keygate_service::throttle::{Clock, ManualClock, ThrottleOptions};
 use keygate_store::both_backends;
 use keygate_store::testdb::TestDb;
 use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
 
 both_backends!(
     tokens_are_shown_once_hashed_and_revocable,
@@ -18,6 +21,8 @@ both_backends!(
     a_token_mints_only_tokens_narrower_than_itself,
     jwts_are_refused_before_nbf_and_beyond_the_lifetime_horizon,
     jwt_issuer_and_audience_are_checked_when_configured,
+    password_guessing_is_throttled_per_account_before_any_hashing,
+    password_guessing_is_throttled_per_source_address,
 );
 
 fn hs256(claims: Value) -> String {
@@ -317,6 +322,7 @@ async fn jwts_are_refused_before_nbf_and_beyond_the_lifetime_horizon(db: TestDb)
                 max_lifetime: std::time::Duration::from_secs(600),
                 ..Default::default()
             },
+            ..Default::default()
         },
     )
     .await;
@@ -350,6 +356,7 @@ async fn jwt_issuer_and_audience_are_checked_when_configured(db: TestDb) {
                 audience: Some("keygate".into()),
                 ..Default::default()
             },
+            ..Default::default()
         },
     )
     .await;
@@ -376,4 +383,118 @@ async fn jwt_issuer_and_audience_are_checked_when_configured(db: TestDb) {
         let me = h.get("/api/v1/me", &jwt).await;
         assert_eq!((me.status, me.json["user"]["external_id"].as_str()), (200, Some(sub)), "{}", me.text);
     }
+}
+
+/// A harness whose login throttle runs on a clock the test moves.
+async fn throttled(db: TestDb, per_account: usize, per_source: usize) -> (Harness, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::default());
+    let login_throttle = ThrottleOptions {
+        per_account,
+        per_source,
+        window: Duration::from_secs(15 * 60),
+        clock: Clock::Manual(clock.clone()),
+        ..Default::default()
+    };
+    (Harness::with(db, Setup { login_throttle, ..Default::default() }).await, clock)
+}
+
+async fn admin(h: &Harness, email: &str, password: &str) {
+    h.canary(password);
+    keygate_service::accounts::create_admin(
+        &**h.store(),
+        email,
+        &keygate_vault::SecretText::new(password.into()),
+        &keygate_service::audit::Actor::cli(),
+    )
+    .await
+    .unwrap();
+}
+
+/// A login from `source` (as a real listener would record it), or from nowhere known.
+async fn login(h: &Harness, email: &str, password: &str, source: Option<&str>) -> Reply {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri("/api/v1/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"email": email, "password": password}).to_string()))
+        .unwrap();
+    if let Some(ip) = source {
+        let addr: std::net::SocketAddr = format!("{ip}:40000").parse().unwrap();
+        request.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    }
+    let reply = h.send(request).await;
+    if reply.status == 200 {
+        h.canary(reply.json["token"].as_str().unwrap());
+    }
+    reply
+}
+
+fn retry_after(reply: &Reply) -> u64 {
+    reply.headers["retry-after"].to_str().unwrap().parse().unwrap()
+}
+
+/// The default policy: 5 attempts per email in 15 minutes. The 6th is refused with 429 and
+/// Retry-After before the password is checked (even the right one); another email is
+/// unaffected; once the window has passed, the right password works again. (That a
+/// success resets the count is a unit test of `throttle`.)
+async fn password_guessing_is_throttled_per_account_before_any_hashing(db: TestDb) {
+    let (h, clock) = throttled(db, 5, 20).await;
+    let password = "CANARY-correct-horse-battery";
+    admin(&h, "root@example.com", password).await;
+    admin(&h, "ops@example.com", "CANARY-ops-staple-battery").await;
+    for i in 0..5 {
+        let wrong = login(&h, "root@example.com", &format!("wrong-guess-{i}"), None).await;
+        assert_eq!((wrong.status, wrong.code()), (401, "unauthenticated"), "{}", wrong.text);
+        clock.advance(Duration::from_secs(10));
+    }
+    let sixth = login(&h, "Root@Example.com ", "wrong-guess-6", None).await;
+    assert_eq!((sixth.status, sixth.code()), (429, "rate_limited"), "{}", sixth.text);
+    assert_eq!(sixth.headers["content-type"], "application/problem+json");
+    assert_eq!(retry_after(&sixth), 15 * 60 - 50, "until the first attempt leaves the window");
+    assert!(sixth.json["detail"].as_str().unwrap().contains("try again in 850 s"), "{}", sixth.text);
+    let right = login(&h, "root@example.com", password, None).await;
+    assert_eq!(right.status, 429, "the right password does not get past the throttle either");
+
+    let other = login(&h, "ops@example.com", "wrong-guess", None).await;
+    assert_eq!(other.status, 401, "another email is unaffected: {}", other.text);
+    assert_eq!(login(&h, "ops@example.com", "CANARY-ops-staple-battery", None).await.status, 200);
+
+    // A password typed into the email box is throttled like any email, and not recorded.
+    let typed = "canary-password-typed-as-email";
+    h.canary(typed);
+    for _ in 0..5 {
+        assert_eq!(login(&h, typed, "x", None).await.status, 401);
+    }
+    assert_eq!(login(&h, typed, "x", None).await.status, 429);
+
+    clock.advance(Duration::from_secs(15 * 60));
+    let after = login(&h, "root@example.com", password, None).await;
+    assert_eq!(after.status, 200, "after the window: {}", after.text);
+
+    let token = after.json["token"].as_str().unwrap();
+    let logins = h.get("/api/v1/admin/audit?action=auth.login&limit=100", token).await;
+    let events = logins.json["events"].as_array().unwrap();
+    let throttled: Vec<&Value> = events.iter().filter(|e| e["detail"]["throttled"].is_string()).collect();
+    assert_eq!(throttled.len(), 3, "two for root, one for the typed password: {}", logins.text);
+    assert!(throttled.iter().all(|e| e["result"] == "denied"));
+    assert!(!logins.text.contains(typed), "{}", logins.text);
+}
+
+/// Past 20 attempts from one address (3 here), in 15 minutes, any email is refused from
+/// there; other addresses are not.
+async fn password_guessing_is_throttled_per_source_address(db: TestDb) {
+    let (h, clock) = throttled(db, 5, 3).await;
+    let password = "CANARY-source-horse-battery";
+    admin(&h, "root@example.com", password).await;
+    for email in ["a@example.com", "b@example.com", "c@example.com"] {
+        assert_eq!(login(&h, email, "guess", Some("203.0.113.7")).await.status, 401);
+    }
+    let refused = login(&h, "d@example.com", "guess", Some("203.0.113.7")).await;
+    assert_eq!((refused.status, refused.code()), (429, "rate_limited"), "{}", refused.text);
+    assert!(refused.json["detail"].as_str().unwrap().contains("from this address"), "{}", refused.text);
+    assert!(retry_after(&refused) >= 1);
+    assert_eq!(login(&h, "root@example.com", password, Some("203.0.113.7")).await.status, 429);
+    assert_eq!(login(&h, "root@example.com", password, Some("198.51.100.1")).await.status, 200, "another address");
+    clock.advance(Duration::from_secs(15 * 60));
+    assert_eq!(login(&h, "root@example.com", password, Some("203.0.113.7")).await.status, 200);
 }

@@ -57,6 +57,7 @@ impl std::io::Write for Capture {
 #[derive(Debug, Clone, Default)]
 pub struct Setup {
     pub jwt: JwtOptions,
+    pub login_throttle: keygate_service::throttle::ThrottleOptions,
 }
 
 pub struct Harness {
@@ -300,7 +301,11 @@ async fn services_on(
         vault.clone(),
         catalog,
         Some(jwt),
-        Options { probe_timeout: PROBE_TIMEOUT, upstream_timeout: UPSTREAM_TIMEOUT },
+        Options {
+            probe_timeout: PROBE_TIMEOUT,
+            upstream_timeout: UPSTREAM_TIMEOUT,
+            login_throttle: setup.login_throttle.clone(),
+        },
     )
     .await
     .unwrap();
