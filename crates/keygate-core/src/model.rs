@@ -131,14 +131,24 @@ impl KeySource {
 
 vocabulary!(
     /// What a keygate token may be used for. A JWT or a signed-in page session carries
-    /// every scope (what the user may do is still bounded by their roles).
+    /// every scope (what the user may do is still bounded by their roles). `admin` and
+    /// `metrics` (reading `/metrics`, which shows who calls which provider) are held by
+    /// super-admins only.
     Scope, "scope" {
         Keys => "keys",
         Proxy => "proxy",
         Usage => "usage",
         Admin => "admin",
+        Metrics => "metrics",
     }
 );
+
+impl Scope {
+    /// Whether only super-admins may hold this scope.
+    pub const fn super_admin_only(self) -> bool {
+        matches!(self, Scope::Admin | Scope::Metrics)
+    }
+}
 
 vocabulary!(
     /// What an audit row records.

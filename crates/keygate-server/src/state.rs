@@ -8,10 +8,19 @@ use std::sync::Arc;
 pub struct AppState {
     pub services: Arc<Services>,
     pub metrics: Arc<Metrics>,
+    /// `/metrics` is served on a listener of its own ([`crate::metrics_router`]), so
+    /// [`crate::router`] does not route it at all.
+    pub metrics_apart: bool,
 }
 
 impl AppState {
     pub fn new(services: Arc<Services>) -> Self {
-        Self { services, metrics: Arc::new(Metrics::default()) }
+        Self { services, metrics: Arc::new(Metrics::default()), metrics_apart: false }
+    }
+
+    /// The same state, with `/metrics` served apart (`metrics_listen`).
+    pub fn with_metrics_apart(mut self) -> Self {
+        self.metrics_apart = true;
+        self
     }
 }

@@ -66,7 +66,7 @@ impl Services {
         actor: &Actor,
     ) -> ServiceResult<IssuedToken> {
         let allowed: Vec<Scope> =
-            Scope::ALL.iter().copied().filter(|s| *s != Scope::Admin || user.super_admin).collect();
+            Scope::ALL.iter().copied().filter(|s| !s.super_admin_only() || user.super_admin).collect();
         self.issue_token(user, request, &allowed, actor).await
     }
 
@@ -84,8 +84,8 @@ impl Services {
         }
         let mut scopes = match request.scopes {
             Some(scopes) => {
-                if scopes.contains(&Scope::Admin) && !user.super_admin {
-                    return Err(ServiceError::Forbidden("only super-admins may hold the `admin` scope".into()));
+                if let Some(scope) = scopes.iter().find(|s| s.super_admin_only() && !user.super_admin) {
+                    return Err(ServiceError::Forbidden(format!("only super-admins may hold the `{scope}` scope")));
                 }
                 if let Some(missing) = scopes.iter().find(|s| !allowed.contains(s)) {
                     return Err(ServiceError::Forbidden(format!(

@@ -80,6 +80,8 @@ impl fmt::Display for Mode {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Sourced<SocketAddr>,
+    /// A separate address serving `/metrics` alone (then absent from `listen`).
+    pub metrics_listen: Option<Sourced<SocketAddr>>,
     pub data_dir: Sourced<PathBuf>,
     pub database_url: Option<Sourced<SecretString>>,
     pub redis_url: Option<Sourced<SecretString>>,
@@ -113,6 +115,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     redis_url: Option<String>,
@@ -178,6 +181,16 @@ impl Config {
             })?,
             listen.source,
         );
+        let metrics_listen = layer(None, "KEYGATE_METRICS_LISTEN", file.metrics_listen)
+            .map(|s| match s.value.trim().parse::<SocketAddr>() {
+                Ok(addr) => Ok(Sourced::new(addr, s.source)),
+                Err(_) => Err(anyhow::anyhow!(
+                    "metrics_listen (from {}): `{}` is not an address like 127.0.0.1:9090",
+                    s.source,
+                    s.value
+                )),
+            })
+            .transpose()?;
 
         let data_dir = layer(
             flags.data_dir.clone().map(|p| (p.display().to_string(), "--data-dir")),
@@ -282,6 +295,7 @@ impl Config {
 
         Ok(Self {
             listen,
+            metrics_listen,
             data_dir,
             database_url,
             redis_url,
@@ -327,6 +341,10 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut lines = vec![
             line("listen", &self.listen.value.to_string(), &self.listen.source),
+            match &self.metrics_listen {
+                Some(m) => line("metrics_listen", &m.value.to_string(), &m.source),
+                None => line("metrics_listen", "(unset: /metrics on listen, for the metrics scope)", &Source::Default),
+            },
             line("data_dir", &self.data_dir.value.display().to_string(), &self.data_dir.source),
         ];
         match (&self.database_url, self.database()) {
@@ -455,6 +473,7 @@ mod tests {
         assert!(parsed.listen.is_some() && parsed.data_dir.is_some() && parsed.log.is_some());
         for option in [
             "listen",
+            "metrics_listen",
             "data_dir",
             "database_url",
             "redis_url",
@@ -473,6 +492,7 @@ mod tests {
             "KEYGATE_DATABASE_URL",
             "KEYGATE_ENV",
             "KEYGATE_LOG",
+            "KEYGATE_METRICS_LISTEN",
             "KEYGATE_JWT_MAX_LIFETIME_SECS",
             "KEYGATE_JWT_ISSUER",
             "KEYGATE_JWT_AUDIENCE",
@@ -517,6 +537,24 @@ mod tests {
             msg.contains("jwt_max_lifetime_secs (from environment variable KEYGATE_JWT_MAX_LIFETIME_SECS)"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn metrics_can_have_a_listener_of_their_own() {
+        assert!(load(&[], Overrides::default()).unwrap().metrics_listen.is_none(), "unset by default");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "metrics_listen = \"127.0.0.1:9090\"\n").unwrap();
+        let file = path.display().to_string();
+        let c = load(&[("KEYGATE_CONFIG", &file)], Overrides::default()).unwrap();
+        assert_eq!(c.metrics_listen.map(|s| s.value.port()), Some(9090));
+        let c = load(&[("KEYGATE_CONFIG", &file), ("KEYGATE_METRICS_LISTEN", "127.0.0.1:9191")], Overrides::default())
+            .unwrap();
+        let m = c.metrics_listen.unwrap();
+        assert_eq!((m.value.port(), m.source), (9191, Source::Env("KEYGATE_METRICS_LISTEN")));
+        let err = load(&[("KEYGATE_METRICS_LISTEN", "nowhere")], Overrides::default()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("metrics_listen (from environment variable KEYGATE_METRICS_LISTEN)"), "{msg}");
     }
 
     #[test]

@@ -221,7 +221,22 @@ impl Harness {
 
     /// Sends `request` to the app built on `state` (this harness's, or a replica's).
     pub async fn send_to(&self, state: &AppState, request: Request<Body>) -> Reply {
-        let response = keygate_server::router(state.clone()).oneshot(request).await.unwrap();
+        self.send_via(keygate_server::router(state.clone()), request).await
+    }
+
+    /// `GET path` on the router a separate metrics listener serves (`metrics_listen`).
+    pub async fn on_metrics_listener(&self, path: &str) -> Reply {
+        let request = Request::builder().method(Method::GET).uri(path).body(Body::empty()).unwrap();
+        self.send_via(keygate_server::metrics_router(self.state.clone()), request).await
+    }
+
+    /// The metrics, as a scraper on the metrics listener sees them.
+    pub async fn scrape(&self) -> Reply {
+        self.on_metrics_listener("/metrics").await
+    }
+
+    async fn send_via(&self, app: axum::Router, request: Request<Body>) -> Reply {
+        let response = app.oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
