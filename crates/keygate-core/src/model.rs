@@ -334,6 +334,11 @@ pub struct Credential {
     pub operator_shared: bool,
     /// The sealed record (header, nonce, ciphertext, tag).
     pub sealed: Vec<u8>,
+    /// Which of this credential's secrets `sealed` holds, bound into its associated data:
+    /// 1 when created, one more at each replacement, so a replaced secret's record written
+    /// back into the row does not open. 0: sealed before versions existed (until the
+    /// secret is next replaced).
+    pub secret_version: u32,
     pub data_key_id: DataKeyId,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -396,6 +401,7 @@ impl Credential {
             validity_checked_at: None,
             operator_shared: false,
             sealed: Vec::new(),
+            secret_version: 1,
             data_key_id: DataKeyId::from_uuid(uuid::Uuid::nil()),
             created_at: at,
             updated_at: at,
