@@ -110,6 +110,9 @@ pub struct Target {
     pub kind: Kind,
     pub proc: Proc,
     pub base: String,
+    /// keygate's metrics listener (`KEYGATE_METRICS_LISTEN`), where `/metrics` needs no
+    /// credential.
+    pub metrics: Option<String>,
     /// The credential callers present (a keygate token, or LiteLLM's master key).
     pub bearer: String,
 }
@@ -151,12 +154,13 @@ impl Target {
         if let keygate_store::DatabaseLocation::Postgres(_) = db.location {
             env.push(("KEYGATE_DATABASE_URL".into(), db.url()));
         }
-        let (proc, base) = start_keygate(name, binary, &env, core, log_dir).await?;
+        let (proc, base, metrics) = start_keygate(name, binary, &env, core, log_dir).await?;
         let mut target = Self {
             name: name.into(),
             kind: Kind::Keygate { _db: db, binary: binary.to_path_buf(), env },
             proc,
             base,
+            metrics: Some(metrics),
             bearer: String::new(),
         };
         let http = crate::load::client(Duration::from_secs(30));
@@ -167,10 +171,12 @@ impl Target {
     /// Restarts the process on the same database (for a cold first call).
     pub async fn restart(&mut self, core: Option<usize>, log_dir: &Path) -> anyhow::Result<()> {
         let Kind::Keygate { binary, env, .. } = &self.kind else { bail!("only keygate targets restart") };
-        let (proc, base) = start_keygate(&format!("{}-restarted", self.name), binary, env, core, log_dir).await?;
+        let (proc, base, metrics) =
+            start_keygate(&format!("{}-restarted", self.name), binary, env, core, log_dir).await?;
         let old = std::mem::replace(&mut self.proc, proc);
         old.stop().await;
         self.base = base;
+        self.metrics = Some(metrics);
         Ok(())
     }
 
@@ -205,9 +211,10 @@ impl Target {
         created["token"].as_str().map(str::to_owned).context("the token answer has no `token`")
     }
 
-    /// `keygate_proxy_db_queries_total` from `/metrics`.
+    /// `keygate_proxy_db_queries_total` from `/metrics`, on keygate's metrics listener.
     pub async fn proxy_db_queries(&self) -> anyhow::Result<u64> {
-        let text = reqwest::get(format!("{}/metrics", self.base)).await?.text().await?;
+        let metrics = self.metrics.as_deref().context("only keygate targets have /metrics")?;
+        let text = reqwest::get(format!("{metrics}/metrics")).await?.error_for_status()?.text().await?;
         text.lines()
             .find_map(|l| l.strip_prefix("keygate_proxy_db_queries_total ").and_then(|v| v.trim().parse::<f64>().ok()))
             .map(|v| v as u64)
@@ -260,7 +267,14 @@ impl Target {
         .start()?;
         let base = format!("http://127.0.0.1:{port}");
         proc.wait_ready(&format!("{base}/health/liveliness"), Duration::from_secs(180)).await?;
-        Ok(Self { name: "litellm".into(), kind: Kind::LiteLlm, proc, base, bearer: LITELLM_MASTER_KEY.into() })
+        Ok(Self {
+            name: "litellm".into(),
+            kind: Kind::LiteLlm,
+            proc,
+            base,
+            metrics: None,
+            bearer: LITELLM_MASTER_KEY.into(),
+        })
     }
 }
 
@@ -270,12 +284,15 @@ async fn start_keygate(
     env: &[(String, String)],
     core: Option<usize>,
     log_dir: &Path,
-) -> anyhow::Result<(Proc, String)> {
+) -> anyhow::Result<(Proc, String, String)> {
     let port = free_port()?;
+    let metrics_port = free_port()?;
     let mut env = env.to_vec();
     env.push(("KEYGATE_LISTEN".into(), format!("127.0.0.1:{port}")));
+    // /metrics on a listener of its own, so the harness scrapes it without a credential.
+    env.push(("KEYGATE_METRICS_LISTEN".into(), format!("127.0.0.1:{metrics_port}")));
     let mut proc = Spawn { name, program: binary, args: vec!["serve".into()], env, core, log_dir }.start()?;
     let base = format!("http://127.0.0.1:{port}");
     proc.wait_ready(&format!("{base}/readyz"), Duration::from_secs(60)).await?;
-    Ok((proc, base))
+    Ok((proc, base, format!("http://127.0.0.1:{metrics_port}")))
 }

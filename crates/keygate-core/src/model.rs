@@ -131,14 +131,24 @@ impl KeySource {
 
 vocabulary!(
     /// What a keygate token may be used for. A JWT or a signed-in page session carries
-    /// every scope (what the user may do is still bounded by their roles).
+    /// every scope (what the user may do is still bounded by their roles). `admin` and
+    /// `metrics` (reading `/metrics`, which shows who calls which provider) are held by
+    /// super-admins only.
     Scope, "scope" {
         Keys => "keys",
         Proxy => "proxy",
         Usage => "usage",
         Admin => "admin",
+        Metrics => "metrics",
     }
 );
+
+impl Scope {
+    /// Whether only super-admins may hold this scope.
+    pub const fn super_admin_only(self) -> bool {
+        matches!(self, Scope::Admin | Scope::Metrics)
+    }
+}
 
 vocabulary!(
     /// What an audit row records.
@@ -324,6 +334,11 @@ pub struct Credential {
     pub operator_shared: bool,
     /// The sealed record (header, nonce, ciphertext, tag).
     pub sealed: Vec<u8>,
+    /// Which of this credential's secrets `sealed` holds, bound into its associated data:
+    /// 1 when created, one more at each replacement, so a replaced secret's record written
+    /// back into the row does not open. 0: sealed before versions existed (until the
+    /// secret is next replaced).
+    pub secret_version: u32,
     pub data_key_id: DataKeyId,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -386,6 +401,7 @@ impl Credential {
             validity_checked_at: None,
             operator_shared: false,
             sealed: Vec::new(),
+            secret_version: 1,
             data_key_id: DataKeyId::from_uuid(uuid::Uuid::nil()),
             created_at: at,
             updated_at: at,

@@ -155,7 +155,8 @@ pub struct KeyListQuery {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub name: String,
-    /// Any of `keys`, `proxy`, `usage`, `admin`; default: all you may hold.
+    /// Any of `keys`, `proxy`, `usage`, `admin`, `metrics` (the last two for super-admins);
+    /// default: every scope the credential you mint with holds.
     pub scopes: Option<Vec<String>>,
     pub expires_at: Option<DateTime<Utc>>,
     /// The workspace the token acts in; default: your first.

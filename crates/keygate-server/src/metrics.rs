@@ -2,8 +2,13 @@
 //! status; upstream latency; keygate's own overhead (from a request's arrival until it
 //! leaves for the provider); cache hits and misses; database queries issued from the
 //! proxy path. Hand-rolled: a mutex held for nanoseconds per call, no dependency.
+//!
+//! The figures say who calls which provider, so they are not public: on the main listener
+//! `/metrics` needs a super-admin's credential with the `metrics` scope ([`scoped`]); with
+//! `metrics_listen` it is served, unauthenticated, only on that listener ([`metrics`]).
 
-use crate::AppState;
+use crate::extract::Auth;
+use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -136,6 +141,14 @@ impl Metrics {
     }
 }
 
+/// `/metrics` on the main listener: for a super-admin's credential carrying `metrics`.
+#[tracing::instrument(skip_all)]
+pub(crate) async fn scoped(State(state): State<AppState>, Auth(p): Auth) -> Result<Response, ApiError> {
+    p.require_super_admin_with(keygate_core::Scope::Metrics)?;
+    Ok(metrics(State(state)).await)
+}
+
+/// `/metrics` as such, for a listener only the monitoring network reaches.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.metrics.render(&state);
     let mut response = body.into_response();

@@ -14,16 +14,30 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Bounds the memory buffered request bodies hold (over it: 503 `overloaded`).
     pub body_budget: BodyBudget,
+    /// `/metrics` is served on a listener of its own ([`crate::metrics_router`]), so
+    /// [`crate::router`] does not route it at all.
+    pub metrics_apart: bool,
 }
 
 impl AppState {
     pub fn new(services: Arc<Services>) -> Self {
-        Self { services, metrics: Arc::new(Metrics::default()), body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET) }
+        Self {
+            services,
+            metrics: Arc::new(Metrics::default()),
+            body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
+            metrics_apart: false,
+        }
     }
 
     /// With another budget for buffered request bodies, in bytes.
     pub fn with_body_budget(mut self, bytes: usize) -> Self {
         self.body_budget = BodyBudget::new(bytes);
+        self
+    }
+
+    /// The same state, with `/metrics` served apart (`metrics_listen`).
+    pub fn with_metrics_apart(mut self) -> Self {
+        self.metrics_apart = true;
         self
     }
 }

@@ -66,7 +66,7 @@ impl Services {
         actor: &Actor,
     ) -> ServiceResult<IssuedToken> {
         let allowed: Vec<Scope> =
-            Scope::ALL.iter().copied().filter(|s| *s != Scope::Admin || user.super_admin).collect();
+            Scope::ALL.iter().copied().filter(|s| !s.super_admin_only() || user.super_admin).collect();
         self.issue_token(user, request, &allowed, actor).await
     }
 
@@ -84,8 +84,8 @@ impl Services {
         }
         let mut scopes = match request.scopes {
             Some(scopes) => {
-                if scopes.contains(&Scope::Admin) && !user.super_admin {
-                    return Err(ServiceError::Forbidden("only super-admins may hold the `admin` scope".into()));
+                if let Some(scope) = scopes.iter().find(|s| s.super_admin_only() && !user.super_admin) {
+                    return Err(ServiceError::Forbidden(format!("only super-admins may hold the `{scope}` scope")));
                 }
                 if let Some(missing) = scopes.iter().find(|s| !allowed.contains(s)) {
                     return Err(ServiceError::Forbidden(format!(
@@ -392,7 +392,9 @@ impl Services {
         Ok((workspace, role))
     }
 
-    /// Email and password in, a short-lived token out. Every attempt is audited.
+    /// Email and password in, a short-lived token out. Every attempt is audited. Attempts
+    /// are throttled per account and per source address (`throttle`): past the limit they
+    /// are refused with `rate_limited` before any password hashing.
     pub async fn login(
         &self,
         email: &str,
@@ -402,7 +404,6 @@ impl Services {
         let denied = || ServiceError::Unauthenticated("wrong email or password".into());
         let email = email.trim().to_lowercase();
         let user = self.store.user_by_email(&email).await?;
-        let ok = crate::accounts::verify_password(&*self.store, user.as_ref().map(|u| u.id), password).await?;
         // What was typed is recorded only when it is a known email: people type passwords
         // into the email box, and the audit log keeps what it is given for good.
         let label = match &user {
@@ -411,19 +412,37 @@ impl Services {
         };
         let actor = Actor { user_id: user.as_ref().map(|u| u.id), label, source_addr };
         let target_id = user.as_ref().map(|u| u.id.to_string());
-        let entry = |result| Entry {
+        let entry = |result, detail: Option<String>| Entry {
             action: AuditAction::AuthLogin,
             target_type: "user",
             target_id: target_id.clone(),
             workspace_id: None,
             result,
-            detail: None,
+            detail,
         };
+        let attempt = match self.login_throttle.admit(sha256(email.as_bytes()), actor.source_addr.as_deref()) {
+            Ok(attempt) => attempt,
+            Err(refused) => {
+                let (limit, detail) = if refused.by_source {
+                    ("source", "too many sign-in attempts from this address")
+                } else {
+                    ("account", "too many failed sign-ins for this account")
+                };
+                let why = serde_json::json!({"throttled": limit}).to_string();
+                audit::record(&*self.store, &actor, entry(AuditResult::Denied, Some(why))).await?;
+                return Err(ServiceError::RateLimited {
+                    detail: format!("{detail}: try again in {} s", refused.retry_after_secs),
+                    retry_after_secs: refused.retry_after_secs,
+                });
+            }
+        };
+        let ok = crate::accounts::verify_password(&*self.store, user.as_ref().map(|u| u.id), password).await?;
         let Some(user) = user.filter(|_| ok) else {
-            audit::record(&*self.store, &actor, entry(AuditResult::Denied)).await?;
+            audit::record(&*self.store, &actor, entry(AuditResult::Denied, None)).await?;
             return Err(denied());
         };
-        audit::record(&*self.store, &actor, entry(AuditResult::Ok)).await?;
+        self.login_throttle.succeeded(attempt);
+        audit::record(&*self.store, &actor, entry(AuditResult::Ok, None)).await?;
         let request = TokenRequest {
             name: "login".into(),
             scopes: None,

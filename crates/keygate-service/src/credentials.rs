@@ -265,6 +265,11 @@ impl Services {
         credential.hint = hint(provider, &secret);
         apply(&mut credential, &outcome, at);
         credential.updated_at = at;
+        // A new secret version, bound into the record: the old record, written back into
+        // the row, no longer opens. It moves with the secret in one compare-and-set.
+        credential.secret_version = credential.secret_version.checked_add(1).ok_or_else(|| {
+            ServiceError::Conflict("this key's secret has been replaced too many times: add it as a new key".into())
+        })?;
         let (sealed, dek) = self.vault.seal_credential(&credential, &secret).await?;
         let sealed_before = std::mem::replace(&mut credential.sealed, sealed);
         credential.data_key_id = dek;

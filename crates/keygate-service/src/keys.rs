@@ -1,7 +1,8 @@
 //! [`KeyVault`]: everything that touches data keys. It creates one data key per owner
 //! (workspace or operator) on first need, wraps it with the primary master key, unwraps
 //! on use (cached for a few minutes, never the credentials themselves), and seals and
-//! opens credentials bound to their rows.
+//! opens credentials bound to their rows and to their secret version (so a replaced
+//! secret's record, written back into the row, fails closed).
 //!
 //! Plaintext credentials exist only between [`KeyVault::open_credential`] and the end of
 //! the caller's use of the returned [`SecretText`].
@@ -76,7 +77,8 @@ impl KeyVault {
     }
 
     /// Seals `secret` for the credential row `credential` describes (its id, scope,
-    /// owner and provider must already be final). Returns the record and its data key.
+    /// owner, provider and secret version must already be final). Returns the record and
+    /// its data key.
     pub async fn seal_credential(
         &self,
         credential: &Credential,
@@ -97,8 +99,14 @@ impl KeyVault {
             |reason: String| ServiceError::Undecryptable { credential: credential.id.to_string(), reason };
         let dek = self.data_key(credential.data_key_id, owner).await.map_err(|e| undecryptable(e.to_string()))?;
         let (key_owner, row_owner) = (owner.storage_key(), credential.owner_key());
-        dek.open_secret(&credential.sealed, &context(&key_owner, &row_owner, credential))
-            .map_err(|e| undecryptable(e.to_string()))
+        dek.open_secret(&credential.sealed, &context(&key_owner, &row_owner, credential)).map_err(|e| match e {
+            VaultError::Authentication => undecryptable(format!(
+                "{e} (its record does not open at secret version {}: a record written back from an older copy, \
+                 after the secret was replaced, fails here too)",
+                credential.secret_version
+            )),
+            other => undecryptable(other.to_string()),
+        })
     }
 
     /// Destroys the owner's data key: everything sealed under it is unreadable for good.
@@ -168,5 +176,6 @@ fn context<'a>(key_owner: &'a str, row_owner: &'a str, credential: &'a Credentia
         owner: row_owner,
         credential_id: credential.id.as_uuid(),
         provider: &credential.provider,
+        secret_version: u64::from(credential.secret_version),
     }
 }

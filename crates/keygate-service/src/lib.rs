@@ -6,7 +6,8 @@
 //! - [`rotation`]: online, resumable master-key rotation;
 //! - [`doctor`]: the deep health check behind `keygate doctor`;
 //! - [`accounts`]: admin accounts with argon2id passwords;
-//! - [`audit`]: recording who did what.
+//! - [`audit`]: recording who did what;
+//! - [`throttle`]: a cap on password attempts per account and per source address.
 //!
 //! Not for: HTTP, SQL, or configuration parsing. Edges call in here; this crate calls the
 //! [`keygate_store::Store`] trait and [`keygate_vault`].
@@ -28,6 +29,7 @@ pub mod outbound;
 pub mod principal;
 pub mod rotation;
 pub mod services;
+pub mod throttle;
 pub mod usage;
 pub mod validation;
 

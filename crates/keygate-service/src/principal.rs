@@ -49,12 +49,14 @@ impl Principal {
         }
     }
 
-    /// The scopes the credential used carries (every scope a JWT's user may hold).
+    /// The scopes the credential used carries (every scope a JWT's user may hold): what a
+    /// token it mints may carry at most. Super-admin-only scopes count only for a
+    /// super-admin.
     pub fn scopes(&self) -> Vec<Scope> {
         Scope::ALL
             .iter()
             .copied()
-            .filter(|s| self.has_scope(*s) && (*s != Scope::Admin || self.user.super_admin))
+            .filter(|s| self.has_scope(*s) && (!s.super_admin_only() || self.user.super_admin))
             .collect()
     }
 
@@ -69,9 +71,15 @@ impl Principal {
 
     /// Fails unless the caller is a super-admin using a credential with the admin scope.
     pub fn require_super_admin(&self) -> ServiceResult<()> {
+        self.require_super_admin_with(Scope::Admin)
+    }
+
+    /// Fails unless the caller is a super-admin using a credential that carries `scope`
+    /// (`admin` for administration, `metrics` for `/metrics`).
+    pub fn require_super_admin_with(&self, scope: Scope) -> ServiceResult<()> {
         if !self.user.super_admin {
             return Err(ServiceError::Forbidden("this needs a super-admin".into()));
         }
-        self.require_scope(Scope::Admin)
+        self.require_scope(scope)
     }
 }

@@ -11,6 +11,7 @@ use crate::keys::KeyVault;
 use crate::limits::{InProcessLimiter, Limiter};
 use crate::outbound::{self, Timeouts, Upstreams};
 use crate::principal::Principal;
+use crate::throttle::{LoginThrottle, ThrottleOptions};
 use crate::usage::UsageRecorder;
 use crate::{now, ServiceError, ServiceResult};
 use chrono::{DateTime, Utc};
@@ -31,11 +32,17 @@ pub struct Options {
     pub probe_timeout: Duration,
     /// How long a proxied call may wait for the provider between two reads.
     pub upstream_timeout: Duration,
+    /// How many password attempts, per account and per source address, in what window.
+    pub login_throttle: ThrottleOptions,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { probe_timeout: Duration::from_secs(5), upstream_timeout: Duration::from_secs(300) }
+        Self {
+            probe_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(300),
+            login_throttle: ThrottleOptions::default(),
+        }
     }
 }
 
@@ -53,6 +60,7 @@ pub struct Services {
     pub(crate) jwt: Option<JwtVerifier>,
     pub(crate) limiter: Arc<dyn Limiter>,
     pub(crate) usage: UsageRecorder,
+    pub(crate) login_throttle: LoginThrottle,
     policy: RwLock<Arc<Policy>>,
     pub(crate) fresh: Freshness,
     pub(crate) principal_cache: Cache<[u8; 32], CachedPrincipal>,
@@ -90,6 +98,7 @@ impl Services {
             jwt,
             limiter: Arc::new(InProcessLimiter::default()),
             usage,
+            login_throttle: LoginThrottle::new(options.login_throttle),
             policy: RwLock::new(Arc::new(policy)),
             fresh: Freshness::new(epoch),
             principal_cache: Cache::new(),

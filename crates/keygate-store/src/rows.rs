@@ -139,14 +139,30 @@ impl TryFrom<DataKeyRow> for DataKeyRecord {
     }
 }
 
+/// A credential's columns, as written.
 macro_rules! credential_columns {
     () => {
         "id, scope, workspace_id, owner_user_id, provider, name, hint, model, \
      status, validity, validity_detail, validity_checked_at, operator_shared, sealed, data_key_id, created_at, \
-     updated_at, last_used_at, usage_requests, usage_input_tokens, usage_output_tokens, usage_cost_nano_usd"
+     updated_at, last_used_at, usage_requests, usage_input_tokens, usage_output_tokens, usage_cost_nano_usd, \
+     secret_version"
     };
 }
 pub(crate) use credential_columns;
+
+/// A credential's columns as read: also the highest secret version ever written for it
+/// (`credential_secret_versions`), which a row written back from an older copy cannot
+/// lower.
+macro_rules! credential_select {
+    () => {
+        concat!(
+            credential_columns!(),
+            ", (SELECT v.secret_version FROM credential_secret_versions v WHERE v.credential_id = credentials.id) \
+             AS secret_version_floor"
+        )
+    };
+}
+pub(crate) use credential_select;
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct CredentialRow {
@@ -172,6 +188,8 @@ pub(crate) struct CredentialRow {
     usage_input_tokens: i64,
     usage_output_tokens: i64,
     usage_cost_nano_usd: i64,
+    secret_version: i64,
+    secret_version_floor: Option<i64>,
 }
 
 impl TryFrom<CredentialRow> for Credential {
@@ -192,6 +210,11 @@ impl TryFrom<CredentialRow> for Credential {
             validity_checked_at: r.validity_checked_at.map(|t| t.0),
             operator_shared: r.operator_shared,
             sealed: r.sealed,
+            // The row's version, or the highest ever recorded if the row's is lower (it was
+            // written back from an older copy): its record then fails to open.
+            secret_version: u32::try_from(r.secret_version.max(r.secret_version_floor.unwrap_or(0))).map_err(|_| {
+                StoreError::Corrupt { what: "credential", detail: format!("secret_version {}", r.secret_version) }
+            })?,
             data_key_id: DataKeyId::from_uuid(r.data_key_id),
             created_at: r.created_at.0,
             updated_at: r.updated_at.0,

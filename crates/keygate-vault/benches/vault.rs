@@ -14,8 +14,13 @@ fn vault(c: &mut Criterion) {
     let data_key = DataKey::generate(Uuid::now_v7());
     let secret = SecretText::new("sk-proj-bench0000000000000000000000000000000000000000".into());
     let owner = format!("workspace:{}", Uuid::now_v7());
-    let context =
-        CredentialContext { key_owner: &owner, owner: &owner, credential_id: Uuid::now_v7(), provider: "openai" };
+    let context = CredentialContext {
+        key_owner: &owner,
+        owner: &owner,
+        credential_id: Uuid::now_v7(),
+        provider: "openai",
+        secret_version: 1,
+    };
     let sealed = data_key.seal_secret(&secret, &context).unwrap();
     c.bench_function("seal a credential", |b| b.iter(|| data_key.seal_secret(black_box(&secret), &context).unwrap()));
     c.bench_function("open a credential", |b| b.iter(|| data_key.open_secret(black_box(&sealed), &context).unwrap()));

@@ -1,6 +1,8 @@
 //! Data-encryption keys (DEKs) and the associated-data contexts that bind ciphertexts to
 //! their rows. Each workspace, and the operator scope, has one DEK; every credential is
-//! sealed under its owner's DEK and can be opened only in the row it was sealed for.
+//! sealed under its owner's DEK and can be opened only in the row it was sealed for, at
+//! the secret version it was sealed for: a replaced secret's old record, written back
+//! into its row, does not open at the row's newer version.
 
 use crate::cipher::{self, KEY_LEN};
 use crate::record::{self, SealedRecord};
@@ -44,8 +46,12 @@ impl DataKey {
         self.key.as_ref()
     }
 
-    /// Seals a credential's secret for the row `context` describes.
+    /// Seals a credential's secret for the row `context` describes, at its secret version
+    /// (1 or more).
     pub fn seal_secret(&self, secret: &SecretText, context: &CredentialContext<'_>) -> Result<Vec<u8>, VaultError> {
+        if context.secret_version == 0 {
+            return Err(VaultError::UnversionedSeal);
+        }
         record::seal(&self.key, self.id.as_bytes(), &context.to_bytes(), secret.expose().as_bytes())
     }
 
@@ -77,8 +83,8 @@ fn describe_key_id(bytes: &[u8]) -> String {
 }
 
 /// The row a credential's ciphertext belongs to. Every field goes into the associated
-/// data, so a record copied to another credential, provider, owner or workspace fails to
-/// open.
+/// data, so a record copied to another credential, provider, owner or workspace, or
+/// written back after its secret was replaced, fails to open.
 #[derive(Debug, Clone, Copy)]
 pub struct CredentialContext<'a> {
     /// The data key's owner: `workspace:<uuid>` or `operator`.
@@ -87,19 +93,25 @@ pub struct CredentialContext<'a> {
     pub owner: &'a str,
     pub credential_id: Uuid,
     pub provider: &'a str,
+    /// Which of the credential's secrets this is: 1 when created, one more at each
+    /// replacement (`keygate/credential/v2`). 0 names a record sealed before versions
+    /// existed (`keygate/credential/v1`, no version field): such records are opened,
+    /// never sealed.
+    pub secret_version: u64,
 }
 
 impl CredentialContext<'_> {
     fn to_bytes(self) -> Vec<u8> {
-        encode_context(
-            b"keygate/credential/v1",
-            &[
-                self.key_owner.as_bytes(),
-                self.owner.as_bytes(),
-                self.credential_id.as_bytes(),
-                self.provider.as_bytes(),
-            ],
-        )
+        let row: [&[u8]; 4] =
+            [self.key_owner.as_bytes(), self.owner.as_bytes(), self.credential_id.as_bytes(), self.provider.as_bytes()];
+        match self.secret_version {
+            0 => encode_context(b"keygate/credential/v1", &row),
+            version => {
+                let version = version.to_be_bytes();
+                let [a, b, c, d] = row;
+                encode_context(b"keygate/credential/v2", &[a, b, c, d, &version])
+            }
+        }
     }
 }
 
@@ -133,7 +145,39 @@ mod tests {
     use super::*;
 
     fn ctx<'a>(ws: &'a str, owner: &'a str, id: Uuid, provider: &'a str) -> CredentialContext<'a> {
-        CredentialContext { key_owner: ws, owner, credential_id: id, provider }
+        CredentialContext { key_owner: ws, owner, credential_id: id, provider, secret_version: 1 }
+    }
+
+    #[test]
+    fn a_record_opens_only_at_the_secret_version_it_was_sealed_for() {
+        let dek = DataKey::generate(Uuid::now_v7());
+        let id = Uuid::now_v7();
+        let at = |secret_version| CredentialContext { secret_version, ..ctx("operator", "operator", id, "openai") };
+        let first = dek.seal_secret(&SecretText::new("sk-first".into()), &at(1)).unwrap();
+        let second = dek.seal_secret(&SecretText::new("sk-second".into()), &at(2)).unwrap();
+        assert_eq!(dek.open_secret(&second, &at(2)).unwrap().expose(), "sk-second");
+        assert_eq!(dek.open_secret(&first, &at(1)).unwrap().expose(), "sk-first");
+        // The replaced secret's record, back in the row at its newer version: closed.
+        assert_eq!(dek.open_secret(&first, &at(2)).unwrap_err(), VaultError::Authentication);
+        assert_eq!(dek.open_secret(&first, &at(0)).unwrap_err(), VaultError::Authentication);
+        assert_eq!(dek.open_secret(&second, &at(3)).unwrap_err(), VaultError::Authentication);
+    }
+
+    #[test]
+    fn records_sealed_before_versions_existed_open_at_version_zero_only() {
+        let dek = DataKey::generate(Uuid::now_v7());
+        let id = Uuid::now_v7();
+        let row = ctx("workspace:w1", "workspace:w1", id, "openai");
+        // What keygate sealed before secret versions existed: the v1 label, four fields.
+        let v1 =
+            encode_context(b"keygate/credential/v1", &[b"workspace:w1", b"workspace:w1", id.as_bytes(), b"openai"]);
+        let legacy = record::seal(&dek.key, dek.id.as_bytes(), &v1, b"sk-legacy").unwrap();
+        let zero = CredentialContext { secret_version: 0, ..row };
+        assert_eq!(dek.open_secret(&legacy, &zero).unwrap().expose(), "sk-legacy");
+        assert_eq!(dek.open_secret(&legacy, &row).unwrap_err(), VaultError::Authentication, "not at version 1");
+        // Nothing new is ever sealed that way.
+        let refused = dek.seal_secret(&SecretText::new("sk-x".into()), &zero).unwrap_err();
+        assert_eq!(refused, VaultError::UnversionedSeal);
     }
 
     #[test]

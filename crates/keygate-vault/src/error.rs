@@ -21,4 +21,6 @@ pub enum VaultError {
     Destroyed,
     #[error("key-encryption key service failed: {0}")]
     KeyService(String),
+    #[error("a credential is sealed only under a secret version (1 or more); version 0 names records sealed before versions existed, which are opened, never made")]
+    UnversionedSeal,
 }

@@ -85,7 +85,8 @@ pub enum TokenCommand {
         /// A name to recognise the token by.
         #[arg(long)]
         name: String,
-        /// Comma-separated scopes (keys, proxy, usage, admin); default: all the user may hold.
+        /// Comma-separated scopes (keys, proxy, usage, admin, metrics); default: all the user
+        /// may hold (admin and metrics for super-admins only).
         #[arg(long, value_delimiter = ',')]
         scopes: Option<Vec<String>>,
         /// Expire after this many days.

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use keygate_server::{telemetry, AppState};
 use keygate_service::auth::TokenRequest;
 use keygate_service::doctor::{Check, Status};
-use keygate_service::jwt::{JwksSource, JwtVerifier};
+use keygate_service::jwt::{JwksSource, JwtOptions, JwtVerifier};
 use keygate_service::rotation::{Observer, Step};
 use keygate_service::{
     accounts, audit::Actor, boot, doctor, keys::KeyVault, rotation, Options, ServiceError, Services,
@@ -141,7 +141,12 @@ async fn services(
     if hs256.as_ref().is_some_and(|s| s.expose().len() < 32) {
         anyhow::bail!("KEYGATE_JWT_HS256_SECRET (from environment) must be at least 32 characters");
     }
-    let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier::new(hs256.as_ref(), jwks));
+    let jwt_options = JwtOptions {
+        max_lifetime: config.jwt_max_lifetime.value,
+        issuer: config.jwt_issuer.as_ref().map(|s| s.value.clone()),
+        audience: config.jwt_audience.as_ref().map(|s| s.value.clone()),
+    };
+    let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier::new(hs256.as_ref(), jwks, jwt_options));
     let vault = Arc::new(KeyVault::new(store.clone(), keks));
     let options = Options { probe_timeout: config.validation_timeout.value, ..Options::default() };
     Services::new(store, vault, catalog, jwt, options).await.map_err(coded).context("starting the services")
@@ -151,7 +156,11 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let (store, keks) = start(config).await?;
     let services = Arc::new(services(config, store.clone(), keks).await?);
     let budget = usize::try_from(config.body_budget_mb.value).unwrap_or(usize::MAX).saturating_mul(1 << 20);
-    let app = keygate_server::router(AppState::new(services.clone()).with_body_budget(budget));
+    let mut state = AppState::new(services.clone()).with_body_budget(budget);
+    if config.metrics_listen.is_some() {
+        state = state.with_metrics_apart();
+    }
+    let app = keygate_server::router(state.clone());
     // Changes made through other replicas reach this one's caches within a poll.
     let watch = services.watch_changes(keygate_service::cache::CHANGE_POLL);
     let addr = config.listen.value;
@@ -176,12 +185,46 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
             "the open-file limit allows fewer connections than max_connections; raise `ulimit -n` to serve more"
         );
     }
-    keygate_server::serve(listener, app, limits, shutdown_signal()).await.context("serving HTTP")?;
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = match &config.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, state, limits, stopped).await?),
+        None => None,
+    };
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    keygate_server::serve(listener, app, limits, shutdown).await.context("serving HTTP")?;
+    if let Some(metrics) = metrics {
+        metrics.await.context("the metrics listener stopped")?.context("serving /metrics")?;
+    }
     watch.abort();
     services.flush_usage().await;
     tracing::info!("shutting down: in-flight requests finished, usage written");
     store.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `/metrics` alone on `metrics_listen`, unauthenticated (the address is the access
+/// control), until `stopped` turns true.
+async fn serve_metrics(
+    addr: &config::Sourced<std::net::SocketAddr>,
+    state: AppState,
+    limits: keygate_server::ConnectionLimits,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr.value)
+        .await
+        .with_context(|| format!("listening on {} (metrics_listen from {})", addr.value, addr.source))?;
+    let bound = listener.local_addr().context("reading the metrics listener's address")?;
+    tracing::info!("serving /metrics on http://{bound}/metrics");
+    // A scraper or two: a small connection cap is plenty.
+    let limits = keygate_server::ConnectionLimits { max_connections: limits.max_connections.min(64), ..limits };
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    Ok(tokio::spawn(keygate_server::serve(listener, keygate_server::metrics_router(state), limits, shutdown)))
 }
 
 async fn shutdown_signal() {

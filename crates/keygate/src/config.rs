@@ -80,6 +80,8 @@ impl fmt::Display for Mode {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Sourced<SocketAddr>,
+    /// A separate address serving `/metrics` alone (then absent from `listen`).
+    pub metrics_listen: Option<Sourced<SocketAddr>>,
     pub data_dir: Sourced<PathBuf>,
     pub database_url: Option<Sourced<SecretString>>,
     pub redis_url: Option<Sourced<SecretString>>,
@@ -91,6 +93,12 @@ pub struct Config {
     pub jwt_hs256_secret: Option<Sourced<SecretString>>,
     /// A JWKS file path or URL for RS256 host JWTs.
     pub jwt_jwks: Option<Sourced<String>>,
+    /// The furthest ahead a host JWT's `exp` may lie.
+    pub jwt_max_lifetime: Sourced<Duration>,
+    /// When set, host JWTs must carry this `iss`.
+    pub jwt_issuer: Option<Sourced<String>>,
+    /// When set, host JWTs must carry this `aud`.
+    pub jwt_audience: Option<Sourced<String>>,
     /// Provider id → base URL override.
     pub provider_base_urls: BTreeMap<String, Sourced<String>>,
     /// Provider id → shared endpoints added by the configuration file.
@@ -111,6 +119,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     redis_url: Option<String>,
@@ -118,6 +127,9 @@ struct FileConfig {
     master_key_file: Option<PathBuf>,
     log: Option<String>,
     jwt_jwks: Option<String>,
+    jwt_max_lifetime_secs: Option<u64>,
+    jwt_issuer: Option<String>,
+    jwt_audience: Option<String>,
     validation_timeout_ms: Option<u64>,
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
@@ -177,6 +189,16 @@ impl Config {
             })?,
             listen.source,
         );
+        let metrics_listen = layer(None, "KEYGATE_METRICS_LISTEN", file.metrics_listen)
+            .map(|s| match s.value.trim().parse::<SocketAddr>() {
+                Ok(addr) => Ok(Sourced::new(addr, s.source)),
+                Err(_) => Err(anyhow::anyhow!(
+                    "metrics_listen (from {}): `{}` is not an address like 127.0.0.1:9090",
+                    s.source,
+                    s.value
+                )),
+            })
+            .transpose()?;
 
         let data_dir = layer(
             flags.data_dir.clone().map(|p| (p.display().to_string(), "--data-dir")),
@@ -206,6 +228,12 @@ impl Config {
         let jwt_hs256_secret = env("KEYGATE_JWT_HS256_SECRET")
             .map(|v| Sourced::new(SecretString::from(v), Source::Env("KEYGATE_JWT_HS256_SECRET")));
         let jwt_jwks = layer(None, "KEYGATE_JWT_JWKS", file.jwt_jwks);
+        let jwt_issuer = layer(None, "KEYGATE_JWT_ISSUER", file.jwt_issuer)
+            .map(|s| Sourced::new(s.value.trim().to_owned(), s.source))
+            .filter(|s| !s.value.is_empty());
+        let jwt_audience = layer(None, "KEYGATE_JWT_AUDIENCE", file.jwt_audience)
+            .map(|s| Sourced::new(s.value.trim().to_owned(), s.source))
+            .filter(|s| !s.value.is_empty());
         // A whole number within `range`, named by its file key (and `var`).
         let number =
             |key: &str, var: &'static str, from_file: Option<u64>, default: u64, range: RangeInclusive<u64>| {
@@ -247,6 +275,14 @@ impl Config {
         let max_connections =
             number("max_connections", "KEYGATE_MAX_CONNECTIONS", file.max_connections, 4_096, 1..=1_000_000)?;
         let body_budget_mb = number("body_budget_mb", "KEYGATE_BODY_BUDGET_MB", file.body_budget_mb, 256, 1..=65_536)?;
+        let jwt_max_lifetime = number(
+            "jwt_max_lifetime_secs",
+            "KEYGATE_JWT_MAX_LIFETIME_SECS",
+            file.jwt_max_lifetime_secs,
+            86_400,
+            60..=31_536_000,
+        )?;
+        let jwt_max_lifetime = Sourced::new(Duration::from_secs(jwt_max_lifetime.value), jwt_max_lifetime.source);
 
         // Provider base URLs: the file's [providers.<id>] tables, then KEYGATE_PROVIDER_<ID>_BASE_URL.
         let builtin = Catalog::builtin().context("the built-in provider catalog")?;
@@ -272,6 +308,7 @@ impl Config {
 
         Ok(Self {
             listen,
+            metrics_listen,
             data_dir,
             database_url,
             redis_url,
@@ -282,6 +319,9 @@ impl Config {
             log,
             jwt_hs256_secret,
             jwt_jwks,
+            jwt_max_lifetime,
+            jwt_issuer,
+            jwt_audience,
             provider_base_urls,
             shared_endpoints,
             validation_timeout,
@@ -321,6 +361,10 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut lines = vec![
             line("listen", &self.listen.value.to_string(), &self.listen.source),
+            match &self.metrics_listen {
+                Some(m) => line("metrics_listen", &m.value.to_string(), &m.source),
+                None => line("metrics_listen", "(unset: /metrics on listen, for the metrics scope)", &Source::Default),
+            },
             line("data_dir", &self.data_dir.value.display().to_string(), &self.data_dir.source),
         ];
         match (&self.database_url, self.database()) {
@@ -352,6 +396,17 @@ impl Config {
         match &self.jwt_jwks {
             Some(v) => lines.push(line("jwt_jwks", &v.value, &v.source)),
             None => lines.push(line("jwt_jwks", "(unset)", &Source::Default)),
+        }
+        let lifetime = self.jwt_max_lifetime.value.as_secs().to_string();
+        lines.push(line("jwt_max_lifetime_secs", &lifetime, &self.jwt_max_lifetime.source));
+        for (name, value, unset) in [
+            ("jwt_issuer", &self.jwt_issuer, "(unset: any issuer)"),
+            ("jwt_audience", &self.jwt_audience, "(unset: a token naming an audience is refused)"),
+        ] {
+            match value {
+                Some(v) => lines.push(line(name, &v.value, &v.source)),
+                None => lines.push(line(name, unset, &Source::Default)),
+            }
         }
         let timeout = format!("{}", self.validation_timeout.value.as_millis());
         lines.push(line("validation_timeout_ms", &timeout, &self.validation_timeout.source));
@@ -437,12 +492,90 @@ mod tests {
     fn the_example_config_is_valid_and_documents_every_option() {
         let parsed: FileConfig = toml::from_str(EXAMPLE).unwrap();
         assert!(parsed.listen.is_some() && parsed.data_dir.is_some() && parsed.log.is_some());
-        for option in ["listen", "data_dir", "database_url", "redis_url", "env", "master_key_file", "log"] {
+        for option in [
+            "listen",
+            "metrics_listen",
+            "data_dir",
+            "database_url",
+            "redis_url",
+            "env",
+            "master_key_file",
+            "log",
+            "jwt_max_lifetime_secs",
+            "jwt_issuer",
+            "jwt_audience",
+        ] {
             assert!(EXAMPLE.contains(&format!("{option} =")), "{option} is not documented");
         }
-        for var in ["KEYGATE_MASTER_KEY", "KEYGATE_MASTER_KEYS", "KEYGATE_DATABASE_URL", "KEYGATE_ENV", "KEYGATE_LOG"] {
+        for var in [
+            "KEYGATE_MASTER_KEY",
+            "KEYGATE_MASTER_KEYS",
+            "KEYGATE_DATABASE_URL",
+            "KEYGATE_ENV",
+            "KEYGATE_LOG",
+            "KEYGATE_METRICS_LISTEN",
+            "KEYGATE_JWT_MAX_LIFETIME_SECS",
+            "KEYGATE_JWT_ISSUER",
+            "KEYGATE_JWT_AUDIENCE",
+        ] {
             assert!(EXAMPLE.contains(var), "{var} is not documented");
         }
+    }
+
+    #[test]
+    fn jwt_checks_are_configurable() {
+        let c = load(&[], Overrides::default()).unwrap();
+        assert_eq!(c.jwt_max_lifetime.value, Duration::from_secs(86_400), "24 hours by default");
+        assert!(c.jwt_issuer.is_none() && c.jwt_audience.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(
+            &path,
+            "jwt_max_lifetime_secs = 3600\njwt_issuer = \"https://auth.example.com\"\n\
+             jwt_audience = \"keygate\"\n",
+        )
+        .unwrap();
+        let file = path.display().to_string();
+        let c = load(&[("KEYGATE_CONFIG", &file)], Overrides::default()).unwrap();
+        assert_eq!(c.jwt_max_lifetime.value, Duration::from_secs(3600));
+        assert_eq!(c.jwt_issuer.as_ref().map(|s| s.value.as_str()), Some("https://auth.example.com"));
+        assert_eq!(c.jwt_audience.as_ref().map(|s| s.value.as_str()), Some("keygate"));
+        let c = load(
+            &[("KEYGATE_CONFIG", &file), ("KEYGATE_JWT_MAX_LIFETIME_SECS", "600"), ("KEYGATE_JWT_AUDIENCE", "other")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.jwt_max_lifetime.value, c.jwt_max_lifetime.source),
+            (Duration::from_secs(600), Source::Env("KEYGATE_JWT_MAX_LIFETIME_SECS"))
+        );
+        assert_eq!(c.jwt_audience.map(|s| s.value), Some("other".to_owned()));
+
+        let err = load(&[("KEYGATE_JWT_MAX_LIFETIME_SECS", "forever")], Overrides::default()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("jwt_max_lifetime_secs (from environment variable KEYGATE_JWT_MAX_LIFETIME_SECS)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn metrics_can_have_a_listener_of_their_own() {
+        assert!(load(&[], Overrides::default()).unwrap().metrics_listen.is_none(), "unset by default");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "metrics_listen = \"127.0.0.1:9090\"\n").unwrap();
+        let file = path.display().to_string();
+        let c = load(&[("KEYGATE_CONFIG", &file)], Overrides::default()).unwrap();
+        assert_eq!(c.metrics_listen.map(|s| s.value.port()), Some(9090));
+        let c = load(&[("KEYGATE_CONFIG", &file), ("KEYGATE_METRICS_LISTEN", "127.0.0.1:9191")], Overrides::default())
+            .unwrap();
+        let m = c.metrics_listen.unwrap();
+        assert_eq!((m.value.port(), m.source), (9191, Source::Env("KEYGATE_METRICS_LISTEN")));
+        let err = load(&[("KEYGATE_METRICS_LISTEN", "nowhere")], Overrides::default()).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("metrics_listen (from environment variable KEYGATE_METRICS_LISTEN)"), "{msg}");
     }
 
     #[test]

@@ -9,9 +9,11 @@ use axum::Json;
 use keygate_vault::SecretText;
 use secrecy::ExposeSecret;
 
-/// Email and password for a short-lived keygate token (12 hours).
+/// Email and password for a short-lived keygate token (12 hours). Attempts are throttled
+/// per account and per source address.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "session", request_body = Login, responses(
-    (status = 200, body = LoggedIn), (status = 401, description = "unauthenticated", body = Problem)
+    (status = 200, body = LoggedIn), (status = 401, description = "unauthenticated", body = Problem),
+    (status = 429, description = "rate_limited: too many attempts for the account or from the address (Retry-After)", body = Problem)
 ))]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn login(

@@ -15,6 +15,7 @@ both_backends!(
     multi_field_credentials_validate_too,
     the_catalog_shows_what_the_caller_has_configured,
     a_verdict_on_a_replaced_secret_never_lands_on_its_successor,
+    a_replaced_secret_written_back_from_an_older_copy_fails_closed,
 );
 
 async fn the_full_key_lifecycle(db: TestDb) {
@@ -403,4 +404,69 @@ async fn a_verdict_on_a_replaced_secret_never_lands_on_its_successor(db: TestDb)
     let err = h.store().update_credential(&stale, b"an older sealing", None).await.unwrap_err();
     assert!(matches!(err, keygate_store::StoreError::Changed { .. }), "{err:?}");
     assert_eq!(h.store().credential(stored.id).await.unwrap(), stored);
+}
+
+/// Replacing a key's secret moves it to a new secret version, bound into the sealed
+/// record. Writing the old record back into the row (alone, or with its old version) must
+/// not bring the replaced key back into use: the key fails closed as undecryptable, the
+/// provider never sees the old key, and `doctor` names the credential.
+async fn a_replaced_secret_written_back_from_an_older_copy_fails_closed(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    // The old key stays one the provider accepts: only keygate stands in the way.
+    let old_key = h.valid_key("sk-proj-");
+    let id = h.add_key(&alice, json!({"provider": "openai", "secret": old_key})).await;
+    let cid: keygate_core::CredentialId = id.parse().unwrap();
+    let before = h.store().credential(cid).await.unwrap();
+    assert_eq!(before.secret_version, 1);
+    let new_key = h.valid_key("sk-proj-");
+    let replaced = h.put(&format!("/api/v1/keys/{id}/secret"), &alice.token, json!({"secret": new_key})).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    let current = h.store().credential(cid).await.unwrap();
+    assert_eq!(current.secret_version, 2, "a replacement moves the secret version on");
+    assert_eq!(h.chat(&alice.token).await.status, 200);
+
+    let keks = h.vault().keks().clone();
+    for (what, version) in [("the old record", 2), ("the old record and its old version", 1)] {
+        let rolled_back =
+            keygate_core::Credential { sealed: before.sealed.clone(), secret_version: version, ..current.clone() };
+        h.store().update_credential(&rolled_back, &current.sealed, None).await.unwrap();
+        let row = h.store().credential(cid).await.unwrap();
+        assert_eq!(row.sealed, before.sealed, "{what} is in the row");
+        let err = h.vault().open_credential(&row).await.unwrap_err();
+        assert_eq!(err.code(), "credential_undecryptable", "{what}: {err}");
+        assert!(err.to_string().contains("secret version 2"), "{err}");
+
+        // A process with cold caches (the rollback bumped no change epoch).
+        let replica = h.replica().await;
+        h.mock.clear_requests();
+        let call = h.chat_via(&replica, &alice.token).await;
+        assert_eq!((call.status, call.code()), (502, "credential_undecryptable"), "{what}: {}", call.text);
+        assert!(
+            h.mock.requests().iter().all(|r| r.credential.as_deref() != Some(old_key.as_str())),
+            "{what}: the replaced key is never sent"
+        );
+        let test = h.post(&format!("/api/v1/keys/{id}/test"), &alice.token, json!({})).await;
+        assert_eq!(test.json["validity"], "undecryptable", "{what}: {}", test.text);
+        assert!(h.mock.requests().iter().all(|r| r.credential.as_deref() != Some(old_key.as_str())));
+
+        let checks = keygate_service::doctor::run(h.store().clone(), keks.clone()).await;
+        let failed: Vec<_> = checks.iter().filter(|c| c.status == keygate_service::doctor::Status::Fail).collect();
+        assert_eq!(failed.len(), 1, "{what}: {checks:?}");
+        assert!(failed[0].detail.contains(&id), "doctor names the credential: {}", failed[0].detail);
+        assert!(!failed[0].detail.contains(&old_key) && !failed[0].detail.contains(&new_key));
+
+        // Put the current record back (the test above marked the row undecryptable).
+        let row = h.store().credential(cid).await.unwrap();
+        let restored = keygate_core::Credential { validity: keygate_core::Validity::Valid, ..current.clone() };
+        h.store().update_credential(&restored, &row.sealed, None).await.unwrap();
+        let replica = h.replica().await;
+        assert_eq!(h.chat_via(&replica, &alice.token).await.status, 200, "the current record still opens");
+    }
+
+    // The next replacement starts from the newest version, whatever the row said.
+    let newer = h.valid_key("sk-proj-");
+    let replaced = h.put(&format!("/api/v1/keys/{id}/secret"), &alice.token, json!({"secret": newer})).await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    assert_eq!(h.store().credential(cid).await.unwrap().secret_version, 3);
 }

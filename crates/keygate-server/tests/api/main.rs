@@ -10,6 +10,7 @@ mod errors;
 mod health;
 mod keys;
 mod logging;
+mod metrics;
 mod openapi;
 mod proxy;
 mod support;

@@ -437,11 +437,11 @@ async fn metrics_count_calls_and_show_no_database_queries_in_steady_state(db: Te
         let line = text.lines().find(|l| l.starts_with("keygate_proxy_db_queries_total")).unwrap();
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
-    let before = h.call(Method::GET, "/metrics", None, None).await;
+    let before = h.scrape().await;
     for _ in 0..20 {
         assert_eq!(h.chat(&user.token).await.status, 200);
     }
-    let after = h.call(Method::GET, "/metrics", None, None).await;
+    let after = h.scrape().await;
     assert_eq!(after.headers["content-type"], "text/plain; version=0.0.4");
     assert_eq!(queries(&after.text), queries(&before.text), "steady state: no database query per call\n{}", after.text);
     assert!(

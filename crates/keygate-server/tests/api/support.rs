@@ -10,7 +10,7 @@ use keygate_mock::{MockConfig, MockProvider, OAuthClient};
 use keygate_server::AppState;
 use keygate_service::audit::Actor;
 use keygate_service::auth::TokenRequest;
-use keygate_service::jwt::{JwksSource, JwtVerifier};
+use keygate_service::jwt::{JwksSource, JwtOptions, JwtVerifier};
 use keygate_service::{boot, keys::KeyVault, now, Options, Services};
 use keygate_store::testdb::TestDb;
 use keygate_vault::{KeyEncryptionKeys, Keyring, SecretText};
@@ -53,8 +53,16 @@ impl std::io::Write for Capture {
     }
 }
 
+/// How a harness's services are set up, where a test needs other than the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    pub jwt: JwtOptions,
+    pub login_throttle: keygate_service::throttle::ThrottleOptions,
+}
+
 pub struct Harness {
     pub state: AppState,
+    setup: Setup,
     /// The store and vault under the services, for assertions on what was written.
     store: Arc<dyn keygate_store::Store>,
     vault: Arc<KeyVault>,
@@ -88,17 +96,29 @@ pub struct Caller {
 
 impl Harness {
     pub async fn new(db: TestDb) -> Self {
+        Self::with(db, Setup::default()).await
+    }
+
+    pub async fn with(db: TestDb, setup: Setup) -> Self {
         logs();
         let mut config = MockConfig::with_keys([OPENAI_KEY, ANTHROPIC_KEY]);
         config.oauth_clients.push(OAuthClient { client_id: SH_CLIENT.0.into(), client_secret: SH_CLIENT.1.into() });
         let mock = MockProvider::start(config).await.unwrap();
-        let (services, store, vault) = services_on(&db.location, &mock.url()).await;
-        Self { state: AppState::new(Arc::new(services)), store, vault, mock, canaries: Mutex::new(Vec::new()), _db: db }
+        let (services, store, vault) = services_on(&db.location, &mock.url(), &setup).await;
+        Self {
+            state: AppState::new(Arc::new(services)),
+            setup,
+            store,
+            vault,
+            mock,
+            canaries: Mutex::new(Vec::new()),
+            _db: db,
+        }
     }
 
     /// Another keygate process on the same database: a second replica.
     pub async fn replica(&self) -> AppState {
-        AppState::new(Arc::new(services_on(&self._db.location, &self.mock.url()).await.0))
+        AppState::new(Arc::new(services_on(&self._db.location, &self.mock.url(), &self.setup).await.0))
     }
 
     pub fn services(&self) -> &Services {
@@ -201,7 +221,22 @@ impl Harness {
 
     /// Sends `request` to the app built on `state` (this harness's, or a replica's).
     pub async fn send_to(&self, state: &AppState, request: Request<Body>) -> Reply {
-        let response = keygate_server::router(state.clone()).oneshot(request).await.unwrap();
+        self.send_via(keygate_server::router(state.clone()), request).await
+    }
+
+    /// `GET path` on the router a separate metrics listener serves (`metrics_listen`).
+    pub async fn on_metrics_listener(&self, path: &str) -> Reply {
+        let request = Request::builder().method(Method::GET).uri(path).body(Body::empty()).unwrap();
+        self.send_via(keygate_server::metrics_router(self.state.clone()), request).await
+    }
+
+    /// The metrics, as a scraper on the metrics listener sees them.
+    pub async fn scrape(&self) -> Reply {
+        self.on_metrics_listener("/metrics").await
+    }
+
+    async fn send_via(&self, app: axum::Router, request: Request<Body>) -> Reply {
+        let response = app.oneshot(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
@@ -262,6 +297,7 @@ impl Drop for Harness {
 async fn services_on(
     location: &keygate_store::DatabaseLocation,
     mock_url: &str,
+    setup: &Setup,
 ) -> (Services, Arc<dyn keygate_store::Store>, Arc<KeyVault>) {
     let store = keygate_store::connect(location).await.unwrap();
     let keks: Arc<dyn KeyEncryptionKeys> = Arc::new(Keyring::from_hex("test", MASTER_KEY).unwrap());
@@ -272,14 +308,19 @@ async fn services_on(
         catalog.set_base_url(&id, mock_url).unwrap();
     }
     let jwks = serde_json::from_str(include_str!("fixtures/test-jwks.json")).unwrap();
-    let jwt = JwtVerifier::new(Some(&SecretText::new(JWT_SECRET.into())), Some(JwksSource::Static(jwks)));
+    let jwt =
+        JwtVerifier::new(Some(&SecretText::new(JWT_SECRET.into())), Some(JwksSource::Static(jwks)), setup.jwt.clone());
     let vault = Arc::new(KeyVault::new(store.clone(), keks));
     let services = Services::new(
         store.clone(),
         vault.clone(),
         catalog,
         Some(jwt),
-        Options { probe_timeout: PROBE_TIMEOUT, upstream_timeout: UPSTREAM_TIMEOUT },
+        Options {
+            probe_timeout: PROBE_TIMEOUT,
+            upstream_timeout: UPSTREAM_TIMEOUT,
+            login_throttle: setup.login_throttle.clone(),
+        },
     )
     .await
     .unwrap();

@@ -100,6 +100,7 @@ async fn store_credential(
         validity_checked_at: None,
         operator_shared: scope == CredentialScope::Operator,
         sealed: Vec::new(),
+        secret_version: 1,
         data_key_id: DataKeyId::new(),
         created_at: now(),
         updated_at: now(),

@@ -1,7 +1,9 @@
 //! Credentials as stored: sealed secrets with their owner, provider, status and running
 //! usage totals. Every query names its owner; "one active key per owner and provider"
 //! is the partial unique index on `(owner_key, provider)`, where `owner_key` holds
-//! [`Credential::slot_key`].
+//! [`Credential::slot_key`]. Each credential's highest secret version is also kept apart
+//! (`credential_secret_versions`), so writing a row back from an older copy cannot lower
+//! the version its record must open at.
 
 use super::{db_run, expect_one, Conn, Pool};
 use crate::filter::CredentialFilter;
@@ -10,6 +12,13 @@ use crate::ts::Ts;
 use crate::{StoreError, StoreResult};
 use keygate_core::*;
 use uuid::Uuid;
+
+/// The highest secret version written for a credential: it only ever rises, so a row
+/// written back from an older copy reads at the newer version and its record fails to
+/// open (see `rows::credential_select`).
+const RECORD_SECRET_VERSION: &str = "INSERT INTO credential_secret_versions (credential_id, secret_version) \
+     VALUES ($1, $2) ON CONFLICT (credential_id) DO UPDATE SET secret_version = excluded.secret_version \
+     WHERE credential_secret_versions.secret_version < excluded.secret_version";
 
 impl Pool<'_> {
     pub(super) async fn insert_credential(self, c: &Credential) -> StoreResult<()> {
@@ -44,6 +53,7 @@ impl Pool<'_> {
             }
             if let Some(old) = replaces {
                 sqlx::query("DELETE FROM credentials WHERE id = $1").bind(old.as_uuid()).execute(&mut *tx).await?;
+                Conn::from(&mut *tx).forget_secret_version(old).await?;
             }
             if let (Some(max), CredentialScope::User, Some(user)) = (max_user_keys, c.scope, c.owner_user_id) {
                 let (held,): (i64,) =
@@ -67,7 +77,7 @@ impl Pool<'_> {
         db_run!(self, |pool| {
             sqlx::query_as::<_, CredentialRow>(concat!(
                 "SELECT ",
-                credential_columns!(),
+                credential_select!(),
                 " FROM credentials WHERE id = $1"
             ))
             .bind(id.as_uuid())
@@ -81,7 +91,7 @@ impl Pool<'_> {
     pub(super) async fn credentials(self, f: &CredentialFilter) -> StoreResult<Vec<Credential>> {
         db_run!(self, |pool| {
             let mut q =
-                sqlx::QueryBuilder::new(concat!("SELECT ", credential_columns!(), " FROM credentials WHERE 1 = 1"));
+                sqlx::QueryBuilder::new(concat!("SELECT ", credential_select!(), " FROM credentials WHERE 1 = 1"));
             if let Some(scope) = f.scope {
                 q.push(" AND scope = ").push_bind(scope.as_str());
             }
@@ -116,15 +126,15 @@ impl Pool<'_> {
         db_run!(self, |pool| {
             sqlx::query_as::<_, CredentialRow>(concat!(
                 "SELECT ",
-                credential_columns!(),
+                credential_select!(),
                 " FROM credentials \
                  WHERE scope = 'user' AND workspace_id = $1 AND owner_user_id = $2 AND provider = $3 \
                  UNION ALL SELECT ",
-                credential_columns!(),
+                credential_select!(),
                 " FROM credentials \
                  WHERE scope = 'workspace' AND workspace_id = $1 AND provider = $3 AND status = 'active' \
                  UNION ALL SELECT ",
-                credential_columns!(),
+                credential_select!(),
                 " FROM credentials \
                  WHERE scope = 'operator' AND provider = $3 AND status = 'active' \
                  ORDER BY created_at, id"
@@ -151,7 +161,8 @@ impl Pool<'_> {
             let done = sqlx::query(
                 "UPDATE credentials SET name = $1, hint = $2, model = $3, status = $4, validity = $5, \
                  validity_detail = $6, validity_checked_at = $7, operator_shared = $8, sealed = $9, \
-                 data_key_id = $10, updated_at = $11, owner_key = $12 WHERE id = $13 AND sealed = $14",
+                 data_key_id = $10, updated_at = $11, owner_key = $12, secret_version = $15 \
+                 WHERE id = $13 AND sealed = $14",
             )
             .bind(&c.name)
             .bind(&c.hint)
@@ -167,9 +178,11 @@ impl Pool<'_> {
             .bind(c.slot_key())
             .bind(c.id.as_uuid())
             .bind(sealed_before)
+            .bind(i64::from(c.secret_version))
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
+                Conn::from(&mut *tx).record_secret_version(c).await?;
                 if let Some(audit) = audit {
                     Conn::from(&mut *tx).insert_audit_event(audit).await?;
                 }
@@ -193,6 +206,7 @@ impl Pool<'_> {
             let done =
                 sqlx::query("DELETE FROM credentials WHERE id = $1").bind(id.as_uuid()).execute(&mut *tx).await?;
             expect_one(done.rows_affected(), "credential", id)?;
+            Conn::from(&mut *tx).forget_secret_version(id).await?;
             Conn::from(&mut *tx).insert_audit_event(audit).await?;
             tx.commit().await?;
             Ok(())
@@ -235,7 +249,7 @@ impl Conn<'_> {
                 "INSERT INTO credentials (",
                 credential_columns!(),
                 ", owner_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18, $19, $20, $21, $22, $23)"
+                 $18, $19, $20, $21, $22, $23, $24)"
             ))
             .bind(c.id.as_uuid())
             .bind(c.scope.as_str())
@@ -259,9 +273,37 @@ impl Conn<'_> {
             .bind(c.usage.input_tokens)
             .bind(c.usage.output_tokens)
             .bind(c.usage.cost_nano_usd)
+            .bind(i64::from(c.secret_version))
             .bind(c.slot_key())
-            .execute(conn)
+            .execute(&mut *conn)
             .await?;
+            sqlx::query(RECORD_SECRET_VERSION)
+                .bind(c.id.as_uuid())
+                .bind(i64::from(c.secret_version))
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// Raises the highest secret version recorded for `c` to its own (never lowers it).
+    async fn record_secret_version(self, c: &Credential) -> StoreResult<()> {
+        db_run!(self, |conn| {
+            sqlx::query(RECORD_SECRET_VERSION)
+                .bind(c.id.as_uuid())
+                .bind(i64::from(c.secret_version))
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
+
+    async fn forget_secret_version(self, id: CredentialId) -> StoreResult<()> {
+        db_run!(self, |conn| {
+            sqlx::query("DELETE FROM credential_secret_versions WHERE credential_id = $1")
+                .bind(id.as_uuid())
+                .execute(conn)
+                .await?;
             Ok(())
         })
     }

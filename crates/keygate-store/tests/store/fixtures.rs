@@ -102,6 +102,7 @@ impl Fixture {
             validity_checked_at: None,
             operator_shared: operator,
             sealed: b"sealed-bytes".to_vec(),
+            secret_version: 1,
             data_key_id: if operator { self.operator_key.id } else { self.data_key.id },
             created_at: now(),
             updated_at: now(),

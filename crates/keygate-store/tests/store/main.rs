@@ -22,6 +22,7 @@ both_backends!(
     credentials_keep_one_active_per_owner_and_provider,
     credential_queries_stay_scoped_to_their_owner,
     credentials_update_replace_and_delete,
+    a_row_written_back_from_an_older_copy_reads_at_its_newest_secret_version,
     tokens_are_found_by_public_id_and_revoked_only_by_their_owner,
     a_tokens_principal_comes_with_its_user_and_acting_workspace,
     audit_events_filter_and_come_newest_first,
@@ -285,6 +286,81 @@ async fn credentials_update_replace_and_delete(db: TestDb) {
     let err = store.update_credential(&kept, &before.sealed, Some(&audit)).await.unwrap_err();
     assert!(err.is_conflict(), "{err:?}");
     assert_eq!(store.credential(kept.id).await.unwrap(), before);
+}
+
+/// Runs one statement on the test database, behind the store's back: what someone
+/// restoring rows from a backup, or writing to the database directly, could do.
+async fn behind_the_stores_back(db: &TestDb, sql: &str, sealed: &[u8], id: CredentialId) -> u64 {
+    match &db.location {
+        keygate_store::DatabaseLocation::Sqlite(path) => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+            let done = sqlx::query(sql).bind(sealed).bind(id.as_uuid()).execute(&pool).await.unwrap();
+            pool.close().await;
+            done.rows_affected()
+        }
+        keygate_store::DatabaseLocation::Postgres(_) => {
+            let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+            let done = sqlx::query(sql).bind(sealed).bind(id.as_uuid()).execute(&pool).await.unwrap();
+            pool.close().await;
+            done.rows_affected()
+        }
+    }
+}
+
+/// A credential's secret version only ever rises: a row written back with its old record
+/// and its old version (by the store, by SQL, or deleted and inserted again) still reads at
+/// the newest version, so its record fails to open. Deleting a credential forgets it.
+async fn a_row_written_back_from_an_older_copy_reads_at_its_newest_secret_version(db: TestDb) {
+    let store = connect(&db.location).await.unwrap();
+    let f = Fixture::new(&*store).await;
+    let old = f.user_credential("openai");
+    assert_eq!(old.secret_version, 1);
+    store.insert_credential(&old).await.unwrap();
+    assert_eq!(store.credential(old.id).await.unwrap(), old);
+    let new = Credential { sealed: b"sealed-at-v2".to_vec(), secret_version: 2, ..old.clone() };
+    store.update_credential(&new, &old.sealed, None).await.unwrap();
+    assert_eq!(store.credential(old.id).await.unwrap(), new);
+
+    // Through the store: it saves the old version it is given, and reads the newest.
+    store.update_credential(&old, &new.sealed, None).await.unwrap();
+    let read = store.credential(old.id).await.unwrap();
+    assert_eq!((read.sealed.as_slice(), read.secret_version), (old.sealed.as_slice(), 2));
+    store.update_credential(&new, &old.sealed, None).await.unwrap();
+
+    // Behind its back, with SQL.
+    let rolled = behind_the_stores_back(
+        &db,
+        "UPDATE credentials SET sealed = $1, secret_version = 1 WHERE id = $2",
+        &old.sealed,
+        old.id,
+    )
+    .await;
+    assert_eq!(rolled, 1);
+    let read = store.credential(old.id).await.unwrap();
+    assert_eq!((read.sealed.as_slice(), read.secret_version), (old.sealed.as_slice(), 2));
+    for listed in [
+        store.credentials(&CredentialFilter::default()).await.unwrap(),
+        store.credential_candidates(f.workspace.id, f.user.id, "openai").await.unwrap(),
+    ] {
+        assert_eq!(listed.iter().map(|c| c.secret_version).collect::<Vec<_>>(), vec![2]);
+    }
+
+    // Deleted behind its back and inserted again as it was at version 1.
+    behind_the_stores_back(&db, "DELETE FROM credentials WHERE sealed = $1 AND id = $2", &old.sealed, old.id).await;
+    store.insert_credential(&old).await.unwrap();
+    assert_eq!(store.credential(old.id).await.unwrap().secret_version, 2);
+
+    // Deleting through the store forgets the credential's versions with it.
+    store.delete_credential(old.id, &f.audit_event("credential.delete")).await.unwrap();
+    let left = behind_the_stores_back(
+        &db,
+        "DELETE FROM credential_secret_versions WHERE $1 = $1 AND credential_id = $2",
+        b"",
+        old.id,
+    )
+    .await;
+    assert_eq!(left, 0, "nothing left behind");
 }
 
 async fn tokens_are_found_by_public_id_and_revoked_only_by_their_owner(db: TestDb) {

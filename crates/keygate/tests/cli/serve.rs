@@ -144,3 +144,57 @@ async fn doctor_is_green_on_a_fresh_data_dir_and_red_once_the_master_key_changes
     let (ok, _, stderr) = run(keygate(&db, &[("KEYGATE_MASTER_KEY", KEY_B)]), &["serve"]);
     assert!(!ok && stderr.contains("master_key_mismatch"), "serve refuses at boot: {stderr}");
 }
+
+/// `KEYGATE_METRICS_LISTEN`: `/metrics` is served there, without a credential, and is
+/// absent (404 problem+json) from the main listener; SIGTERM stops both.
+#[test]
+fn metrics_listen_serves_metrics_apart_from_the_api() {
+    let db = TestDb::sqlite();
+    let vars =
+        [("KEYGATE_MASTER_KEY", KEY_A), ("KEYGATE_LISTEN", "127.0.0.1:0"), ("KEYGATE_METRICS_LISTEN", "127.0.0.1:0")];
+    let mut child = keygate(&db, &vars).arg("serve").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let (mut api, mut metrics) = (None, None);
+    while api.is_none() || metrics.is_none() {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "serve exited early:\n{log}");
+        log.push_str(&line);
+        if let Some(rest) = line.split("keygate listening on http://").nth(1) {
+            api = Some(rest.trim().to_owned());
+        }
+        if let Some(rest) = line.split("serving /metrics on http://").nth(1) {
+            metrics = Some(rest.trim().trim_end_matches("/metrics").to_owned());
+        }
+    }
+    let (api, metrics) = (api.unwrap(), metrics.unwrap());
+    assert_ne!(api, metrics);
+    let get = |addr: &str, path: &str| {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    let scraped = get(&metrics, "/metrics");
+    assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
+    assert!(scraped.contains("keygate_proxy_requests_total"), "{scraped}");
+    let absent = get(&api, "/metrics");
+    assert!(absent.starts_with("HTTP/1.1 404"), "{absent}");
+    assert!(absent.contains("application/problem+json") && absent.contains(r#""code":"not_found""#), "{absent}");
+    assert!(get(&api, "/healthz").starts_with("HTTP/1.1 200"), "the API is served as usual");
+    assert!(get(&metrics, "/healthz").starts_with("HTTP/1.1 404"), "the metrics listener serves /metrics alone");
+
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    assert!(std::net::TcpStream::connect(&metrics).is_err(), "the metrics listener is closed too");
+}
