@@ -39,10 +39,18 @@ set -e
 if [ "$bench_status" -eq 0 ]; then echo "bench: 1 passed, 0 failed" | tee -a "$log"; else echo "bench: 0 passed, 1 failed" | tee -a "$log"; fi
 [ "$status" -ne 0 ] || status=$bench_status
 
+echo "==> fuzzing, smoke run (scripts/fuzz.sh --smoke: each target for a few seconds)"
+set +e
+bash scripts/fuzz.sh --smoke 2>&1 | tee -a "$log"
+fuzz_status=${PIPESTATUS[0]}
+set -e
+if [ "$fuzz_status" -eq 0 ]; then echo "fuzz: 1 passed, 0 failed" | tee -a "$log"; else echo "fuzz: 0 passed, 1 failed" | tee -a "$log"; fi
+[ "$status" -ne 0 ] || status=$fuzz_status
+
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-sdk_passed=$(grep -Eo '^(sdk|bench): [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
-sdk_failed=$(grep -Eo '^(sdk|bench): [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
+sdk_passed=$(grep -Eo '^(sdk|bench|fuzz): [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
+sdk_failed=$(grep -Eo '^(sdk|bench|fuzz): [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
 passed=$((passed + sdk_passed))
 failed=$((failed + sdk_failed))
 skipped=$(grep -c 'SKIPPED (' "$log" || true)

@@ -21,6 +21,11 @@ pub enum Fault {
     ResetMidStream { after_chunks: u32 },
     /// Stream a chunk whose `data:` is not JSON.
     MalformedSse,
+    /// A hostile provider: answer `status` with the credential it received, in
+    /// `encoding` (`raw`, `base64`, `base64url`, `hex`, `percent`, `json_u`), in a header
+    /// (`x-echo`), in the body, and — for a streamed request — in an SSE event split
+    /// across two chunks.
+    Echo { encoding: String, status: u16 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

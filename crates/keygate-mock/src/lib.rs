@@ -23,7 +23,13 @@
 
 mod config;
 mod dialects;
+mod echo;
 mod server;
 
 pub use config::{Fault, MockConfig, OAuthClient};
 pub use server::{router, serve, MockProvider, Recorded, Shared};
+
+/// `credential` as a hostile provider would echo it (see `Fault::Echo`), for tests.
+pub fn encode_echo(credential: &str, encoding: &str) -> String {
+    echo::encode(credential, encoding)
+}

@@ -220,6 +220,11 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let fault = shared.take_fault();
     match &fault {
         Some(Fault::Status { status }) => return dialects::failure(dialect, *status),
+        Some(Fault::Echo { encoding, status }) => {
+            let request = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or(serde_json::Value::Null);
+            let stream = request.get("stream").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            return crate::echo::answer(credential.as_deref().unwrap_or(""), encoding, *status, stream);
+        }
         Some(Fault::Delay { ms }) => tokio::time::sleep(Duration::from_millis(*ms)).await,
         _ => {}
     }

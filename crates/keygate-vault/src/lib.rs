@@ -14,6 +14,7 @@
 
 pub mod cipher;
 pub mod datakey;
+pub mod echo;
 pub mod error;
 pub mod keyring;
 pub mod record;

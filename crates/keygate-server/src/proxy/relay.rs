@@ -5,7 +5,7 @@
 
 use super::settle::Finish;
 use super::sse::Metered;
-use super::upstream::{percent_encode, Sent};
+use super::upstream::Sent;
 use crate::{ApiError, AppState};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use keygate_core::usage::{Dialect, Report, Tokens};
 use keygate_service::gateway::{Admission, Admitted};
+use keygate_vault::echo::EchoScrubber;
 use keygate_vault::redact::scrub;
-use keygate_vault::SecretText;
+use std::sync::Arc;
 
 /// Largest non-streamed response keygate reads usage from (larger ones pass unmetered).
 const MAX_METERED_BODY: usize = 8 << 20;
@@ -41,43 +42,54 @@ pub(super) async fn answer(
     dialect: Dialect,
     strip_usage_chunk: bool,
 ) -> Result<Response, ApiError> {
-    let Sent { response, injected } = sent;
+    let Sent { response, echo } = sent;
     let status = response.status();
     let call = &finish.call;
     state.metrics.request(&call.provider.id, call.source.as_str(), status.as_u16());
     let mut headers = HeaderMap::with_capacity(response.headers().len() + 3);
     for (name, value) in response.headers() {
-        if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
-            headers.append(name.clone(), value.clone());
+        if DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        match &echo {
+            Some(echo) if echo.found_in(value.as_bytes()) => {
+                let scrubbed = echo.scrub(value.as_bytes());
+                headers
+                    .append(name.clone(), HeaderValue::from_bytes(&scrubbed).unwrap_or(HeaderValue::from_static("")));
+            }
+            _ => {
+                headers.append(name.clone(), value.clone());
+            }
         }
     }
     annotate(&mut headers, call);
     finish.status = Some(status);
 
     if !status.is_success() {
-        let bytes = read_limited(response, MAX_ERROR_BODY).await;
+        // Scrubbed before the cut, so no part of a key straddling it leaves.
+        let bytes = read_limited(response, MAX_ERROR_BODY, echo.as_ref()).await;
         if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
             state.services.forget_oauth_token(&finish.call);
             state.services.mark_rejected(&finish.call, status.as_u16()).await;
         }
         finish.settle(Tokens::default());
-        let text = scrub_relayed(&String::from_utf8_lossy(&bytes), &injected);
-        drop(injected);
+        let text = scrub(&String::from_utf8_lossy(&bytes)).into_owned();
         let mut reply = (status, text).into_response();
         *reply.headers_mut() = headers;
         return Ok(reply);
     }
 
-    drop(injected);
     let sse = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     let body = if sse {
-        Body::from_stream(Metered::new(Box::pin(response.bytes_stream()), dialect, strip_usage_chunk, finish))
+        // Scrubbed event by event: Metered relays only whole events, and no form of a
+        // key spans the blank line that ends one, so a split echo is whole by then.
+        Body::from_stream(Metered::new(Box::pin(response.bytes_stream()), dialect, strip_usage_chunk, echo, finish))
     } else {
-        buffered(response, dialect, finish).await?
+        buffered(response, dialect, finish, echo).await?
     };
     let mut reply = Response::new(body);
     *reply.status_mut() = status;
@@ -88,7 +100,12 @@ pub(super) async fn answer(
 /// A non-streamed answer: read whole, metered, and relayed with a Content-Length in one
 /// piece. One larger than [`MAX_METERED_BODY`] is settled without token counts (so the
 /// demo allowance charges its reservation) and streams through as it comes.
-async fn buffered(response: reqwest::Response, dialect: Dialect, mut finish: Finish) -> Result<Body, ApiError> {
+async fn buffered(
+    response: reqwest::Response,
+    dialect: Dialect,
+    mut finish: Finish,
+    echo: Option<Arc<EchoScrubber>>,
+) -> Result<Body, ApiError> {
     let mut stream = response.bytes_stream();
     let mut parts: Vec<Bytes> = Vec::with_capacity(1);
     let mut len = 0;
@@ -107,12 +124,16 @@ async fn buffered(response: reqwest::Response, dialect: Dialect, mut finish: Fin
         if len > MAX_METERED_BODY {
             finish.settle(Tokens::default());
             let head = futures_util::stream::iter(parts.into_iter().map(Ok::<_, reqwest::Error>));
-            return Ok(Body::from_stream(head.chain(stream)));
+            return Ok(Body::from_stream(scrubbed(Box::pin(head.chain(stream)), echo)));
         }
     }
     let body = match parts.len() {
         1 => parts.pop().unwrap_or_default(),
         _ => Bytes::from(parts.concat()),
+    };
+    let body = match &echo {
+        Some(echo) if echo.found_in(&body) => Bytes::from(echo.scrub(&body)),
+        _ => body,
     };
     let mut tokens = Tokens::default();
     if dialect != Dialect::Other {
@@ -127,17 +148,43 @@ async fn buffered(response: reqwest::Response, dialect: Dialect, mut finish: Fin
     Ok(Body::from(body))
 }
 
-/// A provider's error body, without the key that was sent (as given or percent-encoded)
-/// and without anything else key-shaped.
-fn scrub_relayed(body: &str, injected: &SecretText) -> String {
-    let mut text = body.to_owned();
-    let secret = injected.expose();
-    if secret.len() >= 8 {
-        for form in [secret.to_owned(), percent_encode(secret)] {
-            text = text.replace(&form, keygate_vault::redact::REDACTED);
+/// A relayed byte stream, scrubbed of every form of the call's secrets across chunk
+/// boundaries (a window of the longest form is held back until the next chunk).
+fn scrubbed<S>(
+    inner: S,
+    echo: Option<Arc<EchoScrubber>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, reqwest::Error>> + Send
+where
+    S: futures_util::Stream<Item = Result<Bytes, reqwest::Error>> + Send + Unpin,
+{
+    let scrub = echo.map(|e| e.stream());
+    futures_util::stream::unfold((inner, scrub, false), |(mut inner, mut scrub, done)| async move {
+        if done {
+            return None;
         }
-    }
-    scrub(&text).into_owned()
+        let Some(scrub_state) = scrub.as_mut() else {
+            let next = inner.next().await?;
+            return Some((next, (inner, scrub, false)));
+        };
+        loop {
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    let out = scrub_state.push(&chunk);
+                    if !out.is_empty() {
+                        return Some((Ok(Bytes::from(out)), (inner, scrub, false)));
+                    }
+                }
+                Some(Err(e)) => {
+                    scrub_state.discard();
+                    return Some((Err(e), (inner, scrub, true)));
+                }
+                None => {
+                    let rest = scrub_state.finish();
+                    return (!rest.is_empty()).then(|| (Ok(Bytes::from(rest)), (inner, scrub, true)));
+                }
+            }
+        }
+    })
 }
 
 /// `x-keygate-*` headers: which source and credential served the call, and what is left.
@@ -158,14 +205,31 @@ fn annotate(headers: &mut HeaderMap, call: &Admitted) {
     }
 }
 
-async fn read_limited(response: reqwest::Response, limit: usize) -> Vec<u8> {
+/// Up to `limit` bytes of an answer, scrubbed before the cut.
+async fn read_limited(response: reqwest::Response, limit: usize, echo: Option<&Arc<EchoScrubber>>) -> Vec<u8> {
     let mut out = Vec::new();
+    let mut scrub = echo.map(|e| e.stream());
     let mut stream = response.bytes_stream();
+    let mut complete = true;
     while let Some(Ok(chunk)) = stream.next().await {
+        let chunk = match scrub.as_mut() {
+            Some(s) => s.push(&chunk),
+            None => chunk.to_vec(),
+        };
         let room = limit.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
         if out.len() >= limit {
+            complete = false;
             break;
+        }
+    }
+    if let Some(s) = scrub.as_mut() {
+        if complete {
+            let rest = s.finish();
+            let room = limit.saturating_sub(out.len());
+            out.extend_from_slice(&rest[..rest.len().min(room)]);
+        } else {
+            s.discard();
         }
     }
     out

@@ -8,9 +8,11 @@ use super::settle::Finish;
 use axum::body::Bytes;
 use futures_util::Stream;
 use keygate_core::usage::{self, Dialect, Report, Tokens};
+use keygate_vault::echo::EchoScrubber;
 use keygate_vault::redact::scrub;
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
@@ -20,6 +22,8 @@ pub(super) struct Metered {
     dialect: Dialect,
     /// Drop the usage-only chunk keygate asked for on the caller's behalf.
     strip_usage_chunk: bool,
+    /// Every form of the call's secrets: each event leaves scrubbed of them.
+    echo: Option<Arc<EchoScrubber>>,
     buffer: Vec<u8>,
     pending: VecDeque<Bytes>,
     tokens: Tokens,
@@ -32,11 +36,18 @@ pub(super) struct Metered {
 }
 
 impl Metered {
-    pub fn new(inner: Upstream, dialect: Dialect, strip_usage_chunk: bool, finish: Finish) -> Self {
+    pub fn new(
+        inner: Upstream,
+        dialect: Dialect,
+        strip_usage_chunk: bool,
+        echo: Option<Arc<EchoScrubber>>,
+        finish: Finish,
+    ) -> Self {
         Self {
             inner,
             dialect,
             strip_usage_chunk,
+            echo,
             buffer: Vec::new(),
             pending: VecDeque::new(),
             tokens: Tokens::default(),
@@ -66,6 +77,10 @@ impl Metered {
                 usage_only |= report.is_usage_only_chunk();
             }
             if !(self.strip_usage_chunk && usage_only) {
+                let event = match &self.echo {
+                    Some(echo) if echo.found_in(&event) => echo.scrub(&event),
+                    _ => event,
+                };
                 self.pending.push_back(Bytes::from(event));
             }
         }

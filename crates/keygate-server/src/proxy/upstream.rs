@@ -5,8 +5,8 @@
 //! provider's pooled client.
 //!
 //! The only place a plaintext key is handled on the proxy path: it is opened here, and
-//! the value that went on the wire is handed back (zeroizing) only so the relayed answer
-//! can be scrubbed of it.
+//! dropped once the request is sent; what goes back to the relay is an [`EchoScrubber`]
+//! of every form of it, so the answer can be scrubbed of an echo.
 
 use super::request::Incoming;
 use crate::{ApiError, AppState};
@@ -17,7 +17,8 @@ use keygate_core::proxypath::query_without;
 use keygate_core::resolution::KeySource;
 use keygate_service::gateway::Admitted;
 use keygate_service::ServiceError;
-use keygate_vault::SecretText;
+use keygate_vault::echo::EchoScrubber;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Request headers never forwarded: the caller's credentials, hop-by-hop headers,
@@ -54,10 +55,11 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 /// may choose them.
 const OWNER_ONLY_HEADERS: &[&str] = &["openai-organization", "openai-project"];
 
-/// What came back, with the value that went on the wire.
+/// What came back, with what the answer must be scrubbed of: every form of the value
+/// that went on the wire (and, for OAuth2, of the client secret behind it).
 pub(super) struct Sent {
     pub response: reqwest::Response,
-    pub injected: SecretText,
+    pub echo: Option<Arc<EchoScrubber>>,
 }
 
 /// Builds and sends the upstream request for an admitted call.
@@ -89,20 +91,20 @@ pub(super) async fn send(
             headers.entry(name).or_insert(value);
         }
     }
-    let injected = match &provider.inject {
+    let echo = match &provider.inject {
         Injection::Bearer => {
             headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", secret.expose())));
-            secret
+            EchoScrubber::new(&[secret.expose()])
         }
         Injection::Header { name } => {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| bad_gateway("the catalog's header name is invalid".into()))?;
             headers.insert(name, sensitive(secret.expose()));
-            secret
+            EchoScrubber::new(&[secret.expose()])
         }
         Injection::Query { name } => {
             pairs.push((name.clone(), percent_encode(secret.expose())));
-            secret
+            EchoScrubber::new(&[secret.expose()])
         }
         Injection::Oauth2 { token_path } => {
             let token = services.oauth_token(call, token_path, &secret).await.map_err(|e| match e {
@@ -112,7 +114,9 @@ pub(super) async fn send(
                 other => ApiError::from(other),
             })?;
             headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", token.expose())));
-            token
+            let fields = keygate_service::validation::fields(provider, &secret).unwrap_or_default();
+            let client_secret = fields.get("client_secret").map(|s| s.expose()).unwrap_or_default();
+            EchoScrubber::new(&[token.expose(), client_secret])
         }
         // Refused by the gateway before admission; kept exhaustive on purpose.
         Injection::Sigv4 { .. } => return Err(bad_gateway("SigV4 signing is not supported yet".into())),
@@ -140,7 +144,8 @@ pub(super) async fn send(
             ))
         }
     })?;
-    Ok(Sent { response, injected })
+    drop(secret);
+    Ok(Sent { response, echo: echo.map(Arc::new) })
 }
 
 /// The caller's headers that go on to the provider. `owner`: the call uses the
@@ -180,7 +185,7 @@ fn sensitive(value: &str) -> HeaderValue {
     v
 }
 
-pub(super) fn percent_encode(value: &str) -> String {
+fn percent_encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

@@ -166,3 +166,42 @@ async fn a_refusal_the_caller_provoked_does_not_disable_a_shared_key(db: TestDb)
     let key = h.get(&format!("/api/v1/keys/{id}"), &owner.token).await;
     assert_eq!(key.json["validity"], "invalid", "{}", key.text);
 }
+
+both_backends!(a_provider_echoing_the_key_in_any_encoding_is_scrubbed_everywhere);
+
+/// A hostile provider repeats the key keygate sent it in an encoding of its choice, in a
+/// header, a success or error body, and a stream event split across chunks: nothing of
+/// it reaches the caller.
+async fn a_provider_echoing_the_key_in_any_encoding_is_scrubbed_everywhere(db: TestDb) {
+    let h = Harness::new(db).await;
+    let user = h.user("echo@example.com").await;
+    let key = h.valid_key("sk-proj-");
+    h.add_key(&user, json!({"provider": "openai", "secret": key})).await;
+    let encodings = ["raw", "base64", "base64url", "hex", "percent", "json_u"];
+    for encoding in encodings {
+        let echoed = encode(&key, encoding);
+        for (status, stream) in [(200u16, false), (401, false), (200, true)] {
+            h.mock.configure(|c| {
+                c.fault = Some(Fault::Echo { encoding: encoding.into(), status });
+                c.fault_times = Some(1);
+            });
+            let body = json!({"model": "gpt-4o", "stream": stream, "messages": []});
+            let reply = h.proxy(&user.token, "openai", "v1/chat/completions", body, &[]).await;
+            assert_eq!(reply.status, status, "{encoding}/{status}/{stream}: {}", reply.text);
+            let headers = format!("{:?}", reply.headers);
+            for (what, text) in [("body", reply.text.as_str()), ("headers", headers.as_str())] {
+                assert!(!text.contains(&echoed), "{encoding}/{status}/{stream}: the key leaked in the {what}: {text}");
+                assert!(
+                    !text.contains(&echoed[..echoed.len() / 2]),
+                    "{encoding}/{status}/{stream}: half the key in the {what}"
+                );
+            }
+            assert!(reply.text.contains("[REDACTED]"), "{encoding}/{status}/{stream}: {}", reply.text);
+        }
+    }
+}
+
+/// The mock's own encoders, so the test checks what a provider would really send.
+fn encode(key: &str, encoding: &str) -> String {
+    keygate_mock::encode_echo(key, encoding)
+}

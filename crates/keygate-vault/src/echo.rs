@@ -1,0 +1,304 @@
+//! Scrubbing a provider's echo of the key keygate sent it. A provider may repeat the key
+//! in an answer — an error message, a header, a "who am I" body, a stream — in any
+//! encoding: raw, percent-encoded (either case, or every byte), base64 or base64url (at
+//! any alignment inside a longer encoded string), hex, or JSON `\u` escapes, and
+//! sometimes cut short. [`EchoScrubber`] knows every such form of the secrets of one
+//! call and replaces them in one pass (Aho-Corasick); [`StreamScrub`] does so across
+//! chunk boundaries, holding back a window of the longest form's length.
+//!
+//! The scrubber holds forms of the plaintext for one call only: it is built when the
+//! call is sent and dropped when the answer has been relayed, never cached.
+
+use crate::redact::REDACTED;
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use std::sync::Arc;
+use zeroize::Zeroize;
+
+/// Forms shorter than this are not searched for: too likely to match ordinary text.
+const MIN_FORM: usize = 8;
+const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// Every form of a call's secrets a provider might echo, and how to find them.
+pub struct EchoScrubber {
+    matcher: AhoCorasick,
+    /// The longest form, in bytes: how much a stream must hold back.
+    longest: usize,
+}
+
+impl std::fmt::Debug for EchoScrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EchoScrubber(..)")
+    }
+}
+
+impl EchoScrubber {
+    /// A scrubber for `secrets` (the injected key; for OAuth2, also the access token).
+    /// `None` when no secret is long enough to be told apart from ordinary text.
+    pub fn new(secrets: &[&str]) -> Option<Self> {
+        let mut forms: Vec<Vec<u8>> = Vec::new();
+        for secret in secrets.iter().filter(|s| s.len() >= MIN_FORM) {
+            forms_of(secret.as_bytes(), &mut forms);
+        }
+        forms.retain(|f| f.len() >= MIN_FORM);
+        forms.sort();
+        forms.dedup();
+        if forms.is_empty() {
+            return None;
+        }
+        let longest = forms.iter().map(Vec::len).max().unwrap_or(0);
+        let matcher = AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).build(&forms);
+        for form in &mut forms {
+            form.zeroize();
+        }
+        Some(Self { matcher: matcher.ok()?, longest })
+    }
+
+    /// Whether `bytes` holds any form of the secrets.
+    pub fn found_in(&self, bytes: &[u8]) -> bool {
+        self.matcher.is_match(bytes)
+    }
+
+    /// `bytes` with every form of the secrets replaced by [`REDACTED`].
+    pub fn scrub(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        self.matcher.replace_all_with_bytes(bytes, &mut out, |_, _, dst| {
+            dst.extend_from_slice(REDACTED.as_bytes());
+            true
+        });
+        out
+    }
+
+    /// A scrubber for one stream of chunks.
+    pub fn stream(self: &Arc<Self>) -> StreamScrub {
+        StreamScrub { scrubber: Arc::clone(self), carry: Vec::new() }
+    }
+}
+
+/// Scrubs a stream chunk by chunk: a form split across two chunks is still found,
+/// because the last `longest - 1` bytes of what has been seen are held back until the
+/// next chunk (or the end) shows how they continue.
+#[derive(Debug)]
+pub struct StreamScrub {
+    scrubber: Arc<EchoScrubber>,
+    carry: Vec<u8>,
+}
+
+impl StreamScrub {
+    /// What can be passed on after `chunk`, scrubbed; the rest is held back.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        self.carry.extend_from_slice(chunk);
+        let hold = self.scrubber.longest.saturating_sub(1);
+        if self.carry.len() <= hold {
+            return Vec::new();
+        }
+        // Release everything except the last `hold` bytes, but never cut a match in two:
+        // a match that starts in the released part is released whole.
+        let mut cut = self.carry.len() - hold;
+        let mut out = Vec::with_capacity(cut);
+        let mut at = 0;
+        for m in self.scrubber.matcher.find_iter(&self.carry) {
+            if m.start() >= cut {
+                break;
+            }
+            out.extend_from_slice(&self.carry[at..m.start()]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            at = m.end();
+            cut = cut.max(m.end());
+        }
+        out.extend_from_slice(&self.carry[at..cut]);
+        self.carry.drain(..cut);
+        out
+    }
+
+    /// The end of the stream: what was held back, scrubbed.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let rest = self.scrubber.scrub(&self.carry);
+        self.carry.zeroize();
+        self.carry.clear();
+        rest
+    }
+
+    /// Drops what was held back (a stream cut short at a size limit: a partial form at
+    /// the cut must not leave).
+    pub fn discard(&mut self) {
+        self.carry.zeroize();
+        self.carry.clear();
+    }
+}
+
+impl Drop for StreamScrub {
+    fn drop(&mut self) {
+        self.carry.zeroize();
+    }
+}
+
+/// Every form of `secret` worth searching for.
+fn forms_of(secret: &[u8], forms: &mut Vec<Vec<u8>>) {
+    forms.push(secret.to_vec());
+    // Cut short: an echo that stops a few characters before the end still reveals most
+    // of the key. Its first half (at least 16 bytes) is a form of its own.
+    if secret.len() >= 24 {
+        forms.push(secret[..(secret.len() / 2).max(16)].to_vec());
+    }
+    // JSON may escape `/` as `\/`.
+    if secret.contains(&b'/') {
+        forms.push(secret.iter().flat_map(|&b| if b == b'/' { vec![b'\\', b'/'] } else { vec![b] }).collect());
+    }
+    for upper in [true, false] {
+        forms.push(percent(secret, upper, false));
+        forms.push(percent(secret, upper, true));
+        forms.push(hex(secret, upper));
+        forms.push(json_escaped(secret, upper));
+    }
+    for alphabet in [B64_STD, B64_URL] {
+        for offset in 0..3 {
+            if let Some(form) = base64_middle(secret, offset, alphabet) {
+                forms.push(form);
+            }
+        }
+    }
+}
+
+/// Percent-encoding: the unreserved characters as they are (or, with `every`, each byte).
+fn percent(secret: &[u8], upper: bool, every: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(secret.len() * 3);
+    for &b in secret {
+        if !every && (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')) {
+            out.push(b);
+        } else {
+            out.push(b'%');
+            out.extend_from_slice(&hex_byte(b, upper));
+        }
+    }
+    out
+}
+
+fn hex(secret: &[u8], upper: bool) -> Vec<u8> {
+    secret.iter().flat_map(|&b| hex_byte(b, upper)).collect()
+}
+
+/// Every character as a JSON `\u00XX` escape.
+fn json_escaped(secret: &[u8], upper: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(secret.len() * 6);
+    for &b in secret {
+        out.extend_from_slice(b"\\u00");
+        out.extend_from_slice(&hex_byte(b, upper));
+    }
+    out
+}
+
+fn hex_byte(b: u8, upper: bool) -> [u8; 2] {
+    let digits: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+    [digits[usize::from(b >> 4)], digits[usize::from(b & 0xf)]]
+}
+
+/// The base64 characters that depend only on `secret`'s bytes when it starts `offset`
+/// bytes into a 3-byte group of a longer encoded string (whatever surrounds it).
+fn base64_middle(secret: &[u8], offset: usize, alphabet: &[u8; 64]) -> Option<Vec<u8>> {
+    let mut padded = vec![0u8; offset];
+    padded.extend_from_slice(secret);
+    let encoded = base64_encode(&padded, alphabet);
+    // Characters before the secret's first full influence: offset 1 skips 2, offset 2
+    // skips 3. At the end, drop the characters of a group the secret does not fill.
+    let skip = [0, 2, 3][offset];
+    let full_groups = padded.len() / 3;
+    let end = full_groups * 4;
+    (end > skip).then(|| encoded[skip..end].to_vec())
+}
+
+fn base64_encode(bytes: &[u8], alphabet: &[u8; 64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let b = [group[0], *group.get(1).unwrap_or(&0), *group.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=group.len() {
+            out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize]);
+        }
+        out.extend(std::iter::repeat_n(b'=', 3 - group.len()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "sk-proj-CANARYabcdefghijklmnop0123456789/+=xyz";
+
+    fn b64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
+        String::from_utf8(base64_encode(bytes, alphabet)).unwrap()
+    }
+
+    fn every_echo() -> Vec<(String, String)> {
+        let key = KEY.as_bytes();
+        let mut echoes = vec![
+            ("raw".to_owned(), format!("Incorrect API key provided: {KEY}.")),
+            ("percent upper".to_owned(), format!("?k={}", String::from_utf8(percent(key, true, false)).unwrap())),
+            ("percent lower".to_owned(), format!("?k={}", String::from_utf8(percent(key, false, false)).unwrap())),
+            ("percent every byte".to_owned(), String::from_utf8(percent(key, true, true)).unwrap()),
+            ("hex".to_owned(), format!("id={}", String::from_utf8(hex(key, false)).unwrap())),
+            ("HEX".to_owned(), String::from_utf8(hex(key, true)).unwrap()),
+            (
+                "json escapes".to_owned(),
+                format!("{{\"k\":\"{}\"}}", String::from_utf8(json_escaped(key, false)).unwrap()),
+            ),
+            ("json slash".to_owned(), format!("{{\"k\":\"{}\"}}", KEY.replace('/', "\\/"))),
+            ("cut short".to_owned(), format!("key {}... was revoked", &KEY[..KEY.len() - 4])),
+        ];
+        // Base64 at every alignment inside a longer string (`Basic user:key`, a JWT claim).
+        for prefix in ["", "u", "u:", "us:"] {
+            let plain = format!("{prefix}{KEY}");
+            echoes.push((format!("base64 {prefix:?}"), format!("Basic {}", b64(plain.as_bytes(), B64_STD))));
+            echoes.push((format!("base64url {prefix:?}"), b64(plain.as_bytes(), B64_URL)));
+        }
+        echoes
+    }
+
+    #[test]
+    fn every_encoding_of_the_key_is_found_and_replaced() {
+        let scrubber = EchoScrubber::new(&[KEY]).unwrap();
+        for (what, echo) in every_echo() {
+            assert!(scrubber.found_in(echo.as_bytes()), "{what}: {echo}");
+            let out = String::from_utf8(scrubber.scrub(echo.as_bytes())).unwrap();
+            assert!(out.contains(REDACTED), "{what}: {out}");
+            assert!(!out.contains("CANARYabcdefghijkl"), "{what}: {out}");
+        }
+        let ordinary = b"{\"choices\":[{\"message\":{\"content\":\"sk-proj- is how OpenAI keys start\"}}]}";
+        assert_eq!(scrubber.scrub(ordinary), ordinary.to_vec(), "nothing else is touched");
+    }
+
+    #[test]
+    fn a_stream_is_scrubbed_across_every_chunk_boundary() {
+        let scrubber = Arc::new(EchoScrubber::new(&[KEY]).unwrap());
+        for (what, echo) in every_echo() {
+            let text = format!("data: {{\"a\":1}}\n\ndata: {echo} tail\n\n");
+            for size in [1, 2, 3, 7, 16, 64] {
+                let mut stream = scrubber.stream();
+                let mut out = Vec::new();
+                for chunk in text.as_bytes().chunks(size) {
+                    out.extend(stream.push(chunk));
+                }
+                out.extend(stream.finish());
+                let out = String::from_utf8(out).unwrap();
+                assert!(!out.contains("CANARYabcdefghijkl") && out.ends_with(" tail\n\n"), "{what} / {size}: {out}");
+                assert_eq!(out, String::from_utf8(scrubber.scrub(text.as_bytes())).unwrap(), "{what} / {size}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_at_a_limit_leaves_no_partial_key() {
+        let scrubber = Arc::new(EchoScrubber::new(&[KEY]).unwrap());
+        let mut stream = scrubber.stream();
+        let body = format!("{}{}", "x".repeat(100), KEY);
+        let out = stream.push(&body.as_bytes()[..100 + 14]);
+        stream.discard();
+        assert!(!String::from_utf8(out).unwrap().contains("sk-proj-CANA"));
+    }
+
+    #[test]
+    fn short_secrets_make_no_scrubber() {
+        assert!(EchoScrubber::new(&["abc"]).is_none());
+    }
+}
