@@ -34,5 +34,16 @@ fn vault(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, vault);
+/// What scrubbing a call's answer of echoed keys costs: building the scrubber for the
+/// injected key, and scanning a typical answer (no echo in it).
+fn echo(c: &mut Criterion) {
+    use keygate_vault::echo::EchoScrubber;
+    let key = "sk-proj-bench0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH";
+    let answer = br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today? This is a typical short answer of a few hundred bytes."},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}"#;
+    c.bench_function("echo scrubber: build", |b| b.iter(|| EchoScrubber::new(black_box(&[key]))));
+    let scrubber = EchoScrubber::new(&[key]).unwrap();
+    c.bench_function("echo scrubber: scan a 330-byte answer", |b| b.iter(|| scrubber.found_in(black_box(answer))));
+}
+
+criterion_group!(benches, vault, echo);
 criterion_main!(benches);

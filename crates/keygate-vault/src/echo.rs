@@ -3,14 +3,18 @@
 //! encoding: raw, percent-encoded (either case, or every byte), base64 or base64url (at
 //! any alignment inside a longer encoded string), hex, or JSON `\u` escapes, and
 //! sometimes cut short. [`EchoScrubber`] knows every such form of the secrets of one
-//! call and replaces them in one pass (Aho-Corasick); [`StreamScrub`] does so across
-//! chunk boundaries, holding back a window of the longest form's length.
+//! call and replaces every occurrence (overlapping ones merged); [`StreamScrub`] does so
+//! across chunk boundaries, holding back a window of the longest form's length.
+//!
+//! It is built for every proxied call, so building it must cost next to nothing: forms
+//! are found by a SIMD scan for their first byte and a comparison, with no set-up per
+//! form (an Aho-Corasick automaton over all forms took about a millisecond per call to
+//! build and cut throughput tenfold; a substring finder per form, about 13 µs).
 //!
 //! The scrubber holds forms of the plaintext for one call only: it is built when the
 //! call is sent and dropped when the answer has been relayed, never cached.
 
 use crate::redact::REDACTED;
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use std::sync::Arc;
 use zeroize::Zeroize;
 
@@ -21,7 +25,7 @@ const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 
 /// Every form of a call's secrets a provider might echo, and how to find them.
 pub struct EchoScrubber {
-    matcher: AhoCorasick,
+    forms: Vec<Vec<u8>>,
     /// The longest form, in bytes: how much a stream must hold back.
     longest: usize,
 }
@@ -47,25 +51,42 @@ impl EchoScrubber {
             return None;
         }
         let longest = forms.iter().map(Vec::len).max().unwrap_or(0);
-        let matcher = AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).build(&forms);
-        for form in &mut forms {
-            form.zeroize();
-        }
-        Some(Self { matcher: matcher.ok()?, longest })
+        Some(Self { forms, longest })
     }
 
     /// Whether `bytes` holds any form of the secrets.
     pub fn found_in(&self, bytes: &[u8]) -> bool {
-        self.matcher.is_match(bytes)
+        self.forms.iter().any(|f| occurrences(bytes, f).next().is_some())
+    }
+
+    /// Where forms of the secrets lie in `bytes`: ranges sorted by start, overlapping or
+    /// touching ones merged.
+    fn spans(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for form in &self.forms {
+            spans.extend(occurrences(bytes, form).map(|at| (at, at + form.len())));
+        }
+        spans.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
+        for (start, end) in spans {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
     }
 
     /// `bytes` with every form of the secrets replaced by [`REDACTED`].
     pub fn scrub(&self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(bytes.len());
-        self.matcher.replace_all_with_bytes(bytes, &mut out, |_, _, dst| {
-            dst.extend_from_slice(REDACTED.as_bytes());
-            true
-        });
+        let mut at = 0;
+        for (start, end) in self.spans(bytes) {
+            out.extend_from_slice(&bytes[at..start]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            at = end;
+        }
+        out.extend_from_slice(&bytes[at..]);
         out
     }
 
@@ -97,14 +118,14 @@ impl StreamScrub {
         let mut cut = self.carry.len() - hold;
         let mut out = Vec::with_capacity(cut);
         let mut at = 0;
-        for m in self.scrubber.matcher.find_iter(&self.carry) {
-            if m.start() >= cut {
+        for (start, end) in self.scrubber.spans(&self.carry) {
+            if start >= cut {
                 break;
             }
-            out.extend_from_slice(&self.carry[at..m.start()]);
+            out.extend_from_slice(&self.carry[at..start]);
             out.extend_from_slice(REDACTED.as_bytes());
-            at = m.end();
-            cut = cut.max(m.end());
+            at = end;
+            cut = cut.max(end);
         }
         out.extend_from_slice(&self.carry[at..cut]);
         self.carry.drain(..cut);
@@ -125,6 +146,22 @@ impl StreamScrub {
         self.carry.zeroize();
         self.carry.clear();
     }
+}
+
+impl Drop for EchoScrubber {
+    fn drop(&mut self) {
+        for form in &mut self.forms {
+            form.zeroize();
+        }
+    }
+}
+
+/// Where `needle` starts in `haystack`: candidates from a SIMD scan for its first byte,
+/// confirmed by comparison. No set-up per needle, which matters more here than search
+/// speed: a scrubber is built for every call and answers are mostly short.
+fn occurrences<'a>(haystack: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = usize> + 'a {
+    let first = needle.first().copied().unwrap_or(0);
+    memchr::memchr_iter(first, haystack).filter(move |&at| haystack[at..].starts_with(needle))
 }
 
 impl Drop for StreamScrub {

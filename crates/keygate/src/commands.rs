@@ -153,6 +153,9 @@ async fn services(
 }
 
 async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+    if cfg!(feature = "bench-without-echo-scrub") {
+        tracing::warn!("BENCHMARK BUILD: relayed answers are not scrubbed of echoed keys; never deploy this build");
+    }
     let (store, keks) = start(config).await?;
     let services = Arc::new(services(config, store.clone(), keks).await?);
     let budget = usize::try_from(config.body_budget_mb.value).unwrap_or(usize::MAX).saturating_mul(1 << 20);
