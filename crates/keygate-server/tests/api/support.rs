@@ -242,8 +242,20 @@ impl Harness {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // Every response, in its body and its headers, in every encoding a provider could
+        // echo a key in (raw, percent, hex, base64, JSON escapes, cut short).
+        let header_text: Vec<u8> =
+            headers.iter().flat_map(|(n, v)| [n.as_str().as_bytes(), b": ", v.as_bytes(), b"\n"].concat()).collect();
         for canary in self.canaries.lock().unwrap().iter() {
             assert!(!text.contains(canary.as_str()), "a response carried a secret ({}…): {text}", &canary[..12]);
+            if let Some(forms) = keygate_vault::echo::EchoScrubber::new(&[canary.as_str()]) {
+                assert!(!forms.found_in(&bytes), "a response carried an encoded secret ({}…): {text}", &canary[..12]);
+                assert!(
+                    !forms.found_in(&header_text),
+                    "a response header carried a secret ({}…): {headers:?}",
+                    &canary[..12]
+                );
+            }
         }
         Reply { status, headers, json, text }
     }
