@@ -29,7 +29,7 @@ fi
 status=0
 for target in "${targets[@]}"; do
     echo "==> fuzz $target for ${seconds}s"
-    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3; then
+    if ! cargo +nightly fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | grep -v "^#" | tail -n 40; then
         status=1
     fi
 done

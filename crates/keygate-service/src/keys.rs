@@ -118,9 +118,7 @@ impl KeyVault {
 
     /// Drops every cached unwrapped key (after a rotation, or on demand).
     pub fn clear_cache(&self) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.clear();
-        }
+        crate::cache::write(&self.cache).clear();
     }
 
     async fn data_key(&self, id: DataKeyId, owner: KeyOwner) -> ServiceResult<DataKey> {
@@ -142,31 +140,29 @@ impl KeyVault {
     }
 
     fn cached(&self, id: DataKeyId, owner: KeyOwner) -> Option<DataKey> {
-        let cache = self.cache.read().ok()?;
+        let cache = crate::cache::read(&self.cache);
         let (dek, cached_owner, at) = cache.get(&id)?;
         (*cached_owner == owner && at.elapsed() < DATA_KEY_CACHE_TTL).then(|| dek.clone())
     }
 
     fn remember(&self, id: DataKeyId, dek: DataKey, owner: KeyOwner) {
-        let sweep = self.swept.lock().is_ok_and(|mut swept| {
+        let sweep = {
+            let mut swept = crate::cache::lock(&self.swept);
             let due = swept.elapsed() >= SWEEP_EVERY;
             if due {
                 *swept = Instant::now();
             }
             due
-        });
-        if let Ok(mut cache) = self.cache.write() {
-            if sweep {
-                cache.retain(|_, (_, _, at)| at.elapsed() < DATA_KEY_CACHE_TTL);
-            }
-            cache.insert(id, (dek, owner, Instant::now()));
+        };
+        let mut cache = crate::cache::write(&self.cache);
+        if sweep {
+            cache.retain(|_, (_, _, at)| at.elapsed() < DATA_KEY_CACHE_TTL);
         }
+        cache.insert(id, (dek, owner, Instant::now()));
     }
 
     fn forget_owner(&self, owner: KeyOwner) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.retain(|_, (_, o, _)| *o != owner);
-        }
+        crate::cache::write(&self.cache).retain(|_, (_, o, _)| *o != owner);
     }
 }
 
