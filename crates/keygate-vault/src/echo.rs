@@ -44,9 +44,17 @@ impl EchoScrubber {
         for secret in secrets.iter().filter(|s| s.len() >= MIN_FORM) {
             forms_of(secret.as_bytes(), &mut forms);
         }
-        forms.retain(|f| f.len() >= MIN_FORM);
+        // Short forms and duplicates are dropped zeroized, like the forms kept.
         forms.sort();
-        forms.dedup();
+        let mut kept: Vec<Vec<u8>> = Vec::with_capacity(forms.len());
+        for mut form in forms {
+            if form.len() < MIN_FORM || kept.last() == Some(&form) {
+                form.zeroize();
+            } else {
+                kept.push(form);
+            }
+        }
+        let forms = kept;
         if forms.is_empty() {
             return None;
         }

@@ -38,7 +38,7 @@ impl BodyBudget {
 #[derive(Debug)]
 pub(super) struct Buffered {
     pub bytes: Bytes,
-    _permit: Vec<OwnedSemaphorePermit>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 fn overloaded() -> ApiError {
@@ -62,10 +62,14 @@ pub(super) async fn read(body: Body, headers: &HeaderMap, budget: &BodyBudget) -
     if announced.is_some_and(|n| n > MAX_REQUEST) {
         return Err(too_large());
     }
-    let mut permits = Vec::new();
+    let mut permits: Option<OwnedSemaphorePermit> = None;
+    let mut hold = |permit: OwnedSemaphorePermit| match permits.as_mut() {
+        Some(held) => held.merge(permit),
+        None => permits = Some(permit),
+    };
     let mut held = 0;
     if let Some(n) = announced.filter(|n| *n > 0) {
-        permits.push(budget.take(n).ok_or_else(overloaded)?);
+        hold(budget.take(n).ok_or_else(overloaded)?);
         held = n.div_ceil(UNIT) * UNIT;
     }
     let mut out: Vec<u8> = Vec::with_capacity(announced.unwrap_or(0));
@@ -83,7 +87,7 @@ pub(super) async fn read(body: Body, headers: &HeaderMap, budget: &BodyBudget) -
         }
         if out.len() + chunk.len() > held {
             let more = out.len() + chunk.len() - held;
-            permits.push(budget.take(more).ok_or_else(overloaded)?);
+            hold(budget.take(more).ok_or_else(overloaded)?);
             held += more.div_ceil(UNIT) * UNIT;
         }
         out.extend_from_slice(&chunk);
@@ -196,7 +200,7 @@ fn generates(path: &str) -> bool {
 fn count_images(body: &[u8]) -> u64 {
     const MARKERS: [&[u8]; 5] =
         [b"\"image_url\"", b"\"input_image\"", b"\"inline_data\"", b"\"inlineData\"", b"\"image\""];
-    MARKERS.iter().map(|m| body.windows(m.len()).filter(|w| w == m).count() as u64).sum()
+    MARKERS.iter().map(|m| memchr::memmem::find_iter(body, m).count() as u64).sum()
 }
 
 /// The body with `stream_options.include_usage` set (so an OpenAI stream reports its
