@@ -31,6 +31,13 @@ sdk_status=${PIPESTATUS[0]}
 set -e
 [ "$status" -ne 0 ] || status=$sdk_status
 
+echo "==> web pages in headless Chromium (scripts/browser-test.sh)"
+set +e
+bash scripts/browser-test.sh 2>&1 | tee -a "$log"
+browser_status=${PIPESTATUS[0]}
+set -e
+[ "$status" -ne 0 ] || status=$browser_status
+
 echo "==> benchmark harness, quick mode (bench/run.sh --quick: fails only if a phase is broken)"
 set +e
 bash bench/run.sh --quick 2>&1 | tee -a "$log"
@@ -49,8 +56,8 @@ if [ "$fuzz_status" -eq 0 ]; then echo "fuzz: 1 passed, 0 failed" | tee -a "$log
 
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
-sdk_passed=$(grep -Eo '^(sdk|bench|fuzz): [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
-sdk_failed=$(grep -Eo '^(sdk|bench|fuzz): [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
+sdk_passed=$(grep -Eo '^(sdk|browser|bench|fuzz): [0-9]+ passed' "$log" | awk '{s+=$2} END {print s+0}')
+sdk_failed=$(grep -Eo '^(sdk|browser|bench|fuzz): [0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$4} END {print s+0}')
 passed=$((passed + sdk_passed))
 failed=$((failed + sdk_failed))
 skipped=$(grep -c 'SKIPPED (' "$log" || true)

@@ -273,6 +273,22 @@ impl Catalog {
         &self.providers
     }
 
+    /// Another provider whose key shape `key` has more specifically than `provider`'s
+    /// (an `sk-ant-` key pasted as an OpenAI `sk-` key): the user picked the wrong
+    /// provider, and nothing should be sent anywhere.
+    pub fn owner_of_other_shape(&self, provider: &Provider, key: &str) -> Option<&Arc<Provider>> {
+        let longest = |p: &Provider| {
+            p.key_prefixes.iter().filter(|prefix| key.starts_with(prefix.as_str())).map(String::len).max()
+        };
+        let own = longest(provider).unwrap_or(0);
+        self.providers
+            .iter()
+            .filter(|other| other.id != provider.id)
+            .filter_map(|other| longest(other).filter(|len| *len > own).map(|len| (len, other)))
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, other)| other)
+    }
+
     fn get_mut(&mut self, id: &str) -> Result<&mut Provider, CatalogError> {
         let provider =
             self.providers.iter_mut().find(|p| p.id == id).ok_or_else(|| CatalogError::Unknown(id.into()))?;
@@ -354,6 +370,17 @@ mod tests {
         assert_eq!(trim_secret("api_key", "  sk-abc\r\n").unwrap(), "sk-abc");
         assert!(trim_secret("api_key", "sk-ab c").unwrap_err().message.contains("inside it"));
         assert!(trim_secret("api_key", " \n ").unwrap_err().message.contains("empty"));
+    }
+
+    #[test]
+    fn a_key_of_another_providers_shape_is_recognised() {
+        let catalog = Catalog::builtin().unwrap();
+        let openai = catalog.get("openai").unwrap();
+        let anthropic = catalog.get("anthropic").unwrap();
+        let found = catalog.owner_of_other_shape(openai, "sk-ant-api03-abcdefghijklmnopqrstuvwxyz");
+        assert_eq!(found.map(|p| p.id.as_str()), Some("anthropic"));
+        assert!(catalog.owner_of_other_shape(openai, "sk-proj-abcdefghijklmnopqrstuvwxyz").is_none());
+        assert!(catalog.owner_of_other_shape(anthropic, "sk-ant-api03-abcdefghijklmnopqrstuvwxyz").is_none());
     }
 
     #[test]

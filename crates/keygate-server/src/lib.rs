@@ -11,6 +11,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+mod pages;
 mod proxy;
 mod routes;
 mod serve;
@@ -27,7 +28,8 @@ use axum::Router;
 /// `metrics` scope, unless the state says it is served apart ([`metrics_router`]): then
 /// it is absent, a 404 like any unknown path.
 pub fn router(state: AppState) -> Router {
-    let app = routes::router().route("/proxy/{provider}/{*path}", axum::routing::any(proxy::proxy));
+    let app =
+        routes::router().merge(pages::router()).route("/proxy/{provider}/{*path}", axum::routing::any(proxy::proxy));
     let app = if state.metrics_apart { app } else { app.route("/metrics", axum::routing::get(metrics::scoped)) };
     app.fallback(routes::not_found).method_not_allowed_fallback(routes::method_not_allowed).with_state(state)
 }
@@ -42,5 +44,6 @@ pub fn metrics_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+pub use pages::PagesOptions;
 pub use proxy::BodyBudget;
 pub use serve::{effective_max_connections, raise_fd_limit, serve, ConnectionLimits};

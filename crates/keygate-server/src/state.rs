@@ -17,6 +17,8 @@ pub struct AppState {
     /// `/metrics` is served on a listener of its own ([`crate::metrics_router`]), so
     /// [`crate::router`] does not route it at all.
     pub metrics_apart: bool,
+    /// Options for the web pages (cookies `Secure` behind TLS).
+    pub pages: crate::pages::PagesOptions,
 }
 
 impl AppState {
@@ -26,12 +28,19 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),
             metrics_apart: false,
+            pages: crate::pages::PagesOptions::default(),
         }
     }
 
     /// With another budget for buffered request bodies, in bytes.
     pub fn with_body_budget(mut self, bytes: usize) -> Self {
         self.body_budget = BodyBudget::new(bytes);
+        self
+    }
+
+    /// The same state, for a deployment reached over TLS: session cookies get `Secure`.
+    pub fn behind_tls(mut self, behind_tls: bool) -> Self {
+        self.pages.behind_tls = behind_tls;
         self
     }
 

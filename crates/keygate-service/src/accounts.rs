@@ -104,7 +104,7 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .map_err(|e| ServiceError::Interrupted(format!("password hashing stopped: {e}")))
 }
 
-fn check_password(password: &SecretText) -> ServiceResult<()> {
+pub fn check_password(password: &SecretText) -> ServiceResult<()> {
     let chars = password.expose().chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ServiceError::Invalid {

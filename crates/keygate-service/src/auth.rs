@@ -401,6 +401,17 @@ impl Services {
         password: &SecretText,
         source_addr: Option<String>,
     ) -> ServiceResult<(User, IssuedToken)> {
+        self.login_as(email, password, source_addr, "login").await
+    }
+
+    /// [`Services::login`], the token named `token_name` (a web session's or the API's).
+    pub(crate) async fn login_as(
+        &self,
+        email: &str,
+        password: &SecretText,
+        source_addr: Option<String>,
+        token_name: &str,
+    ) -> ServiceResult<(User, IssuedToken)> {
         let denied = || ServiceError::Unauthenticated("wrong email or password".into());
         let email = email.trim().to_lowercase();
         let user = self.store.user_by_email(&email).await?;
@@ -444,7 +455,7 @@ impl Services {
         self.login_throttle.succeeded(attempt);
         audit::record(&*self.store, &actor, entry(AuditResult::Ok, None)).await?;
         let request = TokenRequest {
-            name: "login".into(),
+            name: token_name.into(),
             scopes: None,
             expires_at: Some(now() + chrono::Duration::hours(LOGIN_TOKEN_HOURS)),
             workspace_id: None,

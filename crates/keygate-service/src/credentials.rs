@@ -8,7 +8,7 @@ use crate::principal::Principal;
 use crate::services::Services;
 use crate::validation::{self, Outcome};
 use crate::{now, ServiceError, ServiceResult};
-use keygate_core::catalog::{trim_secret, CredentialKind, Provider};
+use keygate_core::catalog::{trim_secret, Catalog, CredentialKind, Provider};
 use keygate_core::*;
 use keygate_store::CredentialFilter;
 use keygate_vault::SecretText;
@@ -69,7 +69,7 @@ impl Services {
             self.require_active(ws).await?;
         }
         let shared = owner == Owner::Operator && input.operator_shared.unwrap_or(false);
-        let secret = normalize(provider, &input.secret)?;
+        let secret = normalize(&self.catalog, provider, &input.secret)?;
         let name = clean_name(input.name.as_deref(), provider)?;
         let model = clean_model(input.model)?;
 
@@ -250,7 +250,7 @@ impl Services {
             self.require_active(ws).await?;
         }
         let provider = self.provider(&credential.provider)?;
-        let secret = normalize(provider, &secret)?;
+        let secret = normalize(&self.catalog, provider, &secret)?;
         let outcome = self
             .probe_for_save(
                 principal,
@@ -469,11 +469,19 @@ fn apply(credential: &mut Credential, outcome: &Outcome, at: chrono::DateTime<ch
 }
 
 /// Trims and format-checks a pasted secret; returns what gets sealed.
-fn normalize(provider: &Provider, input: &SecretInput) -> ServiceResult<SecretText> {
+fn normalize(catalog: &Catalog, provider: &Provider, input: &SecretInput) -> ServiceResult<SecretText> {
     let bad = |e: keygate_core::catalog::FormatError| ServiceError::InvalidKeyFormat(e.message);
     match (provider.credential, input) {
         (CredentialKind::ApiKey, SecretInput::Key(key)) => {
             let trimmed = trim_secret("secret", key.expose()).map_err(bad)?;
+            if let Some(other) = catalog.owner_of_other_shape(provider, trimmed) {
+                return Err(ServiceError::InvalidKeyFormat(format!(
+                    "this looks like {} key, not {} key: add it under {} (nothing was sent to either provider)",
+                    a_name(&other.name),
+                    a_name(&provider.name),
+                    other.name
+                )));
+            }
             provider.check_format(&[("api_key", trimmed)]).map_err(bad)?;
             Ok(SecretText::new(trimmed.to_owned()))
         }
@@ -496,6 +504,12 @@ fn normalize(provider: &Provider, input: &SecretInput) -> ServiceResult<SecretTe
             Ok(SecretText::new(json))
         }
     }
+}
+
+/// "an OpenAI", "a Mapbox".
+fn a_name(name: &str) -> String {
+    let article = if name.starts_with(['A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+    format!("{article} {name}")
 }
 
 /// `…abcd` of the part of the credential that identifies it.

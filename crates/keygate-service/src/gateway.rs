@@ -118,6 +118,19 @@ pub struct DemoStatus {
     pub days_left: Option<u32>,
 }
 
+/// What the pages' demo banner says: the allowance left, and for which providers the
+/// demo serves the caller (no key of their own or their workspace's) or is off because
+/// they brought their own key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoBanner {
+    pub status: DemoStatus,
+    pub tokens_per_day: u64,
+    /// Provider names the demo allowance serves the caller for now.
+    pub serving: Vec<String>,
+    /// Provider names with a shared demo key that the caller's own key turns off.
+    pub own_key: Vec<String>,
+}
+
 /// The caller's platform-key limits and what is left of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlatformStatus {
@@ -364,6 +377,38 @@ impl Services {
         let used = self.limiter.tokens_used(principal.user.id, now().date_naive());
         let days_left = self.demo_days_used(principal.user.id).await?.map(|d| policy.demo.days.saturating_sub(d));
         Ok(DemoStatus { tokens_left: policy.demo.tokens_per_day.saturating_sub(used), days_left })
+    }
+
+    /// The demo banner for the caller; `None` when no operator key is shared for any
+    /// provider the caller could use it for, or the allowance is switched off.
+    pub async fn demo_banner(&self, principal: &Principal) -> ServiceResult<Option<DemoBanner>> {
+        let policy = self.policy();
+        if !policy.demo.enabled {
+            return Ok(None);
+        }
+        let (mut serving, mut own_key) = (Vec::new(), Vec::new());
+        for provider in self.catalog.all() {
+            let set = self.candidates(principal, &provider.id).await?;
+            let candidates = set.candidates();
+            if candidates.operator_shared.is_none() {
+                continue;
+            }
+            if candidates.own.is_some_and(|c| c.status == CredentialStatus::Active) {
+                own_key.push(provider.name.clone());
+                continue;
+            }
+            let explained = self.explain(principal, &provider.id, PaymentPolicy::Any).await?;
+            // Not paid by the customer's side: the demo serves them (or would, once it
+            // resets).
+            if !explained.chosen.as_ref().is_some_and(|(source, _)| source.customer_paid()) {
+                serving.push(provider.name.clone());
+            }
+        }
+        if serving.is_empty() && own_key.is_empty() {
+            return Ok(None);
+        }
+        let status = self.demo_status(principal).await?;
+        Ok(Some(DemoBanner { status, tokens_per_day: policy.demo.tokens_per_day, serving, own_key }))
     }
 
     /// Platform requests left (this minute, today) for the caller's tier.

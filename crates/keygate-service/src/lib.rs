@@ -29,6 +29,8 @@ pub mod outbound;
 pub mod principal;
 pub mod rotation;
 pub mod services;
+pub mod sessions;
+pub mod setup;
 pub mod throttle;
 pub mod usage;
 pub mod validation;

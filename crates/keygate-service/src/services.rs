@@ -66,6 +66,7 @@ pub struct Services {
     pub(crate) principal_cache: Cache<[u8; 32], CachedPrincipal>,
     pub(crate) candidate_cache: Cache<(WorkspaceId, UserId, String), Arc<CandidateSet>>,
     pub(crate) demo_first_use: Cache<UserId, Option<DateTime<Utc>>>,
+    pub(crate) used_links: crate::sessions::UsedLinks,
 }
 
 impl Services {
@@ -104,6 +105,7 @@ impl Services {
             principal_cache: Cache::new(),
             candidate_cache: Cache::new(),
             demo_first_use: Cache::new(),
+            used_links: Default::default(),
         })
     }
 

@@ -159,7 +159,7 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let (store, keks) = start(config).await?;
     let services = Arc::new(services(config, store.clone(), keks).await?);
     let budget = usize::try_from(config.body_budget_mb.value).unwrap_or(usize::MAX).saturating_mul(1 << 20);
-    let mut state = AppState::new(services.clone()).with_body_budget(budget);
+    let mut state = AppState::new(services.clone()).with_body_budget(budget).behind_tls(config.behind_tls.value);
     if config.metrics_listen.is_some() {
         state = state.with_metrics_apart();
     }
@@ -172,6 +172,14 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {addr} (listen from {})", config.listen.source))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     tracing::info!("keygate listening on http://{bound}");
+    // A fresh deployment is claimed in the setup wizard with this code, so nobody else on
+    // the network can claim it first.
+    if let Some(code) = services.issue_setup_code().await.map_err(coded).context("issuing the setup code")? {
+        tracing::warn!(
+            "no administrator yet: open http://{bound}/setup and enter the setup code: {} (it works once; a restart issues a new one)",
+            code.0.expose()
+        );
+    }
     let fd_limit = keygate_server::raise_fd_limit();
     let limits = keygate_server::ConnectionLimits {
         header_timeout: config.header_timeout.value,

@@ -112,6 +112,8 @@ pub struct Config {
     pub max_connections: Sourced<u64>,
     /// Memory all buffered proxied request bodies may hold at once, in MiB.
     pub body_budget_mb: Sourced<u64>,
+    /// The deployment is reached over TLS (a proxy terminates it): page cookies get `Secure`.
+    pub behind_tls: Sourced<bool>,
 }
 
 /// What the TOML file may contain. Unknown keys are errors.
@@ -135,6 +137,7 @@ struct FileConfig {
     body_timeout_ms: Option<u64>,
     max_connections: Option<u64>,
     body_budget_mb: Option<u64>,
+    behind_tls: Option<bool>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderOverride>,
 }
@@ -306,6 +309,18 @@ impl Config {
             }
         }
 
+        let behind_tls = match env("KEYGATE_BEHIND_TLS") {
+            Some(v) => match v.trim() {
+                "true" | "1" => Sourced::new(true, Source::Env("KEYGATE_BEHIND_TLS")),
+                "false" | "0" => Sourced::new(false, Source::Env("KEYGATE_BEHIND_TLS")),
+                other => anyhow::bail!("behind_tls (from KEYGATE_BEHIND_TLS): `{other}` is not true or false"),
+            },
+            None => match file.behind_tls {
+                Some(v) => Sourced::new(v, file_source.clone()),
+                None => Sourced::new(false, Source::Default),
+            },
+        };
+
         Ok(Self {
             listen,
             metrics_listen,
@@ -329,6 +344,7 @@ impl Config {
             body_timeout,
             max_connections,
             body_budget_mb,
+            behind_tls,
         })
     }
 
@@ -415,6 +431,7 @@ impl Config {
         lines.push(line("body_timeout_ms", &ms(&self.body_timeout), &self.body_timeout.source));
         lines.push(line("max_connections", &self.max_connections.value.to_string(), &self.max_connections.source));
         lines.push(line("body_budget_mb", &self.body_budget_mb.value.to_string(), &self.body_budget_mb.source));
+        lines.push(line("behind_tls", &self.behind_tls.value.to_string(), &self.behind_tls.source));
         for (id, url) in &self.provider_base_urls {
             lines.push(line(&format!("providers.{id}.base_url"), &url.value, &url.source));
         }
@@ -504,6 +521,7 @@ mod tests {
             "jwt_max_lifetime_secs",
             "jwt_issuer",
             "jwt_audience",
+            "behind_tls",
         ] {
             assert!(EXAMPLE.contains(&format!("{option} =")), "{option} is not documented");
         }
@@ -517,6 +535,7 @@ mod tests {
             "KEYGATE_JWT_MAX_LIFETIME_SECS",
             "KEYGATE_JWT_ISSUER",
             "KEYGATE_JWT_AUDIENCE",
+            "KEYGATE_BEHIND_TLS",
         ] {
             assert!(EXAMPLE.contains(var), "{var} is not documented");
         }
