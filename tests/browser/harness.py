@@ -719,7 +719,10 @@ def run_tests(namespace, selected=()):
         except Exception as e:  # noqa: BLE001 - report every failure and go on
             outcome[name] = False
             print(f"FAIL {name} ({time.monotonic() - started:.1f}s): {type(e).__name__}: {e}", flush=True)
-            print("".join("     " + line for line in traceback.format_exc().splitlines(True)[-12:]), end="")
+            # Where in the tests it failed (not the WebDriver's native stack).
+            frames = [f for f in traceback.extract_tb(e.__traceback__) if "tests/browser" in f.filename]
+            for frame in frames:
+                print(f"     {Path(frame.filename).name}:{frame.lineno} in {frame.name}: {frame.line}")
             if _driver is not None:
                 try:
                     print(f"     at {_driver.current_url}; screenshot {shot('FAIL-' + name)}")

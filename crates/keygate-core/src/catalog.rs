@@ -273,20 +273,23 @@ impl Catalog {
         &self.providers
     }
 
-    /// Another provider whose key shape `key` has more specifically than `provider`'s
+    /// The other providers whose key shape `key` has more specifically than `provider`'s
     /// (an `sk-ant-` key pasted as an OpenAI `sk-` key): the user picked the wrong
-    /// provider, and nothing should be sent anywhere.
-    pub fn owner_of_other_shape(&self, provider: &Provider, key: &str) -> Option<&Arc<Provider>> {
+    /// provider, and nothing should be sent anywhere. Several when they share a shape
+    /// (Gemini and Google Maps keys both start `AIza`); empty when `key` fits.
+    pub fn owners_of_other_shape(&self, provider: &Provider, key: &str) -> Vec<&Arc<Provider>> {
         let longest = |p: &Provider| {
             p.key_prefixes.iter().filter(|prefix| key.starts_with(prefix.as_str())).map(String::len).max()
         };
         let own = longest(provider).unwrap_or(0);
-        self.providers
+        let others: Vec<(usize, &Arc<Provider>)> = self
+            .providers
             .iter()
             .filter(|other| other.id != provider.id)
             .filter_map(|other| longest(other).filter(|len| *len > own).map(|len| (len, other)))
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, other)| other)
+            .collect();
+        let best = others.iter().map(|(len, _)| *len).max().unwrap_or(0);
+        others.into_iter().filter(|(len, _)| *len == best).map(|(_, p)| p).collect()
     }
 
     fn get_mut(&mut self, id: &str) -> Result<&mut Provider, CatalogError> {
@@ -377,10 +380,18 @@ mod tests {
         let catalog = Catalog::builtin().unwrap();
         let openai = catalog.get("openai").unwrap();
         let anthropic = catalog.get("anthropic").unwrap();
-        let found = catalog.owner_of_other_shape(openai, "sk-ant-api03-abcdefghijklmnopqrstuvwxyz");
-        assert_eq!(found.map(|p| p.id.as_str()), Some("anthropic"));
-        assert!(catalog.owner_of_other_shape(openai, "sk-proj-abcdefghijklmnopqrstuvwxyz").is_none());
-        assert!(catalog.owner_of_other_shape(anthropic, "sk-ant-api03-abcdefghijklmnopqrstuvwxyz").is_none());
+        let ids = |found: Vec<&Arc<Provider>>| found.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(catalog.owners_of_other_shape(openai, "sk-ant-api03-abcdefghijklmnopqrstuvwxyz")),
+            ["anthropic"]
+        );
+        assert!(catalog.owners_of_other_shape(openai, "sk-proj-abcdefghijklmnopqrstuvwxyz").is_empty());
+        assert!(catalog.owners_of_other_shape(anthropic, "sk-ant-api03-abcdefghijklmnopqrstuvwxyz").is_empty());
+        assert_eq!(
+            ids(catalog.owners_of_other_shape(anthropic, "AIzaSyabcdefghijklmnopqrstuvwxyz")),
+            ["gemini", "google_maps"]
+        );
+        assert!(catalog.owners_of_other_shape(anthropic, "nothing-like-any-key").is_empty());
     }
 
     #[test]

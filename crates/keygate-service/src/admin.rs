@@ -24,6 +24,14 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+/// What the audit page narrows by beyond an [`AuditQuery`]: the readable actor (an email,
+/// `cli`, `system`; whole, any case) and how many of the newest matching rows to skip.
+#[derive(Debug, Clone, Default)]
+pub struct AuditPage {
+    pub actor: Option<String>,
+    pub offset: i64,
+}
+
 impl Services {
     pub async fn admin_workspaces(&self, principal: &Principal) -> ServiceResult<Vec<Workspace>> {
         principal.require_super_admin()?;
@@ -178,6 +186,16 @@ impl Services {
     }
 
     pub async fn admin_audit(&self, principal: &Principal, query: AuditQuery) -> ServiceResult<Vec<AuditEvent>> {
+        self.admin_audit_page(principal, query, AuditPage::default()).await
+    }
+
+    /// [`Services::admin_audit`], narrowed by actor and a page further down.
+    pub async fn admin_audit_page(
+        &self,
+        principal: &Principal,
+        query: AuditQuery,
+        page: AuditPage,
+    ) -> ServiceResult<Vec<AuditEvent>> {
         principal.require_super_admin()?;
         let filter = AuditFilter {
             actor_user_id: query.actor_user_id,
@@ -187,7 +205,9 @@ impl Services {
             workspace_id: query.workspace_id,
             since: query.since,
             until: query.until,
+            actor: page.actor.map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()),
             limit: query.limit,
+            offset: Some(page.offset.max(0)),
         };
         Ok(self.store.audit_events(&filter).await?)
     }

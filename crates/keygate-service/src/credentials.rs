@@ -474,12 +474,14 @@ fn normalize(catalog: &Catalog, provider: &Provider, input: &SecretInput) -> Ser
     match (provider.credential, input) {
         (CredentialKind::ApiKey, SecretInput::Key(key)) => {
             let trimmed = trim_secret("secret", key.expose()).map_err(bad)?;
-            if let Some(other) = catalog.owner_of_other_shape(provider, trimmed) {
+            let others = catalog.owners_of_other_shape(provider, trimmed);
+            if !others.is_empty() {
+                let names: Vec<&str> = others.iter().map(|p| p.name.as_str()).collect();
                 return Err(ServiceError::InvalidKeyFormat(format!(
-                    "this looks like {} key, not {} key: add it under {} (nothing was sent to either provider)",
-                    a_name(&other.name),
+                    "this looks like {} key, not {} key: add it under {} (nothing was sent to any provider)",
+                    a_name(&names.join(" or ")),
                     a_name(&provider.name),
-                    other.name
+                    names.join(" or ")
                 )));
             }
             provider.check_format(&[("api_key", trimmed)]).map_err(bad)?;

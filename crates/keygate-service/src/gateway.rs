@@ -289,36 +289,11 @@ impl Services {
         query: crate::usage::UsageQuery,
         group_by: crate::usage::GroupBy,
     ) -> ServiceResult<crate::usage::UsageReport> {
-        use crate::usage::{GroupBy, UsageReport, UsageTotals};
-        use keygate_store::UsageGrouping;
+        use crate::usage::{UsageReport, UsageTotals};
         principal.require_scope(Scope::Usage)?;
-        let filter = keygate_store::UsageFilter {
-            user_id: Some(principal.user.id),
-            provider: query.provider,
-            since: query.since,
-            until: query.until,
-            ..Default::default()
-        };
-        let by = match group_by {
-            GroupBy::Day => UsageGrouping::Day,
-            GroupBy::Provider => UsageGrouping::Provider,
-            GroupBy::Model => UsageGrouping::Model,
-            GroupBy::Credential => UsageGrouping::Credential,
-            GroupBy::Source => UsageGrouping::Source,
-        };
-        let rows: Vec<UsageTotals> = self
-            .store
-            .usage_report(&filter, by)
-            .await?
-            .into_iter()
-            .map(|t| UsageTotals {
-                key: t.key,
-                requests: t.requests,
-                input_tokens: t.input_tokens,
-                output_tokens: t.output_tokens,
-                cost_nano_usd: t.cost_nano_usd,
-            })
-            .collect();
+        let filter = query.of_user(principal.user.id);
+        let rows: Vec<UsageTotals> =
+            self.store.usage_report(&filter, group_by.grouping()).await?.into_iter().map(UsageTotals::from).collect();
         let mut total = UsageTotals { key: "total".into(), ..Default::default() };
         for row in &rows {
             total.requests += row.requests;
@@ -327,6 +302,21 @@ impl Services {
             total.cost_nano_usd += row.cost_nano_usd;
         }
         Ok(UsageReport { group_by, rows, total })
+    }
+
+    /// The caller's metered calls per UTC calendar day and group (one row per day and
+    /// group that has calls, by day, then key), scoped exactly as [`Self::usage_report`].
+    pub async fn usage_by_day(
+        &self,
+        principal: &Principal,
+        query: crate::usage::UsageQuery,
+        group_by: crate::usage::GroupBy,
+    ) -> ServiceResult<Vec<crate::usage::DailyUsage>> {
+        use crate::usage::DailyUsage;
+        principal.require_scope(Scope::Usage)?;
+        let filter = query.of_user(principal.user.id);
+        let rows = self.store.usage_by_day(&filter, group_by.grouping()).await?;
+        Ok(rows.into_iter().map(|r| DailyUsage { day: r.day, totals: r.totals.into() }).collect())
     }
 
     /// The provider refused a customer's key during a call: if keygate's own probe

@@ -150,6 +150,24 @@ impl Services {
         Ok(self.store.credentials(&filter).await?.len())
     }
 
+    /// A label for each operator key (`OpenAI demo allowance`, `OpenAI platform key`),
+    /// for usage pages: everyone's calls may be paid by one, and nothing about the key
+    /// itself (name, hint) is shown.
+    pub async fn operator_key_labels(&self) -> ServiceResult<Vec<(CredentialId, String)>> {
+        let filter = CredentialFilter { scope: Some(CredentialScope::Operator), ..Default::default() };
+        Ok(self
+            .store
+            .credentials(&filter)
+            .await?
+            .into_iter()
+            .map(|c| {
+                let provider = self.catalog.get(&c.provider).map(|p| p.name.clone()).unwrap_or(c.provider.clone());
+                let what = if c.operator_shared { "demo allowance" } else { "platform key" };
+                (c.id, format!("{provider} {what}"))
+            })
+            .collect())
+    }
+
     async fn progress(&self) -> ServiceResult<Option<Progress>> {
         match self.store.settings_get(WIZARD_SETTINGS_KEY).await? {
             None => Ok(None),

@@ -4,7 +4,7 @@
 //! [`UsageRecorder::flush`] waits until everything handed over is stored (graceful
 //! shutdown, tests).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use keygate_core::{TokenId, UsageEvent};
 use keygate_store::Store;
 use std::collections::HashMap;
@@ -166,6 +166,18 @@ impl GroupBy {
             Self::Source => "source",
         }
     }
+
+    /// The store's grouping for this one.
+    pub(crate) const fn grouping(self) -> keygate_store::UsageGrouping {
+        use keygate_store::UsageGrouping;
+        match self {
+            Self::Day => UsageGrouping::Day,
+            Self::Provider => UsageGrouping::Provider,
+            Self::Model => UsageGrouping::Model,
+            Self::Credential => UsageGrouping::Credential,
+            Self::Source => UsageGrouping::Source,
+        }
+    }
 }
 
 impl std::str::FromStr for GroupBy {
@@ -186,6 +198,19 @@ pub struct UsageQuery {
     pub until: Option<DateTime<Utc>>,
 }
 
+impl UsageQuery {
+    /// The store's filter: this query, narrowed to `user`'s own calls.
+    pub(crate) fn of_user(self, user: keygate_core::UserId) -> keygate_store::UsageFilter {
+        keygate_store::UsageFilter {
+            user_id: Some(user),
+            provider: self.provider,
+            since: self.since,
+            until: self.until,
+            ..Default::default()
+        }
+    }
+}
+
 /// Totals of one group (or of everything).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UsageTotals {
@@ -202,4 +227,23 @@ pub struct UsageReport {
     pub group_by: GroupBy,
     pub rows: Vec<UsageTotals>,
     pub total: UsageTotals,
+}
+
+/// One group's totals on one UTC calendar day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub day: NaiveDate,
+    pub totals: UsageTotals,
+}
+
+impl From<keygate_store::UsageTotals> for UsageTotals {
+    fn from(t: keygate_store::UsageTotals) -> Self {
+        Self {
+            key: t.key,
+            requests: t.requests,
+            input_tokens: t.input_tokens,
+            output_tokens: t.output_tokens,
+            cost_nano_usd: t.cost_nano_usd,
+        }
+    }
 }

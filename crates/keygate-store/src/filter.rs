@@ -23,8 +23,13 @@ pub struct AuditFilter {
     pub workspace_id: Option<WorkspaceId>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    /// The readable actor (an email, `cli`, `system`), matched whole, ignoring ASCII case.
+    pub actor: Option<String>,
     /// At most this many, newest first. `None` means 1,000.
     pub limit: Option<i64>,
+    /// Skip this many of the newest matching rows first (a page further down). `None`
+    /// means 0.
+    pub offset: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default)]

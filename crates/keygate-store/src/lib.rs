@@ -20,7 +20,7 @@ mod ts;
 pub use error::{StoreError, StoreResult};
 pub use filter::{AuditFilter, CredentialFilter, UsageFilter};
 pub use postgres::PostgresStore;
-pub use report::{UsageGrouping, UsageTotals};
+pub use report::{DailyUsageTotals, UsageGrouping, UsageTotals};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -294,6 +294,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Totals of the events `filter` selects (its `limit` is ignored), grouped by `by`,
     /// ordered by key (byte order); exact for any number of rows.
     async fn usage_report(&self, filter: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<UsageTotals>>;
+    /// The same totals per UTC calendar day and group (one row per day and key that has
+    /// events), ordered by day, then key; exact for any number of rows.
+    async fn usage_by_day(&self, filter: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<DailyUsageTotals>>;
     /// (requests, input + output tokens) a user made through one key source since `since`.
     async fn usage_since(&self, user: UserId, key_source: KeySource, since: DateTime<Utc>) -> StoreResult<(i64, i64)>;
     /// When the user first used the demo allowance, if ever.

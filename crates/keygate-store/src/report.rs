@@ -1,5 +1,5 @@
-//! The usage report's shapes: how [`crate::Store::usage_report`] groups events and what
-//! each group adds up to.
+//! The usage report's shapes: how [`crate::Store::usage_report`] and
+//! [`crate::Store::usage_by_day`] group events and what each group adds up to.
 //!
 //! Not for: a credential's running totals, which are [`keygate_core::UsageTotals`].
 
@@ -26,4 +26,12 @@ pub struct UsageTotals {
     pub output_tokens: i64,
     /// Billionths of a US dollar.
     pub cost_nano_usd: i64,
+}
+
+/// One row of a report by day: the events of one UTC calendar day whose key is
+/// `totals.key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsageTotals {
+    pub day: chrono::NaiveDate,
+    pub totals: UsageTotals,
 }

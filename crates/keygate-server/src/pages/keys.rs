@@ -86,7 +86,11 @@ pub(super) fn router() -> Router<AppState> {
             )
             .route(
                 &format!("{base}/{{id}}/delete"),
-                get(move |s: State<AppState>, v: Viewer, path: Path<String>| confirm_delete(s, v, path, place)),
+                get(move |s: State<AppState>, v: Viewer, path: Path<String>| confirm_delete(s, v, path, place)).post(
+                    move |s: State<AppState>, Path(id): Path<String>, p: Posted<ActionForm>| {
+                        act(s, Path((id, "delete".to_owned())), p, place)
+                    },
+                ),
             );
     }
     router
@@ -256,7 +260,9 @@ async fn done_notice(s: &AppState, viewer: &Viewer, done: &Done) -> Result<Optio
         ("setup", _) => "Setup is finished: the wizard is locked. Manage the platform's keys here.".to_owned(),
         _ => return Ok(None),
     };
-    Ok(Some(Notice::Done(text)))
+    let fix =
+        credential.as_ref().is_some_and(|c| c.validity != Validity::Valid && c.status == CredentialStatus::Active);
+    Ok(Some(if fix && what != "deleted" { Notice::Warning(text) } else { Notice::Done(text) }))
 }
 
 /// What a key's validity means for the person, and what to do about it.
@@ -266,8 +272,12 @@ pub(super) fn verdict(s: &AppState, c: &Credential) -> String {
     match (c.status, c.validity) {
         (CredentialStatus::Disabled, _) => "Disabled: not used for calls. Enable it to use it again.".into(),
         (_, Validity::Valid) => "Valid: the provider accepted it.".into(),
+        // The probe's own words already say what to do.
+        (_, Validity::Invalid) if c.validity_detail.is_some() => {
+            format!("Invalid: the provider rejected it. {}", c.validity_detail.as_deref().unwrap_or_default())
+        }
         (_, Validity::Invalid) => format!(
-            "Invalid: the provider rejected it{detail}. Check that you copied the whole key and that it is still active{}, then replace it.",
+            "Invalid: the provider rejected it. Check that you copied the whole key and that it is still active{}, then replace it.",
             provider.and_then(|p| p.key_url.as_deref()).map(|u| format!(" at {u}")).unwrap_or_default()
         ),
         (_, Validity::Unverified) => format!(
@@ -310,7 +320,7 @@ pub(super) async fn render(
         @if keys.is_empty() {
             p.empty { "No keys yet." @if manage { " Add one below." } }
         } @else {
-            div.table-wrap {
+            div.table-wrap tabindex="0" {
                 table.keys {
                     caption.visually-hidden { (place.title()) }
                     thead { tr {
@@ -690,6 +700,10 @@ async fn act(
         Ok(done) => Redirect::to(&format!("{}?done={done}&key={id}", place.base())).into_response(),
         Err(e) => {
             let e = ApiError::from(e);
+            // Not yours, or not allowed: a page of its own, with its status.
+            if matches!(e.status.as_u16(), 403 | 404) {
+                return super::error_page(e);
+            }
             render(&s, &viewer, place, Some(Notice::problem(&e)), &AddForm::default()).await
         }
     }

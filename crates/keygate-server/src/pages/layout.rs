@@ -17,6 +17,8 @@ use maud::{html, Markup, DOCTYPE};
 #[derive(Debug, Clone)]
 pub(crate) enum Notice {
     Done(String),
+    /// Done, but with something to fix (a key saved as invalid).
+    Warning(String),
     Problem(String),
 }
 
@@ -48,6 +50,7 @@ pub(crate) fn notice(notice: Option<&Notice>) -> Markup {
     html! {
         @match notice {
             Some(Notice::Done(text)) => div.notice.done role="status" { (text) },
+            Some(Notice::Warning(text)) => div.notice.warning role="status" { (text) },
             Some(Notice::Problem(text)) => div.notice.problem role="alert" { strong { "Not done: " } (text) },
             None => {},
         }

@@ -13,12 +13,14 @@
 //!
 //! Not for: business rules (keygate-service) or the JSON API (`routes`).
 
+mod admin;
 mod keys;
 mod layout;
 mod session;
 mod setup;
 mod signin;
 mod tokens;
+mod usage;
 
 use crate::{ApiError, AppState};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -45,8 +47,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/assets/keygate.js", get(js))
         .merge(setup::router())
         .merge(signin::router())
+        .merge(admin::router())
         .merge(keys::router())
         .merge(tokens::router())
+        .merge(usage::router())
         .layer(map_response(security_headers))
 }
 

@@ -115,7 +115,15 @@ pub(crate) fn clear_cookie(name: &str) -> HeaderValue {
 /// A safe place to go after signing in: a path on this site, nothing else.
 pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.contains("://") => {
+        // Printable ASCII only: browsers drop tabs and line breaks from addresses, so
+        // `/\t/evil.example` would become `//evil.example`.
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.contains("://")
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             n.to_owned()
         }
         _ => "/settings/api-keys".to_owned(),
@@ -257,7 +265,15 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/settings/usage?days=7")), "/settings/usage?days=7");
-        for bad in ["//evil.example", "https://evil.example/", "/\\evil", "evil", ""] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example/",
+            "/\\evil",
+            "evil",
+            "",
+            "/\t/evil.example",
+            "/a\r\nSet-Cookie: x=1",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/settings/api-keys", "{bad}");
         }
     }

@@ -32,8 +32,8 @@ use std::sync::Arc;
 /// Steps 2–5: which provider kinds each offers, in order.
 const STEPS: [(u8, &str, &str, &[&str]); 4] = [
     (2, "ai", "AI providers", &["anthropic", "openai", "voyage", "gemini", "openrouter"]),
-    (3, "maps", "Maps", &["mapbox", "googlemaps", "maptiler"]),
-    (4, "satellite", "Satellite", &["sentinelhub"]),
+    (3, "maps", "Maps", &["mapbox", "google_maps", "maptiler"]),
+    (4, "satellite", "Satellite", &["sentinel_hub"]),
     (5, "email", "Email", &["resend"]),
 ];
 
@@ -90,7 +90,7 @@ fn outcome(s: &AppState, c: &Credential) -> Notice {
     let provider = s.services.catalog().get(&c.provider).map(|p| p.name.clone()).unwrap_or_default();
     let text = format!("{provider} key {} saved. {}", c.hint, verdict(s, c));
     match c.validity {
-        Validity::Invalid | Validity::Undecryptable => Notice::Problem(text),
+        Validity::Invalid | Validity::Undecryptable => Notice::Warning(text),
         _ => Notice::Done(text),
     }
 }
@@ -178,6 +178,12 @@ async fn step_page(s: &AppState, v: &Viewer, step: u8, notice: Option<Notice>, f
     let Some(&(n, kind, title, order)) = STEPS.iter().find(|(n, ..)| *n == step) else {
         return Redirect::to("/setup?step=2").into_response();
     };
+    let noun = match kind {
+        "ai" => "keys for AI providers",
+        "maps" => "keys for maps",
+        "satellite" => "credentials for satellite imagery",
+        _ => "key for sending email",
+    };
     let keys = match s.services.list_credentials(&v.principal, ListScope::Only(CredentialScope::Operator)).await {
         Ok(keys) => keys,
         Err(e) => return super::error_page(e.into()),
@@ -189,12 +195,12 @@ async fn step_page(s: &AppState, v: &Viewer, step: u8, notice: Option<Notice>, f
     let content = html! {
         (steps_nav(n))
         p.lead {
-            "Add the platform's own keys for " (title.to_lowercase()) ". Every provider is optional; at least one key, in any step, "
+            "Add the platform's own " (noun) ". Every provider is optional; at least one key, in any step, "
             "is needed to finish. Each key is checked with the provider as you save it. Choose for each whether it is a "
             strong { "platform key" } " (users call it under their tier's limits) or " strong { "shared as the demo allowance" }
             " (a small daily allowance for users without a key of their own)."
         }
-        @for p in &providers {
+        div.providers { @for p in &providers {
             @let saved: Vec<&Credential> = keys.iter().filter(|c| c.provider == p.id).collect();
             section.card.provider id={"provider-" (p.id)} {
                 h2 { (p.name) }
@@ -217,11 +223,11 @@ async fn step_page(s: &AppState, v: &Viewer, step: u8, notice: Option<Notice>, f
                         label.choice { input type="radio" name="use" value="platform" checked[prior.is_none_or(|f| f.use_as() != "demo")]; " Platform key (tier limits)" }
                         label.choice { input type="radio" name="use" value="demo" checked[prior.is_some_and(|f| f.use_as() == "demo")]; " Shared as the demo allowance" }
                     }
-                    button type="submit" { @if saved.is_empty() { "Save and check" } @else { "Save another and check" } }
+                    button type="submit" { "Save and check" }
                     @if let Some(url) = &p.key_url { p.muted.small { "Get a key: " a href=(url) rel="noopener noreferrer" target="_blank" { (url) } } }
                 }
             }
-        }
+        } }
         div.wizard-nav {
             @if n > 2 { a.button.secondary href={"/setup?step=" (n - 1)} { "Back" } }
             @if n < 5 {

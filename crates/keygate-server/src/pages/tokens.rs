@@ -119,7 +119,7 @@ fn table(viewer: &Viewer, tokens: &[&ApiToken], current: Option<TokenId>, empty:
         @if tokens.is_empty() {
             p.empty { (empty) }
         } @else {
-            div.table-wrap {
+            div.table-wrap tabindex="0" {
                 table.tokens {
                     thead { tr {
                         th scope="col" { "Name" } th scope="col" { "Scopes" } th scope="col" { "Created" }
@@ -156,15 +156,12 @@ fn table(viewer: &Viewer, tokens: &[&ApiToken], current: Option<TokenId>, empty:
     }
 }
 
-/// The create form: `scope` repeats, so the fields are read as pairs.
-#[derive(Debug, Deserialize)]
-struct CreateForm(Vec<(String, String)>);
-
 #[tracing::instrument(skip_all)]
-async fn create(State(s): State<AppState>, Posted { viewer, form, .. }: Posted<CreateForm>) -> Response {
-    let field = |name: &str| form.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default();
+/// The create form's fields as pairs: `scope` repeats.
+async fn create(State(s): State<AppState>, Posted { viewer, form, .. }: Posted<Vec<(String, String)>>) -> Response {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or_default();
     let mut scopes = Vec::new();
-    for (k, v) in &form.0 {
+    for (k, v) in &form {
         if k == "scope" {
             match v.parse::<Scope>() {
                 Ok(scope) => scopes.push(scope),

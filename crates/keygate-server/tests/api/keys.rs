@@ -145,7 +145,10 @@ async fn pasted_keys_are_trimmed_and_checked_before_any_call(db: TestDb) {
     h.canary(&inner);
     for (secret, provider, expected) in [
         (inner.as_str(), "openai", "inside it"),
-        ("sk-proj-wrongprovider000000000", "anthropic", "start with `sk-ant-`"),
+        ("sk-proj-wrongprovider000000000", "anthropic", "looks like an OpenAI key, not an Anthropic key"),
+        ("sk-ant-api03-wrongprovider00000", "openai", "looks like an Anthropic key, not an OpenAI key"),
+        ("AIzaSywrongprovider000000000000", "anthropic", "a Google Gemini or Google Maps key"),
+        ("xyz-wrongprovider0000000000000", "anthropic", "start with `sk-ant-`"),
         ("sk-proj-x", "openai", "too short"),
         ("", "openai", "empty"),
     ] {

@@ -2,6 +2,7 @@
 //! PostgreSQL) and keygate-mock as every provider; and real servers on port 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_pages;
 mod auth;
 mod authz;
 mod connections;
@@ -12,5 +13,7 @@ mod keys;
 mod logging;
 mod metrics;
 mod openapi;
+mod pages;
 mod proxy;
 mod support;
+mod usage_page;

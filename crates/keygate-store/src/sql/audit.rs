@@ -39,7 +39,11 @@ impl Pool<'_> {
             if let Some(until) = f.until {
                 q.push(" AND at < ").push_bind(Ts(until));
             }
+            if let Some(actor) = &f.actor {
+                q.push(" AND lower(actor) = ").push_bind(actor.to_ascii_lowercase());
+            }
             q.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(f.limit.unwrap_or(1000).clamp(1, 10_000));
+            q.push(" OFFSET ").push_bind(f.offset.unwrap_or(0).max(0));
             let rows = q.build_query_as::<AuditRow>().fetch_all(pool).await?;
             rows.into_iter().map(TryInto::try_into).collect()
         })

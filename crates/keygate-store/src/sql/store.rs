@@ -3,7 +3,7 @@
 
 use super::Pool;
 use crate::filter::{AuditFilter, CredentialFilter, UsageFilter};
-use crate::{Backend, Store, StoreResult, TokenPrincipal, UsageGrouping, UsageTotals};
+use crate::{Backend, DailyUsageTotals, Store, StoreResult, TokenPrincipal, UsageGrouping, UsageTotals};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keygate_core::*;
@@ -264,6 +264,10 @@ impl<S: SqlStore> Store for S {
 
     async fn usage_report(&self, filter: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<UsageTotals>> {
         self.pool().usage_report(filter, by).await
+    }
+
+    async fn usage_by_day(&self, filter: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<DailyUsageTotals>> {
+        self.pool().usage_by_day(filter, by).await
     }
 
     async fn usage_since(&self, user: UserId, key_source: KeySource, since: DateTime<Utc>) -> StoreResult<(i64, i64)> {

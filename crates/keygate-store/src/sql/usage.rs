@@ -1,13 +1,13 @@
 //! Usage history: events appended in batches (each batch also moves its credentials'
 //! running totals), read back filtered, summed for the demo allowance and limits, and
-//! totalled by group for reports.
+//! totalled by group (or by UTC day and group) for reports.
 
 use super::{db_run, Pool, USAGE_ROWS_PER_INSERT};
 use crate::filter::UsageFilter;
 use crate::rows::*;
 use crate::ts::Ts;
-use crate::{StoreResult, UsageGrouping, UsageTotals};
-use chrono::{DateTime, Utc};
+use crate::{DailyUsageTotals, StoreError, StoreResult, UsageGrouping, UsageTotals};
+use chrono::{DateTime, NaiveDate, Utc};
 use keygate_core::*;
 use sqlx::{Encode, QueryBuilder, Type};
 use std::collections::BTreeMap;
@@ -19,6 +19,10 @@ const REPORT_SUMS: &str = "COUNT(*), CAST(SUM(input_tokens) AS BIGINT), CAST(SUM
 
 /// One group as the database returns it: its raw key, then [`REPORT_SUMS`].
 type Group<K> = (Option<K>, i64, i64, i64, i64);
+
+/// One day's group as the database returns it: the day (`YYYY-MM-DD`), the raw key, then
+/// [`REPORT_SUMS`].
+type DayGroup<K> = (String, Option<K>, i64, i64, i64, i64);
 
 /// What one batch adds to one credential's totals.
 #[derive(Debug, Clone, Copy)]
@@ -108,13 +112,7 @@ impl Pool<'_> {
     pub(super) async fn usage_report(self, f: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<UsageTotals>> {
         // The key is one of these constants, never caller input. Credentials are grouped
         // by the raw column (a BLOB on SQLite) and named in Rust.
-        let key = match by {
-            UsageGrouping::Day => crate::ts::utc_day_of_at(self.backend()),
-            UsageGrouping::Provider => "provider",
-            UsageGrouping::Model => "model",
-            UsageGrouping::Credential => "credential_id",
-            UsageGrouping::Source => "key_source",
-        };
+        let key = report_key(self, by);
         db_run!(self, |pool| {
             let mut q = QueryBuilder::new("SELECT ");
             q.push(key).push(", ").push(REPORT_SUMS).push(" FROM usage_events");
@@ -130,6 +128,28 @@ impl Pool<'_> {
                     totals_by_key(groups, |key| key.unwrap_or_else(|| "(unknown)".to_owned()))
                 }
             })
+        })
+    }
+
+    pub(super) async fn usage_by_day(self, f: &UsageFilter, by: UsageGrouping) -> StoreResult<Vec<DailyUsageTotals>> {
+        // As `usage_report`, with the UTC day as a second key; both are constants.
+        let day = crate::ts::utc_day_of_at(self.backend());
+        let key = report_key(self, by);
+        db_run!(self, |pool| {
+            let mut q = QueryBuilder::new("SELECT ");
+            q.push(day).push(", ").push(key).push(", ").push(REPORT_SUMS).push(" FROM usage_events");
+            push_filter(&mut q, f);
+            q.push(" GROUP BY ").push(day).push(", ").push(key);
+            match by {
+                UsageGrouping::Credential => {
+                    let groups: Vec<DayGroup<Uuid>> = q.build_query_as().fetch_all(pool).await?;
+                    daily_totals(groups, |id| id.map_or_else(|| "(none)".to_owned(), |id| id.to_string()))
+                }
+                _ => {
+                    let groups: Vec<DayGroup<String>> = q.build_query_as().fetch_all(pool).await?;
+                    daily_totals(groups, |key| key.unwrap_or_else(|| "(unknown)".to_owned()))
+                }
+            }
         })
     }
 
@@ -177,6 +197,17 @@ impl Pool<'_> {
     }
 }
 
+/// The SQL a report groups by: one of these constants, never caller input.
+fn report_key(pool: Pool<'_>, by: UsageGrouping) -> &'static str {
+    match by {
+        UsageGrouping::Day => crate::ts::utc_day_of_at(pool.backend()),
+        UsageGrouping::Provider => "provider",
+        UsageGrouping::Model => "model",
+        UsageGrouping::Credential => "credential_id",
+        UsageGrouping::Source => "key_source",
+    }
+}
+
 /// Adds `f`'s conditions (not its limit) to a query on `usage_events`, as a WHERE clause
 /// with bound values.
 fn push_filter<'a, DB: sqlx::Database>(q: &mut QueryBuilder<'a, DB>, f: &UsageFilter)
@@ -219,4 +250,20 @@ fn totals_by_key<K>(groups: Vec<Group<K>>, name: impl Fn(Option<K>) -> String) -
         t.cost_nano_usd += cost_nano_usd;
     }
     by_key.into_values().collect()
+}
+
+/// Names each day's groups as [`totals_by_key`] does and orders them by day, then name.
+fn daily_totals<K>(groups: Vec<DayGroup<K>>, name: impl Fn(Option<K>) -> String) -> StoreResult<Vec<DailyUsageTotals>> {
+    let mut by_day: BTreeMap<(NaiveDate, String), UsageTotals> = BTreeMap::new();
+    for (day, raw, requests, input_tokens, output_tokens, cost_nano_usd) in groups {
+        let day = NaiveDate::parse_from_str(&day, "%Y-%m-%d")
+            .map_err(|e| StoreError::Corrupt { what: "usage event time", detail: format!("{day:?}: {e}") })?;
+        let key = name(raw);
+        let t = by_day.entry((day, key.clone())).or_insert_with(|| UsageTotals { key, ..UsageTotals::default() });
+        t.requests += requests;
+        t.input_tokens += input_tokens;
+        t.output_tokens += output_tokens;
+        t.cost_nano_usd += cost_nano_usd;
+    }
+    Ok(by_day.into_iter().map(|((day, _), totals)| DailyUsageTotals { day, totals }).collect())
 }

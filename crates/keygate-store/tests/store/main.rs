@@ -26,6 +26,7 @@ both_backends!(
     tokens_are_found_by_public_id_and_revoked_only_by_their_owner,
     a_tokens_principal_comes_with_its_user_and_acting_workspace,
     audit_events_filter_and_come_newest_first,
+    audit_events_page_by_offset_and_match_their_actor,
     usage_events_add_to_credential_totals,
     meta_compare_and_set,
     settings_and_host_workspaces,
@@ -462,6 +463,46 @@ async fn audit_events_filter_and_come_newest_first(db: TestDb) {
     assert_eq!(got[0].id, ids[1]);
     let one = AuditFilter { limit: Some(1), ..Default::default() };
     assert_eq!(store.audit_events(&one).await.unwrap()[0].id, ids[2]);
+}
+
+async fn audit_events_page_by_offset_and_match_their_actor(db: TestDb) {
+    let store = connect(&db.location).await.unwrap();
+    let base = now();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let e = AuditEvent {
+            id: AuditEventId::new(),
+            at: base + Duration::seconds(i),
+            actor_user_id: None,
+            actor: if i % 2 == 0 { "ada@example.com".into() } else { "cli".into() },
+            action: AuditAction::TokenCreate,
+            target_type: "token".into(),
+            target_id: Some(format!("t{i}")),
+            workspace_id: None,
+            source_addr: None,
+            result: AuditResult::Ok,
+            detail: None,
+        };
+        store.insert_audit_event(&e).await.unwrap();
+        ids.push(e.id);
+    }
+    ids.reverse(); // newest first
+    let page = |limit, offset| AuditFilter { limit: Some(limit), offset: Some(offset), ..Default::default() };
+    let got = |events: Vec<AuditEvent>| events.iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(got(store.audit_events(&page(2, 0)).await.unwrap()), ids[0..2]);
+    assert_eq!(got(store.audit_events(&page(2, 2)).await.unwrap()), ids[2..4]);
+    assert_eq!(got(store.audit_events(&page(2, 4)).await.unwrap()), ids[4..5]);
+    assert!(store.audit_events(&page(2, 6)).await.unwrap().is_empty(), "past the end: nothing");
+    assert_eq!(got(store.audit_events(&page(2, -3)).await.unwrap()), ids[0..2], "a negative offset is 0");
+
+    let ada = AuditFilter { actor: Some("ADA@example.com".into()), ..Default::default() };
+    let found = store.audit_events(&ada).await.unwrap();
+    assert_eq!(got(found), vec![ids[0], ids[2], ids[4]], "whole actor, any case");
+    let part = AuditFilter { actor: Some("ada".into()), ..Default::default() };
+    assert!(store.audit_events(&part).await.unwrap().is_empty(), "not a substring match");
+    let second_of_ada =
+        AuditFilter { actor: Some("ada@example.com".into()), limit: Some(1), offset: Some(1), ..Default::default() };
+    assert_eq!(got(store.audit_events(&second_of_ada).await.unwrap()), vec![ids[2]]);
 }
 
 async fn usage_events_add_to_credential_totals(db: TestDb) {
