@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (  # noqa: E402
     api,
+    url,
     browser,
     canary_sweep,
     check_axe,
@@ -239,9 +240,18 @@ def test_a_host_user_arrives_by_link_and_sees_the_demo_banner():
     wait_for_path("/login")
     token = jwt({"sub": "host-user-1", "email": "dana@example.com", "exp": int(time.time()) + 300})
     STATE["more_canaries"].append(token)
-    go(f"/login/jwt?token={token}")
-    wait_for_path("/settings/api-keys")
+    # The link is followed from the host application's site (another site: localhost
+    # is not 127.0.0.1), as a person clicks it there; the SameSite=Strict session must
+    # still arrive.
+    go(url("/healthz").replace("127.0.0.1", "localhost"))
+    browser().execute_script(
+        "const a = document.createElement('a'); a.href = arguments[0]; a.textContent = 'keys';"
+        "document.body.appendChild(a); a.click();",
+        url(f"/login/jwt?token={token}"),
+    )
+    wait_for_path("/settings/api-keys", timeout=10)
     assert "token=" not in browser().current_url, "the token is dropped from the address bar"
+    assert "dana@example.com" in page_text(), page_text()
     wait_for("text=of 10,000 demo tokens left today")
     check_page("dana-keys-empty-with-demo-banner")
     assert "for Anthropic" in page_text()

@@ -28,10 +28,15 @@ use axum::Router;
 /// `metrics` scope, unless the state says it is served apart ([`metrics_router`]): then
 /// it is absent, a 404 like any unknown path.
 pub fn router(state: AppState) -> Router {
-    let app =
-        routes::router().merge(pages::router()).route("/proxy/{provider}/{*path}", axum::routing::any(proxy::proxy));
+    let app = routes::router().merge(pages::router());
     let app = if state.metrics_apart { app } else { app.route("/metrics", axum::routing::get(metrics::scoped)) };
-    app.fallback(routes::not_found).method_not_allowed_fallback(routes::method_not_allowed).with_state(state)
+    // Every answer keygate writes itself (pages, API, errors) carries the security
+    // headers; a provider's relayed answer (routed after the layer) is left as it came.
+    app.fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::map_response(pages::security_headers))
+        .route("/proxy/{provider}/{*path}", axum::routing::any(proxy::proxy))
+        .with_state(state)
 }
 
 /// `/metrics` alone, without authentication, for a listener of its own (`metrics_listen`)

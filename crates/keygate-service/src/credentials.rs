@@ -288,9 +288,12 @@ impl Services {
     }
 
     /// Probes the stored secret again and records the result.
+    /// Probes a key again. Only those who manage it may: a probe is a call to the
+    /// provider with the key and rewrites its validity, so members cannot set off probes
+    /// of their workspace's shared keys at will.
     pub async fn test_credential(&self, principal: &Principal, id: CredentialId) -> ServiceResult<Credential> {
         principal.require_scope(Scope::Keys)?;
-        let mut credential = self.load(principal, id, Access::Read).await?;
+        let mut credential = self.load(principal, id, Access::Manage).await?;
         if let Some(ws) = credential.workspace_id {
             self.require_active(ws).await?;
         }

@@ -125,6 +125,8 @@ pub struct DemoStatus {
 pub struct DemoBanner {
     pub status: DemoStatus,
     pub tokens_per_day: u64,
+    /// How many days the allowance lasts from its first use.
+    pub days: u32,
     /// Provider names the demo allowance serves the caller for now.
     pub serving: Vec<String>,
     /// Provider names with a shared demo key that the caller's own key turns off.
@@ -398,7 +400,13 @@ impl Services {
             return Ok(None);
         }
         let status = self.demo_status(principal).await?;
-        Ok(Some(DemoBanner { status, tokens_per_day: policy.demo.tokens_per_day, serving, own_key }))
+        Ok(Some(DemoBanner {
+            status,
+            tokens_per_day: policy.demo.tokens_per_day,
+            days: policy.demo.days,
+            serving,
+            own_key,
+        }))
     }
 
     /// Platform requests left (this minute, today) for the caller's tier.

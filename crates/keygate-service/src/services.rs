@@ -66,7 +66,7 @@ pub struct Services {
     pub(crate) principal_cache: Cache<[u8; 32], CachedPrincipal>,
     pub(crate) candidate_cache: Cache<(WorkspaceId, UserId, String), Arc<CandidateSet>>,
     pub(crate) demo_first_use: Cache<UserId, Option<DateTime<Utc>>>,
-    pub(crate) used_links: crate::sessions::UsedLinks,
+    pub(crate) form_key: crate::sessions::FormKey,
 }
 
 impl Services {
@@ -90,6 +90,7 @@ impl Services {
         )?;
         let epoch = store.change_epoch().await?;
         let usage = UsageRecorder::start(store.clone());
+        let form_key = crate::sessions::FormKey::load(&*store).await?;
         Ok(Self {
             store,
             vault,
@@ -105,7 +106,7 @@ impl Services {
             principal_cache: Cache::new(),
             candidate_cache: Cache::new(),
             demo_first_use: Cache::new(),
-            used_links: Default::default(),
+            form_key,
         })
     }
 

@@ -12,30 +12,66 @@ use crate::auth::{IssuedToken, TokenRequest, LOGIN_TOKEN_HOURS};
 use crate::principal::{Principal, Via};
 use crate::services::Services;
 use crate::{now, ServiceError, ServiceResult};
-use chrono::{DateTime, Utc};
 use keygate_core::*;
 use keygate_vault::{sha256, SecretText};
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// The name session tokens carry in the token list.
 pub const SESSION_TOKEN_NAME: &str = "web session";
 
-/// Sign-in links already used, until they expire: a link works once.
-#[derive(Debug, Default)]
-pub struct UsedLinks(Mutex<HashMap<[u8; 32], DateTime<Utc>>>);
+/// The store's meta row holding the key that signs the CSRF values of forms shown
+/// before signing in (the same on every replica).
+const FORM_KEY_META_KEY: &str = "pages_form_key";
 
-impl UsedLinks {
-    /// Records `link`; false when it was used before.
-    fn first_use(&self, link: [u8; 32], expires: DateTime<Utc>) -> bool {
-        let mut used = crate::cache::lock(&self.0);
-        let at = now();
-        used.retain(|_, exp| *exp > at);
-        used.insert(link, expires).is_none()
+/// The key signing anonymous forms' CSRF values. Never printed.
+pub struct FormKey([u8; 32]);
+
+impl std::fmt::Debug for FormKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FormKey(..)")
     }
 }
 
+impl FormKey {
+    /// The deployment's key, made at first start.
+    pub(crate) async fn load(store: &dyn keygate_store::Store) -> ServiceResult<Self> {
+        let fresh = keygate_vault::cipher::random_bytes::<32>();
+        store.meta_insert(FORM_KEY_META_KEY, fresh.as_ref(), now()).await?;
+        let stored = store.meta_get(FORM_KEY_META_KEY).await?.unwrap_or_default();
+        let key: [u8; 32] = stored.as_slice().try_into().map_err(|_| ServiceError::Invalid {
+            field: FORM_KEY_META_KEY,
+            problem: "the stored key is not 32 bytes".into(),
+        })?;
+        Ok(Self(key))
+    }
+
+    fn sign(&self, nonce: &str) -> String {
+        let mac = keygate_vault::hmac_sha256(&self.0, format!("keygate/anonymous-form/v1:{nonce}").as_bytes());
+        mac.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// The store's meta rows recording used sign-in links (by the SHA-256 of the link's
+/// JWT): a link works once, on every replica and across restarts.
+const USED_LINK_PREFIX: &str = "used_sign_in_link:";
+
 impl Services {
+    /// A CSRF value for a form shown before signing in (sign-in, setup): a nonce and its
+    /// signature, so a value a client made up (or set through a sibling domain's cookie)
+    /// does not pass.
+    pub fn anonymous_form_token(&self) -> String {
+        let nonce = keygate_vault::random_alphanumeric(22);
+        let signature = self.form_key.sign(&nonce);
+        format!("{nonce}.{signature}")
+    }
+
+    /// Whether `value` is a CSRF value [`Services::anonymous_form_token`] made.
+    pub fn is_anonymous_form_token(&self, value: &str) -> bool {
+        let Some((nonce, signature)) = value.split_once('.') else { return false };
+        nonce.len() == 22
+            && nonce.bytes().all(|b| b.is_ascii_alphanumeric())
+            && keygate_vault::constant_time_eq(self.form_key.sign(nonce).as_bytes(), signature.as_bytes())
+    }
+
     /// A password sign-in for the pages (throttled and audited like the API's).
     pub async fn sign_in(
         &self,
@@ -58,8 +94,9 @@ impl Services {
             return Err(ServiceError::Unauthenticated("host JWTs are not enabled on this keygate".into()));
         };
         let exp = verifier.verify(jwt, &self.http).await?.exp;
-        let expires = DateTime::<Utc>::from_timestamp(exp, 0).unwrap_or_else(now);
-        if !self.used_links.first_use(sha256(jwt.as_bytes()), expires) {
+        let hash: String = sha256(jwt.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("{USED_LINK_PREFIX}{hash}");
+        if !self.store.meta_insert(&key, exp.to_string().as_bytes(), now()).await? {
             return Err(ServiceError::Unauthenticated(
                 "this sign-in link was already used: ask the application for a new one".into(),
             ));

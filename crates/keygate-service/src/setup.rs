@@ -1,7 +1,7 @@
 //! The first-run wizard's rules: who may claim a fresh keygate, and when the wizard
 //! locks.
 //!
-//! A fresh deployment (no user yet) can be claimed only with the one-time **setup code**
+//! A fresh deployment (no super-admin yet) can be claimed only with the one-time **setup code**
 //! that `keygate serve` prints in its log at start ([`Services::issue_setup_code`]). The
 //! store keeps the code's SHA-256, so any replica checks it; claiming is a
 //! compare-and-set on that hash, so the code works once, and a failed account creation
@@ -56,7 +56,7 @@ pub struct SetupCode(pub SecretText);
 impl Services {
     /// Where the wizard stands.
     pub async fn setup_state(&self) -> ServiceResult<SetupState> {
-        if self.store.users().await?.is_empty() {
+        if !self.has_super_admin().await? {
             return Ok(SetupState::Unclaimed);
         }
         match self.progress().await? {
@@ -72,7 +72,7 @@ impl Services {
     /// (replacing any earlier one, so the code a start printed is the one that works).
     /// `None` once a user exists.
     pub async fn issue_setup_code(&self) -> ServiceResult<Option<SetupCode>> {
-        if !self.store.users().await?.is_empty() {
+        if self.has_super_admin().await? {
             return Ok(None);
         }
         let raw = random_alphanumeric(15).to_ascii_uppercase();
@@ -99,7 +99,7 @@ impl Services {
         password: &SecretText,
         source_addr: Option<String>,
     ) -> ServiceResult<(User, IssuedToken)> {
-        if !self.store.users().await?.is_empty() {
+        if self.has_super_admin().await? {
             return Err(ServiceError::Conflict("this keygate has already been claimed: sign in instead".into()));
         }
         // Problems with what was typed come before the code is spent.
@@ -142,6 +142,12 @@ impl Services {
             });
         }
         self.save_progress(Progress::Finished).await
+    }
+
+    /// Whether anyone administers this keygate. Users a host application signed in
+    /// (JWTs) do not count: they cannot claim it, and must not lock its owner out.
+    async fn has_super_admin(&self) -> ServiceResult<bool> {
+        Ok(self.store.users().await?.iter().any(|u| u.super_admin))
     }
 
     /// How many operator keys exist.

@@ -25,4 +25,4 @@ pub use datakey::{CredentialContext, DataKey, DataKeyContext, CANARY_CONTEXT};
 pub use error::VaultError;
 pub use keyring::{Kek, KekId, KeyEncryptionKeys, Keyring, KeyringError};
 pub use record::{Header, SealedRecord};
-pub use secret::{constant_time_eq, hint, random_alphanumeric, sha256, SecretText};
+pub use secret::{constant_time_eq, hint, hmac_sha256, random_alphanumeric, sha256, SecretText};

@@ -149,7 +149,10 @@ fn demo_banner(b: &DemoBanner) -> Markup {
                 p {
                     strong { (thousands(b.status.tokens_left)) " of " (thousands(b.tokens_per_day)) " demo tokens left today" }
                     " · resets at 00:00 UTC (in " (midnight_in / 60) " h " (midnight_in % 60) " min)"
-                    @if let Some(days) = b.status.days_left { " · " (days) " " (if days == 1 { "day" } else { "days" }) " of demo left" }
+                    @match b.status.days_left {
+                        Some(days) => { " · " (days) " " (if days == 1 { "day" } else { "days" }) " of demo left" }
+                        None => { " · " (b.days) " days of demo from your first call" }
+                    }
                     " · for " (b.serving.join(", ")) ". "
                     a href="/settings/api-keys" { "Add your own key" } " to use it without limits."
                 }

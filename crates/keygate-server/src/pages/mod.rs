@@ -24,7 +24,6 @@ mod usage;
 
 use crate::{ApiError, AppState};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::map_response;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
@@ -51,7 +50,6 @@ pub(crate) fn router() -> Router<AppState> {
         .merge(keys::router())
         .merge(tokens::router())
         .merge(usage::router())
-        .layer(map_response(security_headers))
 }
 
 async fn home(viewer: Result<session::Viewer, session::SignIn>) -> Response {
@@ -61,7 +59,8 @@ async fn home(viewer: Result<session::Viewer, session::SignIn>) -> Response {
     }
 }
 
-async fn security_headers(mut response: Response) -> Response {
+/// The headers every answer keygate writes itself carries (see [`crate::router`]).
+pub(crate) async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use keygate_service::setup::SetupState;
 use keygate_service::Principal;
-use keygate_vault::{constant_time_eq, random_alphanumeric, sha256};
+use keygate_vault::{constant_time_eq, sha256};
 use serde::de::DeserializeOwned;
 
 pub(crate) const SESSION_COOKIE: &str = "kg_session";
@@ -49,7 +49,11 @@ impl Viewer {
 /// Where a page without a session sends the browser.
 #[derive(Debug)]
 pub(crate) enum SignIn {
-    Login { next: String },
+    /// `stale`: the request carried a session cookie that no longer works.
+    Login {
+        next: String,
+        stale: bool,
+    },
     Setup,
     Failed(ApiError),
 }
@@ -58,11 +62,15 @@ impl IntoResponse for SignIn {
     fn into_response(self) -> Response {
         match self {
             SignIn::Setup => Redirect::to("/setup").into_response(),
-            SignIn::Login { next } => {
+            SignIn::Login { next, stale } => {
                 let target = format!("/login?next={}", percent_encode(&next));
                 let mut response = Redirect::to(&target).into_response();
-                // A stale cookie is dropped, so the sign-in page starts clean.
-                response.headers_mut().append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+                // A stale cookie is dropped, so the sign-in page starts clean. Only a stale
+                // one: a request that came without it (a cross-site navigation, where a
+                // SameSite=Strict cookie is held back) must not wipe a good session.
+                if stale {
+                    response.headers_mut().append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+                }
                 response
             }
             SignIn::Failed(e) => super::error_page(e),
@@ -112,7 +120,12 @@ pub(crate) fn clear_cookie(name: &str) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("kg_session=; Path=/; Max-Age=0"))
 }
 
-/// A safe place to go after signing in: a path on this site, nothing else.
+/// Paths `next` may never name: signing in or out, the wizard, switching workspace.
+/// A `next` of `/login/jwt?token=<someone else's link>` would sign a person who just
+/// typed their password into another account.
+const ACTION_PATHS: [&str; 5] = ["/login", "/logout", "/setup", "/workspace/switch", "/assets"];
+
+/// A safe place to go after signing in: a page on this site, nothing else.
 pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         // Printable ASCII only: browsers drop tabs and line breaks from addresses, so
@@ -122,7 +135,10 @@ pub(crate) fn safe_next(next: Option<&str>) -> String {
                 && !n.starts_with("//")
                 && !n.contains('\\')
                 && !n.contains("://")
-                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+                && n.bytes().all(|b| b.is_ascii_graphic())
+                && !ACTION_PATHS
+                    .iter()
+                    .any(|p| n == *p || n.starts_with(&format!("{p}/")) || n.starts_with(&format!("{p}?"))) =>
         {
             n.to_owned()
         }
@@ -149,20 +165,20 @@ impl FromRequestParts<AppState> for Viewer {
         let path = parts.uri.path().to_owned();
         let next = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| path.clone());
         let Some(session) = cookie(&parts.headers, SESSION_COOKIE).filter(|s| s.starts_with("kg_")) else {
-            return Err(unsigned(state, next).await);
+            return Err(unsigned(state, next, false).await);
         };
         match state.services.authenticate(&session, source_addr(parts)).await {
             Ok(principal) => Ok(Viewer { principal, csrf: session_csrf(&session), path }),
-            Err(keygate_service::ServiceError::Unauthenticated(_)) => Err(unsigned(state, next).await),
+            Err(keygate_service::ServiceError::Unauthenticated(_)) => Err(unsigned(state, next, true).await),
             Err(e) => Err(SignIn::Failed(e.into())),
         }
     }
 }
 
-async fn unsigned(state: &AppState, next: String) -> SignIn {
+async fn unsigned(state: &AppState, next: String, stale: bool) -> SignIn {
     match state.services.setup_state().await {
         Ok(SetupState::Unclaimed) => SignIn::Setup,
-        Ok(_) => SignIn::Login { next },
+        Ok(_) => SignIn::Login { next, stale },
         Err(e) => SignIn::Failed(e.into()),
     }
 }
@@ -240,7 +256,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AnonForm<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, bytes) = read_form(req, state).await.map_err(super::error_page)?;
-        let expected = cookie(&parts.headers, CSRF_COOKIE).unwrap_or_default();
+        // The cookie must be one keygate signed, and the field must repeat it.
+        let expected = cookie(&parts.headers, CSRF_COOKIE)
+            .filter(|v| state.services.is_anonymous_form_token(v))
+            .unwrap_or_default();
         let form = checked_form(&bytes, &expected).map_err(super::error_page)?;
         Ok(AnonForm { form, parts })
     }
@@ -249,10 +268,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for AnonForm<T> {
 /// The CSRF value for a form shown before signing in, and the cookie to set when the
 /// browser has none yet.
 pub(crate) fn anon_csrf(headers: &HeaderMap, state: &AppState) -> (String, Option<HeaderValue>) {
-    if let Some(value) = cookie(headers, CSRF_COOKIE).filter(|v| v.len() == 32) {
+    if let Some(value) = cookie(headers, CSRF_COOKIE).filter(|v| state.services.is_anonymous_form_token(v)) {
         return (value, None);
     }
-    let value = random_alphanumeric(32);
+    let value = state.services.anonymous_form_token();
     let secure = if secure(headers, state) { "; Secure" } else { "" };
     let set = HeaderValue::from_str(&format!("{CSRF_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{secure}")).ok();
     (value, set)
@@ -265,6 +284,10 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/settings/usage?days=7")), "/settings/usage?days=7");
+        assert_eq!(safe_next(Some("/login-help")), "/login-help", "only the action paths themselves");
+        for action in ["/login/jwt?token=a.b.c", "/login", "/logout", "/setup?step=2", "/workspace/switch"] {
+            assert_eq!(safe_next(Some(action)), "/settings/api-keys", "{action}");
+        }
         for bad in [
             "//evil.example",
             "https://evil.example/",

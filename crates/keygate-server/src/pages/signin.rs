@@ -134,15 +134,52 @@ async fn link(State(s): State<AppState>, headers: HeaderMap, parts: axum::http::
             StatusCode::BAD_REQUEST,
         );
     };
+    // A HEAD (a link preview, a prefetch) must not use the link up.
+    if parts.method == axum::http::Method::HEAD {
+        return StatusCode::OK.into_response();
+    }
     match s.services.sign_in_with_link(&token, source_addr(&parts)).await {
-        // The redirect drops the token from the address bar and from history.
-        Ok(issued) => signed_in(&s, &headers, issued.secret.expose(), &safe_next(query.next.as_deref())),
+        Ok(issued) => landed(&s, &headers, issued.secret.expose(), &safe_next(query.next.as_deref())),
         Err(e) => {
             let e = ApiError::from(e);
             let status = e.status;
             render(&s, &headers, None, "", Some(Notice::problem(&e)), status)
         }
     }
+}
+
+/// Where a sign-in link lands: a page of keygate's own that sets the session and says
+/// whose it is, then moves on to `next`. Not a redirect: a link followed from the host
+/// application's site is a cross-site navigation, and browsers hold a SameSite=Strict
+/// cookie back for the whole redirect chain it starts; the step from this page is
+/// same-site, so the session travels. The page's script drops the token from the
+/// address bar and the history at once.
+fn landed(s: &AppState, headers: &HeaderMap, token: &str, next: &str) -> Response {
+    let body = html! {
+        main #main.narrow {
+            p.brand-big { span.mark aria-hidden="true" { "◆" } " keygate" }
+            h1 { "Signed in" }
+            p { "You are signed in to keygate. " a #continue href=(next) { "Continue" } }
+        }
+    };
+    let document = html! {
+        (maud::DOCTYPE)
+        html lang="en" data-drop-query="true" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="referrer" content="no-referrer";
+                meta http-equiv="refresh" content={"0; url=" (next)};
+                title { "Signed in · keygate" }
+                link rel="stylesheet" href="/assets/keygate.css";
+                script src="/assets/keygate.js" {}
+            }
+            body { (body) }
+        }
+    };
+    let mut response = html_response(StatusCode::OK, document);
+    response.headers_mut().append(header::SET_COOKIE, session::session_cookie(token, headers, s));
+    response
 }
 
 #[derive(Debug, Deserialize)]

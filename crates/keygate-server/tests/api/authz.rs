@@ -74,7 +74,11 @@ async fn members_admins_and_super_admins_have_their_own_rights(db: TestDb) {
         h.add_key(&admin, json!({"provider": "openai", "scope": "workspace", "secret": h.valid_key("sk-proj-")})).await;
     let listed = h.get("/api/v1/keys", &member.token).await;
     assert_eq!(listed.json["keys"][0]["id"], shared.as_str(), "members see their workspace's keys");
-    assert_eq!(h.post(&format!("/api/v1/keys/{shared}/test"), &member.token, json!({})).await.status, 200);
+    assert_eq!(
+        h.post(&format!("/api/v1/keys/{shared}/test"), &member.token, json!({})).await.status,
+        403,
+        "testing a key is managing it: members cannot set off probes of shared keys"
+    );
     assert_eq!(h.patch(&format!("/api/v1/keys/{shared}"), &member.token, json!({"name": "x"})).await.status, 403);
     assert_eq!(h.delete(&format!("/api/v1/keys/{shared}"), &member.token).await.status, 403);
     assert_eq!(h.patch(&format!("/api/v1/keys/{shared}"), &owner.token, json!({"name": "team"})).await.status, 200);

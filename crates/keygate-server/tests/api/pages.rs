@@ -17,6 +17,8 @@ both_backends!(
     a_key_of_another_providers_shape_is_caught_before_anything_is_sent,
     signing_out_ends_the_session_at_once,
     a_host_sign_in_link_works_once_and_leaves_no_token_in_the_address,
+    a_host_user_signed_in_before_the_owner_does_not_lock_the_wizard,
+    a_page_without_its_cookie_keeps_the_session_and_errors_carry_the_headers,
     the_demo_banner_shows_what_is_left_and_turns_off_with_an_own_key,
     a_workspace_member_sees_shared_keys_but_cannot_change_them,
     tokens_are_created_shown_once_and_revoked_on_the_page,
@@ -150,6 +152,8 @@ async fn admin<'h>(h: &'h Harness) -> Browser<'h> {
 
 /// A person with a password (not an admin), signed in.
 async fn person<'h>(h: &'h Harness, email: &str) -> (Browser<'h>, Caller) {
+    // A claimed deployment: someone administers it (else every page leads to /setup).
+    h.super_admin(&format!("operator-of-{email}")).await;
     let caller = h.user(email).await;
     let password = format!("CANARY-{email}-pw");
     set_password(h, &caller.user, &password).await;
@@ -434,22 +438,99 @@ async fn signing_out_ends_the_session_at_once(db: TestDb) {
 async fn a_host_sign_in_link_works_once_and_leaves_no_token_in_the_address(db: TestDb) {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let h = Harness::new(db).await;
-    let claims = serde_json::json!({"sub": "host-user-7", "email": "seven@example.com", "exp": chrono::Utc::now().timestamp() + 120});
-    let jwt = encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap();
-    h.canary(&jwt);
+    let link = |sub: &str| {
+        let claims = serde_json::json!({"sub": sub, "email": format!("{sub}@example.com"), "exp": chrono::Utc::now().timestamp() + 120});
+        let jwt = encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap();
+        h.canary(&jwt);
+        jwt
+    };
+    let jwt = link("seven");
+    // A HEAD (a link preview) does not use the link up.
+    let head =
+        Request::builder().method(Method::HEAD).uri(format!("/login/jwt?token={jwt}")).body(Body::empty()).unwrap();
+    assert_eq!(h.send(head).await.status, 200);
+    // The link lands on a page of keygate's own that sets the session and moves on:
+    // a redirect would carry the cross-site origin of the host's link, and a
+    // SameSite=Strict cookie would be held back on arrival.
     let mut b = Browser::new(&h);
     let arrived = b.get(&format!("/login/jwt?token={jwt}&next=/settings/usage")).await;
-    assert_eq!((arrived.status, arrived.location.as_deref()), (303, Some("/settings/usage")), "{}", arrived.html);
+    assert_eq!(arrived.status, 200, "{}", arrived.html);
+    assert!(arrived.html.contains("http-equiv=\"refresh\" content=\"0; url=/settings/usage\""), "{}", arrived.html);
+    assert!(arrived.html.contains("data-drop-query"), "the page's script drops the token from the address bar");
+    assert_eq!(arrived.headers["referrer-policy"], "no-referrer");
     let page = b.get("/settings/api-keys").await;
     assert!(page.html.contains("seven@example.com"), "{}", page.html);
-    // The same link again is refused.
-    let mut again = Browser::new(&h);
-    let page = again.get(&format!("/login/jwt?token={jwt}")).await;
-    assert_eq!(page.status, 401);
-    assert!(page.html.contains("already used"));
+    // The same link again is refused, on this process and on another replica.
+    let again = Browser::new(&h).get(&format!("/login/jwt?token={jwt}")).await;
+    assert_eq!(again.status, 401);
+    assert!(again.html.contains("already used"));
+    let replica = h.replica().await;
+    let request = Request::builder().uri(format!("/login/jwt?token={jwt}")).body(Body::empty()).unwrap();
+    assert_eq!(h.send_to(&replica, request).await.status, 401, "used on every replica");
     // A forged link is refused.
-    let page = Browser::new(&h).get("/login/jwt?token=a.b.c").await;
-    assert_eq!(page.status, 401);
+    assert_eq!(Browser::new(&h).get("/login/jwt?token=a.b.c").await.status, 401);
+
+    // A password sign-in can never be sent on to someone else's sign-in link.
+    let mallory = link("mallory");
+    let mut victim = admin(&h).await;
+    let csrf = victim.get("/login").await.csrf();
+    let next = format!("/login/jwt?token={mallory}");
+    let signed = victim
+        .post(
+            "/login",
+            &[("csrf_token", &csrf), ("email", "root@example.com"), ("password", PASSWORD), ("next", &next)],
+        )
+        .await;
+    assert_eq!(signed.location.as_deref(), Some("/settings/api-keys"));
+}
+
+async fn a_host_user_signed_in_before_the_owner_does_not_lock_the_wizard(db: TestDb) {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let h = Harness::new(db).await;
+    let code = h.services().issue_setup_code().await.unwrap().unwrap().0.expose().to_owned();
+    let claims = serde_json::json!({"sub": "early", "exp": chrono::Utc::now().timestamp() + 120});
+    let jwt = encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap();
+    h.canary(&jwt);
+    assert_eq!(h.get("/api/v1/me", &jwt).await.status, 200, "a host user is provisioned");
+    let mut b = Browser::new(&h);
+    assert_eq!(b.get("/settings/api-keys").await.location.as_deref(), Some("/setup"), "still unclaimed");
+    let csrf = b.get("/setup").await.csrf();
+    let claimed = b
+        .post(
+            "/setup/claim",
+            &[("csrf_token", &csrf), ("email", "owner@example.com"), ("password", PASSWORD), ("setup_code", &code)],
+        )
+        .await;
+    assert_eq!(claimed.status, 303, "{}", claimed.html);
+    assert_eq!(claimed.location.as_deref(), Some("/setup?step=2&done=claimed"));
+}
+
+async fn a_page_without_its_cookie_keeps_the_session_and_errors_carry_the_headers(db: TestDb) {
+    let h = Harness::new(db).await;
+    let _ = admin(&h).await;
+    // No cookie (a cross-site navigation holds a Strict cookie back): no clearing either.
+    let away = Browser::new(&h).get("/settings/tokens").await;
+    assert_eq!(away.status, 303);
+    assert!(away.headers.get("set-cookie").is_none(), "a good session elsewhere is not wiped");
+    // A stale cookie is cleared.
+    let mut stale = Browser::new(&h);
+    stale.cookies.insert("kg_session".into(), "kg_AAAAAAAAAAAAAAAA_nope".into());
+    let page = stale.get("/settings/tokens").await;
+    assert!(page.headers["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    // Answers keygate writes itself carry the security headers, errors included.
+    for (method, path) in [(Method::GET, "/nope"), (Method::GET, "/logout"), (Method::GET, "/api/v1/keys")] {
+        let reply = h.send(Request::builder().method(method).uri(path).body(Body::empty()).unwrap()).await;
+        let csp = reply.headers.get("content-security-policy").map(|v| v.to_str().unwrap().to_owned());
+        assert!(csp.is_some_and(|c| c.contains("frame-ancestors 'none'")), "{path}: {:?}", reply.headers);
+        assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+    }
+    // A CSRF cookie the client made up does not pass, even when the field repeats it.
+    let mut forged = Browser::new(&h);
+    forged.cookies.insert("kg_csrf".into(), "made-up".into());
+    let page = forged
+        .post("/login", &[("csrf_token", "made-up"), ("email", "root@example.com"), ("password", PASSWORD)])
+        .await;
+    assert_eq!(page.status, 403);
 }
 
 async fn the_demo_banner_shows_what_is_left_and_turns_off_with_an_own_key(db: TestDb) {

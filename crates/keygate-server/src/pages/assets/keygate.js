@@ -2,6 +2,10 @@
 // copy buttons (data-copy="#selector") and a check that a pasted key's shape matches
 // the chosen provider before the form is sent (the server checks again).
 "use strict";
+// A sign-in link's landing page: the token leaves the address bar and the history.
+if (document.documentElement.hasAttribute("data-drop-query") && window.history && history.replaceState) {
+  history.replaceState(null, "", location.pathname);
+}
 document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;
