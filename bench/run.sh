@@ -59,5 +59,6 @@ status=0
 # each of its functions once.
 if ! $quick; then
     cargo bench --locked -p keygate-vault --bench vault -- --noplot 2>&1 | tee target/bench/vault.txt
+    cargo bench --locked -p keygate-core --bench guard -- --noplot 2>&1 | tee target/bench/guard.txt
 fi
 exit "$status"

@@ -7,6 +7,7 @@ import sys
 import urllib.request
 
 from anthropic import Anthropic
+import openai as openai_sdk
 from openai import OpenAI
 
 KEYGATE = os.environ["KEYGATE_URL"]
@@ -42,6 +43,13 @@ def mock_requests():
 
 openai = OpenAI(base_url=f"{KEYGATE}/proxy/openai/v1", api_key=TOKEN, max_retries=0)
 claude = Anthropic(base_url=f"{KEYGATE}/proxy/anthropic", api_key=TOKEN, max_retries=0)
+# The unified endpoint: the OpenAI SDK, any provider behind it.
+unified = OpenAI(base_url=f"{KEYGATE}/v1", api_key=TOKEN, max_retries=0)
+CLAUDE = "anthropic/claude-sonnet-4-20250514"
+TOOLS = [
+    {"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}},
+    {"type": "function", "function": {"name": "time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}},
+]
 
 
 def openai_plain():
@@ -108,6 +116,65 @@ def usage_is_recorded():
     assert rows["openai"]["cost_usd"] > 0
 
 
+def unified_text():
+    reply = unified.chat.completions.create(
+        model=CLAUDE, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content == "Hello from keygate-mock!", reply
+    assert reply.choices[0].finish_reason == "stop", reply
+    assert reply.usage.prompt_tokens == 11 and reply.usage.completion_tokens == 7, reply.usage
+
+
+def unified_stream_with_usage():
+    chunks = list(
+        unified.chat.completions.create(
+            model=CLAUDE, stream=True, stream_options={"include_usage": True}, messages=[{"role": "user", "content": "hi"}]
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from keygate-mock!", text
+    assert chunks[-1].usage.prompt_tokens == 11 and chunks[-1].usage.completion_tokens == 7, chunks[-1]
+
+
+def unified_tool_calls():
+    ask = [{"role": "user", "content": "weather and time?"}]
+    reply = unified.chat.completions.create(model=CLAUDE, messages=ask, tools=TOOLS)
+    calls = reply.choices[0].message.tool_calls
+    assert reply.choices[0].finish_reason == "tool_calls" and [c.function.name for c in calls] == ["weather", "time"], reply
+    assert json.loads(calls[0].function.arguments) == {"city": "mock city"}, calls[0]
+    # Streamed: the SDK's own accumulator puts each call together by its index.
+    with unified.beta.chat.completions.stream(model=CLAUDE, messages=ask, tools=TOOLS) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    streamed = final.choices[0].message.tool_calls
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in streamed] == [
+        (c.function.name, json.loads(c.function.arguments)) for c in calls
+    ], streamed
+    # The results go back and the model answers.
+    results = [{"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in calls]
+    answer = unified.chat.completions.create(model=CLAUDE, messages=ask + [reply.choices[0].message.model_dump(exclude_none=True)] + results, tools=TOOLS)
+    assert answer.choices[0].message.content == "Hello from keygate-mock!", answer
+
+
+def unified_errors_are_sdk_exceptions():
+    try:
+        unified.chat.completions.create(model="openrouter/openai/gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        raise AssertionError("no error")
+    except openai_sdk.PermissionDeniedError as e:
+        assert e.status_code == 403 and e.code == "no_credential", (e.status_code, e.code)
+    try:
+        unified.chat.completions.create(model=CLAUDE, n=2, messages=[{"role": "user", "content": "hi"}])
+        raise AssertionError("no error")
+    except openai_sdk.BadRequestError as e:
+        assert e.code == "invalid_request" and "`n` must be 1" in e.message, e
+
+
+def unified_models():
+    ids = [m.id for m in unified.models.list()]
+    assert CLAUDE in ids and "openai/gpt-4o" in ids, ids
+
+
 for name, fn in [
     ("openai chat", openai_plain),
     ("openai chat, streamed", openai_stream),
@@ -116,6 +183,11 @@ for name, fn in [
     ("anthropic messages, streamed", anthropic_stream),
     ("the provider saw the user's keys, never the keygate token", provider_saw_the_users_keys_never_the_token),
     ("usage recorded with tokens and cost", usage_is_recorded),
+    ("unified: text from Anthropic", unified_text),
+    ("unified: stream with usage", unified_stream_with_usage),
+    ("unified: tool calls, streamed and not, and their results", unified_tool_calls),
+    ("unified: errors are SDK exceptions with keygate's code", unified_errors_are_sdk_exceptions),
+    ("unified: models", unified_models),
 ]:
     check(name, fn)
 

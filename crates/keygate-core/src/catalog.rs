@@ -30,6 +30,15 @@ impl CredentialKind {
             CredentialKind::Aws => &["access_key_id", "secret_access_key", "region"],
         }
     }
+
+    /// Fields a credential of this kind may also have: an AWS session token (temporary
+    /// STS credentials, access key ids starting `ASIA`).
+    pub fn optional_fields(self) -> &'static [&'static str] {
+        match self {
+            CredentialKind::Aws => &["session_token"],
+            _ => &[],
+        }
+    }
 }
 
 /// How the credential goes into an outbound call.
@@ -139,7 +148,7 @@ impl Provider {
     pub fn check_format(&self, fields: &[(&str, &str)]) -> Result<(), FormatError> {
         let expected = self.credential.fields();
         for (name, _) in fields {
-            if !expected.contains(name) {
+            if !expected.contains(name) && !self.credential.optional_fields().contains(name) {
                 return Err(FormatError::new(format!(
                     "{} credentials have the fields {}; `{name}` is not one of them",
                     self.name,
@@ -414,6 +423,7 @@ mod tests {
         ];
         assert!(aws.check_format(&good).is_ok());
         assert!(aws.check_format(&[good[0], good[1], ("region", "mars")]).is_err());
+        assert!(aws.check_format(&[good[0], good[1], good[2], ("session_token", "IQoJb3JpZ2luX2VjEXAMPLE")]).is_ok());
     }
 
     #[test]

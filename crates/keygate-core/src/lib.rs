@@ -6,11 +6,14 @@
 
 pub mod catalog;
 pub mod endpoints;
+pub mod eventstream;
+pub mod guard;
 pub mod ids;
 pub mod model;
 pub mod policy;
 pub mod proxypath;
 pub mod resolution;
+pub mod translate;
 pub mod usage;
 
 pub use ids::*;

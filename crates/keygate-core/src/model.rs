@@ -169,6 +169,10 @@ vocabulary!(
         WorkspaceStatus => "workspace.status",
         WorkspaceMember => "workspace.member",
         SettingsUpdate => "settings.update",
+        // The prompt guard refused a call, or redacted what it found (detail: kinds,
+        // provider, message indexes; never the value).
+        PromptBlocked => "prompt.blocked",
+        PromptRedacted => "prompt.redacted",
     }
 );
 

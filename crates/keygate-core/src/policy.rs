@@ -1,7 +1,8 @@
 //! The operator's policy: tiers and their limits, the demo allowance, provider priority,
-//! how many keys a user may hold. Stored as one settings document; these are the
+//! how many keys a user may hold, the prompt guard. Stored as one settings document; these are the
 //! defaults DESIGN.md names.
 
+use crate::guard::PromptGuard;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -40,6 +41,11 @@ pub struct Policy {
     pub max_keys_per_user: u32,
     /// Refuse (instead of saving as invalid) keys the provider rejects.
     pub reject_invalid_keys: bool,
+    /// What outbound AI prompts are scanned for, and what happens to a match (the
+    /// default for workspaces without an override). Absent from policies stored before
+    /// it existed: those get the default.
+    #[serde(default)]
+    pub prompt_guard: PromptGuard,
 }
 
 impl Default for Policy {
@@ -58,6 +64,7 @@ impl Default for Policy {
             provider_priority: vec!["anthropic".into(), "openai".into(), "openrouter".into(), "bedrock".into()],
             max_keys_per_user: 5,
             reject_invalid_keys: false,
+            prompt_guard: PromptGuard::default(),
         }
     }
 }
@@ -88,6 +95,7 @@ impl Policy {
         if self.max_keys_per_user == 0 {
             problems.push("max_keys_per_user: must be at least 1".into());
         }
+        problems.extend(self.prompt_guard.problems("prompt_guard"));
         problems
     }
 
@@ -119,5 +127,18 @@ mod tests {
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems.iter().any(|m| m.starts_with("default_tier")));
         assert!(p.tier("unknown").is_none(), "falls back to a default tier that does not exist");
+    }
+
+    #[test]
+    fn a_policy_stored_before_the_prompt_guard_loads_with_its_default() {
+        let mut stored = serde_json::to_value(Policy::default()).unwrap();
+        stored.as_object_mut().unwrap().remove("prompt_guard");
+        let p: Policy = serde_json::from_value(stored).unwrap();
+        assert_eq!(p.prompt_guard, PromptGuard::default());
+        let off = Policy {
+            prompt_guard: PromptGuard { mode: crate::guard::Mode::Redact, kinds: vec![] },
+            ..Policy::default()
+        };
+        assert!(off.problems(|_| true).iter().any(|m| m.starts_with("prompt_guard.kinds")));
     }
 }

@@ -1,6 +1,8 @@
 //! Reading token usage out of provider responses, streamed or not: OpenAI's `usage`
 //! (in the body, or the final chunk of a stream), Anthropic's `usage` (in the body, or
-//! `message_start` then the cumulative `message_delta`), Gemini's `usageMetadata`.
+//! `message_start` then the cumulative `message_delta`), Gemini's `usageMetadata`,
+//! Bedrock's `usage.inputTokens` (Converse, and ConverseStream's `metadata` event, see
+//! [`crate::eventstream`]) or `amazon-bedrock-invocationMetrics` (InvokeModel streams).
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -11,6 +13,8 @@ pub enum Dialect {
     OpenAi,
     Anthropic,
     Gemini,
+    /// AWS Bedrock: Converse JSON, or event-stream frames.
+    Bedrock,
     /// Not an AI API: requests are counted, tokens are not.
     Other,
 }
@@ -21,6 +25,7 @@ impl Dialect {
             "openai" | "openrouter" | "voyage" => Dialect::OpenAi,
             "anthropic" => Dialect::Anthropic,
             "gemini" => Dialect::Gemini,
+            "bedrock" => Dialect::Bedrock,
             _ => Dialect::Other,
         }
     }
@@ -96,6 +101,21 @@ impl Tokens {
                     final_report = take(int(u, "promptTokenCount"), int(u, "candidatesTokenCount"));
                 }
             }
+            Dialect::Bedrock => {
+                // InvokeModel with an Anthropic model answers in Anthropic's shape.
+                if let Some(u) = report.message.as_ref().and_then(|m| m.get("usage")) {
+                    take(int(u, "input_tokens"), int(u, "output_tokens"));
+                }
+                if let Some(u) = report.usage.as_ref().filter(|u| u.is_object()) {
+                    final_report = take(
+                        int(u, "inputTokens").or_else(|| int(u, "input_tokens")),
+                        int(u, "outputTokens").or_else(|| int(u, "output_tokens")),
+                    );
+                }
+                if let Some(m) = &report.invocation_metrics {
+                    final_report |= take(int(m, "inputTokenCount"), int(m, "outputTokenCount"));
+                }
+            }
             Dialect::Other => {}
         }
         self.final_report |= final_report;
@@ -116,6 +136,9 @@ pub struct Report {
     message: Option<Value>,
     #[serde(default, rename = "usageMetadata")]
     usage_metadata: Option<Value>,
+    /// The last chunk of a Bedrock InvokeModel stream.
+    #[serde(default, rename = "amazon-bedrock-invocationMetrics")]
+    invocation_metrics: Option<Value>,
     /// Whether `choices` is an empty array, and how much text it carries (what it holds
     /// is never kept).
     #[serde(default)]
@@ -277,6 +300,28 @@ mod tests {
             &report(json!({"usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 9}})),
         );
         assert_eq!(t, Tokens { input: 4, output: 9, reported: true, final_report: true, estimated: false });
+    }
+
+    #[test]
+    fn reads_bedrock_converse_and_invoke_answers() {
+        let mut t = Tokens::default();
+        t.observe(
+            Dialect::Bedrock,
+            &report(json!({"output": {"message": {"content": [{"text": "hi"}]}}, "usage": {"inputTokens": 12, "outputTokens": 3, "totalTokens": 15}})),
+        );
+        assert_eq!(t, Tokens { input: 12, output: 3, reported: true, final_report: true, estimated: false });
+        let mut t = Tokens::default();
+        t.observe(
+            Dialect::Bedrock,
+            &report(json!({"type": "message_start", "message": {"usage": {"input_tokens": 9}}})),
+        );
+        assert!(!t.final_report);
+        t.observe(
+            Dialect::Bedrock,
+            &report(json!({"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 9, "outputTokenCount": 4}})),
+        );
+        assert_eq!(t, Tokens { input: 9, output: 4, reported: true, final_report: true, estimated: false });
+        assert_eq!(report(json!({"contentBlockIndex": 0, "delta": {"text": "abc"}})).text_bytes(), 3);
     }
 
     #[test]

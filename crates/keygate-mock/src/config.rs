@@ -34,6 +34,8 @@ pub struct MockConfig {
     /// API keys the mock accepts, however they are presented.
     pub valid_keys: Vec<String>,
     pub oauth_clients: Vec<OAuthClient>,
+    /// AWS credentials whose SigV4 signatures Bedrock's endpoints accept.
+    pub aws_credentials: Vec<crate::bedrock::AwsCredential>,
     /// Lifetime of issued OAuth2 access tokens.
     pub token_ttl_secs: u64,
     /// Delay before every answer (headers, or the first chunk of a stream).
@@ -57,6 +59,7 @@ impl Default for MockConfig {
         Self {
             valid_keys: Vec::new(),
             oauth_clients: Vec::new(),
+            aws_credentials: Vec::new(),
             token_ttl_secs: 3600,
             latency_ms: 0,
             chunk_interval_ms: 0,

@@ -134,14 +134,27 @@ pub(crate) fn answer(
         }))
         .into_response(),
         ("POST", "/v1/messages", _) => {
+            let calls = anthropic_tool_calls(request, id);
             if stream {
-                sse(config, fault, anthropic_events(config, id, &model), ANTHROPIC_PREAMBLE, "text/event-stream")
+                let events = match &calls {
+                    Some(calls) => anthropic_tool_events(config, id, &model, calls),
+                    None => anthropic_events(config, id, &model),
+                };
+                sse(config, fault, events, ANTHROPIC_PREAMBLE, "text/event-stream")
             } else {
+                let (content, stop) = match calls {
+                    Some(calls) => {
+                        let mut blocks = vec![json!({"type": "text", "text": TOOL_PREFACE.concat()})];
+                        blocks.extend(calls.into_iter().map(|(id, name, input)| json!({"type": "tool_use", "id": id, "name": name, "input": input})));
+                        (blocks, "tool_use")
+                    }
+                    None => (vec![json!({"type": "text", "text": text(config)})], "end_turn"),
+                };
                 axum::Json(json!({
                     "id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model,
-                    "content": [{"type": "text", "text": text(config)}],
-                    "stop_reason": "end_turn", "stop_sequence": null,
-                    "usage": {"input_tokens": config.input_tokens, "output_tokens": config.output_tokens}
+                    "content": content,
+                    "stop_reason": stop, "stop_sequence": null,
+                    "usage": anthropic_usage(config, config.output_tokens)
                 }))
                 .into_response()
             }
@@ -191,12 +204,115 @@ fn openai_chunks(config: &MockConfig, id: u64, model: &str, include_usage: bool)
 /// Events an Anthropic stream sends before its first content delta.
 const ANTHROPIC_PREAMBLE: usize = 3;
 
+/// Anthropic's usage object (cache counts included, as the real one reports them).
+fn anthropic_usage(config: &MockConfig, output_tokens: u64) -> Value {
+    json!({"input_tokens": config.input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": output_tokens})
+}
+
+/// The text an answer that calls tools starts with.
+const TOOL_PREFACE: [&str; 2] = ["Let me ", "check."];
+
+/// The tool calls a Messages request gets, as Claude would make them: when it offers
+/// tools (and `tool_choice` is not `none`) and its last turn is not a tool result, one
+/// call per tool offered (the named one for `{"type": "tool"}`, only the first when
+/// parallel use is off), with an input made from each tool's schema.
+fn anthropic_tool_calls(request: &Value, id: u64) -> Option<Vec<(String, String, Value)>> {
+    let tools = request.get("tools")?.as_array().filter(|t| !t.is_empty())?;
+    let choice = request.get("tool_choice");
+    if choice.and_then(|c| c.get("type")).and_then(Value::as_str) == Some("none") {
+        return None;
+    }
+    let last = request.get("messages")?.as_array()?.last()?;
+    let answered = last
+        .get("content")
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| blocks.iter().any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result")));
+    if answered {
+        return None;
+    }
+    let named = choice.filter(|c| c.get("type").and_then(Value::as_str) == Some("tool")).and_then(|c| c.get("name"));
+    let single = choice.and_then(|c| c.get("disable_parallel_tool_use")).and_then(Value::as_bool) == Some(true);
+    let mut calls: Vec<(String, String, Value)> = tools
+        .iter()
+        .filter(|t| named.is_none_or(|n| t.get("name") == Some(n)))
+        .enumerate()
+        .map(|(i, tool)| {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or("tool").to_owned();
+            let mut input = serde_json::Map::new();
+            let properties = tool.pointer("/input_schema/properties").and_then(Value::as_object);
+            for (field, schema) in properties.into_iter().flatten() {
+                let value = match schema.get("type").and_then(Value::as_str) {
+                    Some("integer") | Some("number") => json!(42),
+                    Some("boolean") => json!(true),
+                    Some("array") => json!([]),
+                    Some("object") => json!({}),
+                    _ => json!(format!("mock {field}")),
+                };
+                input.insert(field.clone(), value);
+            }
+            (format!("toolu_mock_{id}_{i}"), name, Value::Object(input))
+        })
+        .collect();
+    if single {
+        calls.truncate(1);
+    }
+    Some(calls)
+}
+
+/// A streamed answer that calls tools: a short text block, then one `tool_use` block
+/// per call with its input streamed as `input_json_delta` pieces of a few bytes.
+fn anthropic_tool_events(config: &MockConfig, id: u64, model: &str, calls: &[(String, String, Value)]) -> Vec<String> {
+    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut events = vec![
+        event(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": anthropic_usage(config, 1)}}),
+        ),
+        event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        event("ping", json!({"type": "ping"})),
+    ];
+    for piece in TOOL_PREFACE {
+        events.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+        ));
+    }
+    events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+    for (i, (tool_id, name, input)) in calls.iter().enumerate() {
+        let index = i + 1;
+        events.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}}}),
+        ));
+        let json_text = input.to_string();
+        let chars: Vec<char> = json_text.chars().collect();
+        let mut pieces: Vec<String> = vec![String::new()];
+        pieces.extend(chars.chunks(5).map(|c| c.iter().collect::<String>()));
+        for piece in pieces {
+            events.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            ));
+        }
+        events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+    }
+    events.push(event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": null}, "usage": {"output_tokens": config.output_tokens}}),
+    ));
+    events.push(event("message_stop", json!({"type": "message_stop"})));
+    events
+}
+
 fn anthropic_events(config: &MockConfig, id: u64, model: &str) -> Vec<String> {
     let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
     let mut events = vec![
         event(
             "message_start",
-            json!({"type": "message_start", "message": {"id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": config.input_tokens, "output_tokens": 1}}}),
+            json!({"type": "message_start", "message": {"id": format!("msg_mock_{id}"), "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": anthropic_usage(config, 1)}}),
         ),
         event(
             "content_block_start",

@@ -6,10 +6,14 @@
 //!   `/api/v1/chat/completions`), streamed or not, with usage in the final chunk when
 //!   `stream_options.include_usage` asks; `POST /v1/embeddings`;
 //! - Anthropic: `GET /v1/models`, `POST /v1/messages`, streamed (`message_start` /
-//!   `message_delta` usage) or not;
+//!   `message_delta` usage) or not; a request offering `tools` gets a text block and one
+//!   `tool_use` block per tool (inputs made from their schemas, streamed as
+//!   `input_json_delta` pieces), and a request ending in a `tool_result` gets text;
 //! - Gemini: `POST /v1beta/models/{model}:generateContent` with `usageMetadata`;
 //! - anything else: a generic JSON API that takes its key as a bearer token, a header,
 //!   or a `key=` / `access_token=` query parameter (Mapbox, Google Maps, MapTiler, Resend);
+//! - AWS Bedrock: Converse, ConverseStream (event-stream frames), InvokeModel (and its
+//!   stream), for requests whose SigV4 signature verifies (see `bedrock`);
 //! - OAuth2 client credentials: `POST /oauth/token` and
 //!   `/auth/realms/main/protocol/openid-connect/token` (Sentinel Hub's path).
 //!
@@ -21,11 +25,13 @@
 //!
 //! Not for: production, or anything off loopback.
 
+mod bedrock;
 mod config;
 mod dialects;
 mod echo;
 mod server;
 
+pub use bedrock::AwsCredential;
 pub use config::{Fault, MockConfig, OAuthClient};
 pub use server::{router, serve, MockProvider, Recorded, Shared};
 

@@ -3,7 +3,7 @@
 //! counts the provider requests served.
 
 use clap::Parser;
-use keygate_mock::{router, MockConfig, OAuthClient, Shared};
+use keygate_mock::{router, AwsCredential, MockConfig, OAuthClient, Shared};
 use std::io::Write;
 
 #[derive(Debug, Parser)]
@@ -18,6 +18,10 @@ struct Args {
     /// An OAuth2 client to accept, as `client_id:client_secret` (repeatable).
     #[arg(long = "oauth-client")]
     oauth_clients: Vec<String>,
+    /// An AWS credential whose SigV4 signatures Bedrock accepts, as
+    /// `access_key_id:secret_access_key` (repeatable).
+    #[arg(long = "aws-credential")]
+    aws_credentials: Vec<String>,
     /// Delay before every answer, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
@@ -51,9 +55,19 @@ async fn main() -> std::process::ExitCode {
         };
         oauth_clients.push(OAuthClient { client_id: client_id.into(), client_secret: client_secret.into() });
     }
+    let mut aws_credentials = Vec::new();
+    for spec in &args.aws_credentials {
+        let Some((access_key_id, secret_access_key)) = spec.split_once(':') else {
+            let _ = writeln!(std::io::stderr(), "--aws-credential must be access_key_id:secret_access_key");
+            return std::process::ExitCode::FAILURE;
+        };
+        aws_credentials
+            .push(AwsCredential { access_key_id: access_key_id.into(), secret_access_key: secret_access_key.into() });
+    }
     let config = MockConfig {
         valid_keys: args.valid_keys,
         oauth_clients,
+        aws_credentials,
         latency_ms: args.latency_ms,
         chunk_interval_ms: args.chunk_interval_ms,
         chunks: args.chunks,

@@ -206,6 +206,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
     }
 
+    if crate::bedrock::is_signed(&parts) {
+        let fault = shared.take_fault();
+        return crate::bedrock::answer(&shared, &config, fault, &parts, &body).await;
+    }
     if parts.method == Method::POST && (path == "/oauth/token" || path.ends_with("/protocol/openid-connect/token")) {
         return oauth_token(&shared, &config, &parts.headers, &body);
     }
@@ -245,6 +249,9 @@ fn credential(headers: &HeaderMap, query: Option<&str>) -> (Option<String>, Opti
         return (Some(v), Some("x-goog-api-key".into()));
     }
     if let Some(auth) = header("authorization") {
+        if auth.starts_with("AWS4-HMAC-SHA256 ") {
+            return (crate::bedrock::access_key_id(&auth), Some("sigv4".into()));
+        }
         if let Some(token) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("bearer ")) {
             return (Some(token.trim().to_owned()), Some("authorization".into()));
         }

@@ -79,6 +79,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ServiceError::EndpointNotAllowed(_) => StatusCode::FORBIDDEN,
             ServiceError::UpstreamAuthFailed(_) => StatusCode::BAD_GATEWAY,
+            ServiceError::PromptBlocked(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServiceError::MasterKeyMismatch(_)
             | ServiceError::MasterKeyStillInUse(_)
             | ServiceError::Undecryptable { .. }

@@ -17,6 +17,7 @@ mod routes;
 mod serve;
 pub mod state;
 pub mod telemetry;
+mod unified;
 
 pub use error::ApiError;
 pub use routes::openapi;
@@ -28,7 +29,7 @@ use axum::Router;
 /// `metrics` scope, unless the state says it is served apart ([`metrics_router`]): then
 /// it is absent, a 404 like any unknown path.
 pub fn router(state: AppState) -> Router {
-    let app = routes::router().merge(pages::router());
+    let app = routes::router().merge(pages::router()).merge(unified::router());
     let app = if state.metrics_apart { app } else { app.route("/metrics", axum::routing::get(metrics::scoped)) };
     // Every answer keygate writes itself (pages, API, errors) carries the security
     // headers; a provider's relayed answer (routed after the layer) is left as it came.

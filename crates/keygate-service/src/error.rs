@@ -48,6 +48,9 @@ pub enum ServiceError {
     EndpointNotAllowed(String),
     #[error("{0}")]
     UpstreamAuthFailed(String),
+    /// The prompt guard refused the call (the message names kinds and places, never values).
+    #[error("{0}")]
+    PromptBlocked(String),
     #[error("the database cannot be reached: {0}")]
     DatabaseUnreachable(String),
     #[error("interrupted: {0}")]
@@ -82,6 +85,7 @@ impl ServiceError {
             Self::NotImplemented(_) => "not_implemented",
             Self::EndpointNotAllowed(_) => "endpoint_not_allowed",
             Self::UpstreamAuthFailed(_) => "upstream_auth_failed",
+            Self::PromptBlocked(_) => "prompt_blocked",
             Self::DatabaseUnreachable(_) => "database_unreachable",
             Self::Interrupted(_) => "interrupted",
             Self::Store(_) => "database_error",

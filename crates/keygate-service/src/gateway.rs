@@ -12,7 +12,7 @@ use crate::principal::Principal;
 use crate::services::Services;
 use crate::{now, ServiceError, ServiceResult};
 use chrono::{DateTime, Utc};
-use keygate_core::catalog::{Injection, Provider};
+use keygate_core::catalog::Provider;
 use keygate_core::resolution::{self, Facts, KeySource, PaymentPolicy};
 use keygate_core::usage;
 use keygate_core::*;
@@ -169,12 +169,6 @@ impl Services {
             return Err(ServiceError::WorkspaceInactive { status: principal.workspace.status.to_string() });
         }
         let provider = Arc::clone(self.provider(request.provider)?);
-        if matches!(provider.inject, Injection::Sigv4 { .. }) {
-            return Err(ServiceError::NotImplemented(format!(
-                "{} calls are not proxied yet (AWS SigV4 signing)",
-                provider.name
-            )));
-        }
         let set = self.candidates(principal, &provider.id).await?;
         let facts = self.facts(principal).await?;
         let decision = resolution::resolve(set.candidates(), facts, policy);

@@ -67,6 +67,8 @@ pub struct Services {
     pub(crate) candidate_cache: Cache<(WorkspaceId, UserId, String), Arc<CandidateSet>>,
     pub(crate) demo_first_use: Cache<UserId, Option<DateTime<Utc>>>,
     pub(crate) form_key: crate::sessions::FormKey,
+    /// The prompt guard's scanners and the workspaces' overrides.
+    pub(crate) guard: crate::guard::GuardState,
 }
 
 impl Services {
@@ -91,6 +93,7 @@ impl Services {
         let epoch = store.change_epoch().await?;
         let usage = UsageRecorder::start(store.clone());
         let form_key = crate::sessions::FormKey::load(&*store).await?;
+        let guard = crate::guard::GuardState::new(&catalog);
         Ok(Self {
             store,
             vault,
@@ -107,6 +110,7 @@ impl Services {
             candidate_cache: Cache::new(),
             demo_first_use: Cache::new(),
             form_key,
+            guard,
         })
     }
 

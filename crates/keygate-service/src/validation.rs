@@ -57,10 +57,7 @@ pub async fn probe(http: &reqwest::Client, provider: &Provider, secret: &SecretT
     };
     let field = |name: &str| fields.get(name).map(|s| s.expose().to_owned()).unwrap_or_default();
     match &provider.inject {
-        Injection::Sigv4 { .. } => Outcome::unverified(format!(
-            "{} credentials are checked for format only; the first call through keygate verifies them",
-            provider.name
-        )),
+        Injection::Sigv4 { name } => sigv4_probe(http, provider, name, secret).await,
         Injection::Oauth2 { token_path } => {
             let url = format!("{}{token_path}", provider.base_url);
             let form = [
@@ -105,6 +102,44 @@ pub async fn probe(http: &reqwest::Client, provider: &Provider, secret: &SecretT
             judge(provider, request.send().await, &probe.invalid_status, probe.invalid_body.as_deref()).await
         }
     }
+}
+
+/// A signed AWS probe (Bedrock: a one-token Converse, see `providers.toml`). A 403 means
+/// the signature or the key was refused, except `AccessDeniedException`: AWS
+/// authenticated the key, but its IAM identity may not call the probe's model.
+async fn sigv4_probe(http: &reqwest::Client, provider: &Provider, service: &str, secret: &SecretText) -> Outcome {
+    let Some(aws) = crate::aws::AwsCredential::of(provider, secret) else {
+        return Outcome::unverified("the stored credential could not be read as its provider's fields".into());
+    };
+    let Some(probe) = &provider.probe else {
+        return Outcome::unverified(format!(
+            "{} has no validation call; the key was checked for format only",
+            provider.name
+        ));
+    };
+    let Ok(mut url) = reqwest::Url::parse(&format!("{}{}", provider.base_url, probe.path)) else {
+        return Outcome::unverified(format!("the catalog's validation call for {} is not a URL", provider.name));
+    };
+    crate::aws::regional(&mut url, aws.region.expose());
+    let body = probe.body.clone().unwrap_or_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if !body.is_empty() {
+        headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    crate::aws::sign(&aws, service, &probe.method, &url, &mut headers, body.as_bytes());
+    let method = reqwest::Method::from_bytes(probe.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let result = http.request(method, url).headers(headers).body(body).send().await;
+    if let Ok(response) = &result {
+        let error_type = response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if response.status().as_u16() == 403 && error_type.starts_with("AccessDeniedException") {
+            return Outcome::unverified(format!(
+                "{} accepted the credentials, but their IAM identity may not call the model keygate checks with \
+                 ({}): grant it bedrock:InvokeModel and model access if calls fail",
+                provider.name, probe.path
+            ));
+        }
+    }
+    judge(provider, result, &probe.invalid_status, probe.invalid_body.as_deref()).await
 }
 
 /// A header value the HTTP stack will never log or print.

@@ -20,6 +20,7 @@ pub mod keyring;
 pub mod record;
 pub mod redact;
 pub mod secret;
+pub mod sigv4;
 
 pub use datakey::{CredentialContext, DataKey, DataKeyContext, CANARY_CONTEXT};
 pub use error::VaultError;

@@ -1,13 +1,14 @@
 //! The super-admin pages: `/admin/settings` (the policy: tiers and their limits, the
-//! default tier, the demo allowance, provider priority, key limits; adding and removing a
-//! tier), `/admin/users` (search, tier, super-admin), `/admin/workspaces` (pause, cancel,
+//! default tier, the demo allowance, provider priority, key limits, the prompt guard;
+//! adding and removing a tier), `/admin/users` (search, tier, super-admin), `/admin/workspaces` (pause, cancel,
 //! restore, create, add a member, delete after typing its name) and `/admin/audit`
 //! (the audit log, filtered and paged). Each handler checks [`Viewer::is_admin`] first
 //! and the service checks again; a form that does not fit is shown again as typed, with
 //! what is wrong.
 //!
 //! Not for: the rules (keygate-service's `admin`, `Policy::problems`); operator keys
-//! (`keys`, `/admin/providers`); the prompt guard, which does not exist yet.
+//! (`keys`, `/admin/providers`); a workspace's own prompt guard (the admin API's
+//! `/api/v1/admin/workspaces/{id}/prompt-guard`).
 
 use super::layout::{csrf, page, when, Notice};
 use super::session::{percent_encode, Posted, Viewer};
@@ -18,6 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use chrono::{DateTime, NaiveDate, Utc};
+use keygate_core::guard::{Kind, Mode, PromptGuard};
 use keygate_core::policy::{DemoAllowance, Policy, TierLimits};
 use keygate_core::*;
 use keygate_service::admin::{AuditPage, AuditQuery};
@@ -139,6 +141,8 @@ struct PolicyDraft {
     provider_priority: String,
     max_keys_per_user: String,
     reject_invalid_keys: bool,
+    guard_mode: String,
+    guard_kinds: Vec<Kind>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -195,6 +199,8 @@ impl PolicyDraft {
             provider_priority: p.provider_priority.join(", "),
             max_keys_per_user: p.max_keys_per_user.to_string(),
             reject_invalid_keys: p.reject_invalid_keys,
+            guard_mode: p.prompt_guard.mode.as_str().to_owned(),
+            guard_kinds: p.prompt_guard.kinds.clone(),
         }
     }
 
@@ -220,6 +226,11 @@ impl PolicyDraft {
             provider_priority: f.get("provider_priority").to_owned(),
             max_keys_per_user: f.get("max_keys_per_user").to_owned(),
             reject_invalid_keys: f.checked("reject_invalid_keys"),
+            guard_mode: f.get("guard_mode").to_owned(),
+            guard_kinds: Kind::ALL
+                .into_iter()
+                .filter(|k| f.0.iter().any(|(n, v)| n == "guard_kind" && v == k.as_str()))
+                .collect(),
         }
     }
 
@@ -250,6 +261,13 @@ impl PolicyDraft {
                 .collect(),
             max_keys_per_user: number("keys per user", &self.max_keys_per_user, &mut problems),
             reject_invalid_keys: self.reject_invalid_keys,
+            prompt_guard: PromptGuard {
+                mode: self.guard_mode.parse().unwrap_or_else(|e: String| {
+                    problems.push(format!("prompt guard: {e}"));
+                    Mode::default()
+                }),
+                kinds: self.guard_kinds.clone(),
+            },
         };
         if problems.is_empty() {
             Ok(policy)
@@ -472,6 +490,26 @@ async fn render_settings(
                     input id="reject_invalid_keys" name="reject_invalid_keys" type="checkbox" value="on" checked[d.reject_invalid_keys];
                     " Refuse keys the provider rejects " span.muted { "(otherwise they are saved and marked invalid)" }
                 }
+                fieldset {
+                    legend { "Prompt guard" }
+                    p.muted.small { "Every request to an AI provider is scanned for secrets that must never be pasted into a chat. "
+                        "Block refuses the call (422 prompt_blocked, with an audit row); redact replaces each match with "
+                        "[REDACTED:kind] and sends the rest. What was found is never logged or shown. "
+                        "A workspace can be given its own setting through the admin API." }
+                    label for="guard_mode" { "What to do with a match" }
+                    select id="guard_mode" name="guard_mode" {
+                        @for (mode, label) in [(Mode::Block, "Block the call"), (Mode::Redact, "Redact and send"), (Mode::Off, "Off")] {
+                            option value=(mode.as_str()) selected[d.guard_mode == mode.as_str()] { (label) }
+                        }
+                    }
+                    @for kind in Kind::ALL {
+                        label.choice for={"guard_kind." (kind.as_str())} {
+                            input id={"guard_kind." (kind.as_str())} name="guard_kind" type="checkbox" value=(kind.as_str())
+                                checked[d.guard_kinds.contains(&kind)];
+                            " " (guard_kind_label(kind))
+                        }
+                    }
+                }
                 button type="submit" { "Save settings" }
             }
         }
@@ -511,6 +549,16 @@ async fn render_settings(
         }
     };
     page(s, viewer, "Settings", notice, content).await
+}
+
+/// A prompt guard kind as the settings form names it.
+fn guard_kind_label(kind: Kind) -> &'static str {
+    match kind {
+        Kind::PrivateKey => "Private keys (PEM, OpenSSH)",
+        Kind::AwsAccessKey => "AWS access key ids",
+        Kind::CardNumber => "Card numbers (passing the Luhn check)",
+        Kind::ProviderKey => "API keys of the providers keygate knows (sk-…, AIza…)",
+    }
 }
 
 // ---------------------------------------------------------------------------------

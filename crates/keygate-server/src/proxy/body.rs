@@ -36,7 +36,7 @@ impl BodyBudget {
 
 /// A body held in memory, with its share of the budget (given back when dropped).
 #[derive(Debug)]
-pub(super) struct Buffered {
+pub(crate) struct Buffered {
     pub bytes: Bytes,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -53,7 +53,7 @@ fn overloaded() -> ApiError {
 
 /// Reads a request body within the budget: refused at once if its announced length does
 /// not fit, and as soon as it outgrows what it could take otherwise.
-pub(super) async fn read(body: Body, headers: &HeaderMap, budget: &BodyBudget) -> Result<Buffered, ApiError> {
+pub(crate) async fn read(body: Body, headers: &HeaderMap, budget: &BodyBudget) -> Result<Buffered, ApiError> {
     use futures_util::StreamExt;
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than 32 MiB");
@@ -97,7 +97,7 @@ pub(super) async fn read(body: Body, headers: &HeaderMap, budget: &BodyBudget) -
 
 /// What the gateway needs from a JSON request body, read without building a tree of it.
 #[derive(Debug, Default, serde::Deserialize)]
-pub(super) struct Peek<'a> {
+pub(crate) struct Peek<'a> {
     #[serde(borrow)]
     pub model: Option<Cow<'a, str>>,
     pub stream: Option<bool>,
@@ -108,6 +108,15 @@ pub(super) struct Peek<'a> {
     n: Option<u64>,
     #[serde(rename = "generationConfig", alias = "generation_config")]
     generation_config: Option<GenerationConfig>,
+    #[serde(rename = "inferenceConfig")]
+    inference_config: Option<InferenceConfig>,
+}
+
+/// Bedrock Converse's output settings.
+#[derive(Debug, Default, serde::Deserialize)]
+struct InferenceConfig {
+    #[serde(rename = "maxTokens")]
+    max_tokens: Option<u64>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -151,6 +160,7 @@ impl<'a> Peek<'a> {
                 max_output_tokens: u64_at("/generationConfig/maxOutputTokens"),
                 candidate_count: u64_at("/generationConfig/candidateCount"),
             }),
+            inference_config: Some(InferenceConfig { max_tokens: u64_at("/inferenceConfig/maxTokens") }),
         }
     }
 
@@ -162,7 +172,11 @@ impl<'a> Peek<'a> {
     /// dialect names it.
     fn max_output_tokens(&self) -> Option<u64> {
         let gemini = self.generation_config.as_ref().and_then(|g| g.max_output_tokens);
-        [self.max_tokens, self.max_completion_tokens, self.max_output_tokens, gemini].into_iter().flatten().max()
+        let bedrock = self.inference_config.as_ref().and_then(|c| c.max_tokens);
+        [self.max_tokens, self.max_completion_tokens, self.max_output_tokens, gemini, bedrock]
+            .into_iter()
+            .flatten()
+            .max()
     }
 
     fn choices(&self) -> u64 {
@@ -205,7 +219,7 @@ fn count_images(body: &[u8]) -> u64 {
 
 /// The body with `stream_options.include_usage` set (so an OpenAI stream reports its
 /// usage); whether it could be set.
-pub(super) fn ask_for_usage(body: Bytes) -> (Bytes, bool) {
+pub(crate) fn ask_for_usage(body: Bytes) -> (Bytes, bool) {
     rewrite(body, |obj| {
         let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
         let Some(options) = options.as_object_mut() else { return false };
@@ -217,7 +231,7 @@ pub(super) fn ask_for_usage(body: Bytes) -> (Bytes, bool) {
 /// The body with its output maximum per choice set to `cap`, in the field the provider
 /// reads for this path; whether it could be set (a body that is not a JSON object
 /// cannot, and such a call is refused rather than sent uncapped).
-pub(super) fn cap_output(body: Bytes, dialect: Dialect, provider: &str, path: &str, cap: u64) -> (Bytes, bool) {
+pub(crate) fn cap_output(body: Bytes, dialect: Dialect, provider: &str, path: &str, cap: u64) -> (Bytes, bool) {
     let responses_api = path.trim_end_matches('/').ends_with("responses");
     rewrite(body, |obj| {
         match dialect {
@@ -227,6 +241,18 @@ pub(super) fn cap_output(body: Bytes, dialect: Dialect, provider: &str, path: &s
                 config.insert("maxOutputTokens".into(), cap.into());
             }
             Dialect::Anthropic => {
+                obj.insert("max_tokens".into(), cap.into());
+            }
+            // Converse names it `inferenceConfig.maxTokens`; InvokeModel takes the model's
+            // own body, where Anthropic's models (and most others) read `max_tokens`.
+            Dialect::Bedrock
+                if path.trim_end_matches('/').ends_with("/converse") || path.ends_with("/converse-stream") =>
+            {
+                let config = obj.entry("inferenceConfig").or_insert_with(|| Value::Object(Default::default()));
+                let Some(config) = config.as_object_mut() else { return false };
+                config.insert("maxTokens".into(), cap.into());
+            }
+            Dialect::Bedrock => {
                 obj.insert("max_tokens".into(), cap.into());
             }
             _ if responses_api => {
@@ -261,7 +287,7 @@ fn rewrite(body: Bytes, change: impl FnOnce(&mut serde_json::Map<String, Value>)
 }
 
 /// `x-keygate-demo-output-cap`: the call went out with its output maximum lowered.
-pub(super) fn cap_header(cap: u64) -> (&'static str, HeaderValue) {
+pub(crate) fn cap_header(cap: u64) -> (&'static str, HeaderValue) {
     ("x-keygate-demo-output-cap", HeaderValue::from(cap))
 }
 
@@ -313,6 +339,14 @@ mod tests {
         assert_eq!(cap(json!({}), Dialect::OpenAi, "openrouter", "api/v1/chat/completions")["max_tokens"], 42);
         assert_eq!(cap(json!({}), Dialect::OpenAi, "openai", "v1/responses")["max_output_tokens"], 42);
         assert_eq!(cap(json!({"max_tokens": 4096}), Dialect::Anthropic, "anthropic", "v1/messages")["max_tokens"], 42);
+        let converse =
+            cap(json!({"inferenceConfig": {"maxTokens": 900}}), Dialect::Bedrock, "bedrock", "model/m:0/converse");
+        assert_eq!(converse["inferenceConfig"]["maxTokens"], 42);
+        assert_eq!(cap(json!({}), Dialect::Bedrock, "bedrock", "model/m:0/invoke")["max_tokens"], 42);
+        assert_eq!(
+            size(json!({"inferenceConfig": {"maxTokens": 77}}), "model/m/converse-stream").max_output_tokens,
+            Some(77)
+        );
         let g = cap(
             json!({"generationConfig": {"temperature": 1}}),
             Dialect::Gemini,

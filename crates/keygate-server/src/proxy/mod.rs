@@ -10,19 +10,24 @@
 //! 1. [`request`]: authenticate, check the path, read the payment policy;
 //! 2. resolve: [`Services::resolve_call`](keygate_service::Services::resolve_call) decides
 //!    who pays, before the body is read (a refused call is never buffered);
-//! 3. [`body`]: read the body within the memory budget, peek at it, and
+//! 3. [`body`]: read the body within the memory budget, let
+//!    [`Services::guard_prompt`](keygate_service::Services::guard_prompt) block or redact
+//!    the secrets in an AI prompt, peek at it, and
 //!    [`Services::admit`](keygate_service::Services::admit) it under the limits
 //!    (a demo call may come back with its output maximum capped);
 //! 4. [`upstream`]: build the outbound request, inject the credential, send;
-//! 5. [`relay`]: relay the answer, buffered or streamed ([`sse`]); [`settle`]'s guard
+//! 5. [`relay`]: relay the answer, buffered or streamed ([`sse`], or AWS event streams
+//!    with [`eventstream`]); [`settle`]'s guard
 //!    calls `Services::finish` exactly once.
 
-mod body;
-mod relay;
-mod request;
-mod settle;
-mod sse;
-mod upstream;
+// The stages are shared with the unified endpoint (`crate::unified`).
+pub(crate) mod body;
+pub(crate) mod eventstream;
+pub(crate) mod relay;
+pub(crate) mod request;
+pub(crate) mod settle;
+pub(crate) mod sse;
+pub(crate) mod upstream;
 
 use crate::{ApiError, AppState};
 use axum::extract::rejection::PathRejection;
@@ -52,7 +57,12 @@ async fn call(state: &AppState, provider: String, request: Request) -> Result<Re
     let started = Instant::now();
     let (incoming, body) = request::read(state, provider, request).await?;
     let resolved = state.services.resolve_call(incoming.call_request()).await?;
-    let buffered = body::read(body, &incoming.headers, &state.body_budget).await?;
+    let mut buffered = body::read(body, &incoming.headers, &state.body_budget).await?;
+    // The prompt guard, before anything is reserved: a blocked call costs nothing.
+    let mut guarded = state.services.guard_prompt(&resolved.principal, &resolved.provider, &buffered.bytes).await?;
+    if let Some(redacted) = guarded.body.take() {
+        buffered.bytes = axum::body::Bytes::from(redacted); // its length is the one sent
+    }
     let peek = body::Peek::of(&buffered.bytes);
     let size = peek.size(&buffered.bytes, incoming.path.decoded());
     let model = incoming.model(peek.model.as_deref());
@@ -99,6 +109,9 @@ async fn call(state: &AppState, provider: String, request: Request) -> Result<Re
     if let Some(cap) = output_cap {
         let (name, value) = body::cap_header(cap);
         reply.headers_mut().insert(name, value);
+    }
+    if let Some(value) = guarded.header().and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
+        reply.headers_mut().insert(keygate_service::guard::HEADER, value);
     }
     Ok(reply)
 }

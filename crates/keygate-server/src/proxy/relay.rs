@@ -1,8 +1,10 @@
 //! Stage 4 of a proxied call: the answer goes back. A provider error is relayed (SDKs
 //! parse it) scrubbed of the key that was sent and of anything key-shaped; a stream is
-//! passed through event by event ([`Metered`]); anything else is read whole, metered and
+//! passed through event by event ([`Metered`]), a Bedrock event stream message by message
+//! ([`Framed`]); anything else is read whole, metered and
 //! relayed with a Content-Length. The call settles exactly once through its [`Finish`].
 
+use super::eventstream::Framed;
 use super::settle::Finish;
 use super::sse::Metered;
 use super::upstream::Sent;
@@ -18,9 +20,9 @@ use keygate_vault::redact::scrub;
 use std::sync::Arc;
 
 /// Largest non-streamed response keygate reads usage from (larger ones pass unmetered).
-const MAX_METERED_BODY: usize = 8 << 20;
+pub(crate) const MAX_METERED_BODY: usize = 8 << 20;
 /// Largest upstream error body relayed.
-const MAX_ERROR_BODY: usize = 64 << 10;
+pub(crate) const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// Response headers never relayed.
 const DROPPED_RESPONSE_HEADERS: &[&str] = &[
@@ -35,7 +37,7 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
 ];
 
 /// Relays the provider's answer to an admitted call.
-pub(super) async fn answer(
+pub(crate) async fn answer(
     state: &AppState,
     mut finish: Finish,
     sent: Sent,
@@ -84,10 +86,17 @@ pub(super) async fn answer(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let event_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/vnd.amazon.eventstream"));
     let body = if sse {
         // Scrubbed event by event: Metered relays only whole events, and no form of a
         // key spans the blank line that ends one, so a split echo is whole by then.
         Body::from_stream(Metered::new(Box::pin(response.bytes_stream()), dialect, strip_usage_chunk, echo, finish))
+    } else if event_stream {
+        Body::from_stream(Framed::new(Box::pin(response.bytes_stream()), echo, finish))
     } else {
         buffered(response, dialect, finish, echo).await?
     };
@@ -106,6 +115,7 @@ async fn buffered(
     mut finish: Finish,
     echo: Option<Arc<EchoScrubber>>,
 ) -> Result<Body, ApiError> {
+    let bedrock_counts = bedrock_header_counts(response.headers());
     let mut stream = response.bytes_stream();
     let mut parts: Vec<Bytes> = Vec::with_capacity(1);
     let mut len = 0;
@@ -135,8 +145,8 @@ async fn buffered(
         Some(echo) if echo.found_in(&body) => Bytes::from(echo.scrub(&body)),
         _ => body,
     };
-    let mut tokens = Tokens::default();
-    if dialect != Dialect::Other {
+    let mut tokens = bedrock_counts;
+    if dialect != Dialect::Other && !tokens.reported {
         if let Some(report) = Report::parse(&body) {
             tokens.observe(dialect, &report);
             if finish.model.is_none() {
@@ -146,6 +156,16 @@ async fn buffered(
     }
     finish.settle(tokens);
     Ok(Body::from(body))
+}
+
+/// Bedrock's InvokeModel answers carry their counts in headers (the body is the model's
+/// own JSON, whatever its shape).
+fn bedrock_header_counts(headers: &HeaderMap) -> Tokens {
+    let count = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    match (count("x-amzn-bedrock-input-token-count"), count("x-amzn-bedrock-output-token-count")) {
+        (Some(input), Some(output)) => Tokens { input, output, reported: true, final_report: true, estimated: false },
+        _ => Tokens::default(),
+    }
 }
 
 /// A relayed byte stream, scrubbed of every form of the call's secrets across chunk
@@ -188,7 +208,7 @@ where
 }
 
 /// `x-keygate-*` headers: which source and credential served the call, and what is left.
-fn annotate(headers: &mut HeaderMap, call: &Admitted) {
+pub(crate) fn annotate(headers: &mut HeaderMap, call: &Admitted) {
     headers.insert("x-keygate-key-source", HeaderValue::from_static(call.source.as_str()));
     if let Ok(v) = HeaderValue::from_str(&call.credential.id.to_string()) {
         headers.insert("x-keygate-credential-id", v);
@@ -206,7 +226,11 @@ fn annotate(headers: &mut HeaderMap, call: &Admitted) {
 }
 
 /// Up to `limit` bytes of an answer, scrubbed before the cut.
-async fn read_limited(response: reqwest::Response, limit: usize, echo: Option<&Arc<EchoScrubber>>) -> Vec<u8> {
+pub(crate) async fn read_limited(
+    response: reqwest::Response,
+    limit: usize,
+    echo: Option<&Arc<EchoScrubber>>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut scrub = echo.map(|e| e.stream());
     let mut stream = response.bytes_stream();

@@ -17,7 +17,7 @@ use keygate_service::Principal;
 
 /// A proxied call as the caller sent it, authenticated.
 #[derive(Debug)]
-pub(super) struct Incoming {
+pub(crate) struct Incoming {
     pub principal: Principal,
     pub provider: String,
     /// The path after `/proxy/{provider}`, checked (see [`ProxyPath`]).
@@ -42,15 +42,18 @@ impl Incoming {
         }
     }
 
-    /// The model the body (or, for Gemini, the path) names.
+    /// The model the body (or, for Gemini and Bedrock, the path) names.
     pub fn model(&self, named: Option<&str>) -> Option<String> {
+        if self.dialect == Dialect::Bedrock {
+            return bedrock_model(self.path.decoded()).or_else(|| named.map(str::to_owned));
+        }
         named.map(str::to_owned).or_else(|| gemini_model(self.path.decoded()))
     }
 }
 
 /// Authenticates the caller and reads what they ask for; the body is left unread until
 /// the call is resolved (see `body::read`).
-pub(super) async fn read(
+pub(crate) async fn read(
     state: &AppState,
     provider: String,
     request: Request,
@@ -85,7 +88,7 @@ pub(super) async fn read(
 }
 
 /// `x-keygate-policy`: keeps operator-paid and customer-paid calls apart.
-fn payment_policy(headers: &HeaderMap) -> Result<PaymentPolicy, ApiError> {
+pub(crate) fn payment_policy(headers: &HeaderMap) -> Result<PaymentPolicy, ApiError> {
     match headers.get("x-keygate-policy").map(|v| v.to_str().map(PaymentPolicy::parse)) {
         None => Ok(PaymentPolicy::Any),
         Some(Ok(Some(p))) => Ok(p),
@@ -101,4 +104,10 @@ fn payment_policy(headers: &HeaderMap) -> Result<PaymentPolicy, ApiError> {
 fn gemini_model(path: &str) -> Option<String> {
     let rest = path.split("models/").nth(1)?;
     Some(rest.split(':').next()?.to_owned())
+}
+
+/// The model a Bedrock path names (`model/{modelId}/converse`, decoded).
+fn bedrock_model(path: &str) -> Option<String> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    (segments.next()? == "model").then(|| segments.next().map(str::to_owned)).flatten().filter(|m| !m.is_empty())
 }

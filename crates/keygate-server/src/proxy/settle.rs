@@ -10,7 +10,7 @@ use keygate_service::Services;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(super) struct Finish {
+pub(crate) struct Finish {
     services: Arc<Services>,
     pub call: Admitted,
     /// The provider's status, once it answered.

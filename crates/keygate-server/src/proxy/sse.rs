@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
-pub(super) struct Metered {
+pub(crate) struct Metered {
     inner: Upstream,
     dialect: Dialect,
     /// Drop the usage-only chunk keygate asked for on the caller's behalf.

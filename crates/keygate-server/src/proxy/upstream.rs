@@ -1,8 +1,8 @@
 //! Stage 3 of a proxied call: the outbound request. Copies the caller's method, path,
 //! query, headers (less their credentials, hop-by-hop headers and keygate's own) and
 //! body, injects the provider's credential the way the catalog says (a header, a query
-//! parameter, or an OAuth2 access token obtained with it), and sends it on the
-//! provider's pooled client.
+//! parameter, an OAuth2 access token obtained with it, or an AWS SigV4 signature over
+//! the final path, query and body), and sends it on the provider's pooled client.
 //!
 //! The only place a plaintext key is handled on the proxy path: it is opened here, and
 //! dropped once the request is sent; what goes back to the relay is an [`EchoScrubber`]
@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keygate_core::catalog::Injection;
 use keygate_core::proxypath::query_without;
 use keygate_core::resolution::KeySource;
+use keygate_service::aws::AwsCredential;
 use keygate_service::gateway::Admitted;
 use keygate_service::ServiceError;
 use keygate_vault::echo::EchoScrubber;
@@ -57,13 +58,13 @@ const OWNER_ONLY_HEADERS: &[&str] = &["openai-organization", "openai-project"];
 
 /// What came back, with what the answer must be scrubbed of: every form of the value
 /// that went on the wire (and, for OAuth2, of the client secret behind it).
-pub(super) struct Sent {
+pub(crate) struct Sent {
     pub response: reqwest::Response,
     pub echo: Option<Arc<EchoScrubber>>,
 }
 
 /// Builds and sends the upstream request for an admitted call.
-pub(super) async fn send(
+pub(crate) async fn send(
     state: &AppState,
     call: &Admitted,
     incoming: &Incoming,
@@ -91,6 +92,7 @@ pub(super) async fn send(
             headers.entry(name).or_insert(value);
         }
     }
+    let mut aws: Option<AwsCredential> = None;
     let echo = match &provider.inject {
         Injection::Bearer => {
             headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", secret.expose())));
@@ -118,15 +120,37 @@ pub(super) async fn send(
             let client_secret = fields.get("client_secret").map(|s| s.expose()).unwrap_or_default();
             echo_of(&[token.expose(), client_secret])
         }
-        // Refused by the gateway before admission; kept exhaustive on purpose.
-        Injection::Sigv4 { .. } => return Err(bad_gateway("SigV4 signing is not supported yet".into())),
+        // Signed below, once the URL and body are final.
+        Injection::Sigv4 { .. } => {
+            let credential = AwsCredential::of(provider, &secret)
+                .ok_or_else(|| bad_gateway("the stored AWS credential lacks one of its fields: add it again".into()))?;
+            // Only keygate's signature: no query-string authentication riding along.
+            pairs.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("x-amz-"));
+            let echo = echo_of(&credential.secrets());
+            aws = Some(credential);
+            echo
+        }
     };
     let query: Vec<String> =
         pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
     let upstreams = services.upstreams();
-    let url = upstreams.url(provider, incoming.path.raw(), &query.join("&"))?;
     let method = reqwest::Method::from_bytes(incoming.method.as_str().as_bytes())
         .map_err(|_| ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "unsupported method"))?;
+    let url = match (&aws, keygate_service::aws::service(provider)) {
+        (Some(credential), Some(service)) => {
+            // The path as AWS's SDKs send it (a model id's `:` as `%3A`), the host of
+            // the credential's region, and a signature over exactly what is sent.
+            let path = keygate_service::aws::encode_path(incoming.path.decoded());
+            let mut url = upstreams.url(provider, &path, &query.join("&"))?;
+            keygate_service::aws::regional(&mut url, credential.region.expose());
+            if !body.is_empty() {
+                headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+            }
+            keygate_service::aws::sign(credential, service, method.as_str(), &url, &mut headers, &body);
+            url
+        }
+        _ => upstreams.url(provider, incoming.path.raw(), &query.join("&"))?,
+    };
     let request = upstreams.client(provider)?.request(method, url).headers(headers).body(body);
     state.metrics.overhead(started.elapsed());
     let response = request.send().await.map_err(|e| {
@@ -145,6 +169,7 @@ pub(super) async fn send(
         }
     })?;
     drop(secret);
+    drop(aws);
     Ok(Sent { response, echo: echo.map(Arc::new) })
 }
 

@@ -6,10 +6,12 @@ use crate::{ApiError, AppState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use keygate_core::guard::PromptGuard;
 use keygate_core::policy::Policy;
 use keygate_core::*;
 use keygate_service::admin::AuditQuery as AuditFilter;
 use keygate_service::credentials::ListScope;
+use keygate_service::guard::WorkspaceGuard;
 use uuid::Uuid;
 
 /// Every workspace.
@@ -125,6 +127,44 @@ pub(crate) async fn update_settings(
     ApiJson(body): ApiJson<Policy>,
 ) -> Result<Json<Policy>, ApiError> {
     Ok(Json(s.services.admin_set_policy(&p, body).await?.as_ref().clone()))
+}
+
+/// A workspace's prompt guard: its override of the operator's default (`null` if none)
+/// and the setting in force.
+#[utoipa::path(get, path = "/api/v1/admin/workspaces/{id}/prompt-guard", tag = "admin", params(("id" = Uuid, Path)), security(("bearer" = [])), responses((status = 200, body = Object), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(id = %id))]
+pub(crate) async fn workspace_prompt_guard(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<WorkspaceGuard>, ApiError> {
+    Ok(Json(s.services.admin_workspace_prompt_guard(&p, WorkspaceId::from_uuid(id)).await?))
+}
+
+/// Overrides the operator's prompt guard for one workspace
+/// (`{"mode": "block" | "redact" | "off", "kinds": [...]}`).
+#[utoipa::path(put, path = "/api/v1/admin/workspaces/{id}/prompt-guard", tag = "admin", params(("id" = Uuid, Path)), request_body = Object, security(("bearer" = [])), responses(
+    (status = 200, body = Object), (status = 404, body = Problem), (status = 422, body = Problem)
+))]
+#[tracing::instrument(skip_all, fields(id = %id))]
+pub(crate) async fn set_workspace_prompt_guard(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<PromptGuard>,
+) -> Result<Json<WorkspaceGuard>, ApiError> {
+    Ok(Json(s.services.admin_set_workspace_prompt_guard(&p, WorkspaceId::from_uuid(id), Some(body)).await?))
+}
+
+/// Removes a workspace's prompt guard override: the operator's default applies again.
+#[utoipa::path(delete, path = "/api/v1/admin/workspaces/{id}/prompt-guard", tag = "admin", params(("id" = Uuid, Path)), security(("bearer" = [])), responses((status = 200, body = Object), (status = 404, body = Problem)))]
+#[tracing::instrument(skip_all, fields(id = %id))]
+pub(crate) async fn clear_workspace_prompt_guard(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<WorkspaceGuard>, ApiError> {
+    Ok(Json(s.services.admin_set_workspace_prompt_guard(&p, WorkspaceId::from_uuid(id), None).await?))
 }
 
 /// The audit log, newest first.

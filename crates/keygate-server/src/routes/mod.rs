@@ -108,6 +108,11 @@ pub(crate) fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::workspaces, admin::create_workspace))
         .routes(routes!(admin::workspace, admin::update_workspace))
         .routes(routes!(admin::add_member))
+        .routes(routes!(
+            admin::workspace_prompt_guard,
+            admin::set_workspace_prompt_guard,
+            admin::clear_workspace_prompt_guard
+        ))
         .routes(routes!(admin::users))
         .routes(routes!(admin::update_user))
         .routes(routes!(admin::operator_keys))

@@ -20,6 +20,7 @@ both_backends!(
     pausing_a_workspace_on_the_page_stops_its_keys_and_restoring_brings_them_back,
     workspaces_are_created_joined_and_deleted_only_by_their_exact_name,
     the_audit_page_filters_and_pages,
+    the_prompt_guard_is_set_on_the_settings_page,
 );
 
 const PASSWORD: &str = "CANARY-admin-pages-password-01";
@@ -62,6 +63,10 @@ fn settings_form(p: &Policy) -> Vec<(String, String)> {
     f.push(("max_keys_per_user".into(), p.max_keys_per_user.to_string()));
     if p.reject_invalid_keys {
         f.push(("reject_invalid_keys".into(), "on".into()));
+    }
+    f.push(("guard_mode".into(), p.prompt_guard.mode.as_str().into()));
+    for kind in &p.prompt_guard.kinds {
+        f.push(("guard_kind".into(), kind.as_str().into()));
     }
     f
 }
@@ -125,7 +130,6 @@ async fn settings_are_saved_from_the_form_and_a_bad_value_changes_nothing(db: Te
     let token = h.token_for(&root_user, None).await;
     let page = root.get("/admin/settings").await;
     assert!(page.html.contains("name=\"per_minute.community\"") && page.html.contains("value=\"10\""), "{}", page.html);
-    assert!(!page.html.to_lowercase().contains("prompt guard"), "not built yet, so not shown");
 
     let mut fields = settings_form(&h.services().policy());
     set(&mut fields, "per_minute.community", "42");
@@ -454,4 +458,53 @@ async fn the_audit_page_filters_and_pages(db: TestDb) {
         assert!(refused.html.contains(says), "{query}: {}", refused.html);
         assert_eq!(rows(&refused.html, "data-audit-id="), 0);
     }
+}
+
+async fn the_prompt_guard_is_set_on_the_settings_page(db: TestDb) {
+    let h = Harness::new(db).await;
+    let (mut root, root_user) = signed_in(&h, "root@example.com", true).await;
+    let token = h.token_for(&root_user, None).await;
+    let page = root.get("/admin/settings").await;
+    assert!(
+        page.html.contains("Prompt guard") && page.html.contains("<option value=\"block\" selected>"),
+        "{}",
+        page.html
+    );
+    assert!(page.html.contains("value=\"card_number\" checked"), "{}", page.html);
+    assert!(page.html.contains("value=\"provider_key\">"), "off by default: {}", page.html);
+
+    let mut fields = settings_form(&h.services().policy());
+    set(&mut fields, "guard_mode", "redact");
+    fields.retain(|(k, v)| !(k == "guard_kind" && v == "card_number"));
+    fields.push(("guard_kind".into(), "provider_key".into()));
+    let saved = root.submit("/admin/settings", "/admin/settings", &refs(&fields)).await;
+    assert_eq!((saved.status, saved.location.as_deref()), (303, Some("/admin/settings?done=saved")), "{}", saved.html);
+    let api = h.get("/api/v1/admin/settings", &token).await;
+    assert_eq!(
+        api.json["prompt_guard"],
+        json!({"mode": "redact", "kinds": ["private_key", "aws_access_key", "provider_key"]})
+    );
+    let shown = root.get("/admin/settings").await;
+    assert!(shown.html.contains("<option value=\"redact\" selected>"), "{}", shown.html);
+    assert!(shown.html.contains("value=\"provider_key\" checked"), "{}", shown.html);
+
+    // A mode that does not exist, or one that blocks nothing, changes nothing.
+    let saved_policy = h.services().policy().as_ref().clone();
+    let mut bad = settings_form(&saved_policy);
+    set(&mut bad, "guard_mode", "sometimes");
+    let refused = root.submit("/admin/settings", "/admin/settings", &refs(&bad)).await;
+    assert_eq!(refused.status, 422, "{}", refused.html);
+    assert!(refused.html.contains("`sometimes` is not block, redact or off"), "{}", refused.html);
+    let mut none = settings_form(&saved_policy);
+    none.retain(|(k, _)| k != "guard_kind");
+    let refused = root.submit("/admin/settings", "/admin/settings", &refs(&none)).await;
+    assert_eq!(refused.status, 422, "{}", refused.html);
+    assert!(refused.html.contains("prompt_guard.kinds"), "{}", refused.html);
+    assert_eq!(*h.services().policy(), saved_policy);
+
+    // The API takes it as part of the policy document.
+    let mut policy = api.json.clone();
+    policy["prompt_guard"] = json!({"mode": "off", "kinds": []});
+    let put = h.put("/api/v1/admin/settings", &token, policy).await;
+    assert_eq!((put.status, put.json["prompt_guard"]["mode"].as_str()), (200, Some("off")), "{}", put.text);
 }

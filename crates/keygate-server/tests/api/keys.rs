@@ -242,8 +242,9 @@ async fn multi_field_credentials_validate_too(db: TestDb) {
     let aws = json!({"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "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", "region": "us-east-1"});
     h.canary("wJalrXUtnFEMI/K7MDENG/bPxRfiCYCANARYKEY1");
     let bedrock = h.post("/api/v1/keys", &frank.token, json!({"provider": "bedrock", "secret": aws})).await;
-    assert_eq!((bedrock.status, bedrock.json["validity"].as_str()), (201, Some("unverified")), "{}", bedrock.text);
-    assert!(bedrock.json["validity_detail"].as_str().unwrap().contains("format only"));
+    // Probed with a signed call: the mock knows no such access key id (more in bedrock.rs).
+    assert_eq!((bedrock.status, bedrock.json["validity"].as_str()), (201, Some("invalid")), "{}", bedrock.text);
+    assert!(bedrock.json["validity_detail"].as_str().unwrap().contains("rejected the key (HTTP 403)"));
     let bad_region = json!({"access_key_id": "AKIAIOSFODNN7EXAMPLE", "secret_access_key": "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", "region": "moon"});
     assert_eq!(
         h.post("/api/v1/keys", &frank.token, json!({"provider": "bedrock", "secret": bad_region})).await.code(),
@@ -280,7 +281,7 @@ async fn the_catalog_shows_what_the_caller_has_configured(db: TestDb) {
     assert_eq!(find("openai")["configured"], json!([]));
     assert_eq!(find("sentinel_hub")["credential_fields"], json!(["client_id", "client_secret"]));
     assert_eq!(find("anthropic")["key_prefixes"], json!(["sk-ant-"]));
-    assert_eq!(find("bedrock")["validated_live"], json!(false));
+    assert_eq!(find("bedrock")["validated_live"], json!(true));
     assert!(reply.text.find("base_url").is_none(), "provider origins are the operator's business");
 }
 

@@ -5,9 +5,11 @@
 mod admin_pages;
 mod auth;
 mod authz;
+mod bedrock;
 mod connections;
 mod containment;
 mod errors;
+mod guard;
 mod health;
 mod keys;
 mod logging;
@@ -16,4 +18,5 @@ mod openapi;
 mod pages;
 mod proxy;
 mod support;
+mod unified;
 mod usage_page;

@@ -1,0 +1,325 @@
+//! The unified endpoint: OpenAI's wire format in, Anthropic (translated) or OpenAI
+//! (passed through) behind it; the same resolution, limits, metering and headers as
+//! passthrough; errors in OpenAI's shape; the models the caller can use.
+
+use crate::support::*;
+use axum::http::Method;
+use keygate_mock::Fault;
+use keygate_store::both_backends;
+use keygate_store::testdb::TestDb;
+use serde_json::{json, Value};
+
+both_backends!(
+    a_chat_call_is_translated_to_anthropic_and_back_and_metered,
+    a_stream_comes_back_as_openai_chunks_with_usage,
+    tool_calls_round_trip_streamed_and_not,
+    model_names_providers_overrides_and_auto,
+    errors_take_openais_shape_with_keygates_code,
+    models_lists_what_the_caller_can_use,
+);
+
+const CLAUDE: &str = "anthropic/claude-sonnet-4-20250514";
+
+fn weather_tools() -> Value {
+    json!([
+        {"type": "function", "function": {"name": "weather", "description": "Weather now", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+        {"type": "function", "function": {"name": "time", "parameters": {"type": "object", "properties": {"tz": {"type": "string"}, "offset": {"type": "integer"}}}}}
+    ])
+}
+
+/// The data of each `data:` line of a streamed answer.
+fn events(text: &str) -> Vec<String> {
+    text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")).map(str::to_owned).collect()
+}
+
+fn chunks(text: &str) -> Vec<Value> {
+    events(text).iter().filter(|e| *e != "[DONE]").map(|e| serde_json::from_str(e).unwrap()).collect()
+}
+
+async fn a_chat_call_is_translated_to_anthropic_and_back_and_metered(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    let key = h.valid_key("sk-ant-api03-");
+    let id = h.add_key(&alice, json!({"provider": "anthropic", "secret": key})).await;
+    h.mock.clear_requests();
+
+    let body = json!({"model": CLAUDE, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+                      "max_tokens": 50, "temperature": 0.5, "stop": ["END"], "logprobs": true});
+    let reply = h.post("/v1/chat/completions", &alice.token, body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["object"], "chat.completion");
+    assert_eq!(reply.json["choices"][0]["message"]["content"], "Hello from keygate-mock!");
+    assert_eq!(reply.json["choices"][0]["finish_reason"], "stop");
+    assert_eq!(reply.json["usage"]["prompt_tokens"], 11);
+    assert_eq!(reply.json["usage"]["completion_tokens"], 7);
+    assert_eq!(reply.json["usage"]["total_tokens"], 18);
+    assert_eq!(reply.headers["x-keygate-provider"], "anthropic");
+    assert_eq!(reply.headers["x-keygate-key-source"], "user");
+    assert_eq!(reply.headers["x-keygate-credential-id"], id.as_str());
+
+    let seen = h.mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].path.as_str(), seen[0].credential.as_deref()), ("/v1/messages", Some(key.as_str())));
+    assert_eq!(seen[0].header("anthropic-version"), Some("2023-06-01"));
+    let sent: Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(sent["model"], "claude-sonnet-4-20250514");
+    assert_eq!(sent["system"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 50);
+    assert_eq!(sent["stop_sequences"], json!(["END"]));
+    assert!(sent.get("logprobs").is_none(), "dropped by the documented rule");
+    assert!(!seen[0].body.contains(&alice.token));
+
+    h.flush().await;
+    let usage = h.get("/api/v1/usage?group_by=provider", &alice.token).await;
+    let row = usage.json["rows"].as_array().unwrap().iter().find(|r| r["key"] == "anthropic").unwrap().clone();
+    assert_eq!(
+        (row["requests"].as_i64(), row["input_tokens"].as_i64(), row["output_tokens"].as_i64()),
+        (Some(1), Some(11), Some(7))
+    );
+    assert!(row["cost_usd"].as_f64().unwrap() > 0.0, "priced by the model: {row}");
+}
+
+async fn a_stream_comes_back_as_openai_chunks_with_usage(db: TestDb) {
+    let h = Harness::new(db).await;
+    let bob = h.user("bob@example.com").await;
+    h.add_key(&bob, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+
+    let body = json!({"model": CLAUDE, "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]});
+    let reply = h.post("/v1/chat/completions", &bob.token, body.clone()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.headers["content-type"], "text/event-stream");
+    assert!(reply.text.ends_with("data: [DONE]\n\n"), "{}", reply.text);
+    let chunks = chunks(&reply.text);
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Hello from keygate-mock!");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"] == "stop"));
+    let last = chunks.last().unwrap();
+    assert_eq!((last["choices"].clone(), last["usage"]["prompt_tokens"].clone()), (json!([]), json!(11)));
+    assert_eq!(last["usage"]["completion_tokens"], 7);
+    // Anthropic was asked for a stream, with the model's maximum output.
+    let sent: Value = serde_json::from_str(&h.mock.requests().last().unwrap().body).unwrap();
+    assert_eq!((sent["stream"].clone(), sent["max_tokens"].clone()), (json!(true), json!(64_000)));
+
+    // Without include_usage, no usage chunk.
+    let mut quiet = body.clone();
+    quiet.as_object_mut().unwrap().remove("stream_options");
+    let reply = h.post("/v1/chat/completions", &bob.token, quiet).await;
+    assert!(!reply.text.contains("\"usage\""), "{}", reply.text);
+
+    // A stream cut mid-way ends with an error event, and what passed is metered.
+    h.mock.configure(|c| {
+        c.fault = Some(Fault::ResetMidStream { after_chunks: 5 });
+        c.fault_times = Some(1);
+    });
+    let reply = h.post("/v1/chat/completions", &bob.token, body).await;
+    let last = events(&reply.text).last().cloned().unwrap();
+    let error: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_stream_cut", "{}", reply.text);
+    assert!(!reply.text.contains("[DONE]"));
+
+    h.flush().await;
+    let usage = h.get("/api/v1/usage?group_by=provider", &bob.token).await;
+    let row = usage.json["rows"].as_array().unwrap().iter().find(|r| r["key"] == "anthropic").unwrap().clone();
+    assert_eq!(row["requests"], 3);
+    assert!(row["input_tokens"].as_i64().unwrap() >= 33, "{row}");
+}
+
+async fn tool_calls_round_trip_streamed_and_not(db: TestDb) {
+    let h = Harness::new(db).await;
+    let carol = h.user("carol@example.com").await;
+    h.add_key(&carol, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+    let ask = json!({"model": CLAUDE, "tools": weather_tools(), "messages": [{"role": "user", "content": "Weather and time in Paris?"}]});
+
+    let reply = h.post("/v1/chat/completions", &carol.token, ask.clone()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let choice = &reply.json["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["function"]["name"], "weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "mock city"})
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(calls[1]["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"tz": "mock tz", "offset": 42})
+    );
+
+    // Streamed: each call's deltas under its own index, reassembling to the same calls.
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let reply = h.post("/v1/chat/completions", &carol.token, streamed).await;
+    let mut assembled: Vec<(String, String, String)> = Vec::new();
+    for chunk in chunks(&reply.text) {
+        for call in chunk["choices"][0]["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            let i = call["index"].as_u64().unwrap() as usize;
+            if i == assembled.len() {
+                assembled.push(Default::default());
+            }
+            if let Some(id) = call["id"].as_str() {
+                assembled[i].0 = id.into();
+            }
+            if let Some(name) = call["function"]["name"].as_str() {
+                assembled[i].1 = name.into();
+            }
+            assembled[i].2.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!(assembled.len(), 2, "{}", reply.text);
+    for (streamed, whole) in assembled.iter().zip(calls) {
+        assert_eq!(streamed.1, whole["function"]["name"].as_str().unwrap());
+        assert_eq!(
+            serde_json::from_str::<Value>(&streamed.2).unwrap(),
+            serde_json::from_str::<Value>(whole["function"]["arguments"].as_str().unwrap()).unwrap()
+        );
+    }
+
+    // The results go back: both in one user turn, answered with text.
+    h.mock.clear_requests();
+    let mut round = ask.clone();
+    round["messages"] = json!([
+        {"role": "user", "content": "Weather and time in Paris?"},
+        choice["message"].clone(),
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "18C"},
+        {"role": "tool", "tool_call_id": calls[1]["id"], "content": "14:00"}
+    ]);
+    let reply = h.post("/v1/chat/completions", &carol.token, round).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["choices"][0]["message"]["content"], "Hello from keygate-mock!");
+    let sent: Value = serde_json::from_str(&h.mock.requests()[0].body).unwrap();
+    let turns = sent["messages"].as_array().unwrap();
+    assert_eq!(turns.len(), 3);
+    assert_eq!(turns[1]["content"][1]["type"], "tool_use");
+    let results: Vec<&str> =
+        turns[2]["content"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
+    assert_eq!(results, ["tool_result", "tool_result"]);
+}
+
+async fn model_names_providers_overrides_and_auto(db: TestDb) {
+    let h = Harness::new(db).await;
+    let dave = h.user("dave@example.com").await;
+    let hi = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let provider = |r: &Reply| r.headers.get("x-keygate-provider").map(|v| v.to_str().unwrap().to_owned());
+
+    // No key anywhere: `auto` says so in OpenAI's shape.
+    let none = h.post("/v1/chat/completions", &dave.token, hi("auto")).await;
+    assert_eq!((none.status, none.json["error"]["code"].as_str()), (403, Some("no_credential")), "{}", none.text);
+
+    h.add_key(&dave, json!({"provider": "openai", "secret": h.valid_key("sk-proj-"), "model": "gpt-4o-mini"})).await;
+    h.mock.clear_requests();
+    // OpenAI passes through, `model` rewritten to the bare id.
+    let reply = h.post("/v1/chat/completions", &dave.token, hi("openai/gpt-4o")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["choices"][0]["message"]["content"], "Hello from keygate-mock!");
+    assert_eq!(provider(&reply).as_deref(), Some("openai"));
+    let auto = h.post("/v1/chat/completions", &dave.token, hi("auto")).await;
+    assert_eq!(provider(&auto).as_deref(), Some("openai"), "the first provider with a key");
+    h.post("/v1/chat/completions", &dave.token, hi("openai")).await;
+    h.post("/v1/chat/completions", &dave.token, hi("gpt-4o")).await;
+    let models: Vec<String> = h
+        .mock
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap()["model"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(models, ["gpt-4o", "gpt-4o-mini", "gpt-4o-mini", "gpt-4o"], "the key's override for a provider or auto");
+    assert!(h.mock.requests().iter().all(|r| r.path == "/v1/chat/completions"));
+
+    // With an Anthropic key too, `auto` takes Anthropic (first in the priority order),
+    // with its default model.
+    h.add_key(&dave, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+    h.mock.clear_requests();
+    let auto = h.post("/v1/chat/completions", &dave.token, hi("auto")).await;
+    assert_eq!(provider(&auto).as_deref(), Some("anthropic"), "{}", auto.text);
+    let sent: Value = serde_json::from_str(&h.mock.requests()[0].body).unwrap();
+    assert_eq!(sent["model"], "claude-sonnet-4-20250514");
+    let bare = h.post("/v1/chat/completions", &dave.token, hi("claude-3-haiku-20240307")).await;
+    assert_eq!(provider(&bare).as_deref(), Some("anthropic"));
+
+    // Embeddings pass through to OpenAI.
+    let embedded =
+        h.post("/v1/embeddings", &dave.token, json!({"model": "openai/text-embedding-3-small", "input": "hi"})).await;
+    assert_eq!(embedded.status, 200, "{}", embedded.text);
+    assert_eq!(embedded.json["data"][0]["object"], "embedding");
+    let refused = h.post("/v1/embeddings", &dave.token, json!({"model": CLAUDE, "input": "hi"})).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+}
+
+async fn errors_take_openais_shape_with_keygates_code(db: TestDb) {
+    let h = Harness::new(db).await;
+    let erin = h.user("erin@example.com").await;
+    let root = h.super_admin("root@example.com").await;
+    let hi = json!({"model": CLAUDE, "messages": [{"role": "user", "content": "hi"}]});
+    let shape = |r: &Reply, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{}", r.text);
+        assert_eq!(r.json["error"]["code"], code, "{}", r.text);
+        assert!(r.json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.text);
+        assert!(r.json["error"]["type"].is_string(), "{}", r.text);
+    };
+
+    let anonymous = h.call(Method::POST, "/v1/chat/completions", None, Some(hi.clone())).await;
+    shape(&anonymous, 401, "unauthenticated");
+    assert_eq!(anonymous.json["error"]["type"], "authentication_error");
+    shape(&h.post("/v1/chat/completions", &erin.token, hi.clone()).await, 403, "no_credential");
+    shape(&h.get("/v1/nothing", &erin.token).await, 404, "not_found");
+    shape(
+        &h.post("/v1/chat/completions", &erin.token, json!({"model": "nobody/x", "messages": []})).await,
+        400,
+        "invalid_request",
+    );
+
+    h.add_key(&erin, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+    let mut two = hi.clone();
+    two["n"] = json!(2);
+    let n = h.post("/v1/chat/completions", &erin.token, two).await;
+    shape(&n, 400, "invalid_request");
+    assert!(n.json["error"]["message"].as_str().unwrap().contains("`n` must be 1"));
+    // The provider's own error, translated.
+    h.mock.configure(|c| {
+        c.fault = Some(Fault::Status { status: 429 });
+        c.fault_times = Some(1);
+    });
+    let limited = h.post("/v1/chat/completions", &erin.token, hi.clone()).await;
+    shape(&limited, 429, "rate_limit_error");
+    assert!(limited.headers.contains_key("retry-after"));
+
+    // keygate's own limits: a platform key under a one-a-minute tier.
+    let frank = h.user("frank@example.com").await;
+    h.operator_key(&root, "anthropic", "sk-ant-api03-", false).await;
+    h.policy(|p| p.tiers.get_mut("community").unwrap().requests_per_minute = 1).await;
+    let first = h.post("/v1/chat/completions", &frank.token, hi.clone()).await;
+    assert_eq!((first.status, first.headers["x-keygate-key-source"].to_str().unwrap()), (200, "platform"));
+    let second = h.post("/v1/chat/completions", &frank.token, hi.clone()).await;
+    shape(&second, 429, "rate_limited");
+    assert_eq!(second.json["error"]["type"], "rate_limit_error");
+    assert!(second.headers.contains_key("retry-after"));
+}
+
+async fn models_lists_what_the_caller_can_use(db: TestDb) {
+    let h = Harness::new(db).await;
+    let gina = h.user("gina@example.com").await;
+    let ids = |r: &Reply| -> Vec<String> {
+        r.json["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let empty = h.get("/v1/models", &gina.token).await;
+    assert_eq!((empty.status, empty.json["object"].as_str()), (200, Some("list")), "{}", empty.text);
+    assert!(ids(&empty).is_empty());
+
+    h.add_key(
+        &gina,
+        json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-"), "model": "claude-opus-4-1"}),
+    )
+    .await;
+    let listed = h.get("/v1/models", &gina.token).await;
+    let listed_ids = ids(&listed);
+    assert!(listed_ids.contains(&CLAUDE.to_owned()), "{listed_ids:?}");
+    assert!(listed_ids.contains(&"anthropic/claude-opus-4-1".to_owned()), "the key's override: {listed_ids:?}");
+    assert!(listed_ids.iter().all(|id| id.starts_with("anthropic/")), "{listed_ids:?}");
+    assert_eq!(listed.json["data"][0]["object"], "model");
+    assert_eq!(listed.json["data"][0]["owned_by"], "anthropic");
+    let anonymous = h.call(Method::GET, "/v1/models", None, None).await;
+    assert_eq!((anonymous.status, anonymous.json["error"]["code"].as_str()), (401, Some("unauthenticated")));
+}
