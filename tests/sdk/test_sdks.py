@@ -15,6 +15,9 @@ MOCK = os.environ["MOCK_URL"]
 TOKEN = os.environ["KEYGATE_TOKEN"]
 OPENAI_KEY = os.environ["OPENAI_KEY"]
 ANTHROPIC_KEY = os.environ["ANTHROPIC_KEY"]
+# A second user with no key of their own: served by the operator's shared (demo) key.
+DEMO_TOKEN = os.environ["DEMO_TOKEN"]
+GEMINI_KEY = os.environ["GEMINI_KEY"]
 
 results = {"passed": 0, "failed": 0}
 
@@ -39,6 +42,14 @@ def get_json(url, token=None):
 
 def mock_requests():
     return get_json(f"{MOCK}/__mock/requests")
+
+
+def send_json(method, url, token, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
 
 
 openai = OpenAI(base_url=f"{KEYGATE}/proxy/openai/v1", api_key=TOKEN, max_retries=0)
@@ -94,7 +105,7 @@ def provider_saw_the_users_keys_never_the_token():
     for request in seen:
         blob = json.dumps(request)
         assert TOKEN not in blob, "the keygate token reached the provider"
-        assert request["credential"] in (OPENAI_KEY, ANTHROPIC_KEY), request["credential"]
+        assert request["credential"] in (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY), request["credential"]
     assert any(r["credential_via"] == "x-api-key" for r in seen)
     assert any(r["credential_via"] == "authorization" for r in seen)
 
@@ -170,6 +181,131 @@ def unified_errors_are_sdk_exceptions():
         assert e.code == "invalid_request" and "`n` must be 1" in e.message, e
 
 
+GEMINI = "gemini/gemini-2.0-flash"
+
+
+def unified_gemini_text():
+    reply = unified.chat.completions.create(
+        model=GEMINI, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content == "Hello from keygate-mock!", reply
+    assert reply.choices[0].finish_reason == "stop", reply
+    assert reply.usage.prompt_tokens == 11 and reply.usage.completion_tokens == 7, reply.usage
+    seen = mock_requests()[-1]
+    assert seen["path"] == "/v1beta/models/gemini-2.0-flash:generateContent", seen["path"]
+    assert seen["credential"] == GEMINI_KEY and seen["credential_via"] == "x-goog-api-key", seen
+
+
+def unified_gemini_stream_with_usage():
+    chunks = list(
+        unified.chat.completions.create(
+            model=GEMINI, stream=True, stream_options={"include_usage": True}, messages=[{"role": "user", "content": "hi"}]
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from keygate-mock!", text
+    assert chunks[-1].usage.prompt_tokens == 11 and chunks[-1].usage.completion_tokens == 7, chunks[-1]
+
+
+def unified_gemini_tool_calls():
+    ask = [{"role": "user", "content": "weather and time?"}]
+    reply = unified.chat.completions.create(model=GEMINI, messages=ask, tools=TOOLS)
+    calls = reply.choices[0].message.tool_calls
+    assert reply.choices[0].finish_reason == "tool_calls" and [c.function.name for c in calls] == ["weather", "time"], reply
+    assert json.loads(calls[0].function.arguments) == {"city": "mock city"}, calls[0]
+    with unified.beta.chat.completions.stream(model=GEMINI, messages=ask, tools=TOOLS) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    streamed = final.choices[0].message.tool_calls
+    assert [(c.id, c.function.name, json.loads(c.function.arguments)) for c in streamed] == [
+        (c.id, c.function.name, json.loads(c.function.arguments)) for c in calls
+    ], streamed
+    results = [{"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in calls]
+    answer = unified.chat.completions.create(model=GEMINI, messages=ask + [reply.choices[0].message.model_dump(exclude_none=True)] + results, tools=TOOLS)
+    assert answer.choices[0].message.content == "Hello from keygate-mock!", answer
+
+
+BEDROCK = "bedrock/anthropic.claude-3-haiku-20240307-v1:0"
+AWS_KEY_ID = os.environ["AWS_KEY_ID"]
+
+
+def unified_bedrock_text():
+    reply = unified.chat.completions.create(
+        model=BEDROCK, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content == "Hello from keygate-mock!", reply
+    assert reply.choices[0].finish_reason == "stop", reply
+    assert reply.usage.prompt_tokens == 11 and reply.usage.completion_tokens == 7, reply.usage
+    seen = mock_requests()[-1]
+    assert seen["path"] == "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse", seen["path"]
+    assert seen["credential"] == AWS_KEY_ID and seen["credential_via"] == "sigv4", seen
+    assert json.loads(seen["body"])["system"] == [{"text": "Be brief."}], seen["body"]
+
+
+def unified_bedrock_stream_with_usage():
+    chunks = list(
+        unified.chat.completions.create(
+            model=BEDROCK, stream=True, stream_options={"include_usage": True}, messages=[{"role": "user", "content": "hi"}]
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from keygate-mock!", text
+    assert chunks[-1].usage.prompt_tokens == 11 and chunks[-1].usage.completion_tokens == 7, chunks[-1]
+    assert mock_requests()[-1]["path"].endswith("/converse-stream")
+
+
+def unified_bedrock_tool_calls():
+    ask = [{"role": "user", "content": "weather and time?"}]
+    reply = unified.chat.completions.create(model=BEDROCK, messages=ask, tools=TOOLS)
+    calls = reply.choices[0].message.tool_calls
+    assert reply.choices[0].finish_reason == "tool_calls" and [c.function.name for c in calls] == ["weather", "time"], reply
+    assert json.loads(calls[0].function.arguments) == {"city": "mock city"}, calls[0]
+    # Streamed (ConverseStream's event-stream frames): the SDK's accumulator puts each
+    # call together by its index.
+    with unified.beta.chat.completions.stream(model=BEDROCK, messages=ask, tools=TOOLS) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    streamed = final.choices[0].message.tool_calls
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in streamed] == [
+        (c.function.name, json.loads(c.function.arguments)) for c in calls
+    ], streamed
+    results = [{"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in calls]
+    answer = unified.chat.completions.create(model=BEDROCK, messages=ask + [reply.choices[0].message.model_dump(exclude_none=True)] + results, tools=TOOLS)
+    assert answer.choices[0].message.content == "Hello from keygate-mock!", answer
+
+
+def unified_prompt_blocked():
+    try:
+        unified.chat.completions.create(
+            model=CLAUDE, messages=[{"role": "user", "content": "deploy with AKIAIOSFODNN7EXAMPLE please"}]
+        )
+        raise AssertionError("no error")
+    except openai_sdk.UnprocessableEntityError as e:
+        assert e.status_code == 422 and e.code == "prompt_blocked", (e.status_code, e.code)
+        assert "aws_access_key" in e.message and "AKIAIOSFODNN7EXAMPLE" not in e.message, e.message
+
+
+def unified_quota_exhausted():
+    unified_demo = OpenAI(base_url=f"{KEYGATE}/v1", api_key=DEMO_TOKEN, max_retries=0)
+    reply = unified_demo.chat.completions.create(model=CLAUDE, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "Hello from keygate-mock!", reply
+    # The operator shrinks the demo allowance below what a call needs.
+    settings = get_json(f"{KEYGATE}/api/v1/admin/settings", TOKEN)
+    tiny = json.loads(json.dumps(settings))
+    tiny["demo"]["tokens_per_day"] = 5
+    send_json("PUT", f"{KEYGATE}/api/v1/admin/settings", TOKEN, tiny)
+    try:
+        unified_demo.chat.completions.create(model=CLAUDE, max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+        raise AssertionError("no error")
+    except openai_sdk.RateLimitError as e:
+        assert e.status_code == 429 and e.code == "quota_exhausted", (e.status_code, e.code)
+        assert e.response.headers.get("retry-after"), e.response.headers
+    finally:
+        send_json("PUT", f"{KEYGATE}/api/v1/admin/settings", TOKEN, settings)
+
+
 def unified_models():
     ids = [m.id for m in unified.models.list()]
     assert CLAUDE in ids and "openai/gpt-4o" in ids, ids
@@ -188,8 +324,17 @@ for name, fn in [
     ("unified: tool calls, streamed and not, and their results", unified_tool_calls),
     ("unified: errors are SDK exceptions with keygate's code", unified_errors_are_sdk_exceptions),
     ("unified: models", unified_models),
+    ("unified: prompt_blocked is an SDK exception with its code", unified_prompt_blocked),
+    ("unified: quota_exhausted is an SDK exception with its code", unified_quota_exhausted),
+    ("unified: text from Bedrock (Converse)", unified_bedrock_text),
+    ("unified: Bedrock stream with usage", unified_bedrock_stream_with_usage),
+    ("unified: Bedrock tool calls, streamed and not, and their results", unified_bedrock_tool_calls),
+    ("unified: text from Gemini", unified_gemini_text),
+    ("unified: Gemini stream with usage", unified_gemini_stream_with_usage),
+    ("unified: Gemini tool calls, streamed and not, and their results", unified_gemini_tool_calls),
 ]:
     check(name, fn)
 
-print(f"sdk: {results['passed']} passed, {results['failed']} failed")
+# scripts/sdk-test.sh adds these to the Node package's and prints the `sdk:` summary.
+print(f"sdk (python): {results['passed']} passed, {results['failed']} failed")
 sys.exit(1 if results["failed"] else 0)

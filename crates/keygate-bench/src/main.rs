@@ -68,6 +68,8 @@ pub enum Phase {
     Streams,
     Flood,
     Users,
+    /// The unified endpoint (OpenAI's format to Anthropic) against Anthropic passthrough.
+    Unified,
 }
 
 /// What one run measures, and for how long.

@@ -36,6 +36,13 @@ pub fn broken(r: &TargetReport) -> Vec<String> {
             check(&format!("many users, {what}"), &pass.through, true);
         }
     }
+    if let Some(u) = &r.unified {
+        check("unified lane, direct", &u.direct, false);
+        check("unified lane, passthrough", &u.passthrough, true);
+        check("unified lane, unified", &u.unified, true);
+        check("unified lane, passthrough streams", &u.passthrough_stream.time_to_first_chunk, true);
+        check("unified lane, unified streams", &u.unified_stream.time_to_first_chunk, true);
+    }
     if let Some(f) = &r.flood {
         if r.keygate && f.reached_mock > 0 {
             problems.push(format!("{}: {} invalid-token calls reached the provider", r.name, f.reached_mock));
@@ -225,6 +232,45 @@ pub fn markdown(results: &Results) -> String {
                 Failed(&pass.through)
             );
         }
+    }
+
+    let _ = writeln!(
+        out,
+        "\n## Unified endpoint (OpenAI format, translated to Anthropic Messages) against Anthropic passthrough\n"
+    );
+    let _ = writeln!(
+        out,
+        "Not streamed: open loop, mock answers after 50 ms, three lanes in lockstep. Streamed: 5 chunks 20 ms apart \
+         after 50 ms, both lanes at once.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| target | rate/s | direct p50 / p99 ms | passthrough p50 / p99 ms | unified p50 / p99 ms | unified added over passthrough p50 / p99 ms | streams | first token passthrough p50 / p99 ms | first token unified p50 / p99 ms | failed / given up |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in &results.targets {
+        let Some(u) = &r.unified else { continue };
+        let (pt, ut) = (&u.passthrough_stream.time_to_first_chunk, &u.unified_stream.time_to_first_chunk);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {} |",
+            r.name,
+            u.rate,
+            u.direct.p50_ms,
+            u.direct.p99_ms,
+            u.passthrough.p50_ms,
+            u.passthrough.p99_ms,
+            u.unified.p50_ms,
+            u.unified.p99_ms,
+            u.unified.p50_ms - u.passthrough.p50_ms,
+            u.unified.p99_ms - u.passthrough.p99_ms,
+            u.streams,
+            pt.p50_ms,
+            pt.p99_ms,
+            ut.p50_ms,
+            ut.p99_ms,
+            Failed(&u.unified),
+        );
     }
 
     let _ = writeln!(out, "\n## Invalid-token flood ({} callers)\n", s.concurrency);

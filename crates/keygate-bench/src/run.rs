@@ -4,6 +4,7 @@
 use crate::load::{self, Call, Flood, Streaming, Throughput};
 use crate::procs::sample_rss;
 use crate::stats::Latency;
+use crate::targets::Pacing as StreamPacing;
 use crate::targets::{Mock, Pacing, Target};
 use crate::{Phase, Settings};
 use futures_util::StreamExt;
@@ -32,6 +33,8 @@ pub struct TargetReport {
     pub streaming: Vec<StreamPoint>,
     pub flood: Option<FloodPoint>,
     pub users: Option<Users>,
+    /// The unified endpoint against passthrough, both to the mock's Anthropic dialect.
+    pub unified: Option<UnifiedLane>,
     pub peak_rss_mib: f64,
     /// What went wrong, for a target whose failures are findings rather than a broken
     /// harness (LiteLLM's proxy).
@@ -70,6 +73,20 @@ pub struct StreamPoint {
     pub together: bool,
     pub peak_rss_mib: f64,
     pub kib_per_stream: f64,
+}
+
+/// `POST /v1/chat/completions` (OpenAI's format, translated to Anthropic Messages and
+/// back) next to `/proxy/anthropic/v1/messages` (passed through), in lockstep, the mock
+/// answering after 50 ms; then streamed, the first chunk timed.
+#[derive(Debug, Serialize)]
+pub struct UnifiedLane {
+    pub rate: u32,
+    pub direct: Latency,
+    pub passthrough: Latency,
+    pub unified: Latency,
+    pub streams: usize,
+    pub passthrough_stream: Streaming,
+    pub unified_stream: Streaming,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +151,7 @@ pub async fn target(
         streaming: Vec::new(),
         flood: None,
         users: None,
+        unified: None,
         peak_rss_mib: 0.0,
         problems: Vec::new(),
     };
@@ -254,6 +272,10 @@ pub async fn target(
         }
     }
 
+    if target.is_keygate() && settings.runs(Phase::Unified) {
+        report.unified = Some(unified(settings, mock, target).await?);
+    }
+
     // A flood of made-up tokens: all refused, none reaching the provider.
     if settings.runs(Phase::Flood) {
         settle(target).await;
@@ -328,6 +350,47 @@ async fn users(settings: &Settings, mock: &Mock, target: &Target) -> anyhow::Res
 
 /// `calls` at `rate` in lockstep with direct calls, so what keygate adds is read off the
 /// same moments of the machine.
+/// The unified lane: added latency and time to first token of the translating endpoint
+/// against passthrough to the same (mock) Anthropic.
+async fn unified(settings: &Settings, mock: &Mock, target: &Target) -> anyhow::Result<UnifiedLane> {
+    let client = load::client(settings.timeout);
+    let rate = if settings.quick { 20 } else { 100 };
+    settle(target).await;
+    mock.pace(PACED).await?;
+    let (direct, passthrough, unified) =
+        (mock.direct(false), target.anthropic_passthrough(false), target.unified(false));
+    let lanes = [std::slice::from_ref(&direct), std::slice::from_ref(&passthrough), std::slice::from_ref(&unified)];
+    let mut measured = load::open_loop_lanes(&client, &lanes, rate, settings.point).await;
+    let u = measured.pop().unwrap_or_default();
+    let p = measured.pop().unwrap_or_default();
+    let d = measured.pop().unwrap_or_default();
+    crate::progress(&format!(
+        "{} unified @ {rate}/s: p50 direct {:.2} passthrough {:.2} unified {:.2} ms; p99 {:.2} / {:.2} / {:.2} ms",
+        target.name, d.p50_ms, p.p50_ms, u.p50_ms, d.p99_ms, p.p99_ms, u.p99_ms
+    ));
+
+    let pacing = StreamPacing { latency_ms: 50, chunk_interval_ms: 20, chunks: 5 };
+    mock.pace(pacing).await?;
+    let stream_length = Duration::from_millis(pacing.latency_ms + pacing.chunk_interval_ms * u64::from(pacing.chunks));
+    let streams = 10;
+    let duration = settings.stream_duration.max(stream_length * 2);
+    settle(target).await;
+    let (through, translated) = (target.anthropic_passthrough(true), target.unified(true));
+    let (ps, us) = tokio::join!(
+        load::streams(&client, &through, streams, duration, stream_length),
+        load::streams(&client, &translated, streams, duration, stream_length)
+    );
+    crate::progress(&format!(
+        "{} unified {streams} streams: first chunk p50 passthrough {:.2} unified {:.2} ms, p99 {:.2} / {:.2} ms",
+        target.name,
+        ps.time_to_first_chunk.p50_ms,
+        us.time_to_first_chunk.p50_ms,
+        ps.time_to_first_chunk.p99_ms,
+        us.time_to_first_chunk.p99_ms
+    ));
+    Ok(UnifiedLane { rate, direct: d, passthrough: p, unified: u, streams, passthrough_stream: ps, unified_stream: us })
+}
+
 async fn pass(
     http: &reqwest::Client,
     target: &Target,

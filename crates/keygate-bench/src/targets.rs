@@ -11,8 +11,25 @@ use std::time::Duration;
 
 /// The provider key the mock accepts and every proxy injects (a fixture, not a secret).
 pub const PROVIDER_KEY: &str = "sk-bench-0000000000000000000000000000000000000000";
+/// The Anthropic key the mock accepts, for the unified-endpoint lane (a fixture too).
+pub const ANTHROPIC_KEY: &str = "sk-ant-bench-000000000000000000000000000000000000";
+/// The model of the unified lane: OpenAI's format in, Anthropic Messages out.
+const UNIFIED_MODEL: &str = "anthropic/claude-sonnet-4-5-20250929";
 const JWT_SECRET: &str = "bench-host-app-shared-secret-0123456789";
 const LITELLM_MASTER_KEY: &str = "sk-litellm-bench-master";
+
+/// The same question in Anthropic's own format, for the passthrough side of the unified lane.
+fn messages_body(stream: bool) -> Value {
+    let mut body = json!({
+        "model": "claude-sonnet-4-5-20250929",
+        "messages": [{"role": "user", "content": "Say hello in one short sentence."}],
+        "max_tokens": 64,
+    });
+    if stream {
+        body["stream"] = json!(true);
+    }
+    body
+}
 
 pub fn chat_body(stream: bool) -> Value {
     let mut body = json!({
@@ -54,6 +71,8 @@ impl Mock {
                 format!("127.0.0.1:{port}"),
                 "--valid-key".into(),
                 PROVIDER_KEY.into(),
+                "--valid-key".into(),
+                ANTHROPIC_KEY.into(),
                 "--no-record".into(),
             ],
             env: Vec::new(),
@@ -71,7 +90,7 @@ impl Mock {
 
     pub async fn pace(&self, pacing: Pacing) -> anyhow::Result<()> {
         let config = json!({
-            "valid_keys": [PROVIDER_KEY],
+            "valid_keys": [PROVIDER_KEY, ANTHROPIC_KEY],
             "latency_ms": pacing.latency_ms,
             "chunk_interval_ms": pacing.chunk_interval_ms,
             "chunks": pacing.chunks,
@@ -130,6 +149,22 @@ impl Target {
         Call::new(format!("{}{path}", self.base), bearer.into(), &chat_body(stream))
     }
 
+    /// The unified lane's calls (keygate only): `POST /v1/chat/completions` in OpenAI's
+    /// format to Anthropic, translated both ways, and the same question passed through
+    /// `/proxy/anthropic/v1/messages`.
+    pub fn unified(&self, stream: bool) -> Call {
+        let mut body = chat_body(stream);
+        body["model"] = json!(UNIFIED_MODEL);
+        if stream {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        Call::new(format!("{}/v1/chat/completions", self.base), self.bearer.clone(), &body)
+    }
+
+    pub fn anthropic_passthrough(&self, stream: bool) -> Call {
+        Call::new(format!("{}/proxy/anthropic/v1/messages", self.base), self.bearer.clone(), &messages_body(stream))
+    }
+
     pub fn is_keygate(&self) -> bool {
         matches!(self.kind, Kind::Keygate { .. })
     }
@@ -149,6 +184,7 @@ impl Target {
             ("KEYGATE_DATA_DIR".to_owned(), data_dir.display().to_string()),
             ("KEYGATE_JWT_HS256_SECRET".into(), JWT_SECRET.into()),
             ("KEYGATE_PROVIDER_OPENAI_BASE_URL".into(), mock.url.clone()),
+            ("KEYGATE_PROVIDER_ANTHROPIC_BASE_URL".into(), mock.url.clone()),
             ("KEYGATE_LOG".into(), "warn".into()),
         ];
         if let keygate_store::DatabaseLocation::Postgres(_) = db.location {
@@ -189,14 +225,16 @@ impl Target {
             &claims,
             &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
         )?;
-        let key = http
-            .post(format!("{}/api/v1/keys", self.base))
-            .bearer_auth(&jwt)
-            .json(&json!({"provider": "openai", "secret": PROVIDER_KEY}))
-            .send()
-            .await?;
-        if !key.status().is_success() {
-            bail!("storing a key for {user}: {} {}", key.status(), key.text().await.unwrap_or_default());
+        for (provider, secret) in [("openai", PROVIDER_KEY), ("anthropic", ANTHROPIC_KEY)] {
+            let key = http
+                .post(format!("{}/api/v1/keys", self.base))
+                .bearer_auth(&jwt)
+                .json(&json!({"provider": provider, "secret": secret}))
+                .send()
+                .await?;
+            if !key.status().is_success() {
+                bail!("storing a key for {user}: {} {}", key.status(), key.text().await.unwrap_or_default());
+            }
         }
         let token = http
             .post(format!("{}/api/v1/tokens", self.base))

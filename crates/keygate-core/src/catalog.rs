@@ -328,6 +328,13 @@ impl Catalog {
         Ok(())
     }
 
+    /// Sets the model a call naming none gets (a credential's own model still comes first).
+    pub fn set_default_model(&mut self, id: &str, model: &str) -> Result<(), CatalogError> {
+        let provider = self.get_mut(id)?;
+        provider.default_model = Some(model.to_owned());
+        Ok(())
+    }
+
     /// Sets a model's price (USD per million input / output tokens).
     pub fn set_price(&mut self, id: &str, model: &str, price: Price) -> Result<(), CatalogError> {
         let provider = self.get_mut(id)?;
@@ -373,7 +380,12 @@ mod tests {
             let p = c.get(id).unwrap_or_else(|| panic!("{id} missing"));
             assert!(!p.base_url.ends_with('/') && !p.base_url.contains("/v1"), "{id}: origin only");
         }
-        assert_eq!(c.get("anthropic").unwrap().default_model.as_deref(), Some("claude-sonnet-4-20250514"));
+        assert_eq!(c.get("anthropic").unwrap().default_model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+        for p in c.all() {
+            if let Some(model) = &p.default_model {
+                assert!(p.prices.contains_key(model), "{}: the default model {model} has a price", p.id);
+            }
+        }
         assert_eq!(c.get("sentinel_hub").unwrap().credential, CredentialKind::ClientCredentials);
     }
 

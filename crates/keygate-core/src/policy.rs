@@ -46,6 +46,11 @@ pub struct Policy {
     /// it existed: those get the default.
     #[serde(default)]
     pub prompt_guard: PromptGuard,
+    /// `auto` calls whose provider answers 429 or 5xx before anything reached the caller
+    /// go on to the next provider in `provider_priority` with a key for the caller. Off by
+    /// default (absent from policies stored before it existed).
+    #[serde(default)]
+    pub auto_fallback: bool,
 }
 
 impl Default for Policy {
@@ -65,6 +70,7 @@ impl Default for Policy {
             max_keys_per_user: 5,
             reject_invalid_keys: false,
             prompt_guard: PromptGuard::default(),
+            auto_fallback: false,
         }
     }
 }
@@ -133,8 +139,10 @@ mod tests {
     fn a_policy_stored_before_the_prompt_guard_loads_with_its_default() {
         let mut stored = serde_json::to_value(Policy::default()).unwrap();
         stored.as_object_mut().unwrap().remove("prompt_guard");
+        stored.as_object_mut().unwrap().remove("auto_fallback");
         let p: Policy = serde_json::from_value(stored).unwrap();
         assert_eq!(p.prompt_guard, PromptGuard::default());
+        assert!(!p.auto_fallback, "fallback is opt-in");
         let off = Policy {
             prompt_guard: PromptGuard { mode: crate::guard::Mode::Redact, kinds: vec![] },
             ..Policy::default()

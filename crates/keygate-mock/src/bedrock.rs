@@ -8,7 +8,9 @@
 //!
 //! Then: `POST /model/{modelId}/converse` (Converse JSON with `usage.inputTokens`),
 //! `/converse-stream` (AWS event-stream frames with correct CRC32s: `messageStart`,
-//! `contentBlockDelta`s, `contentBlockStop`, `messageStop`, `metadata` with usage),
+//! `contentBlockDelta`s, `contentBlockStop`, `messageStop`, `metadata` with usage); when
+//! `toolConfig` offers tools, both answer with a `toolUse` block per tool (streamed as
+//! `contentBlockStart` and input deltas) and `stopReason` `tool_use`;
 //! `/invoke` (the Anthropic model's own JSON, counts in `x-amzn-bedrock-*` headers) and
 //! `/invoke-with-response-stream` (`chunk` events of base64 Anthropic events, the last
 //! with `amazon-bedrock-invocationMetrics`).
@@ -89,7 +91,58 @@ pub(crate) async fn answer(
     let id = shared.next_id();
     let words = words(config);
     let (input, output) = (config.input_tokens, config.output_tokens);
+    let calls = if action.starts_with("converse") { converse_tool_calls(&request, id) } else { None };
     match action {
+        "converse" if calls.is_some() => {
+            let calls = calls.unwrap_or_default();
+            let mut content = vec![json!({"text": TOOL_PREFACE.concat()})];
+            content.extend(
+                calls
+                    .into_iter()
+                    .map(|(id, name, input)| json!({"toolUse": {"toolUseId": id, "name": name, "input": input}})),
+            );
+            axum::Json(json!({
+                "output": {"message": {"role": "assistant", "content": content}},
+                "stopReason": "tool_use",
+                "usage": {"inputTokens": input, "outputTokens": output, "totalTokens": input + output},
+                "metrics": {"latencyMs": 1}
+            }))
+            .into_response()
+        }
+        "converse-stream" if calls.is_some() => {
+            let calls = calls.unwrap_or_default();
+            let mut frames = vec![event("messageStart", &json!({"p": "abcdefgh", "role": "assistant"}))];
+            for piece in TOOL_PREFACE {
+                frames.push(event(
+                    "contentBlockDelta",
+                    &json!({"contentBlockIndex": 0, "delta": {"text": piece}, "p": "ab"}),
+                ));
+            }
+            frames.push(event("contentBlockStop", &json!({"contentBlockIndex": 0, "p": "abc"})));
+            for (i, (tool_id, name, tool_input)) in calls.iter().enumerate() {
+                let index = i + 1;
+                frames.push(event(
+                    "contentBlockStart",
+                    &json!({"contentBlockIndex": index, "start": {"toolUse": {"toolUseId": tool_id, "name": name}}, "p": "abcd"}),
+                ));
+                // The input in two pieces, cut inside the JSON, as Bedrock streams it.
+                let text = tool_input.to_string();
+                let cut = text.char_indices().nth(text.chars().count() / 2).map_or(0, |(at, _)| at);
+                for piece in [&text[..cut], &text[cut..]].into_iter().filter(|p| !p.is_empty()) {
+                    frames.push(event(
+                        "contentBlockDelta",
+                        &json!({"contentBlockIndex": index, "delta": {"toolUse": {"input": piece}}, "p": "abcdef"}),
+                    ));
+                }
+                frames.push(event("contentBlockStop", &json!({"contentBlockIndex": index, "p": "abcdefg"})));
+            }
+            frames.push(event("messageStop", &json!({"p": "abcdefghij", "stopReason": "tool_use"})));
+            frames.push(event(
+                "metadata",
+                &json!({"metrics": {"latencyMs": 1}, "p": "abc", "usage": {"inputTokens": input, "outputTokens": output, "totalTokens": input + output}}),
+            ));
+            stream(config, fault, frames)
+        }
         "converse" => axum::Json(json!({
             "output": {"message": {"role": "assistant", "content": [{"text": words.concat()}]}},
             "stopReason": "end_turn",
@@ -146,6 +199,49 @@ pub(crate) async fn answer(
         }
         _ => error(StatusCode::NOT_FOUND, "UnknownOperationException", "Unknown operation"),
     }
+}
+
+/// The text a Converse answer that calls tools starts with.
+const TOOL_PREFACE: [&str; 2] = ["Let me ", "check."];
+
+/// The tool calls a Converse request gets, as a model on Bedrock would make them: when
+/// its `toolConfig` offers tools and its last turn is not a tool result, one call per
+/// tool offered (only the named one for `toolChoice.tool`), with an input made from each
+/// tool's JSON schema.
+fn converse_tool_calls(request: &Value, id: u64) -> Option<Vec<(String, String, Value)>> {
+    let tools = request.pointer("/toolConfig/tools")?.as_array().filter(|t| !t.is_empty())?;
+    let last = request.get("messages")?.as_array()?.last()?;
+    let answered = last
+        .get("content")
+        .and_then(Value::as_array)
+        .is_some_and(|blocks| blocks.iter().any(|b| b.get("toolResult").is_some()));
+    if answered {
+        return None;
+    }
+    let named = request.pointer("/toolConfig/toolChoice/tool/name");
+    let calls = tools
+        .iter()
+        .filter_map(|t| t.get("toolSpec"))
+        .filter(|spec| named.is_none_or(|n| spec.get("name") == Some(n)))
+        .enumerate()
+        .map(|(i, spec)| {
+            let name = spec.get("name").and_then(Value::as_str).unwrap_or("tool").to_owned();
+            let mut input = serde_json::Map::new();
+            let properties = spec.pointer("/inputSchema/json/properties").and_then(Value::as_object);
+            for (field, schema) in properties.into_iter().flatten() {
+                let value = match schema.get("type").and_then(Value::as_str) {
+                    Some("integer") | Some("number") => json!(42),
+                    Some("boolean") => json!(true),
+                    Some("array") => json!([]),
+                    Some("object") => json!({}),
+                    _ => json!(format!("mock {field}")),
+                };
+                input.insert(field.clone(), value);
+            }
+            (format!("tooluse_mock_{id}_{i}"), name, Value::Object(input))
+        })
+        .collect();
+    Some(calls)
 }
 
 fn words(config: &MockConfig) -> Vec<String> {

@@ -63,6 +63,15 @@ pub(crate) fn failure(dialect: Dialect, status: u16) -> Response {
             let kind = if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "api_error" };
             json!({"type": "error", "error": {"type": kind, "message": message}})
         }
+        Dialect::Gemini => {
+            let kind = match status.as_u16() {
+                429 => "RESOURCE_EXHAUSTED",
+                503 => "UNAVAILABLE",
+                400 => "INVALID_ARGUMENT",
+                _ => "INTERNAL",
+            };
+            json!({"error": {"code": status.as_u16(), "message": message, "status": kind}})
+        }
         _ => {
             json!({"error": {"message": message, "type": "server_error", "code": status.as_u16()}})
         }
@@ -159,13 +168,121 @@ pub(crate) fn answer(
                 .into_response()
             }
         }
-        ("POST", p, Dialect::Gemini) if p.ends_with(":generateContent") => axum::Json(json!({
-            "candidates": [{"content": {"parts": [{"text": text(config)}], "role": "model"}, "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": config.input_tokens, "candidatesTokenCount": config.output_tokens, "totalTokenCount": config.input_tokens + config.output_tokens}
-        }))
-        .into_response(),
+        ("POST", p, Dialect::Gemini) if p.ends_with(":generateContent") => {
+            let parts = match gemini_tool_calls(request) {
+                Some(calls) => gemini_call_parts(&calls),
+                None => vec![json!({"text": text(config)})],
+            };
+            axum::Json(gemini_answer(config, &model_of_path(p), id, parts, true)).into_response()
+        }
+        ("POST", p, Dialect::Gemini) if p.ends_with(":streamGenerateContent") => {
+            sse(config, fault, gemini_events(config, &model_of_path(p), id, request), 0, "text/event-stream")
+        }
         _ => axum::Json(json!({"ok": true, "method": method.as_str(), "path": path})).into_response(),
     }
+}
+
+/// The model a Gemini path names (`/v1beta/models/{model}:generateContent`).
+fn model_of_path(path: &str) -> String {
+    path.rsplit('/').next().and_then(|m| m.split(':').next()).unwrap_or("gemini").to_owned()
+}
+
+/// One `GenerateContentResponse`: a candidate with `parts`; the last one of an answer
+/// finishes and reports every count, earlier stream events report the prompt's only.
+fn gemini_answer(config: &MockConfig, model: &str, id: u64, parts: Vec<Value>, last: bool) -> Value {
+    let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
+    let usage = if last {
+        candidate["finishReason"] = "STOP".into();
+        json!({"promptTokenCount": config.input_tokens, "candidatesTokenCount": config.output_tokens, "totalTokenCount": config.input_tokens + config.output_tokens,
+               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": config.input_tokens}]})
+    } else {
+        json!({"promptTokenCount": config.input_tokens, "totalTokenCount": config.input_tokens})
+    };
+    json!({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": format!("mock-{id}")})
+}
+
+/// The function calls a Gemini request gets, as Gemini would make them: when it declares
+/// functions (and `functionCallingConfig.mode` is not `NONE`) and its last turn answers
+/// none, one call per function declared (only those in `allowedFunctionNames` when it
+/// is set), with arguments made from each function's schema.
+fn gemini_tool_calls(request: &Value) -> Option<Vec<(String, Value)>> {
+    let declarations: Vec<&Value> = request
+        .get("tools")?
+        .as_array()?
+        .iter()
+        .filter_map(|t| t.get("functionDeclarations").and_then(Value::as_array))
+        .flatten()
+        .collect();
+    if declarations.is_empty() {
+        return None;
+    }
+    let config = request.pointer("/toolConfig/functionCallingConfig");
+    if config.and_then(|c| c.get("mode")).and_then(Value::as_str) == Some("NONE") {
+        return None;
+    }
+    let last = request.get("contents")?.as_array()?.last()?;
+    let answered = last
+        .get("parts")
+        .and_then(Value::as_array)
+        .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()));
+    if answered {
+        return None;
+    }
+    let allowed = config.and_then(|c| c.get("allowedFunctionNames")).and_then(Value::as_array);
+    let calls = declarations
+        .into_iter()
+        .filter(|d| allowed.is_none_or(|a| d.get("name").is_some_and(|n| a.contains(n))))
+        .map(|d| {
+            let name = d.get("name").and_then(Value::as_str).unwrap_or("tool").to_owned();
+            let mut args = serde_json::Map::new();
+            let properties = d.pointer("/parameters/properties").and_then(Value::as_object);
+            for (field, schema) in properties.into_iter().flatten() {
+                let value = match schema.get("type").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+                    Some("integer") | Some("number") => json!(42),
+                    Some("boolean") => json!(true),
+                    Some("array") => json!([]),
+                    Some("object") => json!({}),
+                    _ => json!(format!("mock {field}")),
+                };
+                args.insert(field.clone(), value);
+            }
+            (name, Value::Object(args))
+        })
+        .collect();
+    Some(calls)
+}
+
+/// An answer that calls functions: a short text, then one `functionCall` part per call.
+fn gemini_call_parts(calls: &[(String, Value)]) -> Vec<Value> {
+    let mut parts = vec![json!({"text": TOOL_PREFACE.concat()})];
+    parts.extend(calls.iter().map(|(name, args)| json!({"functionCall": {"name": name, "args": args}})));
+    parts
+}
+
+/// A `streamGenerateContent?alt=sse` answer: one event per piece of text (the parts
+/// generated since the previous event); function calls arrive whole, all in the last
+/// event, with the finish reason and the full usage.
+fn gemini_events(config: &MockConfig, model: &str, id: u64, request: &Value) -> Vec<String> {
+    let event = |data: Value| format!("data: {data}\r\n\r\n");
+    let mut events = Vec::new();
+    match gemini_tool_calls(request) {
+        Some(calls) => {
+            for piece in TOOL_PREFACE {
+                events.push(event(gemini_answer(config, model, id, vec![json!({"text": piece})], false)));
+            }
+            let parts =
+                calls.iter().map(|(name, args)| json!({"functionCall": {"name": name, "args": args}})).collect();
+            events.push(event(gemini_answer(config, model, id, parts, true)));
+        }
+        None => {
+            let n = config.chunks.max(1) as usize;
+            for i in 0..n {
+                let parts = vec![json!({"text": WORDS[i % WORDS.len()]})];
+                events.push(event(gemini_answer(config, model, id, parts, i + 1 == n)));
+            }
+        }
+    }
+    events
 }
 
 fn text(config: &MockConfig) -> String {

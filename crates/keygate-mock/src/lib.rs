@@ -9,7 +9,11 @@
 //!   `message_delta` usage) or not; a request offering `tools` gets a text block and one
 //!   `tool_use` block per tool (inputs made from their schemas, streamed as
 //!   `input_json_delta` pieces), and a request ending in a `tool_result` gets text;
-//! - Gemini: `POST /v1beta/models/{model}:generateContent` with `usageMetadata`;
+//! - Gemini: `POST /v1beta/models/{model}:generateContent` and
+//!   `:streamGenerateContent` (SSE, as with `alt=sse`: one event per piece of text) with
+//!   `usageMetadata`; a request declaring functions gets a text part and one
+//!   `functionCall` part per function (arguments made from its schema), and a request
+//!   ending in `functionResponse` parts gets text;
 //! - anything else: a generic JSON API that takes its key as a bearer token, a header,
 //!   or a `key=` / `access_token=` query parameter (Mapbox, Google Maps, MapTiler, Resend);
 //! - AWS Bedrock: Converse, ConverseStream (event-stream frames), InvokeModel (and its

@@ -103,6 +103,8 @@ pub struct Config {
     pub provider_base_urls: BTreeMap<String, Sourced<String>>,
     /// Provider id → shared endpoints added by the configuration file.
     pub shared_endpoints: BTreeMap<String, Sourced<Vec<String>>>,
+    /// Provider id → the model a call naming none gets (instead of the catalog's).
+    pub default_models: BTreeMap<String, Sourced<String>>,
     pub validation_timeout: Sourced<Duration>,
     /// Request headers must arrive within this (also an idle keep-alive connection's life).
     pub header_timeout: Sourced<Duration>,
@@ -149,6 +151,8 @@ struct ProviderOverride {
     /// Added to the provider's shared endpoints (`METHOD /pattern`).
     #[serde(default)]
     shared_endpoints: Vec<String>,
+    /// The model a call naming none gets, instead of the catalog's default.
+    default_model: Option<String>,
 }
 
 /// Flags that override everything else.
@@ -291,12 +295,16 @@ impl Config {
         let builtin = Catalog::builtin().context("the built-in provider catalog")?;
         let mut provider_base_urls = BTreeMap::new();
         let mut shared_endpoints = BTreeMap::new();
+        let mut default_models = BTreeMap::new();
         for (id, over) in file.providers {
             if builtin.get(&id).is_none() {
                 bail!("providers.{id} (from {file_source}): `{id}` is not a provider");
             }
             if !over.shared_endpoints.is_empty() {
                 shared_endpoints.insert(id.clone(), Sourced::new(over.shared_endpoints, file_source.clone()));
+            }
+            if let Some(model) = over.default_model.filter(|m| !m.trim().is_empty()) {
+                default_models.insert(id.clone(), Sourced::new(model.trim().to_owned(), file_source.clone()));
             }
             if let Some(url) = over.base_url {
                 provider_base_urls.insert(id, Sourced::new(url, file_source.clone()));
@@ -339,6 +347,7 @@ impl Config {
             jwt_audience,
             provider_base_urls,
             shared_endpoints,
+            default_models,
             validation_timeout,
             header_timeout,
             body_timeout,
@@ -360,6 +369,11 @@ impl Config {
             catalog
                 .add_shared_endpoints(id, &endpoints.value)
                 .with_context(|| format!("providers.{id}.shared_endpoints (from {})", endpoints.source))?;
+        }
+        for (id, model) in &self.default_models {
+            catalog
+                .set_default_model(id, &model.value)
+                .with_context(|| format!("providers.{id}.default_model (from {})", model.source))?;
         }
         Ok(catalog)
     }
@@ -435,6 +449,9 @@ impl Config {
         for (id, url) in &self.provider_base_urls {
             lines.push(line(&format!("providers.{id}.base_url"), &url.value, &url.source));
         }
+        for (id, model) in &self.default_models {
+            lines.push(line(&format!("providers.{id}.default_model"), &model.value, &model.source));
+        }
         lines.join("\n")
     }
 }
@@ -503,6 +520,18 @@ mod tests {
         assert!(msg.contains("bad.toml") && msg.contains("listn"), "{msg}");
         let err = load(&[("KEYGATE_CONFIG", "/does/not/exist.toml")], Overrides::default()).unwrap_err();
         assert!(format!("{err:#}").contains("named by KEYGATE_CONFIG"));
+    }
+
+    #[test]
+    fn a_deployment_chooses_a_providers_default_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, "[providers.openai]\ndefault_model = \"gpt-5-mini\"\n").unwrap();
+        let c = load(&[("KEYGATE_CONFIG", &path.display().to_string())], Overrides::default()).unwrap();
+        let catalog = c.catalog().unwrap();
+        assert_eq!(catalog.get("openai").unwrap().default_model.as_deref(), Some("gpt-5-mini"));
+        assert_eq!(catalog.get("anthropic").unwrap().default_model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+        assert!(c.describe().contains("providers.openai.default_model"), "{}", c.describe());
     }
 
     #[test]

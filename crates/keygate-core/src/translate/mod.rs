@@ -5,7 +5,11 @@
 //!   (`provider/model`, a bare catalog model id, a bare provider id, `auto`);
 //! - [`anthropic`]: an OpenAI chat request to an Anthropic Messages request, a Messages
 //!   answer to a chat completion, and Messages SSE events to `chat.completion.chunk`s
-//!   (a small state machine, [`anthropic::Stream`]).
+//!   (a small state machine, [`anthropic::Stream`]);
+//! - [`gemini`]: the same for Gemini's `generateContent` / `streamGenerateContent`
+//!   ([`gemini::Stream`]);
+//! - [`bedrock`]: the same for AWS Bedrock's Converse / ConverseStream (events decoded
+//!   from AWS event-stream frames by the caller, [`bedrock::Stream`]).
 //!
 //! Parameters a provider cannot honour are dropped or refused by a documented rule
 //! (README, "One API for every model"), never silently changed in meaning; a refusal is
@@ -14,8 +18,12 @@
 //! Not for: sending anything, or deciding who pays (the gateway does).
 
 pub mod anthropic;
+pub mod bedrock;
+pub mod gemini;
 mod route;
 
+#[cfg(test)]
+mod gemini_tests;
 #[cfg(test)]
 mod tests;
 

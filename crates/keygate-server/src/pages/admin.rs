@@ -139,6 +139,7 @@ struct PolicyDraft {
     demo_tokens_per_day: String,
     demo_days: String,
     provider_priority: String,
+    auto_fallback: bool,
     max_keys_per_user: String,
     reject_invalid_keys: bool,
     guard_mode: String,
@@ -197,6 +198,7 @@ impl PolicyDraft {
             demo_tokens_per_day: p.demo.tokens_per_day.to_string(),
             demo_days: p.demo.days.to_string(),
             provider_priority: p.provider_priority.join(", "),
+            auto_fallback: p.auto_fallback,
             max_keys_per_user: p.max_keys_per_user.to_string(),
             reject_invalid_keys: p.reject_invalid_keys,
             guard_mode: p.prompt_guard.mode.as_str().to_owned(),
@@ -224,6 +226,7 @@ impl PolicyDraft {
             demo_tokens_per_day: f.get("demo_tokens_per_day").to_owned(),
             demo_days: f.get("demo_days").to_owned(),
             provider_priority: f.get("provider_priority").to_owned(),
+            auto_fallback: f.checked("auto_fallback"),
             max_keys_per_user: f.get("max_keys_per_user").to_owned(),
             reject_invalid_keys: f.checked("reject_invalid_keys"),
             guard_mode: f.get("guard_mode").to_owned(),
@@ -268,6 +271,7 @@ impl PolicyDraft {
                 }),
                 kinds: self.guard_kinds.clone(),
             },
+            auto_fallback: self.auto_fallback,
         };
         if problems.is_empty() {
             Ok(policy)
@@ -482,6 +486,15 @@ async fn render_settings(
                 p.muted.small #provider_priority-help {
                     "Provider ids, comma separated: unified calls that name no provider try them in this order. Known ids: "
                     @for (i, id) in providers.iter().enumerate() { @if i > 0 { ", " } code { (id) } }
+                }
+                label.choice for="auto_fallback" {
+                    input id="auto_fallback" name="auto_fallback" type="checkbox" value="on" checked[d.auto_fallback]
+                        aria-describedby="auto_fallback-help";
+                    " Fall back to the next provider"
+                }
+                p.muted.small #auto_fallback-help {
+                    "When an " code { "auto" } " call's provider answers 429 or 5xx before anything reached the caller, "
+                    "try the next provider in this order that has a key for the caller."
                 }
                 label for="max_keys_per_user" { "Keys per person " span.muted { "(personal keys one user may hold)" } }
                 input id="max_keys_per_user" name="max_keys_per_user" type="number" min="1" step="1" inputmode="numeric"

@@ -108,9 +108,3 @@ pub(crate) fn error_page(e: ApiError) -> Response {
     };
     layout::html_response(e.status, layout::document(title, body))
 }
-
-impl From<session::SignIn> for Response {
-    fn from(value: session::SignIn) -> Self {
-        value.into_response()
-    }
-}

@@ -209,6 +209,30 @@ fn generates(path: &str) -> bool {
         || path == "messages"
 }
 
+/// Whether a call's JSON body names its model (OpenAI-shaped providers and Anthropic, on
+/// their inference and embedding paths; Gemini and Bedrock name it in the path instead).
+pub(crate) fn takes_model(dialect: Dialect, method: &axum::http::Method, path: &str) -> bool {
+    matches!(dialect, Dialect::OpenAi | Dialect::Anthropic)
+        && method == axum::http::Method::POST
+        && (generates(path) || path.trim_end_matches('/').ends_with("embeddings"))
+}
+
+/// The body with `model` set to `model` if it is a JSON object that names none; any other
+/// body (one naming a model, not JSON, not an object) comes back unchanged.
+pub(crate) fn with_model(body: Bytes, model: &str) -> Bytes {
+    if Peek::of(&body).model.is_some() || body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return body;
+    }
+    rewrite(body, |obj| {
+        if obj.contains_key("model") {
+            return false; // `"model": null` or a number: the caller's, left alone
+        }
+        obj.insert("model".into(), Value::String(model.to_owned()));
+        true
+    })
+    .0
+}
+
 /// Images a request body carries, counted by the markers each dialect uses (a mention
 /// in ordinary text counts too: the reservation errs on the side of too many).
 fn count_images(body: &[u8]) -> u64 {
@@ -319,6 +343,23 @@ mod tests {
             "v1/messages",
         );
         assert_eq!(s.images, 3, "markers are counted, erring high");
+    }
+
+    #[test]
+    fn a_missing_model_is_filled_in_and_a_named_one_never_changed() {
+        let filled = with_model(Bytes::from_static(br#"{"messages":[]}"#), "m-1");
+        assert_eq!(serde_json::from_slice::<Value>(&filled).unwrap(), json!({"messages": [], "model": "m-1"}));
+        for untouched in [&br#"{"model":"mine","messages":[]}"#[..], br#"{"model":null}"#, b"[1]", b"not json", b""] {
+            assert_eq!(&with_model(Bytes::copy_from_slice(untouched), "m-1")[..], untouched);
+        }
+        let post = axum::http::Method::POST;
+        assert!(takes_model(Dialect::OpenAi, &post, "v1/chat/completions"));
+        assert!(takes_model(Dialect::OpenAi, &post, "v1/embeddings"));
+        assert!(takes_model(Dialect::Anthropic, &post, "v1/messages"));
+        assert!(!takes_model(Dialect::OpenAi, &axum::http::Method::GET, "v1/models"));
+        assert!(!takes_model(Dialect::OpenAi, &post, "v1/moderations"));
+        assert!(!takes_model(Dialect::Gemini, &post, "v1beta/models/g:generateContent"));
+        assert!(!takes_model(Dialect::Bedrock, &post, "model/m/converse"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 
 type Upstream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
-pub(super) struct Framed {
+pub(crate) struct Framed {
     inner: Upstream,
     echo: Option<Arc<EchoScrubber>>,
     buffer: Vec<u8>,

@@ -63,6 +63,14 @@ async fn call(state: &AppState, provider: String, request: Request) -> Result<Re
     if let Some(redacted) = guarded.body.take() {
         buffered.bytes = axum::body::Bytes::from(redacted); // its length is the one sent
     }
+    // A JSON body without `model`, to a provider that takes it in the body: the key's
+    // model override, else the provider's default (a body naming a model is never changed).
+    if body::takes_model(incoming.dialect, &incoming.method, incoming.path.decoded()) {
+        let fill = resolved.credential.model.as_deref().or(resolved.provider.default_model.as_deref());
+        if let Some(model) = fill {
+            buffered.bytes = body::with_model(std::mem::take(&mut buffered.bytes), model);
+        }
+    }
     let peek = body::Peek::of(&buffered.bytes);
     let size = peek.size(&buffered.bytes, incoming.path.decoded());
     let model = incoming.model(peek.model.as_deref());

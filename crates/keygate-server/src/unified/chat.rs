@@ -23,11 +23,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use keygate_core::proxypath::ProxyPath;
 use keygate_core::resolution::PaymentPolicy;
-use keygate_core::translate::{anthropic, route, Refused, Route};
+use keygate_core::translate::{anthropic, bedrock, gemini, route, Refused, Route};
 use keygate_core::usage::{Dialect, Report, Tokens};
 use keygate_service::Principal;
 use keygate_vault::redact::scrub;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Which unified call this is.
@@ -65,11 +66,63 @@ async fn call(state: &AppState, kind: Kind, request: Request) -> Result<Response
         .filter(Value::is_object)
         .ok_or_else(|| invalid("the body must be a JSON object in OpenAI's format"))?;
     let named = request.get("model").and_then(Value::as_str).unwrap_or("");
-    let (provider, model) = match route(named, state.services.catalog()).map_err(refused)? {
+    let routed = route(named, state.services.catalog()).map_err(refused)?;
+    let fallback = routed == Route::Auto && state.services.policy().auto_fallback;
+    let (mut provider, model) = match routed {
         Route::Model { provider, model } => (provider, Some(model)),
         Route::Provider(provider) => (provider, None),
         Route::Auto => (auto(state, &principal, policy, kind).await?, None),
     };
+    // `auto` with fallback on: a provider that answers 429 or 5xx before anything reached
+    // the caller hands the call to the next provider in the priority order with a key for
+    // the caller; the last one's answer is relayed whatever it is.
+    let mut buffered = Arc::new(buffered);
+    loop {
+        let next = if fallback { next_auto(state, &principal, policy, kind, Some(&provider)).await? } else { None };
+        let kept = next.as_ref().map(|_| (Arc::clone(&buffered), request.clone()));
+        let attempted = Attempt { kind, started, principal: principal.clone(), policy, may_fall_back: next.is_some() };
+        match attempt(state, attempted, buffered, request, provider, model.clone()).await? {
+            Attempted::Answered(reply) => return Ok(reply),
+            Attempted::FellBack => {}
+        }
+        let (Some(next), Some((body, json))) = (next, kept) else {
+            return Err(ApiError::internal(&"a unified call fell back with no provider left"));
+        };
+        (provider, buffered, request) = (next, body, json);
+    }
+}
+
+/// One provider's try at a unified call (several for `auto` with fallback on).
+struct Attempt {
+    kind: Kind,
+    started: Instant,
+    principal: Principal,
+    policy: PaymentPolicy,
+    /// Whether a 429 or 5xx hands the call to the next provider instead of being relayed.
+    may_fall_back: bool,
+}
+
+enum Attempted {
+    Answered(Response),
+    /// The provider answered 429 or 5xx (or could not be reached); the attempt is settled
+    /// and metered as a failed call, and nothing reached the caller.
+    FellBack,
+}
+
+/// Whether a provider's answer lets `auto` try the next provider.
+fn falls_back(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+async fn attempt(
+    state: &AppState,
+    attempt: Attempt,
+    buffered: Arc<body::Buffered>,
+    mut request: Value,
+    provider: String,
+    model: Option<String>,
+) -> Result<Attempted, ApiError> {
+    let Attempt { kind, started, principal, policy, may_fall_back } = attempt;
     let speaks = speaks(&provider).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -80,6 +133,9 @@ async fn call(state: &AppState, kind: Kind, request: Request) -> Result<Response
     let path = match (kind, speaks) {
         (Kind::Chat, Speaks::OpenAi { chat, .. }) if !chat.is_empty() => chat,
         (Kind::Chat, Speaks::Anthropic) => anthropic::PATH,
+        // The model is known only once the credential is: set below.
+        (Kind::Chat, Speaks::Gemini) => gemini::RESOLVE_PATH,
+        (Kind::Chat, Speaks::Bedrock) => bedrock::RESOLVE_PATH,
         (Kind::Embeddings, Speaks::OpenAi { embeddings: Some(path), .. }) => path,
         _ => {
             let what = if kind == Kind::Chat { "chat completions" } else { "embeddings" };
@@ -87,7 +143,7 @@ async fn call(state: &AppState, kind: Kind, request: Request) -> Result<Response
         }
     };
     let dialect = Dialect::of(&provider);
-    let incoming = Incoming {
+    let mut incoming = Incoming {
         principal,
         path: ProxyPath::parse(path).map_err(|_| ApiError::internal(&"a unified path is invalid"))?,
         provider,
@@ -111,13 +167,30 @@ async fn call(state: &AppState, kind: Kind, request: Request) -> Result<Response
         .ok_or_else(|| invalid(format!("name a model: `{}/<model>`", incoming.provider)))?;
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
-    let translate = speaks == Speaks::Anthropic;
-    let outbound = if translate {
-        anthropic::request(&request, &model).map_err(refused)?
+    let gemini_path;
+    let bedrock_path;
+    let path = if speaks == Speaks::Bedrock {
+        bedrock_path = bedrock::path(&model, stream).map_err(refused)?;
+        incoming.path = ProxyPath::parse(&bedrock_path).map_err(|_| invalid("the Bedrock model id is invalid"))?;
+        bedrock_path.as_str()
+    } else if speaks == Speaks::Gemini {
+        gemini_path = gemini::path(&model, stream).map_err(refused)?;
+        incoming.path = ProxyPath::parse(&gemini_path).map_err(|_| ApiError::internal(&"a Gemini path is invalid"))?;
+        incoming.query = stream.then(|| gemini::STREAM_QUERY.to_owned());
+        gemini_path.as_str()
     } else {
-        let mut passed = request;
-        passed["model"] = Value::String(model.clone());
-        passed
+        path
+    };
+    let translate = matches!(speaks, Speaks::Anthropic | Speaks::Gemini | Speaks::Bedrock);
+    let outbound = match speaks {
+        Speaks::Anthropic => anthropic::request(&request, &model).map_err(refused)?,
+        Speaks::Gemini => gemini::request(&request, &model).map_err(refused)?,
+        Speaks::Bedrock => bedrock::request(&request).map_err(refused)?,
+        _ => {
+            let mut passed = request;
+            passed["model"] = Value::String(model.clone());
+            passed
+        }
     };
     let outbound = Bytes::from(serde_json::to_vec(&outbound).map_err(|e| ApiError::internal(&e))?);
     let peek = body::Peek::of(&outbound);
@@ -148,13 +221,27 @@ async fn call(state: &AppState, kind: Kind, request: Request) -> Result<Response
         Err(e) => {
             state.metrics.request(&finish.call.provider.id, finish.call.source.as_str(), 0);
             finish.settle(Tokens::default());
+            if may_fall_back && falls_back(e.status) {
+                tracing::info!(provider = %incoming.provider, code = e.code, "auto: falling back to the next provider");
+                return Ok(Attempted::FellBack);
+            }
             return Err(e);
         }
     };
+    if may_fall_back && falls_back(sent.response.status()) {
+        let status = sent.response.status();
+        state.metrics.request(&finish.call.provider.id, finish.call.source.as_str(), status.as_u16());
+        finish.status = Some(status);
+        finish.settle(Tokens::default());
+        tracing::info!(provider = %incoming.provider, status = status.as_u16(), "auto: falling back to the next provider");
+        return Ok(Attempted::FellBack);
+    }
     drop(buffered);
     state.metrics.upstream_latency(&finish.call.provider.id, sent_at.elapsed());
-    let mut reply = if translate {
-        translated(state, finish, sent, stream, include_usage, &model).await?
+    let mut reply = if speaks == Speaks::Bedrock {
+        super::bedrock::translated(state, finish, sent, stream, include_usage, &model).await?
+    } else if translate {
+        translated(state, finish, sent, stream, include_usage, &model, speaks).await?
     } else {
         relay::answer(state, finish, sent, dialect, strip_usage_chunk).await?
     };
@@ -169,26 +256,16 @@ async fn call(state: &AppState, kind: Kind, request: Request) -> Result<Response
     if let Some(value) = guarded.header().and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(keygate_service::guard::HEADER, value);
     }
-    Ok(reply)
+    Ok(Attempted::Answered(reply))
 }
 
 /// `auto`: the first provider in the policy's priority order that the unified endpoint
 /// serves for `kind` and for which the chain yields the caller a credential.
 async fn auto(state: &AppState, principal: &Principal, policy: PaymentPolicy, kind: Kind) -> Result<String, ApiError> {
-    let priority = state.services.policy().provider_priority.clone();
-    for provider in &priority {
-        let served = match speaks(provider) {
-            Some(Speaks::OpenAi { chat, embeddings }) => match kind {
-                Kind::Chat => !chat.is_empty(),
-                Kind::Embeddings => embeddings.is_some(),
-            },
-            Some(Speaks::Anthropic) => kind == Kind::Chat,
-            None => false,
-        };
-        if served && state.services.explain(principal, provider, policy).await?.chosen.is_some() {
-            return Ok(provider.clone());
-        }
+    if let Some(provider) = next_auto(state, principal, policy, kind, None).await? {
+        return Ok(provider);
     }
+    let priority = state.services.policy().provider_priority.clone();
     Err(ApiError::new(
         StatusCode::FORBIDDEN,
         "no_credential",
@@ -199,12 +276,41 @@ async fn auto(state: &AppState, principal: &Principal, policy: PaymentPolicy, ki
     ))
 }
 
-fn unix_now() -> u64 {
+/// The first provider after `after` (from the start: `None`) in the policy's priority
+/// order that the unified endpoint serves for `kind` and for which the chain yields the
+/// caller a credential.
+async fn next_auto(
+    state: &AppState,
+    principal: &Principal,
+    policy: PaymentPolicy,
+    kind: Kind,
+    after: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let priority = state.services.policy().provider_priority.clone();
+    let from = after.and_then(|a| priority.iter().position(|p| p == a)).map_or(0, |i| i + 1);
+    for provider in &priority[from.min(priority.len())..] {
+        let served = match speaks(provider) {
+            Some(Speaks::OpenAi { chat, embeddings }) => match kind {
+                Kind::Chat => !chat.is_empty(),
+                Kind::Embeddings => embeddings.is_some(),
+            },
+            Some(Speaks::Anthropic | Speaks::Gemini | Speaks::Bedrock) => kind == Kind::Chat,
+            None => false,
+        };
+        if served && state.services.explain(principal, provider, policy).await?.chosen.is_some() {
+            return Ok(Some(provider.clone()));
+        }
+    }
+    Ok(None)
+}
+
+pub(super) fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// An Anthropic answer, translated: an error in OpenAI's shape, a stream chunk by chunk,
-/// or a whole message. Metered from Anthropic's own usage, as passthrough meters it.
+/// An Anthropic or Gemini answer, translated: an error in OpenAI's shape, a stream chunk
+/// by chunk, or a whole message. Metered from the provider's own usage, as passthrough
+/// meters it.
 async fn translated(
     state: &AppState,
     mut finish: Finish,
@@ -212,7 +318,10 @@ async fn translated(
     stream: bool,
     include_usage: bool,
     model: &str,
+    speaks: Speaks,
 ) -> Result<Response, ApiError> {
+    let gemini = speaks == Speaks::Gemini;
+    let dialect = if gemini { Dialect::Gemini } else { Dialect::Anthropic };
     let Sent { response, echo } = sent;
     let status = response.status();
     state.metrics.request(&finish.call.provider.id, finish.call.source.as_str(), status.as_u16());
@@ -228,7 +337,9 @@ async fn translated(
             state.services.mark_rejected(&finish.call, status.as_u16()).await;
         }
         finish.settle(Tokens::default());
-        let text = scrub(&anthropic::error(status.as_u16(), &bytes).to_string()).into_owned();
+        let error =
+            if gemini { gemini::error(status.as_u16(), &bytes) } else { anthropic::error(status.as_u16(), &bytes) };
+        let text = scrub(&error.to_string()).into_owned();
         let mut reply = (status, text).into_response();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(v) = retry_after {
@@ -244,25 +355,34 @@ async fn translated(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     let body = if stream && sse {
-        let metered = Metered::new(Box::pin(response.bytes_stream()), Dialect::Anthropic, false, echo, finish);
+        let metered = Metered::new(Box::pin(response.bytes_stream()), dialect, false, echo, finish);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        Body::from_stream(Translating::new(metered, anthropic::Stream::new(model, unix_now(), include_usage)))
+        if gemini {
+            Body::from_stream(Translating::new(metered, gemini::Stream::new(model, unix_now(), include_usage)))
+        } else {
+            Body::from_stream(Translating::new(metered, anthropic::Stream::new(model, unix_now(), include_usage)))
+        }
     } else {
         let message = read_whole(response, &mut finish, echo.as_deref()).await?;
         let mut tokens = Tokens::default();
         if let Some(report) = Report::parse(&message) {
-            tokens.observe(Dialect::Anthropic, &report);
+            tokens.observe(dialect, &report);
             if let Some(m) = report.model() {
                 finish.model = Some(m);
             }
         }
         finish.settle(tokens);
         let message: Value = serde_json::from_slice(&message).map_err(|_| {
-            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_invalid", "Anthropic's answer was not JSON")
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_invalid", "the provider's answer was not JSON")
         })?;
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        Body::from(anthropic::response(&message, unix_now()).to_string())
+        let reply = if gemini {
+            gemini::response(&message, model, unix_now())
+        } else {
+            anthropic::response(&message, unix_now())
+        };
+        Body::from(reply.to_string())
     };
     let mut reply = Response::new(body);
     *reply.headers_mut() = headers;
@@ -271,7 +391,7 @@ async fn translated(
 
 /// A non-streamed answer, read whole (within the metered maximum) and scrubbed of the
 /// key that was sent.
-async fn read_whole(
+pub(super) async fn read_whole(
     response: reqwest::Response,
     finish: &mut Finish,
     echo: Option<&keygate_vault::echo::EchoScrubber>,

@@ -5,14 +5,17 @@
 //!   ([`keygate_core::translate::route`]); the call then runs the passthrough's stages
 //!   (`proxy::{body, upstream, relay, sse, settle}`) with the same resolution chain,
 //!   limits, metering and `x-keygate-*` headers, plus `x-keygate-provider`. OpenAI and
-//!   OpenRouter are passed through (only `model` rewritten); Anthropic is translated
-//!   ([`keygate_core::translate::anthropic`], streams through [`stream::Translating`]).
+//!   OpenRouter are passed through (only `model` rewritten); Anthropic and Gemini are
+//!   translated ([`keygate_core::translate::anthropic`], [`keygate_core::translate::gemini`],
+//!   streams through [`stream::Translating`]); Bedrock through Converse ([`bedrock`],
+//!   event streams through [`stream::Frames`]).
 //! - `POST /v1/embeddings`: passed through to OpenAI-shaped providers (OpenAI, Voyage).
 //! - `GET /v1/models` ([`models`]): the `provider/model` ids the caller can use now.
 //! - Every error on `/v1/*` in OpenAI's shape ([`error::OpenAiError`]).
 //!
 //! Not for: rules (the gateway decides who pays) or translation itself (pure, in core).
 
+mod bedrock;
 mod chat;
 mod error;
 mod models;
@@ -36,16 +39,22 @@ pub(crate) enum Speaks {
     OpenAi { chat: &'static str, embeddings: Option<&'static str> },
     /// Anthropic Messages: translated.
     Anthropic,
+    /// AWS Bedrock Converse / ConverseStream: translated, signed with SigV4.
+    Bedrock,
+    /// Gemini `generateContent` / `streamGenerateContent`: translated.
+    Gemini,
 }
 
-/// The providers the unified endpoint serves, and how. Others (Gemini, Bedrock) answer
-/// `501 not_implemented` until they are translated.
+/// The providers the unified endpoint serves, and how. Others answer
+/// `501 not_implemented`.
 pub(crate) fn speaks(provider: &str) -> Option<Speaks> {
     match provider {
         "openai" => Some(Speaks::OpenAi { chat: "v1/chat/completions", embeddings: Some("v1/embeddings") }),
         "openrouter" => Some(Speaks::OpenAi { chat: "api/v1/chat/completions", embeddings: Some("api/v1/embeddings") }),
         "voyage" => Some(Speaks::OpenAi { chat: "", embeddings: Some("v1/embeddings") }),
         "anthropic" => Some(Speaks::Anthropic),
+        "bedrock" => Some(Speaks::Bedrock),
+        "gemini" => Some(Speaks::Gemini),
         _ => None,
     }
 }

@@ -1,29 +1,78 @@
-//! [`Translating`]: an Anthropic stream on its way to an OpenAI SDK. The passthrough's
-//! [`Metered`] reads usage and scrubs each whole event; each event is then translated
-//! ([`anthropic::Stream`]) into `chat.completion.chunk`s, `data: [DONE]` at the end. A
-//! stream that breaks off, or ends before `message_stop`, ends with an error event
+//! [`Translating`]: an Anthropic or Gemini stream on its way to an OpenAI SDK. The
+//! passthrough's [`Metered`] reads usage and scrubs each whole event; each event is then
+//! translated ([`anthropic::Stream`], [`gemini::Stream`]) into `chat.completion.chunk`s,
+//! `data: [DONE]` at the end. A stream that breaks off, or ends before it is complete
+//! (Anthropic's `message_stop`; every Gemini candidate finished), ends with an error event
 //! (`data: {"error": {...}}`), never a silent truncation.
 
+use crate::proxy::eventstream::Framed;
 use crate::proxy::sse::Metered;
 use axum::body::Bytes;
 use futures_util::Stream;
+use keygate_core::eventstream;
 use keygate_core::translate::anthropic::{self, Out};
+use keygate_core::translate::bedrock;
+use keygate_core::translate::gemini;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+/// The state machine that translates one provider's events.
+pub(super) enum Machine {
+    Anthropic(anthropic::Stream),
+    /// Gemini sends no end event: its stream is complete when it ends after every
+    /// candidate finished.
+    Gemini(gemini::Stream),
+}
+
+impl Machine {
+    fn event(&mut self, data: &Value) -> Vec<Out> {
+        match self {
+            Machine::Anthropic(s) => s.event(data),
+            Machine::Gemini(s) => s.event(data),
+        }
+    }
+
+    fn cut(&mut self, why: &str) -> Vec<Out> {
+        match self {
+            Machine::Anthropic(s) => s.cut(why),
+            Machine::Gemini(s) => s.cut(why),
+        }
+    }
+
+    /// The provider ended the stream.
+    fn end(&mut self) -> Vec<Out> {
+        match self {
+            Machine::Anthropic(s) => s.cut("the provider's stream ended before it was complete"),
+            Machine::Gemini(s) => s.end(),
+        }
+    }
+}
+
+impl From<anthropic::Stream> for Machine {
+    fn from(s: anthropic::Stream) -> Self {
+        Machine::Anthropic(s)
+    }
+}
+
+impl From<gemini::Stream> for Machine {
+    fn from(s: gemini::Stream) -> Self {
+        Machine::Gemini(s)
+    }
+}
+
 pub(super) struct Translating {
     inner: Metered,
-    state: anthropic::Stream,
+    state: Machine,
     pending: VecDeque<Bytes>,
     /// The metered stream has ended: nothing more comes.
     ended: bool,
 }
 
 impl Translating {
-    pub fn new(inner: Metered, state: anthropic::Stream) -> Self {
-        Self { inner, state, pending: VecDeque::new(), ended: false }
+    pub fn new(inner: Metered, state: impl Into<Machine>) -> Self {
+        Self { inner, state: state.into(), pending: VecDeque::new(), ended: false }
     }
 
     fn emit(&mut self, outs: Vec<Out>) {
@@ -72,6 +121,79 @@ impl Stream for Translating {
                 Poll::Ready(Some(Ok(event))) => this.event(&event),
                 Poll::Ready(Some(Err(_))) => {
                     // Metered has settled what passed; the caller learns the stream broke.
+                    let outs = this.state.cut("the provider's stream broke off before it was complete");
+                    this.emit(outs);
+                    this.ended = true;
+                }
+                Poll::Ready(None) => {
+                    let outs = this.state.end();
+                    this.emit(outs);
+                    this.ended = true;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A Bedrock ConverseStream on its way to an OpenAI SDK. The passthrough's [`Framed`]
+/// checks each event-stream message, reads usage from `metadata` and scrubs it; each
+/// message is then decoded and translated ([`bedrock::Stream`]) into
+/// `chat.completion.chunk`s, `data: [DONE]` at the end. An exception message, or a
+/// stream that breaks off or ends before its answer is whole, ends with an error event.
+pub(super) struct Frames {
+    inner: Framed,
+    state: bedrock::Stream,
+    pending: VecDeque<Bytes>,
+    ended: bool,
+}
+
+impl Frames {
+    pub fn new(inner: Framed, state: bedrock::Stream) -> Self {
+        Self { inner, state, pending: VecDeque::new(), ended: false }
+    }
+
+    fn emit(&mut self, outs: Vec<Out>) {
+        for out in outs {
+            let framed = match out {
+                Out::Chunk(v) | Out::Error(v) => format!("data: {v}\n\n"),
+                Out::Done => "data: [DONE]\n\n".to_owned(),
+            };
+            self.pending.push_back(Bytes::from(framed));
+        }
+    }
+
+    /// One whole message (Framed relays exactly one per item).
+    fn message(&mut self, frame: &[u8]) {
+        let Ok(message) = eventstream::decode(frame) else {
+            let outs = self.state.cut("the provider's event stream is malformed");
+            return self.emit(outs);
+        };
+        let payload: Value = serde_json::from_slice(message.payload).unwrap_or(Value::Null);
+        let outs = match message.header(":message-type").unwrap_or("event") {
+            "event" => self.state.event(message.header(":event-type").unwrap_or(""), &payload),
+            _ => self.state.exception(message.header(":exception-type").unwrap_or(""), &payload),
+        };
+        self.emit(outs);
+    }
+}
+
+impl Stream for Frames {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(bytes) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(bytes)));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Ready(Some(Ok(frame))) => this.message(&frame),
+                Poll::Ready(Some(Err(_))) => {
+                    // Framed has settled what passed; the caller learns the stream broke.
                     let outs = this.state.cut("the provider's stream broke off before it was complete");
                     this.emit(outs);
                     this.ended = true;

@@ -9,6 +9,7 @@ mod bedrock;
 mod connections;
 mod containment;
 mod errors;
+mod fallback;
 mod guard;
 mod health;
 mod keys;

@@ -20,6 +20,9 @@ both_backends!(
     a_change_made_through_one_replica_reaches_the_others_at_their_next_poll,
     upstream_faults_come_back_clear_and_scrubbed,
     unauthenticated_calls_reach_nothing_and_write_nothing,
+    a_body_without_a_model_gets_the_keys_model,
+    a_body_without_a_model_gets_the_providers_default,
+    a_body_naming_a_model_is_never_changed,
 );
 
 async fn the_users_key_is_injected_and_the_token_never_reaches_the_provider(db: TestDb) {
@@ -741,4 +744,78 @@ async fn a_key_without_a_known_shape_is_still_scrubbed_from_relayed_errors(db: T
     let reply = h.send(request).await;
     assert_eq!(reply.status, 401, "{}", reply.text);
     assert!(reply.text.contains("Incorrect API key provided: [REDACTED]"), "{}", reply.text);
+}
+
+/// The model each request the mock saw named in its body.
+fn models_sent(h: &Harness) -> Vec<Option<String>> {
+    h.mock
+        .requests()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.body).ok().and_then(|b| b["model"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+async fn a_body_without_a_model_gets_the_keys_model(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-"), "model": "gpt-4.1-mini"})).await;
+    h.add_key(
+        &alice,
+        json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-"), "model": "claude-haiku-4-5"}),
+    )
+    .await;
+    h.mock.clear_requests();
+
+    let chat = json!({"max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let reply = h.proxy(&alice.token, "openai", "v1/chat/completions", chat.clone(), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let streamed = json!({"stream": true, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let reply = h.proxy(&alice.token, "anthropic", "v1/messages", streamed, &[]).await;
+    assert!(reply.text.contains("message_stop"), "{}", reply.text);
+    assert_eq!(
+        models_sent(&h),
+        [Some("gpt-4.1-mini".to_owned()), Some("claude-haiku-4-5".to_owned())],
+        "the key's model override, in a body whose length is the one sent"
+    );
+    let sent: serde_json::Value = serde_json::from_str(&h.mock.requests()[0].body).unwrap();
+    assert_eq!(sent["messages"][0]["content"], "hi", "the rest of the body is kept");
+    // Not a generation or embedding call: nothing is added.
+    h.mock.clear_requests();
+    h.proxy(&alice.token, "openai", "v1/moderations", json!({"input": "hi"}), &[]).await;
+    assert_eq!(models_sent(&h), [None]);
+
+    h.flush().await;
+    let by_model = h.get("/api/v1/usage?group_by=model", &alice.token).await;
+    let models: Vec<&str> =
+        by_model.json["rows"].as_array().unwrap().iter().filter_map(|r| r["key"].as_str()).collect();
+    assert!(models.contains(&"gpt-4.1-mini") && models.contains(&"claude-haiku-4-5"), "metered by it: {models:?}");
+}
+
+async fn a_body_without_a_model_gets_the_providers_default(db: TestDb) {
+    let h = Harness::new(db).await;
+    let bob = h.user("bob@example.com").await;
+    h.add_key(&bob, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    h.add_key(&bob, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+    h.mock.clear_requests();
+    let default = |id: &str| h.services().catalog().get(id).unwrap().default_model.clone().unwrap();
+
+    let chat = json!({"max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(h.proxy(&bob.token, "openai", "v1/chat/completions", chat.clone(), &[]).await.status, 200);
+    assert_eq!(h.proxy(&bob.token, "anthropic", "v1/messages", chat, &[]).await.status, 200);
+    assert_eq!(models_sent(&h), [Some(default("openai")), Some(default("anthropic"))]);
+}
+
+async fn a_body_naming_a_model_is_never_changed(db: TestDb) {
+    let h = Harness::new(db).await;
+    let carol = h.user("carol@example.com").await;
+    h.add_key(&carol, json!({"provider": "openai", "secret": h.valid_key("sk-proj-"), "model": "gpt-4.1-mini"})).await;
+    h.mock.clear_requests();
+
+    let body = json!({"model": "gpt-4o", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let reply = h.proxy(&carol.token, "openai", "v1/chat/completions", body.clone(), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let seen = h.mock.requests();
+    assert_eq!(seen[0].body, body.to_string(), "the caller's bytes, unchanged");
 }
