@@ -41,18 +41,19 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 OPENAI_KEY="sk-proj-sdkCANARY$(date +%s)0000000001"
 ANTHROPIC_KEY="sk-ant-api03-sdkCANARY$(date +%s)000001"
 GEMINI_KEY="AIzaSy-sdkCANARY$(date +%s)00000000001"
+VOYAGE_KEY="pa-sdkCANARY$(date +%s)0000000001"
 # An AWS credential the mock verifies SigV4 signatures with (Bedrock behind /v1).
 export AWS_KEY_ID="AKIASDK$(date +%s)000"
 AWS_SECRET="sdkCANARY$(date +%s)000000000000000000000"
 mock_port=$(free_port)
-target/debug/keygate-mock --listen "127.0.0.1:$mock_port" --valid-key "$OPENAI_KEY" --valid-key "$ANTHROPIC_KEY" --valid-key "$GEMINI_KEY" --aws-credential "$AWS_KEY_ID:$AWS_SECRET" >"$work/mock.log" 2>&1 &
+target/debug/keygate-mock --listen "127.0.0.1:$mock_port" --valid-key "$OPENAI_KEY" --valid-key "$ANTHROPIC_KEY" --valid-key "$GEMINI_KEY" --valid-key "$VOYAGE_KEY" --aws-credential "$AWS_KEY_ID:$AWS_SECRET" >"$work/mock.log" 2>&1 &
 pids+=($!)
 MOCK_URL="http://127.0.0.1:$mock_port"
 
 export KEYGATE_DATA_DIR="$work/data" KEYGATE_LOG=warn
 export KEYGATE_MASTER_KEY=$(target/debug/keygate keygen 2>/dev/null | tail -n1)
 export KEYGATE_PROVIDER_OPENAI_BASE_URL="$MOCK_URL" KEYGATE_PROVIDER_ANTHROPIC_BASE_URL="$MOCK_URL" KEYGATE_PROVIDER_GEMINI_BASE_URL="$MOCK_URL"
-export KEYGATE_PROVIDER_BEDROCK_BASE_URL="$MOCK_URL"
+export KEYGATE_PROVIDER_BEDROCK_BASE_URL="$MOCK_URL" KEYGATE_PROVIDER_VOYAGE_BASE_URL="$MOCK_URL"
 printf 'sdk-test-password-0001' | target/debug/keygate admin create --email sdk@example.com >/dev/null
 TOKEN=$(target/debug/keygate token create --user sdk@example.com --name sdk 2>/dev/null | tail -n1)
 # A second user with no key of their own, served by the operator's shared (demo) key.
@@ -73,13 +74,14 @@ add_key anthropic "$ANTHROPIC_KEY"
 curl -sf -X POST "$KEYGATE_URL/api/v1/keys" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
   -d "{\"provider\":\"bedrock\",\"secret\":{\"access_key_id\":\"$AWS_KEY_ID\",\"secret_access_key\":\"$AWS_SECRET\",\"region\":\"eu-west-3\"}}" >/dev/null
 add_key gemini "$GEMINI_KEY"
+add_key voyage "$VOYAGE_KEY"
 curl -sf -X POST "$KEYGATE_URL/api/v1/keys" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
   -d "{\"provider\":\"anthropic\",\"scope\":\"operator\",\"operator_shared\":true,\"secret\":\"$ANTHROPIC_KEY\"}" >/dev/null
 curl -sf -X DELETE "$MOCK_URL/__mock/requests" >/dev/null
 
 status=0
 if [ -z "${py_skip:-}" ]; then
-  KEYGATE_URL="$KEYGATE_URL" MOCK_URL="$MOCK_URL" KEYGATE_TOKEN="$TOKEN" DEMO_TOKEN="$DEMO_TOKEN" OPENAI_KEY="$OPENAI_KEY" ANTHROPIC_KEY="$ANTHROPIC_KEY" GEMINI_KEY="$GEMINI_KEY" \
+  KEYGATE_URL="$KEYGATE_URL" MOCK_URL="$MOCK_URL" KEYGATE_TOKEN="$TOKEN" DEMO_TOKEN="$DEMO_TOKEN" OPENAI_KEY="$OPENAI_KEY" ANTHROPIC_KEY="$ANTHROPIC_KEY" GEMINI_KEY="$GEMINI_KEY" VOYAGE_KEY="$VOYAGE_KEY" \
     "$venv/bin/python" -W ignore::DeprecationWarning tests/sdk/test_sdks.py | tee "$work/python.out" || status=1
 fi
 if [ -z "${node_skip:-}" ]; then

@@ -18,6 +18,7 @@ ANTHROPIC_KEY = os.environ["ANTHROPIC_KEY"]
 # A second user with no key of their own: served by the operator's shared (demo) key.
 DEMO_TOKEN = os.environ["DEMO_TOKEN"]
 GEMINI_KEY = os.environ["GEMINI_KEY"]
+VOYAGE_KEY = os.environ["VOYAGE_KEY"]
 
 results = {"passed": 0, "failed": 0}
 
@@ -306,6 +307,70 @@ def unified_quota_exhausted():
         send_json("PUT", f"{KEYGATE}/api/v1/admin/settings", TOKEN, settings)
 
 
+# A 1x1 PNG, sent as a data: URL.
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+def unified_images():
+    reply = unified.chat.completions.create(
+        model=CLAUDE,
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        ]}],
+    )
+    assert reply.choices[0].message.content == "Hello from keygate-mock!", reply
+    seen = mock_requests()[-1]
+    assert seen["path"] == "/v1/messages" and seen["credential"] == ANTHROPIC_KEY, seen["path"]
+    blocks = json.loads(seen["body"])["messages"][0]["content"]
+    assert blocks[0] == {"type": "text", "text": "What is in this image?"}, blocks
+    assert blocks[1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}, blocks
+
+
+def unified_embeddings_openai():
+    # The SDK asks for base64 unless told otherwise, and decodes it.
+    reply = unified.embeddings.create(model="openai/text-embedding-3-small", input=["first", "second"], dimensions=64)
+    assert [d.index for d in reply.data] == [0, 1], reply
+    assert all(len(d.embedding) == 64 for d in reply.data), [len(d.embedding) for d in reply.data]
+    assert reply.usage.prompt_tokens == 11 and reply.usage.total_tokens == 11, reply.usage
+    seen = mock_requests()[-1]
+    assert seen["path"] == "/v1/embeddings" and seen["credential"] == OPENAI_KEY, seen
+    assert json.loads(seen["body"])["model"] == "text-embedding-3-small", seen["body"]
+
+
+def unified_embeddings_voyage():
+    reply = unified.embeddings.create(model="voyage/voyage-3.5", input=["first", "second", "third"], encoding_format="float")
+    assert len(reply.data) == 3, reply
+    assert len({len(d.embedding) for d in reply.data}) == 1 and len(reply.data[0].embedding) == 1024, reply.data[0]
+    assert reply.usage.prompt_tokens == 11, reply.usage
+    seen = mock_requests()[-1]
+    assert seen["credential"] == VOYAGE_KEY and seen["credential_via"] == "authorization", seen
+    assert json.loads(seen["body"])["model"] == "voyage-3.5", seen["body"]
+
+
+def unified_embeddings_gemini():
+    model = "gemini/gemini-embedding-001"
+    encoded = unified.embeddings.create(model=model, input=["first", "second"], dimensions=128)
+    assert [d.index for d in encoded.data] == [0, 1], encoded
+    assert all(len(d.embedding) == 128 for d in encoded.data), [len(d.embedding) for d in encoded.data]
+    # Gemini reports no counts: keygate's estimate (11 bytes of text, three a token).
+    assert encoded.usage.prompt_tokens == 4 and encoded.usage.total_tokens == 4, encoded.usage
+    seen = mock_requests()[-1]
+    assert seen["path"] == "/v1beta/models/gemini-embedding-001:batchEmbedContents", seen["path"]
+    sent = json.loads(seen["body"])["requests"]
+    assert [r["content"]["parts"][0]["text"] for r in sent] == ["first", "second"], sent
+    assert all(r["outputDimensionality"] == 128 and r["model"] == "models/gemini-embedding-001" for r in sent), sent
+    # As floats: the same vectors (base64 carried them as f32).
+    floats = unified.embeddings.create(model=model, input=["first", "second"], dimensions=128, encoding_format="float")
+    for a, b in zip(encoded.data, floats.data):
+        assert all(abs(x - y) < 1e-6 for x, y in zip(a.embedding, b.embedding)), (a.embedding[:4], b.embedding[:4])
+    try:
+        unified.embeddings.create(model=model, input=[[1, 2, 3]])
+        raise AssertionError("no error")
+    except openai_sdk.BadRequestError as e:
+        assert e.code == "invalid_request" and "token arrays" in e.message, e
+
+
 def unified_models():
     ids = [m.id for m in unified.models.list()]
     assert CLAUDE in ids and "openai/gpt-4o" in ids, ids
@@ -332,6 +397,10 @@ for name, fn in [
     ("unified: text from Gemini", unified_gemini_text),
     ("unified: Gemini stream with usage", unified_gemini_stream_with_usage),
     ("unified: Gemini tool calls, streamed and not, and their results", unified_gemini_tool_calls),
+    ("unified: a data: URL image reaches Anthropic as a base64 block", unified_images),
+    ("unified: OpenAI embeddings (base64, dimensions)", unified_embeddings_openai),
+    ("unified: Voyage embeddings", unified_embeddings_voyage),
+    ("unified: Gemini embeddings (base64 and float, dimensions, estimated usage)", unified_embeddings_gemini),
 ]:
     check(name, fn)
 

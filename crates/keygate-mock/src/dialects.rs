@@ -135,13 +135,7 @@ pub(crate) fn answer(
                 .into_response()
             }
         }
-        ("POST", "/v1/embeddings", _) => axum::Json(json!({
-            "object": "list",
-            "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
-            "model": model,
-            "usage": {"prompt_tokens": config.input_tokens, "total_tokens": config.input_tokens}
-        }))
-        .into_response(),
+        ("POST", "/v1/embeddings", _) => crate::embeddings::openai(config, &model, request),
         ("POST", "/v1/messages", _) => {
             let calls = anthropic_tool_calls(request, id);
             if stream {
@@ -175,6 +169,10 @@ pub(crate) fn answer(
             };
             axum::Json(gemini_answer(config, &model_of_path(p), id, parts, true)).into_response()
         }
+        ("POST", p, Dialect::Gemini) if p.ends_with(":batchEmbedContents") => {
+            crate::embeddings::gemini_batch(&model_of_path(p), request)
+        }
+        ("POST", p, Dialect::Gemini) if p.ends_with(":embedContent") => crate::embeddings::gemini_one(&model_of_path(p), request),
         ("POST", p, Dialect::Gemini) if p.ends_with(":streamGenerateContent") => {
             sse(config, fault, gemini_events(config, &model_of_path(p), id, request), 0, "text/event-stream")
         }

@@ -4,7 +4,8 @@
 //!
 //! - OpenAI: `GET /v1/models`, `POST /v1/chat/completions` (and OpenRouter's
 //!   `/api/v1/chat/completions`), streamed or not, with usage in the final chunk when
-//!   `stream_options.include_usage` asks; `POST /v1/embeddings`;
+//!   `stream_options.include_usage` asks; `POST /v1/embeddings` (one deterministic
+//!   vector per input, `dimensions`, `encoding_format: "base64"`; Voyage's too);
 //! - Anthropic: `GET /v1/models`, `POST /v1/messages`, streamed (`message_start` /
 //!   `message_delta` usage) or not; a request offering `tools` gets a text block and one
 //!   `tool_use` block per tool (inputs made from their schemas, streamed as
@@ -13,7 +14,8 @@
 //!   `:streamGenerateContent` (SSE, as with `alt=sse`: one event per piece of text) with
 //!   `usageMetadata`; a request declaring functions gets a text part and one
 //!   `functionCall` part per function (arguments made from its schema), and a request
-//!   ending in `functionResponse` parts gets text;
+//!   ending in `functionResponse` parts gets text; `:batchEmbedContents` and
+//!   `:embedContent` (deterministic vectors, `outputDimensionality`, no token counts);
 //! - anything else: a generic JSON API that takes its key as a bearer token, a header,
 //!   or a `key=` / `access_token=` query parameter (Mapbox, Google Maps, MapTiler, Resend);
 //! - AWS Bedrock: Converse, ConverseStream (event-stream frames), InvokeModel (and its
@@ -33,6 +35,7 @@ mod bedrock;
 mod config;
 mod dialects;
 mod echo;
+mod embeddings;
 mod server;
 
 pub use bedrock::AwsCredential;

@@ -7,7 +7,8 @@
 //!   answer to a chat completion, and Messages SSE events to `chat.completion.chunk`s
 //!   (a small state machine, [`anthropic::Stream`]);
 //! - [`gemini`]: the same for Gemini's `generateContent` / `streamGenerateContent`
-//!   ([`gemini::Stream`]);
+//!   ([`gemini::Stream`]); [`gemini_embed`]: OpenAI embeddings to and from Gemini's
+//!   `batchEmbedContents`;
 //! - [`bedrock`]: the same for AWS Bedrock's Converse / ConverseStream (events decoded
 //!   from AWS event-stream frames by the caller, [`bedrock::Stream`]).
 //!
@@ -20,6 +21,7 @@
 pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;
+pub mod gemini_embed;
 mod route;
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use keygate_core::proxypath::ProxyPath;
 use keygate_core::resolution::PaymentPolicy;
-use keygate_core::translate::{anthropic, bedrock, gemini, route, Refused, Route};
+use keygate_core::translate::{anthropic, bedrock, gemini, gemini_embed, route, Refused, Route};
 use keygate_core::usage::{Dialect, Report, Tokens};
 use keygate_service::Principal;
 use keygate_vault::redact::scrub;
@@ -137,6 +137,7 @@ async fn attempt(
         (Kind::Chat, Speaks::Gemini) => gemini::RESOLVE_PATH,
         (Kind::Chat, Speaks::Bedrock) => bedrock::RESOLVE_PATH,
         (Kind::Embeddings, Speaks::OpenAi { embeddings: Some(path), .. }) => path,
+        (Kind::Embeddings, Speaks::Gemini) => gemini_embed::RESOLVE_PATH,
         _ => {
             let what = if kind == Kind::Chat { "chat completions" } else { "embeddings" };
             return Err(invalid(format!("`{provider}` has no {what}: choose another model")));
@@ -160,8 +161,11 @@ async fn attempt(
     if let Some(redacted) = &guarded.body {
         request = serde_json::from_slice(redacted).map_err(|e| ApiError::internal(&e))?;
     }
-    // A provider named alone, or `auto`: the credential's model, else the provider's.
+    // A provider named alone, or `auto`: the credential's model, else the provider's
+    // (Gemini embeddings: its embedding model, since those are chat models).
+    let gemini_embeds = kind == Kind::Embeddings && speaks == Speaks::Gemini;
     let model = model
+        .or_else(|| gemini_embeds.then(|| gemini_embed::DEFAULT_MODEL.to_owned()))
         .or_else(|| resolved.credential.model.clone())
         .or_else(|| resolved.provider.default_model.clone())
         .ok_or_else(|| invalid(format!("name a model: `{}/<model>`", incoming.provider)))?;
@@ -169,7 +173,11 @@ async fn attempt(
     let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
     let gemini_path;
     let bedrock_path;
-    let path = if speaks == Speaks::Bedrock {
+    let path = if gemini_embeds {
+        gemini_path = gemini_embed::path(&model).map_err(refused)?;
+        incoming.path = ProxyPath::parse(&gemini_path).map_err(|_| ApiError::internal(&"a Gemini path is invalid"))?;
+        gemini_path.as_str()
+    } else if speaks == Speaks::Bedrock {
         bedrock_path = bedrock::path(&model, stream).map_err(refused)?;
         incoming.path = ProxyPath::parse(&bedrock_path).map_err(|_| invalid("the Bedrock model id is invalid"))?;
         bedrock_path.as_str()
@@ -182,7 +190,13 @@ async fn attempt(
         path
     };
     let translate = matches!(speaks, Speaks::Anthropic | Speaks::Gemini | Speaks::Bedrock);
+    let mut embed = None;
     let outbound = match speaks {
+        Speaks::Gemini if gemini_embeds => {
+            let (body, embedded) = gemini_embed::request(&request, &model).map_err(refused)?;
+            embed = Some(embedded);
+            body
+        }
         Speaks::Anthropic => anthropic::request(&request, &model).map_err(refused)?,
         Speaks::Gemini => gemini::request(&request, &model).map_err(refused)?,
         Speaks::Bedrock => bedrock::request(&request).map_err(refused)?,
@@ -238,7 +252,9 @@ async fn attempt(
     }
     drop(buffered);
     state.metrics.upstream_latency(&finish.call.provider.id, sent_at.elapsed());
-    let mut reply = if speaks == Speaks::Bedrock {
+    let mut reply = if let Some(embed) = embed {
+        super::embed::translated(state, finish, sent, &model, &embed).await?
+    } else if speaks == Speaks::Bedrock {
         super::bedrock::translated(state, finish, sent, stream, include_usage, &model).await?
     } else if translate {
         translated(state, finish, sent, stream, include_usage, &model, speaks).await?
@@ -294,7 +310,8 @@ async fn next_auto(
                 Kind::Chat => !chat.is_empty(),
                 Kind::Embeddings => embeddings.is_some(),
             },
-            Some(Speaks::Anthropic | Speaks::Gemini | Speaks::Bedrock) => kind == Kind::Chat,
+            Some(Speaks::Gemini) => true,
+            Some(Speaks::Anthropic | Speaks::Bedrock) => kind == Kind::Chat,
             None => false,
         };
         if served && state.services.explain(principal, provider, policy).await?.chosen.is_some() {
@@ -330,23 +347,7 @@ async fn translated(
     finish.status = Some(status);
 
     if !status.is_success() {
-        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
-        let bytes = relay::read_limited(response, relay::MAX_ERROR_BODY, echo.as_ref()).await;
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-            state.services.forget_oauth_token(&finish.call);
-            state.services.mark_rejected(&finish.call, status.as_u16()).await;
-        }
-        finish.settle(Tokens::default());
-        let error =
-            if gemini { gemini::error(status.as_u16(), &bytes) } else { anthropic::error(status.as_u16(), &bytes) };
-        let text = scrub(&error.to_string()).into_owned();
-        let mut reply = (status, text).into_response();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(v) = retry_after {
-            headers.insert(header::RETRY_AFTER, v);
-        }
-        *reply.headers_mut() = headers;
-        return Ok(reply);
+        return Ok(failed(state, finish, response, echo, headers, dialect).await);
     }
 
     let sse = response
@@ -387,6 +388,39 @@ async fn translated(
     let mut reply = Response::new(body);
     *reply.headers_mut() = headers;
     Ok(reply)
+}
+
+/// A provider's error answer (Anthropic or Gemini), settled and relayed in OpenAI's shape
+/// with its status and `retry-after`; a 401/403 marks the key rejected.
+pub(super) async fn failed(
+    state: &AppState,
+    mut finish: Finish,
+    response: reqwest::Response,
+    echo: Option<Arc<keygate_vault::echo::EchoScrubber>>,
+    mut headers: HeaderMap,
+    dialect: Dialect,
+) -> Response {
+    let status = response.status();
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let bytes = relay::read_limited(response, relay::MAX_ERROR_BODY, echo.as_ref()).await;
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        state.services.forget_oauth_token(&finish.call);
+        state.services.mark_rejected(&finish.call, status.as_u16()).await;
+    }
+    finish.settle(Tokens::default());
+    let error = if dialect == Dialect::Gemini {
+        gemini::error(status.as_u16(), &bytes)
+    } else {
+        anthropic::error(status.as_u16(), &bytes)
+    };
+    let text = scrub(&error.to_string()).into_owned();
+    let mut reply = (status, text).into_response();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(v) = retry_after {
+        headers.insert(header::RETRY_AFTER, v);
+    }
+    *reply.headers_mut() = headers;
+    reply
 }
 
 /// A non-streamed answer, read whole (within the metered maximum) and scrubbed of the

@@ -9,7 +9,8 @@
 //!   translated ([`keygate_core::translate::anthropic`], [`keygate_core::translate::gemini`],
 //!   streams through [`stream::Translating`]); Bedrock through Converse ([`bedrock`],
 //!   event streams through [`stream::Frames`]).
-//! - `POST /v1/embeddings`: passed through to OpenAI-shaped providers (OpenAI, Voyage).
+//! - `POST /v1/embeddings`: passed through to OpenAI-shaped providers (OpenAI, OpenRouter,
+//!   Voyage); Gemini's `batchEmbedContents` translated ([`embed`]).
 //! - `GET /v1/models` ([`models`]): the `provider/model` ids the caller can use now.
 //! - Every error on `/v1/*` in OpenAI's shape ([`error::OpenAiError`]).
 //!
@@ -17,6 +18,7 @@
 
 mod bedrock;
 mod chat;
+mod embed;
 mod error;
 mod models;
 mod stream;

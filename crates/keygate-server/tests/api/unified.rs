@@ -23,6 +23,8 @@ both_backends!(
     a_gemini_call_is_translated_and_metered,
     a_gemini_stream_comes_back_as_openai_chunks_with_usage,
     gemini_tool_calls_round_trip_streamed_and_not,
+    gemini_embeddings_are_translated_and_metered_as_estimated,
+    gemini_embeddings_refuse_token_arrays_in_openais_shape,
 );
 
 const CLAUDE: &str = "anthropic/claude-sonnet-4-20250514";
@@ -782,4 +784,115 @@ async fn a_bedrock_secret_aws_refuses_comes_back_as_an_openai_error(db: TestDb) 
     h.flush().await;
     let events = h.store().usage_events(&Default::default()).await.unwrap();
     assert_eq!((events.len(), events[0].status, events[0].input_tokens), (1, 403, 0));
+}
+
+async fn gemini_embeddings_are_translated_and_metered_as_estimated(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    let key = h.valid_key("AIzaSy");
+    h.add_key(&alice, json!({"provider": "gemini", "secret": key})).await;
+    h.mock.clear_requests();
+
+    let body = json!({"model": "gemini/gemini-embedding-001", "input": ["first text", "second"], "dimensions": 256,
+                      "user": "u-1"});
+    let reply = h.post("/v1/embeddings", &alice.token, body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.headers["x-keygate-provider"], "gemini");
+    assert_eq!(
+        (reply.json["object"].as_str(), reply.json["model"].as_str()),
+        (Some("list"), Some("gemini-embedding-001"))
+    );
+    let data = reply.json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for (i, item) in data.iter().enumerate() {
+        assert_eq!((item["object"].as_str(), item["index"].as_u64()), (Some("embedding"), Some(i as u64)));
+        assert_eq!(item["embedding"].as_array().unwrap().len(), 256);
+    }
+    assert_ne!(data[0]["embedding"], data[1]["embedding"]);
+    // 16 bytes of text, estimated at three bytes a token.
+    assert_eq!(reply.json["usage"], json!({"prompt_tokens": 6, "total_tokens": 6}));
+
+    let seen = h.mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, "/v1beta/models/gemini-embedding-001:batchEmbedContents");
+    assert_eq!(
+        (seen[0].credential.as_deref(), seen[0].credential_via.as_deref()),
+        (Some(key.as_str()), Some("x-goog-api-key"))
+    );
+    let sent: Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(
+        sent,
+        json!({"requests": [
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "first text"}]}, "outputDimensionality": 256},
+            {"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "second"}]}, "outputDimensionality": 256}
+        ]})
+    );
+
+    // base64, as OpenAI encodes it (little-endian f32): the same numbers.
+    let encoded = h
+        .post(
+            "/v1/embeddings",
+            &alice.token,
+            json!({"model": "gemini/gemini-embedding-001", "input": "first text", "dimensions": 256, "encoding_format": "base64"}),
+        )
+        .await;
+    assert_eq!(encoded.status, 200, "{}", encoded.text);
+    let text = encoded.json["data"][0]["embedding"].as_str().unwrap();
+    assert_eq!(text.len(), (256 * 4_usize).div_ceil(3) * 4, "256 f32s");
+    assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)));
+    // `gemini` alone: its embedding model, with the model's full length.
+    let bare = h.post("/v1/embeddings", &alice.token, json!({"model": "gemini", "input": "x"})).await;
+    assert_eq!(bare.status, 200, "{}", bare.text);
+    assert_eq!(h.mock.requests().last().unwrap().path, "/v1beta/models/gemini-embedding-001:batchEmbedContents");
+    assert_eq!(bare.json["data"][0]["embedding"].as_array().unwrap().len(), 3072);
+
+    h.flush().await;
+    let events = h.store().usage_events(&Default::default()).await.unwrap();
+    assert_eq!(events.len(), 3, "{events:?}");
+    for event in &events {
+        assert_eq!((event.provider.as_str(), event.model.as_deref()), ("gemini", Some("gemini-embedding-001")));
+        assert!(event.estimated, "Gemini reports no counts: {event:?}");
+        assert!(event.input_tokens > 0 && event.output_tokens == 0, "{event:?}");
+    }
+    let first = events.iter().find(|e| e.input_tokens == 6).expect("the first call, as its answer said");
+    // gemini-embedding-001: $0.15 per million input tokens.
+    assert_eq!(first.cost_nano_usd, 6 * 150);
+}
+
+async fn gemini_embeddings_refuse_token_arrays_in_openais_shape(db: TestDb) {
+    let h = Harness::new(db).await;
+    let bob = h.user("bob@example.com").await;
+    h.add_key(&bob, json!({"provider": "gemini", "secret": h.valid_key("AIzaSy")})).await;
+    h.mock.clear_requests();
+    for (input, says) in [
+        (json!([1, 2, 3]), "token arrays"),
+        (json!([[1, 2], [3]]), "token arrays"),
+        (json!([]), "empty"),
+        (json!({"text": "x"}), "array of strings"),
+    ] {
+        let reply =
+            h.post("/v1/embeddings", &bob.token, json!({"model": "gemini/gemini-embedding-001", "input": input})).await;
+        assert_eq!(reply.status, 400, "{}", reply.text);
+        assert_eq!(
+            (reply.json["error"]["type"].as_str(), reply.json["error"]["code"].as_str()),
+            (Some("invalid_request_error"), Some("invalid_request")),
+            "{}",
+            reply.text
+        );
+        assert!(reply.json["error"]["message"].as_str().unwrap().contains(says), "{}", reply.text);
+        assert!(reply.json["error"].as_object().unwrap().contains_key("param"));
+    }
+    let format = json!({"model": "gemini/gemini-embedding-001", "input": "x", "encoding_format": "int8"});
+    assert_eq!(h.post("/v1/embeddings", &bob.token, format).await.status, 400);
+    assert!(h.mock.requests().is_empty(), "nothing refused reached Gemini");
+
+    // Gemini's own refusal comes back in OpenAI's shape.
+    h.mock.configure(|c| {
+        c.fault = Some(Fault::Status { status: 400 });
+        c.fault_times = Some(1);
+    });
+    let reply =
+        h.post("/v1/embeddings", &bob.token, json!({"model": "gemini/gemini-embedding-001", "input": "x"})).await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.json["error"]["code"], "INVALID_ARGUMENT", "{}", reply.text);
 }
