@@ -592,7 +592,14 @@ pub fn redact(body: &[u8], findings: &[Finding]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
     let mut last = 0;
     for f in findings {
-        out.extend_from_slice(&body[last..f.range.start]);
+        // A number outside a string is replaced whole, its sign included: `-"[…]"` is
+        // not JSON.
+        let start = if !f.in_string && f.range.start > last && body[f.range.start - 1] == b'-' {
+            f.range.start - 1
+        } else {
+            f.range.start
+        };
+        out.extend_from_slice(&body[last..start]);
         let quote: &[u8] = if f.in_string { b"" } else { b"\"" };
         out.extend_from_slice(quote);
         out.extend_from_slice(b"[REDACTED:");
@@ -608,6 +615,16 @@ pub fn redact(body: &[u8], findings: &[Finding]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_negative_card_number_outside_a_string_is_redacted_into_valid_json() {
+        let body = br#"{"metadata":{"n":-4111111111111111}}"#;
+        let findings = all().scan(body);
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        let out = redact(body, &findings);
+        let parsed: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        assert_eq!(parsed["metadata"]["n"], "[REDACTED:card_number]");
+    }
 
     fn all() -> Scanner {
         let shapes = KeyShape::of_catalog(&Catalog::builtin().unwrap());

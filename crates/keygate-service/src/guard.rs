@@ -81,6 +81,17 @@ pub struct WorkspaceGuard {
     pub effective: PromptGuard,
 }
 
+/// A JSON body with `\u` escapes, re-serialised so each escape is the character it
+/// stands for (serde_json writes only quotes, backslashes and control characters
+/// escaped); `None` for a body without escapes or that is not JSON.
+fn decode_json_escapes(body: &[u8]) -> Option<Vec<u8>> {
+    if !body.windows(2).any(|w| w == b"\\u") {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    serde_json::to_vec(&value).ok()
+}
+
 fn settings_key(workspace: WorkspaceId) -> String {
     format!("prompt_guard:workspace:{workspace}")
 }
@@ -105,6 +116,10 @@ impl Services {
         if !setting.active() {
             return Ok(GuardOutcome::default());
         }
+        // JSON escapes (`\u0041KIA…`) are decoded before scanning: the provider reads the
+        // decoded text, so that is what is scanned (and, if redacted, what is sent).
+        let decoded = decode_json_escapes(body);
+        let body = decoded.as_deref().unwrap_or(body);
         let findings = self.guard.scanner(setting.kinds())?.scan(body);
         if findings.is_empty() {
             return Ok(GuardOutcome::default());
@@ -233,4 +248,18 @@ fn describe(findings: &[Finding], provider: &Provider) -> String {
         places.join(", "),
         provider.name
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_json_escapes;
+
+    #[test]
+    fn json_escapes_are_decoded_before_scanning() {
+        let body = br#"{"messages":[{"content":"\u0041KIAIOSFODNN7EXAMPLE"}]}"#;
+        let decoded = decode_json_escapes(body).unwrap();
+        assert!(String::from_utf8(decoded).unwrap().contains("AKIAIOSFODNN7EXAMPLE"));
+        assert!(decode_json_escapes(br#"{"a":"plain"}"#).is_none(), "nothing to decode");
+        assert!(decode_json_escapes(b"not json \\u0041").is_none());
+    }
 }

@@ -144,8 +144,15 @@ impl<'a> Peek<'a> {
         if let Ok(peek) = serde_json::from_slice(body) {
             return peek;
         }
+        if too_many_elements(body) {
+            return Self::default();
+        }
         let Ok(v) = serde_json::from_slice::<Value>(body) else { return Self::default() };
-        let u64_at = |pointer: &str| v.pointer(pointer).and_then(Value::as_u64);
+        // A count written as a float (`"n": 5.0`) counts as what a provider would read.
+        let u64_at = |pointer: &str| {
+            let found = v.pointer(pointer)?;
+            found.as_u64().or_else(|| found.as_f64().filter(|f| f.is_finite() && *f > 0.0).map(|f| f.ceil() as u64))
+        };
         Self {
             model: v.get("model").and_then(Value::as_str).map(|m| Cow::Owned(m.to_owned())),
             stream: v.get("stream").and_then(Value::as_bool),
@@ -283,22 +290,41 @@ pub(crate) fn cap_output(body: Bytes, dialect: Dialect, provider: &str, path: &s
                 obj.insert("max_output_tokens".into(), cap.into());
             }
             _ => {
-                // Whichever field the caller used; else the provider's own.
-                let field = if obj.contains_key("max_completion_tokens") {
-                    "max_completion_tokens"
-                } else if obj.contains_key("max_tokens") || provider != "openai" {
-                    "max_tokens"
-                } else {
-                    "max_completion_tokens"
-                };
-                obj.insert(field.into(), cap.into());
+                // Every field the caller used, lowered to the cap (a provider may read
+                // either); none: the provider's own.
+                let fields = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
+                let mut any = false;
+                for field in fields {
+                    if let Some(value) = obj.get_mut(field) {
+                        let asked = value.as_u64().unwrap_or(u64::MAX);
+                        *value = asked.min(cap).into();
+                        any = true;
+                    }
+                }
+                if !any {
+                    let field = if provider == "openai" { "max_completion_tokens" } else { "max_tokens" };
+                    obj.insert(field.into(), cap.into());
+                }
             }
         }
         true
     })
 }
 
+/// How many JSON elements (counted by their commas, erring high) a body may have for
+/// keygate to parse it into a tree: a tree costs tens of bytes per element, so a 32 MiB
+/// array of zeros would take more than half a gigabyte.
+pub(crate) const MAX_JSON_ELEMENTS: usize = 1_000_000;
+
+/// Whether a body has too many elements to be parsed into a tree ([`MAX_JSON_ELEMENTS`]).
+pub(crate) fn too_many_elements(body: &[u8]) -> bool {
+    memchr::memchr_iter(b',', body).nth(MAX_JSON_ELEMENTS).is_some()
+}
+
 fn rewrite(body: Bytes, change: impl FnOnce(&mut serde_json::Map<String, Value>) -> bool) -> (Bytes, bool) {
+    if too_many_elements(&body) {
+        return (body, false);
+    }
     let Ok(mut v) = serde_json::from_slice::<Value>(&body) else { return (body, false) };
     let Some(obj) = v.as_object_mut() else { return (body, false) };
     if !change(obj) {
@@ -308,6 +334,14 @@ fn rewrite(body: Bytes, change: impl FnOnce(&mut serde_json::Map<String, Value>)
         Ok(bytes) => (Bytes::from(bytes), true),
         Err(_) => (body, false),
     }
+}
+
+/// Whether a request body comes compressed (any `Content-Encoding` but identity).
+pub(crate) fn compressed(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(axum::http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| v.to_str().map_or(true, |v| v.split(',').any(|e| !e.trim().eq_ignore_ascii_case("identity"))))
 }
 
 /// `x-keygate-demo-output-cap`: the call went out with its output maximum lowered.
@@ -343,6 +377,17 @@ mod tests {
             "v1/messages",
         );
         assert_eq!(s.images, 3, "markers are counted, erring high");
+    }
+
+    #[test]
+    fn a_demo_cap_lowers_every_output_field_and_counts_float_choices() {
+        let body = Bytes::from(json!({"max_completion_tokens": 5, "max_tokens": 100000}).to_string());
+        let (capped, ok) = cap_output(body, Dialect::OpenAi, "openrouter", "api/v1/chat/completions", 9380);
+        let capped: Value = serde_json::from_slice(&capped).unwrap();
+        assert!(ok);
+        assert_eq!((capped["max_completion_tokens"].as_u64(), capped["max_tokens"].as_u64()), (Some(5), Some(9380)));
+        let s = size(json!({"max_tokens": 10, "n": 5.0}), "v1/chat/completions");
+        assert_eq!(s.choices, 5, "n written as a float still counts");
     }
 
     #[test]

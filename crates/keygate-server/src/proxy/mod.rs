@@ -57,6 +57,14 @@ async fn call(state: &AppState, provider: String, request: Request) -> Result<Re
     let started = Instant::now();
     let (incoming, body) = request::read(state, provider, request).await?;
     let resolved = state.services.resolve_call(incoming.call_request()).await?;
+    // The prompt guard reads every AI prompt: a compressed one would pass it unread.
+    if resolved.provider.kind == "ai" && body::compressed(&incoming.headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send AI request bodies uncompressed (no Content-Encoding): keygate scans every prompt",
+        ));
+    }
     let mut buffered = body::read(body, &incoming.headers, &state.body_budget).await?;
     // The prompt guard, before anything is reserved: a blocked call costs nothing.
     let mut guarded = state.services.guard_prompt(&resolved.principal, &resolved.provider, &buffered.bytes).await?;

@@ -125,7 +125,11 @@ pub(crate) async fn send(
             let credential = AwsCredential::of(provider, &secret)
                 .ok_or_else(|| bad_gateway("the stored AWS credential lacks one of its fields: add it again".into()))?;
             // Only keygate's signature: no query-string authentication riding along.
-            pairs.retain(|(k, _)| !k.to_ascii_lowercase().starts_with("x-amz-"));
+            // Names compared decoded: `X%2DAmz-Security-Token` is `X-Amz-Security-Token`.
+            pairs.retain(|(k, _)| {
+                let name = keygate_core::proxypath::percent_decode(&k.replace('+', " ")).unwrap_or_default();
+                !String::from_utf8_lossy(&name).to_ascii_lowercase().starts_with("x-amz-")
+            });
             let echo = echo_of(&credential.secrets());
             aws = Some(credential);
             echo

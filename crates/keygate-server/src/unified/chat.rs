@@ -8,7 +8,7 @@
 //! `Services::admit` (the worst case of the body that goes out) → `upstream::send` →
 //! `relay::answer` (passed through) or [`translated`]; `settle::Finish` settles once.
 
-use super::stream::Translating;
+use super::stream::{Scrubbed, Translating};
 use super::{authenticate, speaks, OpenAiError, Speaks};
 use crate::proxy::request::{payment_policy, Incoming};
 use crate::proxy::settle::Finish;
@@ -61,6 +61,13 @@ async fn call(state: &AppState, kind: Kind, request: Request) -> Result<Response
     let principal = authenticate(state, &parts).await?;
     let policy = payment_policy(&parts.headers)?;
     let buffered = body::read(body, &parts.headers, &state.body_budget).await?;
+    if body::too_many_elements(&buffered.bytes) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body has more than {} JSON elements", body::MAX_JSON_ELEMENTS),
+        ));
+    }
     let mut request: Value = serde_json::from_slice(&buffered.bytes)
         .ok()
         .filter(Value::is_object)
@@ -157,9 +164,19 @@ async fn attempt(
     let resolved = state.services.resolve_call(incoming.call_request()).await?;
     // The prompt guard scans what the caller wrote (before translation), and before
     // anything is reserved: a blocked call costs nothing.
-    let guarded = state.services.guard_prompt(&resolved.principal, &resolved.provider, &buffered.bytes).await?;
+    let mut guarded = state.services.guard_prompt(&resolved.principal, &resolved.provider, &buffered.bytes).await?;
     if let Some(redacted) = &guarded.body {
+        let asked_model = request.get("model").cloned();
         request = serde_json::from_slice(redacted).map_err(|e| ApiError::internal(&e))?;
+        // The call was routed by the model as written: a secret inside it cannot be
+        // redacted away from the path or the provider chosen.
+        if request.get("model") != asked_model.as_ref() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "prompt_blocked",
+                "the `model` field carries a secret the prompt guard found: nothing was sent",
+            ));
+        }
     }
     // A provider named alone, or `auto`: the credential's model, else the provider's
     // (Gemini embeddings: its embedding model, since those are chat models).
@@ -206,7 +223,18 @@ async fn attempt(
             passed
         }
     };
-    let outbound = Bytes::from(serde_json::to_vec(&outbound).map_err(|e| ApiError::internal(&e))?);
+    let mut outbound = Bytes::from(serde_json::to_vec(&outbound).map_err(|e| ApiError::internal(&e))?);
+    if translate {
+        // Translation decodes what the caller wrote (a tool result's JSON text, say):
+        // what goes out is scanned too.
+        let again = state.services.guard_prompt(&resolved.principal, &resolved.provider, &outbound).await?;
+        if let Some(redacted) = again.body {
+            outbound = Bytes::from(redacted);
+            guarded.redacted.extend(again.redacted);
+            guarded.redacted.sort_by_key(|k| k.as_str());
+            guarded.redacted.dedup();
+        }
+    }
     let peek = body::Peek::of(&outbound);
     let size = peek.size(&outbound, path);
     let admitted = state.services.admit(resolved, size).await?;
@@ -214,7 +242,6 @@ async fn attempt(
 
     // From here on the call settles exactly once.
     let mut finish = Finish::new(state.services.clone(), admitted, Some(model.clone()), outbound.len(), started);
-    let mut outbound = outbound;
     if let Some(cap) = output_cap {
         let (capped, ok) = body::cap_output(outbound, dialect, &incoming.provider, path, cap);
         if !ok {
@@ -340,6 +367,7 @@ async fn translated(
     let gemini = speaks == Speaks::Gemini;
     let dialect = if gemini { Dialect::Gemini } else { Dialect::Anthropic };
     let Sent { response, echo } = sent;
+    let outgoing = echo.clone();
     let status = response.status();
     state.metrics.request(&finish.call.provider.id, finish.call.source.as_str(), status.as_u16());
     let mut headers = HeaderMap::new();
@@ -360,9 +388,11 @@ async fn translated(
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         if gemini {
-            Body::from_stream(Translating::new(metered, gemini::Stream::new(model, unix_now(), include_usage)))
+            let translating = Translating::new(metered, gemini::Stream::new(model, unix_now(), include_usage));
+            Body::from_stream(Scrubbed::new(translating, outgoing))
         } else {
-            Body::from_stream(Translating::new(metered, anthropic::Stream::new(model, unix_now(), include_usage)))
+            let translating = Translating::new(metered, anthropic::Stream::new(model, unix_now(), include_usage));
+            Body::from_stream(Scrubbed::new(translating, outgoing))
         }
     } else {
         let message = read_whole(response, &mut finish, echo.as_deref()).await?;
@@ -383,7 +413,7 @@ async fn translated(
         } else {
             anthropic::response(&message, unix_now())
         };
-        Body::from(reply.to_string())
+        Body::from(scrubbed(outgoing.as_deref(), reply.to_string()))
     };
     let mut reply = Response::new(body);
     *reply.headers_mut() = headers;
@@ -413,14 +443,32 @@ pub(super) async fn failed(
     } else {
         anthropic::error(status.as_u16(), &bytes)
     };
-    let text = scrub(&error.to_string()).into_owned();
+    let text = scrubbed(echo.as_deref(), scrub(&error.to_string()).into_owned());
     let mut reply = (status, text).into_response();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Some(v) = retry_after {
+    if let Some(v) = retry_after.and_then(seconds_only) {
         headers.insert(header::RETRY_AFTER, v);
     }
     *reply.headers_mut() = headers;
     reply
+}
+
+/// A translated text scrubbed once more of the key sent: translation decodes JSON
+/// escapes, so a partly escaped echo would otherwise come out whole.
+pub(super) fn scrubbed(echo: Option<&keygate_vault::echo::EchoScrubber>, text: String) -> String {
+    match echo {
+        Some(echo) if echo.found_in(text.as_bytes()) => {
+            String::from_utf8_lossy(&echo.scrub(text.as_bytes())).into_owned()
+        }
+        _ => text,
+    }
+}
+
+/// A provider's `Retry-After`, passed on only as a number of seconds: any other text
+/// (an echo of the key, say) stays behind.
+pub(super) fn seconds_only(value: HeaderValue) -> Option<HeaderValue> {
+    let text = value.to_str().ok()?.trim();
+    (!text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit())).then_some(value)
 }
 
 /// A non-streamed answer, read whole (within the metered maximum) and scrubbed of the
@@ -449,4 +497,24 @@ pub(super) async fn read_whole(
         Some(echo) if echo.found_in(&body) => Bytes::from(echo.scrub(&body)),
         _ => Bytes::from(body),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_number_of_seconds_passes_as_retry_after() {
+        assert!(seconds_only(HeaderValue::from_static("30")).is_some());
+        assert!(seconds_only(HeaderValue::from_static("sk-ant-api03-echoed")).is_none());
+        assert!(seconds_only(HeaderValue::from_static("")).is_none());
+    }
+
+    #[test]
+    fn a_partly_escaped_echo_is_scrubbed_once_translated() {
+        let key = "sk-ant-api03-ECHOtestkey0000000000";
+        let echo = keygate_vault::echo::EchoScrubber::new(&[key]).unwrap();
+        let out = scrubbed(Some(&echo), format!("{{\"content\":\"{key}\"}}"));
+        assert!(!out.contains(key), "{out}");
+    }
 }

@@ -208,3 +208,50 @@ impl Stream for Frames {
         }
     }
 }
+
+/// A translated stream, scrubbed once more of the key that was sent: translation decodes
+/// JSON escapes, so an echo the provider escaped only in part (`\u0073k-ant-…`) would
+/// otherwise come out whole. Held-back bytes (a possible key cut at a chunk's end) go out
+/// with the next chunk or at the end.
+pub(super) struct Scrubbed<S> {
+    inner: S,
+    scrub: Option<keygate_vault::echo::StreamScrub>,
+    done: bool,
+}
+
+impl<S> Scrubbed<S> {
+    pub(super) fn new(inner: S, echo: Option<std::sync::Arc<keygate_vault::echo::EchoScrubber>>) -> Self {
+        Self { inner, scrub: echo.map(|e| e.stream()), done: false }
+    }
+}
+
+impl<S: Stream<Item = Result<Bytes, std::io::Error>> + Unpin> Stream for Scrubbed<S> {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.inner).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(chunk))) => match &mut this.scrub {
+                    None => return Poll::Ready(Some(Ok(chunk))),
+                    Some(scrub) => {
+                        let out = scrub.push(&chunk);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Bytes::from(out))));
+                        }
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let rest = this.scrub.as_mut().map(|s| s.finish()).unwrap_or_default();
+                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Bytes::from(rest))));
+                }
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@ both_backends!(
     off_mode_and_non_ai_providers_forward_the_body_unchanged,
     a_workspace_override_wins_over_the_operators_default,
     the_unified_endpoint_is_guarded_too,
+    escaped_and_compressed_secrets_do_not_slip_past,
 );
 
 const PEM_BODY: &str = "MIIEowIBAAKCAQEAguardCANARYpem0001xyzQ8vP2";
@@ -262,4 +263,54 @@ async fn the_unified_endpoint_is_guarded_too(db: TestDb) {
     assert_eq!(reply.headers["x-keygate-prompt-guard"], "redacted=aws_access_key");
     let sent = h.mock.requests().pop().unwrap().body;
     assert!(sent.contains("[REDACTED:aws_access_key]") && !sent.contains(AWS), "{sent}");
+}
+
+async fn escaped_and_compressed_secrets_do_not_slip_past(db: TestDb) {
+    let h = Harness::new(db).await;
+    canaries(&h);
+    let alice = h.user("alice@example.com").await;
+    h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    h.add_key(&alice, json!({"provider": "anthropic", "secret": h.valid_key("sk-ant-api03-")})).await;
+    h.mock.clear_requests();
+    // `\u0041KIA…` is what the provider reads as `AKIA…`.
+    let escaped = format!(r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"\u0041{}"}}]}}"#, &AWS[1..]);
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/proxy/openai/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", alice.token))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(escaped.clone()))
+        .unwrap();
+    let reply = h.send(request).await;
+    assert_eq!((reply.status, reply.code()), (422, "prompt_blocked"), "{}", reply.text);
+    let unified = escaped.replace("gpt-4o", "anthropic/claude-sonnet-4-20250514");
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", alice.token))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(unified))
+        .unwrap();
+    let reply = h.send(request).await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(reply.json["error"]["code"], "prompt_blocked");
+    // A compressed AI body is refused: the guard could not read it.
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/proxy/openai/v1/chat/completions")
+        .header("authorization", format!("Bearer {}", alice.token))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(axum::body::Body::from(vec![0x1f, 0x8b, 0, 0]))
+        .unwrap();
+    assert_eq!(h.send(request).await.status, 415);
+    assert!(h.mock.requests().is_empty(), "nothing reached the provider");
+
+    // Redact: a secret in `model` cannot be redacted out of the route: refused.
+    h.policy(|p| p.prompt_guard.mode = keygate_core::guard::Mode::Redact).await;
+    let mut body = chat("hello");
+    body["model"] = json!(format!("anthropic/{AWS}"));
+    let reply = h.post("/v1/chat/completions", &alice.token, body).await;
+    assert_eq!((reply.status, reply.json["error"]["code"].as_str()), (422, Some("prompt_blocked")), "{}", reply.text);
+    assert!(h.mock.requests().is_empty());
 }
