@@ -76,6 +76,15 @@ impl From<ServiceError> for ApiError {
                     "the database does not answer; try again shortly",
                 );
             }
+            ServiceError::LimitsUnavailable(_) => {
+                tracing::warn!(error = %err, "the limits backend is unreachable: refusing a call that needs a limit");
+                return Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    err.code(),
+                    "the limits backend does not answer, so calls on shared keys are refused for now; calls with \
+                     your own key still work; try again shortly",
+                );
+            }
             ServiceError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ServiceError::EndpointNotAllowed(_) => StatusCode::FORBIDDEN,
             ServiceError::UpstreamAuthFailed(_) => StatusCode::BAD_GATEWAY,

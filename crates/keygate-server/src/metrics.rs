@@ -137,6 +137,12 @@ impl Metrics {
         out.push_str("# HELP keygate_proxy_db_queries_total Database queries issued on behalf of proxied calls (cache misses).\n");
         out.push_str("# TYPE keygate_proxy_db_queries_total counter\n");
         let _ = writeln!(out, "keygate_proxy_db_queries_total {}", services.hot_path_queries());
+        out.push_str("# HELP keygate_limits_fail_open_total Calls served without a limit check because the limits backend was down (limits.fail_open).\n");
+        out.push_str("# TYPE keygate_limits_fail_open_total counter\n");
+        let _ = writeln!(out, "keygate_limits_fail_open_total {}", services.fail_open_calls());
+        out.push_str("# HELP keygate_limits_backend Where the limit counters live.\n");
+        out.push_str("# TYPE keygate_limits_backend gauge\n");
+        let _ = writeln!(out, "keygate_limits_backend{{backend=\"{}\"}} 1", services.limits_backend());
         out
     }
 }

@@ -5,10 +5,12 @@
 //! Every write through [`Services`] that could change an answer calls
 //! [`Services::changed`]: it bumps this process's generation (so a revoked token, a deleted
 //! key or a paused workspace takes effect on the very next call here) and moves the
-//! store's change epoch. Every process polls that epoch ([`Services::watch_changes`], once
-//! a second) and bumps its own generation when it moved, which bounds staleness between
-//! replicas to one poll. [`CACHE_TTL`] is only a safety net (a write whose epoch bump
-//! failed).
+//! store's change epoch. On PostgreSQL that bump also notifies every process listening
+//! (`LISTEN/NOTIFY`), and [`Services::watch_changes`] looks at the epoch as soon as it hears
+//! one, so other replicas follow within milliseconds. It also polls the epoch once a
+//! second whatever it hears (SQLite's only way; on PostgreSQL the safety net for a notice
+//! lost while the listener reconnected), which bounds staleness to one poll.
+//! [`CACHE_TTL`] is the last safety net (a write whose epoch bump failed).
 //!
 //! Lock policy (the same for every lock in this crate): a poisoned lock is recovered with
 //! `into_inner`. Every critical section here leaves its data consistent at each step (an
@@ -20,6 +22,7 @@ use crate::services::Services;
 use crate::ServiceResult;
 use keygate_core::resolution::Candidates;
 use keygate_core::Credential;
+use keygate_store::{ChangeFeed, ChangeNotice};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -197,13 +200,33 @@ impl Services {
         Ok(true)
     }
 
-    /// Polls the change epoch every `every` until the returned task is aborted.
+    /// Keeps this process's caches in step with the others until the returned task is
+    /// aborted: runs [`Self::poll_changes`] as soon as the store announces a change
+    /// (PostgreSQL `NOTIFY`, milliseconds), and every `every` regardless, the safety net
+    /// for a lost notice or a backend without them.
     pub fn watch_changes(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let mut notices = self.store.change_notifications();
         let services = Arc::downgrade(self);
         tokio::spawn(async move {
+            let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::time::sleep(every).await;
+                let heard = tokio::select! {
+                    _ = poll.tick() => None,
+                    notice = next_notice(&mut notices) => Some(notice),
+                };
                 let Some(services) = services.upgrade() else { return };
+                if let (Some(first), Some(feed)) = (heard, notices.as_mut()) {
+                    // Coalesce a burst; skip the query when all it says is our own bump.
+                    let seen = services.freshness().epoch_seen.load(Ordering::Acquire);
+                    let mut only_seen = first == ChangeNotice::Epoch(seen);
+                    while let Ok(more) = feed.try_recv() {
+                        only_seen &= more == ChangeNotice::Epoch(seen);
+                    }
+                    if only_seen {
+                        continue;
+                    }
+                }
                 if let Err(e) = services.poll_changes().await {
                     tracing::warn!(error = %e, "could not read the change epoch");
                 }
@@ -215,4 +238,16 @@ impl Services {
     pub fn hot_path_queries(&self) -> u64 {
         self.freshness().hot_path_queries.load(Ordering::Relaxed)
     }
+}
+
+/// The next change notice, or never when there is no feed (or it ended).
+async fn next_notice(notices: &mut Option<ChangeFeed>) -> ChangeNotice {
+    if let Some(feed) = notices {
+        if let Some(notice) = feed.recv().await {
+            return notice;
+        }
+        tracing::warn!("change notifications ended; the change poll carries on alone");
+        *notices = None;
+    }
+    std::future::pending().await
 }

@@ -53,6 +53,10 @@ pub enum ServiceError {
     PromptBlocked(String),
     #[error("the database cannot be reached: {0}")]
     DatabaseUnreachable(String),
+    /// The limits backend (Redis, PostgreSQL) did not answer in time: a call that needs a
+    /// limit is refused (fail closed).
+    #[error("{0}")]
+    LimitsUnavailable(String),
     #[error("interrupted: {0}")]
     Interrupted(String),
     #[error(transparent)]
@@ -87,6 +91,7 @@ impl ServiceError {
             Self::UpstreamAuthFailed(_) => "upstream_auth_failed",
             Self::PromptBlocked(_) => "prompt_blocked",
             Self::DatabaseUnreachable(_) => "database_unreachable",
+            Self::LimitsUnavailable(_) => "limits_unavailable",
             Self::Interrupted(_) => "interrupted",
             Self::Store(_) => "database_error",
             Self::Vault(_) => "vault_error",

@@ -7,7 +7,7 @@
 //! Not for: forwarding bytes (the server's proxy does that).
 
 use crate::cache::CandidateSet;
-use crate::limits::{Refusal, RequestAdmission, TokenReservation};
+use crate::limits::{Refusal, RequestAdmission, TokenReservation, Unavailable};
 use crate::principal::Principal;
 use crate::services::Services;
 use crate::{now, ServiceError, ServiceResult};
@@ -152,7 +152,7 @@ impl Services {
     ) -> ServiceResult<Explanation> {
         let provider = self.provider(provider)?;
         let set = self.candidates(principal, &provider.id).await?;
-        let facts = self.facts(principal).await?;
+        let facts = self.facts(principal, &set).await?;
         let decision = resolution::resolve(set.candidates(), facts, policy);
         let chosen = decision.chosen.map(|(s, c)| (s, c.clone()));
         let model = chosen.as_ref().and_then(|(_, c)| c.model.clone()).or_else(|| provider.default_model.clone());
@@ -170,7 +170,7 @@ impl Services {
         }
         let provider = Arc::clone(self.provider(request.provider)?);
         let set = self.candidates(principal, &provider.id).await?;
-        let facts = self.facts(principal).await?;
+        let facts = self.facts(principal, &set).await?;
         let decision = resolution::resolve(set.candidates(), facts, policy);
         let Some((source, credential)) = decision.chosen else {
             return Err(no_credential(&provider, &set, facts, &decision.skipped));
@@ -205,8 +205,6 @@ impl Services {
             KeySource::User | KeySource::Workspace => Admission::Unmetered,
             KeySource::OperatorDemo => {
                 let user = principal.user.id;
-                let day = now().date_naive();
-                self.seed_demo(user).await?;
                 let limit = self.policy().demo.tokens_per_day;
                 let input = size.input_estimate().max(1);
                 let choices = size.choices.max(1);
@@ -215,24 +213,48 @@ impl Services {
                     (true, Some(max)) => (input + choices, input + choices.saturating_mul(max.max(1))),
                     (true, None) => (input + choices, u64::MAX),
                 };
-                let reservation = self.limiter.reserve_tokens(user, day, limit, at_least, at_most).map_err(refusal)?;
-                if size.generates && reservation.tokens < at_most {
-                    output_cap = Some(((reservation.tokens - input) / choices).max(1));
+                let reserved = match self.seed_demo(user).await {
+                    Ok(()) => self.limiter.reserve_tokens(user, now(), limit, at_least, at_most).await,
+                    Err(e) => Err(e),
+                };
+                match reserved {
+                    Ok(reserved) => {
+                        let reservation = reserved.map_err(refusal)?;
+                        if size.generates && reservation.tokens < at_most {
+                            output_cap = Some(((reservation.tokens - input) / choices).max(1));
+                        }
+                        self.note_demo_use(user).await?;
+                        Admission::Demo(reservation)
+                    }
+                    Err(down) => {
+                        self.fail_open(&down, source)?;
+                        // Served blind: the call may use at most what a day allows.
+                        if size.generates && at_most > limit {
+                            output_cap = Some((limit.saturating_sub(input) / choices).max(1));
+                        }
+                        self.note_demo_use(user).await?;
+                        Admission::Unmetered
+                    }
                 }
-                self.note_demo_use(user).await?;
-                Admission::Demo(reservation)
             }
             KeySource::Platform => {
                 let policy = self.policy();
                 let limits = policy.tier(&principal.user.tier).ok_or_else(|| {
                     ServiceError::Forbidden(format!("tier `{}` has no limits configured", principal.user.tier))
                 })?;
-                self.seed_platform(principal.user.id).await?;
-                let admission = self
-                    .limiter
-                    .admit_request(principal.user.id, now(), limits.requests_per_minute, limits.requests_per_day)
-                    .map_err(refusal)?;
-                Admission::Platform(admission)
+                let user = principal.user.id;
+                let (per_minute, per_day) = (limits.requests_per_minute, limits.requests_per_day);
+                let admitted = match self.seed_platform(user).await {
+                    Ok(()) => self.limiter.admit_request(user, now(), per_minute, per_day).await,
+                    Err(e) => Err(e),
+                };
+                match admitted {
+                    Ok(admitted) => Admission::Platform(admitted.map_err(refusal)?),
+                    Err(down) => {
+                        self.fail_open(&down, source)?;
+                        Admission::Unmetered
+                    }
+                }
             }
         };
         Ok(Admitted { principal, provider, source, credential, admission, output_cap })
@@ -249,9 +271,14 @@ impl Services {
                 // left before the usage event, an answer too large to read, a body keygate
                 // could not peek into) is charged what was reserved: unknown is not free.
                 let unseen = outcome.status.is_some_and(|s| s.is_success()) && !outcome.tokens.reported;
-                self.limiter.settle_tokens(&reservation, if unseen { reservation.tokens.max(tokens) } else { tokens })
+                let actual = if unseen { reservation.tokens.max(tokens) } else { tokens };
+                let limiter = self.limiter.clone();
+                settle_soon(async move { limiter.settle_tokens(&reservation, actual).await });
             }
-            Admission::Platform(admission) if failed => self.limiter.refund_request(&admission),
+            Admission::Platform(admission) if failed => {
+                let limiter = self.limiter.clone();
+                settle_soon(async move { limiter.refund_request(&admission).await });
+            }
             Admission::Platform(_) => {}
         }
         let Some(status) = outcome.status else {
@@ -358,9 +385,9 @@ impl Services {
 
     /// Demo tokens left today for the caller, and the days left in the allowance.
     pub async fn demo_status(&self, principal: &Principal) -> ServiceResult<DemoStatus> {
-        self.seed_demo(principal.user.id).await?;
+        self.seed_demo(principal.user.id).await.map_err(limits_down)?;
         let policy = self.policy();
-        let used = self.limiter.tokens_used(principal.user.id, now().date_naive());
+        let used = self.limiter.tokens_used(principal.user.id, now().date_naive()).await.map_err(limits_down)?;
         let days_left = self.demo_days_used(principal.user.id).await?.map(|d| policy.demo.days.saturating_sub(d));
         Ok(DemoStatus { tokens_left: policy.demo.tokens_per_day.saturating_sub(used), days_left })
     }
@@ -393,7 +420,12 @@ impl Services {
         if serving.is_empty() && own_key.is_empty() {
             return Ok(None);
         }
-        let status = self.demo_status(principal).await?;
+        let status = match self.demo_status(principal).await {
+            Ok(status) => status,
+            // The pages still work while the limits backend is down: no banner then.
+            Err(ServiceError::LimitsUnavailable(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         Ok(Some(DemoBanner {
             status,
             tokens_per_day: policy.demo.tokens_per_day,
@@ -405,14 +437,14 @@ impl Services {
 
     /// Platform requests left (this minute, today) for the caller's tier.
     pub async fn platform_status(&self, principal: &Principal) -> ServiceResult<PlatformStatus> {
-        self.seed_platform(principal.user.id).await?;
+        self.seed_platform(principal.user.id).await.map_err(limits_down)?;
         let policy = self.policy();
         let limits = policy.tier(&principal.user.tier).cloned().unwrap_or(keygate_core::policy::TierLimits {
             requests_per_minute: 0,
             requests_per_day: 0,
             byok: false,
         });
-        let (minute, day) = self.limiter.requests_used(principal.user.id, now());
+        let (minute, day) = self.limiter.requests_used(principal.user.id, now()).await.map_err(limits_down)?;
         Ok(PlatformStatus {
             per_minute: limits.requests_per_minute,
             left_this_minute: limits.requests_per_minute.saturating_sub(minute),
@@ -441,15 +473,30 @@ impl Services {
         Ok(set)
     }
 
-    async fn facts(&self, principal: &Principal) -> ServiceResult<Facts> {
+    async fn facts(&self, principal: &Principal, set: &CandidateSet) -> ServiceResult<Facts> {
         let policy = self.policy();
         let byok_allowed = policy.tier(&principal.user.tier).is_some_and(|t| t.byok);
         let demo_days_used = self.demo_days_used(principal.user.id).await?;
-        let demo_tokens_left = if policy.demo.enabled {
-            self.seed_demo(principal.user.id).await?;
-            policy.demo.tokens_per_day.saturating_sub(self.limiter.tokens_used(principal.user.id, now().date_naive()))
-        } else {
+        let candidates = set.candidates();
+        // The demo counter matters only where a demo key could serve: a call on the
+        // caller's own key never waits on (or fails with) the limits backend.
+        let demo_possible =
+            candidates.operator_shared.is_some() && candidates.own.is_none_or(|c| c.status != CredentialStatus::Active);
+        let demo_tokens_left = if !policy.demo.enabled {
             0
+        } else if !demo_possible {
+            policy.demo.tokens_per_day
+        } else {
+            let user = principal.user.id;
+            let used = match self.seed_demo(user).await {
+                Ok(()) => self.limiter.tokens_used(user, now().date_naive()).await,
+                Err(e) => Err(e),
+            };
+            match used {
+                Ok(used) => policy.demo.tokens_per_day.saturating_sub(used),
+                // Unknown: admission decides (and fails closed there).
+                Err(_) => policy.demo.tokens_per_day,
+            }
         };
         Ok(Facts {
             byok_allowed,
@@ -485,26 +532,75 @@ impl Services {
         Ok(())
     }
 
-    async fn seed_demo(&self, user: UserId) -> ServiceResult<()> {
+    /// Loads today's recorded demo usage into the counter unless it is counted already
+    /// (once per user and day in this process; "set if absent" in the backend).
+    async fn seed_demo(&self, user: UserId) -> Result<(), Unavailable> {
         let day = now().date_naive();
-        if !self.limiter.tokens_seeded(user, day) {
+        if !self.seeded.contains(user, day, false) {
             let midnight = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(now);
-            let (_, tokens) = self.store.usage_since(user, KeySource::OperatorDemo, midnight).await?;
+            let (_, tokens) = self
+                .store
+                .usage_since(user, KeySource::OperatorDemo, midnight)
+                .await
+                .map_err(|e| Unavailable { backend: "database", reason: e.to_string() })?;
             self.fresh.queried(1);
-            self.limiter.seed_tokens(user, day, tokens.max(0) as u64);
+            self.limiter.seed_tokens(user, day, tokens.max(0) as u64).await?;
+            self.seeded.insert(user, day, false);
         }
         Ok(())
     }
 
-    async fn seed_platform(&self, user: UserId) -> ServiceResult<()> {
+    async fn seed_platform(&self, user: UserId) -> Result<(), Unavailable> {
         let day = now().date_naive();
-        if !self.limiter.requests_seeded(user, day) {
+        if !self.seeded.contains(user, day, true) {
             let midnight = day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(now);
-            let (requests, _) = self.store.usage_since(user, KeySource::Platform, midnight).await?;
+            let (requests, _) = self
+                .store
+                .usage_since(user, KeySource::Platform, midnight)
+                .await
+                .map_err(|e| Unavailable { backend: "database", reason: e.to_string() })?;
             self.fresh.queried(1);
-            self.limiter.seed_requests(user, day, requests.clamp(0, i64::from(u32::MAX)) as u32);
+            self.limiter.seed_requests(user, day, requests.clamp(0, i64::from(u32::MAX)) as u32).await?;
+            self.seeded.insert(user, day, true);
         }
         Ok(())
+    }
+
+    /// The limits backend is down for a call that needs a limit: refused (fail closed),
+    /// or, with `limits.fail_open`, served, logged and counted.
+    fn fail_open(&self, down: &Unavailable, source: KeySource) -> ServiceResult<()> {
+        if !self.limits_fail_open {
+            return Err(limits_down(down.clone()));
+        }
+        self.fail_open_calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %down, %source, "limits backend unavailable: serving the call without a limit check (limits.fail_open)");
+        Ok(())
+    }
+}
+
+fn limits_down(down: Unavailable) -> ServiceError {
+    ServiceError::LimitsUnavailable(down.to_string())
+}
+
+/// Runs a settlement now when it completes at once (the in-process limiter: so a status
+/// read right after a call sees it), else on the runtime (a network round trip must not
+/// hold up the dropping response).
+fn settle_soon(work: impl std::future::Future<Output = Result<(), Unavailable>> + Send + 'static) {
+    use std::task::{Context, Poll, Waker};
+    let mut work = Box::pin(work);
+    match work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => tracing::warn!(error = %e, "could not settle a call's limit counters"),
+        Poll::Pending => match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = work.await {
+                        tracing::warn!(error = %e, "could not settle a call's limit counters");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("no runtime to settle a call's limit counters on"),
+        },
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::cache::{self, Cache, CacheStats, CandidateSet, Freshness};
 use crate::jwt::JwtVerifier;
 use crate::keys::KeyVault;
-use crate::limits::{InProcessLimiter, Limiter};
+use crate::limits::{InProcessLimiter, Limiter, SeedMemo};
 use crate::outbound::{self, Timeouts, Upstreams};
 use crate::principal::Principal;
 use crate::throttle::{LoginThrottle, ThrottleOptions};
@@ -19,6 +19,7 @@ use keygate_core::catalog::Catalog;
 use keygate_core::policy::Policy;
 use keygate_core::{UserId, WorkspaceId};
 use keygate_store::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub struct Options {
     pub upstream_timeout: Duration,
     /// How many password attempts, per account and per source address, in what window.
     pub login_throttle: ThrottleOptions,
+    /// Where the limit counters live (`None`: in this process).
+    pub limiter: Option<Arc<dyn Limiter>>,
+    /// Serve calls that need a limit when the limits backend is down (logged, counted).
+    pub limits_fail_open: bool,
 }
 
 impl Default for Options {
@@ -42,6 +47,8 @@ impl Default for Options {
             probe_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(300),
             login_throttle: ThrottleOptions::default(),
+            limiter: None,
+            limits_fail_open: false,
         }
     }
 }
@@ -59,6 +66,11 @@ pub struct Services {
     pub(crate) upstreams: Upstreams,
     pub(crate) jwt: Option<JwtVerifier>,
     pub(crate) limiter: Arc<dyn Limiter>,
+    /// Which counters this process has seeded from recorded usage.
+    pub(crate) seeded: SeedMemo,
+    pub(crate) limits_fail_open: bool,
+    /// Calls served without a limit check because the limits backend was down.
+    pub(crate) fail_open_calls: AtomicU64,
     pub(crate) usage: UsageRecorder,
     pub(crate) login_throttle: LoginThrottle,
     policy: RwLock<Arc<Policy>>,
@@ -101,7 +113,10 @@ impl Services {
             http,
             upstreams,
             jwt,
-            limiter: Arc::new(InProcessLimiter::default()),
+            limiter: options.limiter.unwrap_or_else(|| Arc::new(InProcessLimiter::default())),
+            seeded: SeedMemo::default(),
+            limits_fail_open: options.limits_fail_open,
+            fail_open_calls: AtomicU64::new(0),
             usage,
             login_throttle: LoginThrottle::new(options.login_throttle),
             policy: RwLock::new(Arc::new(policy)),
@@ -127,6 +142,28 @@ impl Services {
     pub async fn readiness(&self) -> ServiceResult<String> {
         self.store.ping().await?;
         Ok(self.store.backend().to_string())
+    }
+
+    /// Which limits backend this keygate uses (`redis`, `postgres`, `memory`), once it
+    /// answers (`/readyz`, `keygate doctor`).
+    pub async fn limits_readiness(&self) -> ServiceResult<&'static str> {
+        self.limiter.ping().await.map_err(|e| ServiceError::LimitsUnavailable(e.to_string()))?;
+        Ok(self.limiter.backend())
+    }
+
+    /// The limits backend's name.
+    pub fn limits_backend(&self) -> &'static str {
+        self.limiter.backend()
+    }
+
+    /// Whether calls are served while the limits backend is down.
+    pub fn limits_fail_open(&self) -> bool {
+        self.limits_fail_open
+    }
+
+    /// Calls served without a limit check because the limits backend was down (`/metrics`).
+    pub fn fail_open_calls(&self) -> u64 {
+        self.fail_open_calls.load(Ordering::Relaxed)
     }
 
     /// Waits until every usage event handed over so far is stored (shutdown, tests).

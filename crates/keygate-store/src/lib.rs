@@ -8,6 +8,7 @@
 
 mod error;
 mod filter;
+pub mod limits;
 mod postgres;
 mod report;
 mod rows;
@@ -29,6 +30,18 @@ use keygate_core::*;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+
+/// What a change listener hears: run the change poll now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeNotice {
+    /// Some process moved the change epoch to this value.
+    Epoch(i64),
+    /// The listener (re)connected: notices sent meanwhile may be lost, so look.
+    Resync,
+}
+
+/// A stream of [`ChangeNotice`]s (see [`Store::change_notifications`]).
+pub type ChangeFeed = tokio::sync::mpsc::Receiver<ChangeNotice>;
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +178,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Moves the change epoch on; answers its new value.
     async fn bump_change_epoch(&self) -> StoreResult<i64>;
     async fn change_epoch(&self) -> StoreResult<i64>;
+    /// Notices of change-epoch bumps as they happen, from every process on this database
+    /// (PostgreSQL `LISTEN keygate_changes`, reconnecting by itself), or `None` when the
+    /// backend has none (SQLite: one process, the poll suffices). Each call opens its own
+    /// listener, which stops when the receiver is dropped or the store is closed.
+    fn change_notifications(&self) -> Option<ChangeFeed> {
+        None
+    }
 
     /// A named settings document (JSON text).
     async fn settings_get(&self, key: &str) -> StoreResult<Option<String>>;

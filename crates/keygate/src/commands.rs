@@ -10,6 +10,7 @@ use keygate_server::{telemetry, AppState};
 use keygate_service::auth::TokenRequest;
 use keygate_service::doctor::{Check, Status};
 use keygate_service::jwt::{JwksSource, JwtOptions, JwtVerifier};
+use keygate_service::limits::{InProcessLimiter, Limiter, PostgresLimiter, RedisLimiter};
 use keygate_service::rotation::{Observer, Step};
 use keygate_service::{
     accounts, audit::Actor, boot, doctor, keys::KeyVault, rotation, Options, ServiceError, Services,
@@ -148,8 +149,42 @@ async fn services(
     };
     let jwt = (hs256.is_some() || jwks.is_some()).then(|| JwtVerifier::new(hs256.as_ref(), jwks, jwt_options));
     let vault = Arc::new(KeyVault::new(store.clone(), keks));
-    let options = Options { probe_timeout: config.validation_timeout.value, ..Options::default() };
+    let limiter = limiter(config)?;
+    tracing::info!(
+        limits = limiter.backend(),
+        fail_open = config.limits_fail_open.value,
+        timeout_ms = config.limits_timeout.value.as_millis() as u64,
+        "limits backend: {}",
+        match limiter.backend() {
+            "redis" => "Redis (exact across replicas)",
+            "postgres" => "PostgreSQL (exact across replicas)",
+            _ => "in this process (one node)",
+        }
+    );
+    let options = Options {
+        probe_timeout: config.validation_timeout.value,
+        limiter: Some(limiter),
+        limits_fail_open: config.limits_fail_open.value,
+        ..Options::default()
+    };
     Services::new(store, vault, catalog, jwt, options).await.map_err(coded).context("starting the services")
+}
+
+/// Where the limit counters live: Redis when `redis_url` is set, else PostgreSQL when the
+/// database is PostgreSQL, else this process (SQLite, one node).
+fn limiter(config: &Config) -> anyhow::Result<Arc<dyn Limiter>> {
+    let timeout = config.limits_timeout.value;
+    if let Some(url) = &config.redis_url {
+        let limiter = RedisLimiter::new(secrecy::ExposeSecret::expose_secret(&url.value), "keygate:", timeout)
+            .map_err(|e| anyhow!("redis_url (from {}): {e}", url.source))?;
+        return Ok(Arc::new(limiter));
+    }
+    Ok(match config.database()? {
+        DatabaseLocation::Postgres(url) => {
+            Arc::new(PostgresLimiter::new(&url, timeout).map_err(|e| anyhow!("the PostgreSQL limit counters: {e}"))?)
+        }
+        DatabaseLocation::Sqlite(_) => Arc::new(InProcessLimiter::default()),
+    })
 }
 
 async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
@@ -288,8 +323,26 @@ async fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    if config.env.value == Mode::Production && config.redis_url.is_none() {
-        checks.push(Check::ok("redis", "not configured: limits are kept per process"));
+    match &config.redis_url {
+        Some(url) => match limiter(config) {
+            Err(e) => checks.push(Check::fail("redis", format!("{e:#}"))),
+            Ok(limiter) => match limiter.ping().await {
+                Ok(()) => checks.push(Check::ok(
+                    "redis",
+                    format!(
+                        "{} answers: limits are counted there",
+                        keygate_store::redact_url(secrecy::ExposeSecret::expose_secret(&url.value))
+                    ),
+                )),
+                Err(e) => checks.push(Check::fail(
+                    "redis",
+                    format!("[limits_unavailable] {e}: calls on shared keys would answer 503 (from {})", url.source),
+                )),
+            },
+        },
+        None if config.env.value == Mode::Production => checks
+            .push(Check::ok("redis", "not configured: limits are counted in PostgreSQL (or in the process on SQLite)")),
+        None => {}
     }
 
     match config.database() {

@@ -85,6 +85,10 @@ pub struct Config {
     pub data_dir: Sourced<PathBuf>,
     pub database_url: Option<Sourced<SecretString>>,
     pub redis_url: Option<Sourced<SecretString>>,
+    /// Serve calls that need a limit while the limits backend is down (logged, counted).
+    pub limits_fail_open: Sourced<bool>,
+    /// How long one limits-backend call may take before the call counts as unavailable.
+    pub limits_timeout: Sourced<Duration>,
     pub env: Sourced<Mode>,
     pub master_key: Option<Sourced<SecretString>>,
     pub master_keys: Option<Sourced<SecretString>>,
@@ -142,6 +146,16 @@ struct FileConfig {
     behind_tls: Option<bool>,
     #[serde(default)]
     providers: BTreeMap<String, ProviderOverride>,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+/// `[limits]`: how keygate behaves towards its limits backend.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    fail_open: Option<bool>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -317,6 +331,22 @@ impl Config {
             }
         }
 
+        let limits_timeout =
+            millis(number("limits.timeout_ms", "KEYGATE_LIMITS_TIMEOUT_MS", file.limits.timeout_ms, 250, 10..=10_000)?);
+        let limits_fail_open = match env("KEYGATE_LIMITS_FAIL_OPEN") {
+            Some(v) => match v.trim() {
+                "true" | "1" => Sourced::new(true, Source::Env("KEYGATE_LIMITS_FAIL_OPEN")),
+                "false" | "0" => Sourced::new(false, Source::Env("KEYGATE_LIMITS_FAIL_OPEN")),
+                other => {
+                    anyhow::bail!("limits.fail_open (from KEYGATE_LIMITS_FAIL_OPEN): `{other}` is not true or false")
+                }
+            },
+            None => match file.limits.fail_open {
+                Some(v) => Sourced::new(v, file_source.clone()),
+                None => Sourced::new(false, Source::Default),
+            },
+        };
+
         let behind_tls = match env("KEYGATE_BEHIND_TLS") {
             Some(v) => match v.trim() {
                 "true" | "1" => Sourced::new(true, Source::Env("KEYGATE_BEHIND_TLS")),
@@ -335,6 +365,8 @@ impl Config {
             data_dir,
             database_url,
             redis_url,
+            limits_fail_open,
+            limits_timeout,
             env: Sourced::new(mode, env_mode.source),
             master_key,
             master_keys,
@@ -407,6 +439,12 @@ impl Config {
             }
             None => lines.push(line("redis_url", "(unset)", &Source::Default)),
         }
+        lines.push(line("limits.fail_open", &self.limits_fail_open.value.to_string(), &self.limits_fail_open.source));
+        lines.push(line(
+            "limits.timeout_ms",
+            &self.limits_timeout.value.as_millis().to_string(),
+            &self.limits_timeout.source,
+        ));
         lines.push(line("env", &self.env.value.to_string(), &self.env.source));
         for (name, value) in [("master_key", &self.master_key), ("master_keys", &self.master_keys)] {
             match value {

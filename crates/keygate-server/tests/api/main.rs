@@ -6,6 +6,7 @@ mod admin_pages;
 mod auth;
 mod authz;
 mod bedrock;
+mod change_notify;
 mod connections;
 mod containment;
 mod errors;

@@ -332,6 +332,7 @@ async fn services_on(
             probe_timeout: PROBE_TIMEOUT,
             upstream_timeout: UPSTREAM_TIMEOUT,
             login_throttle: setup.login_throttle.clone(),
+            ..Options::default()
         },
     )
     .await

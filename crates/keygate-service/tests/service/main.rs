@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 const KEY_A: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeafa0a1a2a3a4a5a6a7a8a9aaabacadaeaf";
 const KEY_B: &str = "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfb0b1b2b3b4b5b6b7b8b9babbbcbdbebf";
+mod limits;
+
 const CANARY_SECRET: &str = "sk-ant-api03-CANARY-service-0123456789";
 
 both_backends!(

@@ -124,14 +124,18 @@ impl Pool<'_> {
         })
     }
 
+    /// On PostgreSQL the same statement (so the same transaction) also announces the new
+    /// epoch on [`super::changes::CHANNEL`]; listeners hear it when it commits.
     pub(super) async fn bump_change_epoch(self) -> StoreResult<i64> {
-        db_run!(self, |pool| {
-            let (epoch,): (i64,) =
+        let (epoch,): (i64,) = match self {
+            Self::Sqlite(pool) => {
                 sqlx::query_as("UPDATE change_epoch SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch")
                     .fetch_one(pool)
-                    .await?;
-            Ok(epoch)
-        })
+                    .await?
+            }
+            Self::Postgres(pool) => sqlx::query_as(super::changes::BUMP_AND_NOTIFY).fetch_one(pool).await?,
+        };
+        Ok(epoch)
     }
 
     pub(super) async fn change_epoch(self) -> StoreResult<i64> {

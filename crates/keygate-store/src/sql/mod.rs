@@ -8,6 +8,7 @@
 //! Not for: rules. These statements save and load what they are given.
 
 mod audit;
+mod changes;
 mod credentials;
 mod data_keys;
 mod meta;

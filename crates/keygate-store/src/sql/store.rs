@@ -56,6 +56,10 @@ impl<S: SqlStore> Store for S {
         self.pool().change_epoch().await
     }
 
+    fn change_notifications(&self) -> Option<crate::ChangeFeed> {
+        self.pool().change_notifications()
+    }
+
     async fn settings_get(&self, key: &str) -> StoreResult<Option<String>> {
         self.pool().settings_get(key).await
     }

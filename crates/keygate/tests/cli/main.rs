@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_flow;
+mod durability;
 mod keys;
 mod serve;
 mod support;
