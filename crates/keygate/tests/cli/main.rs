@@ -6,5 +6,6 @@ mod admin;
 mod api_flow;
 mod durability;
 mod keys;
+mod replicas;
 mod serve;
 mod support;
