@@ -7,7 +7,9 @@
 #                           when the benchmark is broken, never because the machine is slow
 #
 # Extra arguments go to keygate-bench (`--help` lists them), e.g. --no-postgres,
-# --users 2000, --point-secs 5. The harness and keygate-mock are pinned to CPU 0 and the
+# --users 2000, --point-secs 5, --only limiters. The limiter lanes use the Redis at
+# KEYGATE_TEST_REDIS_URL (default redis://127.0.0.1:6379) and PostgreSQL at
+# KEYGATE_TEST_POSTGRES_URL; a lane whose server is not there is skipped with a line. The harness and keygate-mock are pinned to CPU 0 and the
 # proxy under test to CPU 1 (taskset); results land in target/bench/results.{md,json}.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -132,13 +132,29 @@ pub struct Throughput {
 }
 
 pub async fn closed_loop(client: &reqwest::Client, call: &Call, concurrency: usize, duration: Duration) -> Throughput {
+    closed_loop_over(client, std::slice::from_ref(call), concurrency, duration).await
+}
+
+/// A closed loop whose callers take turns over `calls` (caller `w`'s `k`-th request is
+/// `calls[(w + k * concurrency) % calls.len()]`): the same load spread over many callers'
+/// credentials.
+pub async fn closed_loop_over(
+    client: &reqwest::Client,
+    calls: &[Call],
+    concurrency: usize,
+    duration: Duration,
+) -> Throughput {
     let started = Instant::now();
     let deadline = started + duration;
-    let per_worker = workers(concurrency, |_| {
-        let (client, call) = (client.clone(), call.clone());
+    let calls: Arc<Vec<Call>> = Arc::new(calls.to_vec());
+    let per_worker = workers(concurrency, |w| {
+        let (client, calls) = (client.clone(), calls.clone());
         async move {
             let mut samples = Samples::default();
-            while Instant::now() < deadline {
+            let mut next = w;
+            while Instant::now() < deadline && !calls.is_empty() {
+                let call = &calls[next % calls.len()];
+                next += concurrency;
                 let t = Instant::now();
                 samples.record(call.send(&client).await.map(|()| t.elapsed()));
             }

@@ -7,6 +7,7 @@
 //! through keygate or to the mock errs, an invalid token gets through), never because
 //! the machine is slow.
 
+mod limiters;
 mod load;
 mod procs;
 mod report;
@@ -54,6 +55,9 @@ struct Args {
     /// Users loaded for the many-users phase.
     #[arg(long)]
     users: Option<usize>,
+    /// The Redis server for the Redis limiter lane (skipped when nothing listens there).
+    #[arg(long, env = "KEYGATE_TEST_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
     /// Run only these phases (comma-separated; the cold and warm calls always run).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Phase>,
@@ -70,6 +74,8 @@ pub enum Phase {
     Users,
     /// The unified endpoint (OpenAI's format to Anthropic) against Anthropic passthrough.
     Unified,
+    /// Platform-key calls through each limits backend (in-process, PostgreSQL, Redis).
+    Limiters,
 }
 
 /// What one run measures, and for how long.
@@ -191,6 +197,9 @@ struct Results {
     settings: Settings,
     unloaded_direct: stats::Latency,
     targets: Vec<run::TargetReport>,
+    limiters: Vec<limiters::LimiterLane>,
+    /// Limiter lanes not run, and why.
+    limiters_skipped: Vec<String>,
 }
 
 pub fn progress(line: &str) {
@@ -253,6 +262,11 @@ async fn bench(args: Args) -> anyhow::Result<Vec<String>> {
         let litellm = Target::litellm(venv, &mock, settings.proxy_core, &logs).await?;
         reports.push(measure(&settings, &mock, litellm, &unloaded).await?);
     }
+    let (limiter_lanes, limiters_skipped) = if settings.runs(Phase::Limiters) {
+        limiters::run(&settings, &mock, &keygate, !args.no_postgres, &args.redis_url).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
     mock.proc.stop().await;
 
     let mut problems = Vec::new();
@@ -262,7 +276,17 @@ async fn bench(args: Args) -> anyhow::Result<Vec<String>> {
     for r in &reports {
         problems.extend(report::broken(r));
     }
-    let results = Results { machine, settings, unloaded_direct: unloaded, targets: reports };
+    for lane in &limiter_lanes {
+        problems.extend(limiters::broken(lane));
+    }
+    let results = Results {
+        machine,
+        settings,
+        unloaded_direct: unloaded,
+        targets: reports,
+        limiters: limiter_lanes,
+        limiters_skipped,
+    };
     std::fs::write(args.out.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
     let markdown = report::markdown(&results);
     std::fs::write(args.out.join("results.md"), &markdown)?;

@@ -296,8 +296,56 @@ pub fn markdown(results: &Results) -> String {
         }
     }
 
+    limiters(&mut out, results);
     ratios(&mut out, results);
     out
+}
+
+/// Platform-key calls through each limits backend against the same process's own-key calls.
+fn limiters(out: &mut String, results: &Results) {
+    if results.limiters.is_empty() && results.limiters_skipped.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## What a limit check costs (platform-key calls, tier limits out of reach)\n");
+    let _ = writeln!(
+        out,
+        "Fixed rate: mock answers after 50 ms; direct, own key (no limit check) and platform key (admitted by the \
+         limiter, spread over the keyless users) in lockstep, each lane at the rate shown. Throughput: {} callers, \
+         mock answering at once, own key then platform key.\n",
+        results.settings.concurrency
+    );
+    let _ = writeln!(
+        out,
+        "| limiter | store | users | rate/s | direct p50 / p99 ms | own key p50 / p99 ms | platform p50 / p99 ms | check adds p50 / p99 ms | own key / platform req/s | platform p99 ms | CPU µs/req own key / platform | failed / given up |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---|---|---|---|---|---:|---|---:|");
+    for l in &results.limiters {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.3} / {:.3} | {:.0} / {:.0} | {:.2} | {:.0} / {:.0} | {} |",
+            l.backend,
+            l.store,
+            l.users,
+            l.rate,
+            l.direct.p50_ms,
+            l.direct.p99_ms,
+            l.own_key.p50_ms,
+            l.own_key.p99_ms,
+            l.platform.p50_ms,
+            l.platform.p99_ms,
+            l.platform.p50_ms - l.own_key.p50_ms,
+            l.platform.p99_ms - l.own_key.p99_ms,
+            l.own_key_throughput.requests_per_second,
+            l.platform_throughput.requests_per_second,
+            l.platform_throughput.latency.p99_ms,
+            l.own_key_cpu_us,
+            l.platform_cpu_us,
+            Failed(&l.platform),
+        );
+    }
+    for line in &results.limiters_skipped {
+        let _ = writeln!(out, "\nSkipped: {line}.");
+    }
 }
 
 /// LiteLLM against keygate (SQLite), where both were measured.

@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
-const PACED: Pacing = Pacing { latency_ms: 50, chunk_interval_ms: 0, chunks: 5 };
-const INSTANT: Pacing = Pacing { latency_ms: 0, chunk_interval_ms: 0, chunks: 5 };
+pub(crate) const PACED: Pacing = Pacing { latency_ms: 50, chunk_interval_ms: 0, chunks: 5 };
+pub(crate) const INSTANT: Pacing = Pacing { latency_ms: 0, chunk_interval_ms: 0, chunks: 5 };
 /// About how many first chunks each stream level collects (within its time bounds).
 const STREAM_SAMPLES: f64 = 1000.0;
 /// The most streams (both lanes together) run at once. The harness's one core carries 200
@@ -409,7 +409,7 @@ async fn pass(
 /// Waits (up to three minutes) until the target has worked off any backlog an earlier
 /// phase left it: under 5 % of a core busy over half a second. A saturated proxy keeps
 /// answering requests its callers gave up on long after they left.
-async fn settle(target: &Target) {
+pub(crate) async fn settle(target: &Target) {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let before = target.proc.cpu();
@@ -429,7 +429,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn per_request(cpu: Duration, requests: usize) -> f64 {
+pub(crate) fn per_request(cpu: Duration, requests: usize) -> f64 {
     if requests == 0 {
         0.0
     } else {

@@ -179,6 +179,19 @@ impl Target {
         core: Option<usize>,
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::keygate_with(name, binary, db, mock, core, log_dir, &[]).await
+    }
+
+    /// [`Target::keygate`] with more environment (e.g. `KEYGATE_REDIS_URL`).
+    pub async fn keygate_with(
+        name: &str,
+        binary: &Path,
+        db: TestDb,
+        mock: &Mock,
+        core: Option<usize>,
+        log_dir: &Path,
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let data_dir = db.data_dir().join("data");
         let mut env = vec![
             ("KEYGATE_DATA_DIR".to_owned(), data_dir.display().to_string()),
@@ -190,6 +203,7 @@ impl Target {
         if let keygate_store::DatabaseLocation::Postgres(_) = db.location {
             env.push(("KEYGATE_DATABASE_URL".into(), db.url()));
         }
+        env.extend(extra_env.iter().cloned());
         let (proc, base, metrics) = start_keygate(name, binary, &env, core, log_dir).await?;
         let mut target = Self {
             name: name.into(),
@@ -219,12 +233,7 @@ impl Target {
     /// Provisions `user` through a host JWT, stores the mock's key for them, and answers
     /// a proxy-scoped keygate token.
     pub async fn provision_user(&self, http: &reqwest::Client, user: &str) -> anyhow::Result<String> {
-        let claims = json!({"sub": user, "exp": chrono::Utc::now().timestamp() + 3 * 3600});
-        let jwt = jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-        )?;
+        let jwt = host_jwt(user)?;
         for (provider, secret) in [("openai", PROVIDER_KEY), ("anthropic", ANTHROPIC_KEY)] {
             let key = http
                 .post(format!("{}/api/v1/keys", self.base))
@@ -236,9 +245,27 @@ impl Target {
                 bail!("storing a key for {user}: {} {}", key.status(), key.text().await.unwrap_or_default());
             }
         }
+        self.proxy_token(http, &jwt, user).await
+    }
+
+    /// Provisions `user` through a host JWT without any key of their own (their calls go
+    /// to the operator's keys) and answers a proxy-scoped keygate token.
+    pub async fn provision_keyless_user(&self, http: &reqwest::Client, user: &str) -> anyhow::Result<String> {
+        self.proxy_token(http, &host_jwt(user)?, user).await
+    }
+
+    /// The environment the keygate process runs with (for its CLI on the same database).
+    pub fn keygate_env(&self) -> Option<(&Path, &[(String, String)])> {
+        match &self.kind {
+            Kind::Keygate { binary, env, .. } => Some((binary, env)),
+            Kind::LiteLlm => None,
+        }
+    }
+
+    async fn proxy_token(&self, http: &reqwest::Client, jwt: &str, user: &str) -> anyhow::Result<String> {
         let token = http
             .post(format!("{}/api/v1/tokens", self.base))
-            .bearer_auth(&jwt)
+            .bearer_auth(jwt)
             .json(&json!({"name": "bench", "scopes": ["proxy"]}))
             .send()
             .await?;
@@ -314,6 +341,16 @@ impl Target {
             bearer: LITELLM_MASTER_KEY.into(),
         })
     }
+}
+
+/// A host application's JWT for `user`.
+fn host_jwt(user: &str) -> anyhow::Result<String> {
+    let claims = json!({"sub": user, "exp": chrono::Utc::now().timestamp() + 3 * 3600});
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )?)
 }
 
 async fn start_keygate(
