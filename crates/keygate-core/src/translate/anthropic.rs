@@ -8,6 +8,7 @@
 //! stream events ([`Stream`]) come back as a `chat.completion` and its chunks, with
 //! `stop_reason` as `finish_reason` and usage counting cache tokens as prompt tokens.
 
+use super::openai::{self, Image};
 use super::{openai_error, Refused};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -147,7 +148,7 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>), Refus
         let content = message.get("content").unwrap_or(&Value::Null);
         let (role, blocks) = match role {
             "system" | "developer" => {
-                let text = text_of(content, i)?;
+                let text = openai::text_of(content, i, "Anthropic")?;
                 if !text.is_empty() {
                     system.push(text);
                 }
@@ -166,7 +167,7 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>), Refus
                     Refused::new(format!("messages[{i}]: a `tool` message needs the `tool_call_id` it answers"))
                 })?;
                 let mut result = json!({"type": "tool_result", "tool_use_id": id});
-                let text = text_of(content, i)?;
+                let text = openai::text_of(content, i, "Anthropic")?;
                 if !text.is_empty() {
                     result["content"] = text.into();
                 }
@@ -189,30 +190,6 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>), Refus
     }
     let turns = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
     Ok((system, turns))
-}
-
-/// A message's content as plain text (system messages, tool results).
-fn text_of(content: &Value, i: usize) -> Result<String, Refused> {
-    match content {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut text = Vec::new();
-            for part in parts {
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => text.push(part.get("text").and_then(Value::as_str).unwrap_or("")),
-                    other => {
-                        return Err(Refused::new(format!(
-                            "messages[{i}]: a `{}` part cannot go here for Anthropic (only text)",
-                            other.unwrap_or("?")
-                        )))
-                    }
-                }
-            }
-            Ok(text.concat())
-        }
-        _ => Err(Refused::new(format!("messages[{i}]: `content` must be a string or an array of parts"))),
-    }
 }
 
 /// A user or assistant message's content as Anthropic blocks.
@@ -248,43 +225,22 @@ fn blocks(content: &Value, i: usize) -> Result<Vec<Value>, Refused> {
 
 /// An `image_url` part: a `data:` URL becomes a base64 source, an http(s) URL a URL source.
 fn image(part: &Value, i: usize) -> Result<Value, Refused> {
-    let url = part
-        .get("image_url")
-        .and_then(|u| u.get("url").or(Some(u)))
-        .and_then(Value::as_str)
-        .ok_or_else(|| Refused::new(format!("messages[{i}]: an `image_url` part needs `image_url.url`")))?;
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| Refused::new(format!("messages[{i}]: the image's data URL has no data")))?;
-        let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
-            Refused::new(format!("messages[{i}]: an image data URL must be base64 (`data:image/png;base64,...`)"))
-        })?;
-        return Ok(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}));
+    match openai::image(part, i)? {
+        Image::Data { media_type, data } => {
+            Ok(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}))
+        }
+        Image::Link(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            Ok(json!({"type": "image", "source": {"type": "url", "url": url}}))
+        }
+        Image::Link(_) => {
+            Err(Refused::new(format!("messages[{i}]: an image URL must be a data: URL or an http(s) URL")))
+        }
     }
-    if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(json!({"type": "image", "source": {"type": "url", "url": url}}));
-    }
-    Err(Refused::new(format!("messages[{i}]: an image URL must be a data: URL or an http(s) URL")))
 }
 
 /// An assistant's tool call as a `tool_use` block.
 fn tool_use(call: &Value, i: usize) -> Result<Value, Refused> {
-    let function = call.get("function").unwrap_or(&Value::Null);
-    let name = function.get("name").and_then(Value::as_str).unwrap_or("");
-    let id = call.get("id").and_then(Value::as_str).unwrap_or("");
-    if name.is_empty() || id.is_empty() {
-        return Err(Refused::new(format!("messages[{i}]: each tool call needs an `id` and a `function.name`")));
-    }
-    let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("");
-    let input = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str::<Value>(arguments)
-            .ok()
-            .filter(Value::is_object)
-            .ok_or_else(|| Refused::new(format!("messages[{i}]: tool call `{id}`'s arguments are not a JSON object")))?
-    };
+    let (id, name, input) = openai::tool_call(call, i)?;
     Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
 }
 

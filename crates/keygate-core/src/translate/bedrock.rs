@@ -12,6 +12,7 @@
 //! The model is in the path ([`path`]), never in the body.
 
 pub use super::anthropic::Out;
+use super::openai::{self, Image};
 use super::{openai_error, Refused};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -137,7 +138,7 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>, bool),
         let content = message.get("content").unwrap_or(&Value::Null);
         let (role, blocks) = match role {
             "system" | "developer" => {
-                let text = text_of(content, i)?;
+                let text = openai::text_of(content, i, "Bedrock")?;
                 if !text.is_empty() {
                     system.push(text);
                 }
@@ -157,7 +158,7 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>, bool),
                     Refused::new(format!("messages[{i}]: a `tool` message needs the `tool_call_id` it answers"))
                 })?;
                 tool_blocks = true;
-                let text = text_of(content, i)?;
+                let text = openai::text_of(content, i, "Bedrock")?;
                 ("user", vec![json!({"toolResult": {"toolUseId": id, "content": [{"text": text}]}})])
             }
             "function" => {
@@ -177,30 +178,6 @@ fn messages(messages: Option<&Value>) -> Result<(Vec<String>, Vec<Value>, bool),
     }
     let turns = turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
     Ok((system, turns, tool_blocks))
-}
-
-/// A message's content as plain text (system messages, tool results).
-fn text_of(content: &Value, i: usize) -> Result<String, Refused> {
-    match content {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut text = Vec::new();
-            for part in parts {
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => text.push(part.get("text").and_then(Value::as_str).unwrap_or("")),
-                    other => {
-                        return Err(Refused::new(format!(
-                            "messages[{i}]: a `{}` part cannot go here for Bedrock (only text)",
-                            other.unwrap_or("?")
-                        )))
-                    }
-                }
-            }
-            Ok(text.concat())
-        }
-        _ => Err(Refused::new(format!("messages[{i}]: `content` must be a string or an array of parts"))),
-    }
 }
 
 /// A user or assistant message's content as Converse content blocks.
@@ -237,22 +214,12 @@ fn blocks(content: &Value, i: usize) -> Result<Vec<Value>, Refused> {
 /// An `image_url` part: only `data:` URLs (base64 PNG, JPEG, GIF or WebP) become an
 /// `image` block; Converse takes no image URLs, and keygate fetches none for it.
 fn image(part: &Value, i: usize) -> Result<Value, Refused> {
-    let url = part
-        .get("image_url")
-        .and_then(|u| u.get("url").or(Some(u)))
-        .and_then(Value::as_str)
-        .ok_or_else(|| Refused::new(format!("messages[{i}]: an `image_url` part needs `image_url.url`")))?;
-    let Some(rest) = url.strip_prefix("data:") else {
+    let Image::Data { media_type, data } = openai::image(part, i)? else {
         return Err(Refused::new(format!(
             "messages[{i}]: Bedrock's Converse takes images as bytes, not URLs: send the image as a data URL \
              (`data:image/png;base64,...`)"
         )));
     };
-    let (meta, data) =
-        rest.split_once(',').ok_or_else(|| Refused::new(format!("messages[{i}]: the image's data URL has no data")))?;
-    let media_type = meta.strip_suffix(";base64").ok_or_else(|| {
-        Refused::new(format!("messages[{i}]: an image data URL must be base64 (`data:image/png;base64,...`)"))
-    })?;
     let format =
         FORMATS.iter().find(|(m, _)| m.eq_ignore_ascii_case(media_type)).map(|(_, f)| *f).ok_or_else(|| {
             Refused::new(format!("messages[{i}]: Bedrock takes PNG, JPEG, GIF and WebP images, not `{media_type}`"))
@@ -262,21 +229,7 @@ fn image(part: &Value, i: usize) -> Result<Value, Refused> {
 
 /// An assistant's tool call as a `toolUse` block.
 fn tool_use(call: &Value, i: usize) -> Result<Value, Refused> {
-    let function = call.get("function").unwrap_or(&Value::Null);
-    let name = function.get("name").and_then(Value::as_str).unwrap_or("");
-    let id = call.get("id").and_then(Value::as_str).unwrap_or("");
-    if name.is_empty() || id.is_empty() {
-        return Err(Refused::new(format!("messages[{i}]: each tool call needs an `id` and a `function.name`")));
-    }
-    let arguments = function.get("arguments").and_then(Value::as_str).unwrap_or("");
-    let input = if arguments.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str::<Value>(arguments)
-            .ok()
-            .filter(Value::is_object)
-            .ok_or_else(|| Refused::new(format!("messages[{i}]: tool call `{id}`'s arguments are not a JSON object")))?
-    };
+    let (id, name, input) = openai::tool_call(call, i)?;
     Ok(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}))
 }
 

@@ -13,6 +13,7 @@
 //! Gemini gives one, carried after a `~` so the next turn can hand it back.
 
 use super::anthropic::Out;
+use super::openai::{self, Image};
 use super::{openai_error, Refused};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -157,7 +158,7 @@ fn contents(messages: Option<&Value>, needs_signature: bool) -> Result<(Vec<Stri
         let content = message.get("content").unwrap_or(&Value::Null);
         let (role, parts) = match role {
             "system" | "developer" => {
-                let text = text_of(content, i)?;
+                let text = openai::text_of(content, i, "Gemini")?;
                 if !text.is_empty() {
                     system.push(text);
                 }
@@ -184,7 +185,7 @@ fn contents(messages: Option<&Value>, needs_signature: bool) -> Result<(Vec<Stri
                          (Gemini matches results to calls by the function's name)"
                     ))
                 })?;
-                let text = text_of(content, i)?;
+                let text = openai::text_of(content, i, "Gemini")?;
                 // Gemini wants an object: a JSON object is sent as it is, anything else
                 // as `{"result": <text>}`.
                 let response = serde_json::from_str::<Value>(&text)
@@ -210,30 +211,6 @@ fn contents(messages: Option<&Value>, needs_signature: bool) -> Result<(Vec<Stri
     }
     let turns = turns.into_iter().map(|(role, parts)| json!({"role": role, "parts": parts})).collect();
     Ok((system, turns))
-}
-
-/// A message's content as plain text (system messages, tool results).
-fn text_of(content: &Value, i: usize) -> Result<String, Refused> {
-    match content {
-        Value::Null => Ok(String::new()),
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut text = Vec::new();
-            for part in parts {
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => text.push(part.get("text").and_then(Value::as_str).unwrap_or("")),
-                    other => {
-                        return Err(Refused::new(format!(
-                            "messages[{i}]: a `{}` part cannot go here for Gemini (only text)",
-                            other.unwrap_or("?")
-                        )))
-                    }
-                }
-            }
-            Ok(text.concat())
-        }
-        _ => Err(Refused::new(format!("messages[{i}]: `content` must be a string or an array of parts"))),
-    }
 }
 
 /// A user or assistant message's content as Gemini parts.
@@ -281,24 +258,13 @@ fn parts(content: &Value, i: usize) -> Result<Vec<Value>, Refused> {
 /// An `image_url` part: a base64 `data:` URL becomes `inlineData`. Gemini's `fileData`
 /// takes only files uploaded to its Files API, so an http(s) URL is refused.
 fn image(part: &Value, i: usize) -> Result<Value, Refused> {
-    let url = part
-        .get("image_url")
-        .and_then(|u| u.get("url").or(Some(u)))
-        .and_then(Value::as_str)
-        .ok_or_else(|| Refused::new(format!("messages[{i}]: an `image_url` part needs `image_url.url`")))?;
-    if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest
-            .split_once(',')
-            .ok_or_else(|| Refused::new(format!("messages[{i}]: the image's data URL has no data")))?;
-        let mime = meta.strip_suffix(";base64").ok_or_else(|| {
-            Refused::new(format!("messages[{i}]: an image data URL must be base64 (`data:image/png;base64,...`)"))
-        })?;
-        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+    match openai::image(part, i)? {
+        Image::Data { media_type, data } => Ok(json!({"inlineData": {"mimeType": media_type, "data": data}})),
+        Image::Link(_) => Err(Refused::new(format!(
+            "messages[{i}]: Gemini reads images sent inline only: send the image as a base64 data: URL \
+             (`data:image/png;base64,...`), not a link"
+        ))),
     }
-    Err(Refused::new(format!(
-        "messages[{i}]: Gemini reads images sent inline only: send the image as a base64 data: URL \
-         (`data:image/png;base64,...`), not a link"
-    )))
 }
 
 /// An assistant's tool call as a `functionCall` part, with its id and name. The thought

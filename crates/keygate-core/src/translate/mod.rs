@@ -22,6 +22,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod gemini;
 pub mod gemini_embed;
+mod openai;
 mod route;
 
 #[cfg(test)]
