@@ -11,6 +11,7 @@ on failure, Ctrl-C or SIGTERM). The helpers act on that browser:
     shot("login"); check_axe("login"); check_console(); canary_sweep(page_source(), [KEY])
     api("POST", "/api/v1/keys", {"provider": "openai", "secret": KEY}, token=TOKEN)
     mock_configure(valid_keys=[KEY]); mock_requests(); mock_clear_requests()
+    oidc_next_user(email="a@example.com", email_verified=False)   # the mock issuer's next sign-in
 
 Environment: KEYGATE_BROWSER_BIN_DIR (default target/debug) holds keygate and
 keygate-mock; KEYGATE_BROWSER_START_TIMEOUT (seconds, default 60) bounds start-up.
@@ -82,9 +83,12 @@ def provider_ids():
 class Stack:
     """keygate-mock and keygate on free loopback ports, keygate on a fresh data dir."""
 
-    def __init__(self, valid_keys=(), oauth_clients=(), extra_env=None):
+    def __init__(self, valid_keys=(), oauth_clients=(), extra_env=None, oidc_client=None):
         self.valid_keys = list(valid_keys)
         self.oauth_clients = list(oauth_clients)  # "client_id:client_secret"
+        # "client_id:client_secret": keygate signs in with the mock's OpenID Connect issuer
+        # ("Mock ID", people at example.com), through a config file written here.
+        self.oidc_client = oidc_client
         self.extra_env = dict(extra_env or {})
         self.procs = []
         self.workdir = None
@@ -109,6 +113,8 @@ class Stack:
             args += ["--valid-key", key]
         for client in self.oauth_clients:
             args += ["--oauth-client", client]
+        if self.oidc_client:
+            args += ["--oidc-client", self.oidc_client]
         self._spawn(args, self.mock_log, os.environ.copy())
 
         # Nothing from the developer's own KEYGATE_* settings (a database URL, a key file).
@@ -121,9 +127,18 @@ class Stack:
         env["KEYGATE_MASTER_KEY"] = keygen.stdout.strip().splitlines()[-1].strip()
         port = free_port()
         env["KEYGATE_LISTEN"] = f"127.0.0.1:{port}"
+        self.keygate_url = f"http://127.0.0.1:{port}"
+        if self.oidc_client:
+            client_id, client_secret = self.oidc_client.split(":", 1)
+            config = self.workdir / "keygate.toml"
+            config.write_text(
+                f'public_url = "{self.keygate_url}"\n\n[[oidc.providers]]\nid = "mock"\nname = "Mock ID"\n'
+                f'issuer = "{self.mock_url}/oidc"\nclient_id = "{client_id}"\nallowed_domains = ["example.com"]\n'
+            )
+            env["KEYGATE_CONFIG"] = str(config)
+            env["KEYGATE_OIDC_MOCK_CLIENT_SECRET"] = client_secret
         env.update(self.extra_env)
         self.env = env
-        self.keygate_url = f"http://127.0.0.1:{port}"
 
         self._wait_until_up(self.mock_url + "/__mock/config", self.procs[0], self.mock_log)
         self._spawn([str(KEYGATE_BIN), "serve"], self.keygate_log, env)
@@ -185,14 +200,14 @@ _stack = None
 _stack_error = None
 
 
-def start_stack(valid_keys=(), oauth_clients=(), extra_env=None):
+def start_stack(valid_keys=(), oauth_clients=(), extra_env=None, oidc_client=None):
     """Starts the stack once per process; later calls return the running one (or raise
     again why it could not start)."""
     global _stack, _stack_error
     if _stack_error is not None:
         raise RuntimeError(f"the stack did not start: {_stack_error}")
     if _stack is None:
-        stack = Stack(valid_keys, oauth_clients, extra_env)
+        stack = Stack(valid_keys, oauth_clients, extra_env, oidc_client)
         try:
             stack.start()
         except BaseException as e:
@@ -290,6 +305,14 @@ def mock(method, what, body=None):
     if status >= 300:
         raise AssertionError(f"mock {method} {what}: {status} {answer}")
     return answer
+
+
+def oidc_next_user(sub="sso-user-1", email="sso@example.com", email_verified=True):
+    """Who the mock's OpenID Connect issuer signs in next (it approves at once)."""
+    body = {"sub": sub, "email": email, "email_verified": email_verified}
+    status, answer = http("POST", stack().mock_url + "/__oidc/next-user", body)
+    if status >= 300:
+        raise AssertionError(f"oidc next-user: {status} {answer}")
 
 
 def mock_config():

@@ -38,6 +38,7 @@ from harness import (  # noqa: E402
     mobile,
     mock_accept_key,
     needs,
+    oidc_next_user,
     page_source,
     page_text,
     run_tests,
@@ -60,6 +61,7 @@ USER_OPENAI = "sk-proj-userCANARY" + STAMP + "0000000001"
 USER_OPENAI_2 = "sk-proj-userCANARY" + STAMP + "0000000002"
 USER_OPENAI_BAD = "sk-proj-userCANARYbad" + STAMP + "00000001"
 USER_ANTHROPIC_WRONG = "sk-ant-api03-userCANARY" + STAMP + "000001"
+OIDC_CLIENT = ("keygate-browser", "CANARY-oidc-client-secret-" + STAMP)
 
 CANARIES = [
     ADMIN_PASSWORD,
@@ -71,6 +73,7 @@ CANARIES = [
     USER_OPENAI_2,
     USER_OPENAI_BAD,
     USER_ANTHROPIC_WRONG,
+    OIDC_CLIENT[1],
 ]
 STATE = {}
 
@@ -146,6 +149,7 @@ def test_fresh_start_leads_to_setup():
         valid_keys=[ANTHROPIC_OPERATOR, USER_OPENAI, USER_OPENAI_2],
         oauth_clients=[f"{SENTINEL[0]}:{SENTINEL[1]}"],
         extra_env={"KEYGATE_JWT_HS256_SECRET": JWT_SECRET},
+        oidc_client=f"{OIDC_CLIENT[0]}:{OIDC_CLIENT[1]}",
     )
     start_browser()
     for path in ("/", "/settings/api-keys", "/admin/providers", "/login"):
@@ -154,6 +158,10 @@ def test_fresh_start_leads_to_setup():
     STATE["more_canaries"] = [setup_code()]
     visit("/setup", "setup-1-claim")
     assert "setup code" in page_text()
+    # Single sign-on is configured: the first super-admin can also be made through it.
+    assert "Create the first super-admin with Mock ID" in page_text()
+    browser().execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    shot("setup-1-claim-sso")
 
 
 @needs("test_fresh_start_leads_to_setup")
@@ -404,6 +412,38 @@ def test_a_person_deletes_a_key_after_confirming():
     click_button("Delete key")
     wait_for("text=The key was deleted")
     assert not browser().find_elements(By.CSS_SELECTOR, "tr[data-provider='openai']")
+
+
+@needs("test_the_wizard_claims_adds_keys_per_step_and_locks")
+def test_single_sign_on_signs_a_person_in():
+    click_button("Sign out")
+    wait_for_path("/login")
+    oidc_next_user(sub="sso-erin", email="erin@example.com")
+    go("/settings/usage")
+    wait_for_path("/login")
+    check_page("login-with-sso")
+    click_link("Sign in with Mock ID")
+    # To the issuer (it approves at once), back to keygate's callback, then on to the
+    # page asked for, signed in as a new user; the code has left the address bar.
+    wait_for_path("/settings/usage", timeout=10)
+    assert "erin@example.com" in page_text()
+    assert "code=" not in browser().current_url
+    check_page("sso-signed-in")
+
+
+@needs("test_single_sign_on_signs_a_person_in")
+def test_single_sign_on_refuses_an_unverified_email_with_a_readable_page():
+    click_button("Sign out")
+    wait_for_path("/login")
+    oidc_next_user(sub="sso-fay", email="fay@example.com", email_verified=False)
+    click_link("Sign in with Mock ID")
+    wait_for("text=Email address not verified", timeout=10)
+    assert "fay@example.com is not verified" in page_text()
+    assert wait_for_path("/login/oidc/mock/callback")
+    check_page("sso-refused-unverified")
+    click_link("Back to sign-in")
+    wait_for_path("/login")
+    oidc_next_user()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 //! Also the rules for what a pasted credential must look like.
 
 use crate::endpoints::{BadEndpoint, Endpoint};
+use crate::CredentialScope;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,6 +56,10 @@ pub enum Injection {
     Oauth2 { token_path: String },
     /// AWS Signature Version 4 for the named service.
     Sigv4 { name: String },
+    /// HTTP Basic authentication with the key as the password:
+    /// `Authorization: Basic base64(<username>:<key>)` (git hosts: GitHub takes
+    /// `x-access-token` and a token over git's smart HTTP).
+    Basic { username: String },
 }
 
 /// The cheapest authenticated call that tells a good key from a bad one.
@@ -72,6 +77,11 @@ pub struct Probe {
     /// A 2xx body containing this also means rejected (Google Maps answers 200 REQUEST_DENIED).
     #[serde(default)]
     pub invalid_body: Option<String>,
+    /// A JSON pointer (`/message`) to the provider's own short explanation in a refusal's
+    /// body, quoted in the key's validity detail (scrubbed of the key; GitHub answers
+    /// `{"message": "Bad credentials"}`). Without it, bodies are never quoted.
+    #[serde(default)]
+    pub invalid_message: Option<String>,
 }
 
 fn default_invalid_status() -> Vec<u16> {
@@ -112,6 +122,20 @@ pub struct Provider {
     /// The calls a key the caller does not own may serve (see [`crate::endpoints`]).
     #[serde(default)]
     pub shared_endpoints: Vec<Endpoint>,
+    /// Another provider whose keys this one uses: the user stores one key (as that
+    /// provider) and both serve calls with it, each injecting it its own way (`github-git`
+    /// uses `github`'s token for git over HTTPS). Such a provider holds no keys itself.
+    #[serde(default)]
+    pub uses_key_of: Option<String>,
+    /// The scopes a key for this provider may be stored with (all three unless the
+    /// catalog says otherwise: a personal integration, such as a GitHub token that acts
+    /// as its owner, is never an operator key).
+    #[serde(default = "all_key_scopes")]
+    pub key_scopes: Vec<CredentialScope>,
+}
+
+fn all_key_scopes() -> Vec<CredentialScope> {
+    vec![CredentialScope::User, CredentialScope::Workspace, CredentialScope::Operator]
 }
 
 /// Why a pasted credential was refused before anything was sent anywhere.
@@ -143,6 +167,20 @@ pub fn trim_secret<'a>(field: &str, value: &'a str) -> Result<&'a str, FormatErr
 }
 
 impl Provider {
+    /// The provider whose keys serve this one's calls: its own id, or the one it
+    /// [uses the key of](Provider::uses_key_of).
+    pub fn key_provider(&self) -> &str {
+        self.uses_key_of.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Whether callers speak git's smart HTTP to it (`kind = "git"`): they may send their
+    /// keygate token as the password of HTTP Basic authentication (git sends nothing
+    /// else), request bodies stream through unbuffered and answers are relayed as they
+    /// come.
+    pub fn speaks_git(&self) -> bool {
+        self.kind == "git"
+    }
+
     /// Checks already-trimmed credential fields against this provider's format.
     /// `fields` are (name, value) in any order; missing or unexpected fields are errors.
     pub fn check_format(&self, fields: &[(&str, &str)]) -> Result<(), FormatError> {
@@ -241,6 +279,8 @@ pub enum CatalogError {
     BadBaseUrl { id: String, url: String },
     #[error("provider `{id}`: {problem}")]
     BadEndpoint { id: String, problem: String },
+    #[error("provider `{id}`: {problem}")]
+    BadKeySharing { id: String, problem: String },
 }
 
 /// Every provider keygate knows, in catalog order. Providers are shared (`Arc`), so a
@@ -262,7 +302,26 @@ impl Catalog {
         for provider in file.provider {
             catalog.add(provider)?;
         }
+        catalog.check_key_sharing()?;
         Ok(catalog)
+    }
+
+    /// A provider that uses another's keys names one that exists, holds its own keys and
+    /// has the same kind of credential.
+    fn check_key_sharing(&self) -> Result<(), CatalogError> {
+        for provider in &self.providers {
+            let Some(of) = &provider.uses_key_of else { continue };
+            let bad = |problem: String| CatalogError::BadKeySharing { id: provider.id.clone(), problem };
+            let other =
+                self.get(of).ok_or_else(|| bad(format!("uses_key_of names `{of}`, which is not a provider")))?;
+            if other.uses_key_of.is_some() {
+                return Err(bad(format!("uses_key_of names `{of}`, which uses another provider's keys itself")));
+            }
+            if other.credential != provider.credential {
+                return Err(bad(format!("uses_key_of names `{of}`, whose credentials have other fields")));
+            }
+        }
+        Ok(())
     }
 
     fn add(&mut self, provider: Provider) -> Result<(), CatalogError> {
@@ -376,6 +435,8 @@ mod tests {
             "google_maps",
             "sentinel_hub",
             "resend",
+            "github",
+            "github-git",
         ] {
             let p = c.get(id).unwrap_or_else(|| panic!("{id} missing"));
             assert!(!p.base_url.ends_with('/') && !p.base_url.contains("/v1"), "{id}: origin only");
@@ -387,6 +448,47 @@ mod tests {
             }
         }
         assert_eq!(c.get("sentinel_hub").unwrap().credential, CredentialKind::ClientCredentials);
+    }
+
+    #[test]
+    fn github_git_uses_githubs_token_and_neither_takes_operator_keys() {
+        let c = catalog();
+        let github = c.get("github").unwrap();
+        let git = c.get("github-git").unwrap();
+        assert_eq!((github.key_provider(), git.key_provider()), ("github", "github"));
+        assert!(git.speaks_git() && !github.speaks_git());
+        assert_eq!(git.inject, Injection::Basic { username: "x-access-token".into() });
+        assert!(github.shared_endpoints.is_empty() && git.shared_endpoints.is_empty());
+        for p in [github, git] {
+            assert_eq!(p.key_scopes, [CredentialScope::User, CredentialScope::Workspace], "{}", p.id);
+        }
+        assert_eq!(c.get("openai").unwrap().key_scopes.len(), 3, "others take every scope");
+        let fine_grained = format!("github_pat_{}", "A1b2".repeat(20));
+        assert!(github.check_format(&[("api_key", &fine_grained)]).is_ok());
+        assert!(github.check_format(&[("api_key", "ghp_0123456789abcdefghijABCDEFGHIJ012345")]).is_ok());
+        let err = github.check_format(&[("api_key", "gho_0123456789abcdefghijABCDEFGHIJ012345")]).unwrap_err();
+        assert!(err.message.contains("`github_pat_` or `ghp_`"), "{err}");
+        assert_eq!(github.probe.as_ref().unwrap().invalid_status, [401]);
+    }
+
+    #[test]
+    fn a_provider_can_only_use_the_keys_of_one_that_holds_its_own() {
+        let entry = |id: &str, uses: &str| {
+            format!(
+                "[[provider]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"git\"\nbase_url = \"https://x.example\"\n\
+                 credential = \"api_key\"\ninject = {{ scheme = \"bearer\" }}\n{uses}\n"
+            )
+        };
+        let base = entry("a", "");
+        assert!(Catalog::parse(&format!("{base}{}", entry("b", "uses_key_of = \"a\""))).is_ok());
+        for (text, problem) in [
+            (entry("b", "uses_key_of = \"nope\""), "not a provider"),
+            (format!("{}{}", entry("b", "uses_key_of = \"a\""), entry("c", "uses_key_of = \"b\"")), "itself"),
+            (entry("b", "uses_key_of = \"a\"\n").replace("api_key", "aws"), "other fields"),
+        ] {
+            let err = Catalog::parse(&format!("{base}{text}")).unwrap_err();
+            assert!(matches!(&err, CatalogError::BadKeySharing { .. }) && err.to_string().contains(problem), "{err}");
+        }
     }
 
     #[test]

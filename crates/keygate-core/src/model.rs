@@ -162,6 +162,11 @@ vocabulary!(
         CredentialDelete => "credential.delete",
         TokenCreate => "token.create",
         TokenRevoke => "token.revoke",
+        // A sandbox session token minted or revoked, or a call it made refused by the
+        // session's own rules (a provider outside its list, a cap reached).
+        SessionCreate => "session.create",
+        SessionRevoke => "session.revoke",
+        SessionRefused => "session.refused",
         UserCreate => "user.create",
         UserProvision => "user.provision",
         UserUpdate => "user.update",
@@ -479,6 +484,30 @@ pub struct ApiToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// What a sandbox session adds to its token (which is `proxy`-only and always expires):
+/// the providers it may call and its own caps. A session's id is its token's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionGrant {
+    /// Catalog provider ids, sorted, without duplicates.
+    pub providers: Vec<String>,
+    pub max_requests: Option<u64>,
+    /// Input and output tokens over the session's life.
+    pub max_tokens: Option<u64>,
+}
+
+impl SessionGrant {
+    pub fn allows(&self, provider: &str) -> bool {
+        self.providers.iter().any(|p| p == provider)
+    }
+}
+
+/// A sandbox session as its owner sees it: its token and its rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token: ApiToken,
+    pub grant: SessionGrant,
+}
+
 /// Who did what to what, when, from where, and how it ended. Never a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -516,6 +545,8 @@ pub struct UsageEvent {
     /// The token counts are keygate's estimate: the answer ended before the provider
     /// reported them (a stream cut short or left by its caller).
     pub estimated: bool,
+    /// The sandbox session whose token made the call, if any.
+    pub session_id: Option<TokenId>,
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct MockConfig {
     /// API keys the mock accepts, however they are presented.
     pub valid_keys: Vec<String>,
     pub oauth_clients: Vec<OAuthClient>,
+    /// OpenID Connect clients the issuer at `/oidc` accepts (see `oidc`).
+    pub oidc_clients: Vec<OAuthClient>,
     /// AWS credentials whose SigV4 signatures Bedrock's endpoints accept.
     pub aws_credentials: Vec<crate::bedrock::AwsCredential>,
     /// Lifetime of issued OAuth2 access tokens.
@@ -52,6 +54,9 @@ pub struct MockConfig {
     pub fault_times: Option<u32>,
     /// Record requests (benchmarks turn this off).
     pub record: bool,
+    /// A directory of bare repositories (`<owner>/<repo>.git`) that git's smart HTTP
+    /// serves (see `git`); `None`: git requests find no repository.
+    pub git_root: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -59,6 +64,7 @@ impl Default for MockConfig {
         Self {
             valid_keys: Vec::new(),
             oauth_clients: Vec::new(),
+            oidc_clients: Vec::new(),
             aws_credentials: Vec::new(),
             token_ttl_secs: 3600,
             latency_ms: 0,
@@ -69,6 +75,7 @@ impl Default for MockConfig {
             fault: None,
             fault_times: None,
             record: true,
+            git_root: None,
         }
     }
 }

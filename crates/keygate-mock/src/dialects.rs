@@ -15,12 +15,16 @@ pub(crate) enum Dialect {
     OpenAi,
     Anthropic,
     Gemini,
+    /// GitHub's REST API (calls carry `x-github-api-version`).
+    GitHub,
     Generic,
 }
 
 impl Dialect {
     pub(crate) fn of(path: &str, headers: &HeaderMap) -> Self {
-        if path == "/v1/messages" || (path.starts_with("/v1/") && headers.contains_key("anthropic-version")) {
+        if headers.contains_key("x-github-api-version") {
+            Dialect::GitHub
+        } else if path == "/v1/messages" || (path.starts_with("/v1/") && headers.contains_key("anthropic-version")) {
             Dialect::Anthropic
         } else if path.starts_with("/v1beta/") || headers.contains_key("x-goog-api-key") {
             Dialect::Gemini
@@ -48,6 +52,10 @@ pub(crate) fn unauthorized(dialect: Dialect, key: Option<&str>) -> Response {
         Dialect::Gemini => (
             StatusCode::BAD_REQUEST,
             json!({"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT", "details": [{"reason": "API_KEY_INVALID"}]}}),
+        ),
+        Dialect::GitHub => (
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}),
         ),
         Dialect::Generic => (StatusCode::UNAUTHORIZED, json!({"message": "Not Authorized - Invalid Token"})),
     };
@@ -136,6 +144,11 @@ pub(crate) fn answer(
             }
         }
         ("POST", "/v1/embeddings", _) => crate::embeddings::openai(config, &model, request),
+        ("GET", "/user", Dialect::GitHub) => axum::Json(json!({
+            "login": "mock-octocat", "id": 583231, "type": "User", "name": "Mock Octocat",
+            "html_url": "https://github.com/mock-octocat"
+        }))
+        .into_response(),
         ("POST", "/v1/messages", _) => {
             let calls = anthropic_tool_calls(request, id);
             if stream {

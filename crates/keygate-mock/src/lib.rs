@@ -16,12 +16,19 @@
 //!   `functionCall` part per function (arguments made from its schema), and a request
 //!   ending in `functionResponse` parts gets text; `:batchEmbedContents` and
 //!   `:embedContent` (deterministic vectors, `outputDimensionality`, no token counts);
+//! - GitHub: `GET /user` (`{"login": …}`, or 401 `{"message": "Bad credentials", …}`)
+//!   for calls carrying `x-github-api-version`; git's smart HTTP
+//!   (`/<owner>/<repo>.git/info/refs`, `git-upload-pack`, `git-receive-pack`) served by
+//!   `git http-backend` over the bare repositories under `git_root`, for a request whose
+//!   Basic auth is `x-access-token:<valid key>` (see `git`);
 //! - anything else: a generic JSON API that takes its key as a bearer token, a header,
 //!   or a `key=` / `access_token=` query parameter (Mapbox, Google Maps, MapTiler, Resend);
 //! - AWS Bedrock: Converse, ConverseStream (event-stream frames), InvokeModel (and its
 //!   stream), for requests whose SigV4 signature verifies (see `bedrock`);
 //! - OAuth2 client credentials: `POST /oauth/token` and
-//!   `/auth/realms/main/protocol/openid-connect/token` (Sentinel Hub's path).
+//!   `/auth/realms/main/protocol/openid-connect/token` (Sentinel Hub's path);
+//! - an OpenID Connect issuer at `/oidc` (discovery, JWKS, authorize, token) for
+//!   keygate's single sign-on, with knobs for every refusal (see `oidc`).
 //!
 //! Which keys are valid, latency, token counts and faults (status codes, slow answers,
 //! a reset mid-stream, malformed SSE) are configurable, also at run time through
@@ -36,10 +43,13 @@ mod config;
 mod dialects;
 mod echo;
 mod embeddings;
+mod git;
+mod oidc;
 mod server;
 
 pub use bedrock::AwsCredential;
 pub use config::{Fault, MockConfig, OAuthClient};
+pub use oidc::{OidcBehaviour, OidcUser};
 pub use server::{router, serve, MockProvider, Recorded, Shared};
 
 /// `credential` as a hostile provider would echo it (see `Fault::Echo`), for tests.

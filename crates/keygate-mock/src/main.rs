@@ -18,6 +18,10 @@ struct Args {
     /// An OAuth2 client to accept, as `client_id:client_secret` (repeatable).
     #[arg(long = "oauth-client")]
     oauth_clients: Vec<String>,
+    /// An OpenID Connect client the issuer at `/oidc` accepts, as `client_id:client_secret`
+    /// (repeatable). Who signs in: `POST /__oidc/next-user`; knobs: `PUT /__oidc/behaviour`.
+    #[arg(long = "oidc-client")]
+    oidc_clients: Vec<String>,
     /// An AWS credential whose SigV4 signatures Bedrock accepts, as
     /// `access_key_id:secret_access_key` (repeatable).
     #[arg(long = "aws-credential")]
@@ -38,6 +42,10 @@ struct Args {
     /// Do not record requests (for benchmarks).
     #[arg(long)]
     no_record: bool,
+    /// Serve git's smart HTTP from the bare repositories (`<owner>/<repo>.git`) under this
+    /// directory, to requests authenticated as `x-access-token:<a valid key>`.
+    #[arg(long)]
+    git_root: Option<String>,
 }
 
 #[tokio::main]
@@ -55,6 +63,14 @@ async fn main() -> std::process::ExitCode {
         };
         oauth_clients.push(OAuthClient { client_id: client_id.into(), client_secret: client_secret.into() });
     }
+    let mut oidc_clients = Vec::new();
+    for spec in &args.oidc_clients {
+        let Some((client_id, client_secret)) = spec.split_once(':') else {
+            let _ = writeln!(std::io::stderr(), "--oidc-client must be client_id:client_secret");
+            return std::process::ExitCode::FAILURE;
+        };
+        oidc_clients.push(OAuthClient { client_id: client_id.into(), client_secret: client_secret.into() });
+    }
     let mut aws_credentials = Vec::new();
     for spec in &args.aws_credentials {
         let Some((access_key_id, secret_access_key)) = spec.split_once(':') else {
@@ -67,6 +83,7 @@ async fn main() -> std::process::ExitCode {
     let config = MockConfig {
         valid_keys: args.valid_keys,
         oauth_clients,
+        oidc_clients,
         aws_credentials,
         latency_ms: args.latency_ms,
         chunk_interval_ms: args.chunk_interval_ms,
@@ -74,6 +91,7 @@ async fn main() -> std::process::ExitCode {
         input_tokens: args.input_tokens,
         output_tokens: args.output_tokens,
         record: !args.no_record,
+        git_root: args.git_root,
         ..MockConfig::default()
     };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {

@@ -46,6 +46,8 @@ pub struct Shared {
     counter: AtomicU64,
     /// Provider requests served (admin endpoints not counted), recorded or not.
     served: AtomicU64,
+    /// The OpenID Connect issuer at `/oidc`.
+    oidc: crate::oidc::IssuerState,
 }
 
 impl Shared {
@@ -55,6 +57,13 @@ impl Shared {
 
     fn config(&self) -> MockConfig {
         self.config.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Keeps `request` for the tests' [`MockProvider::requests`].
+    pub(crate) fn record(&self, request: Recorded) {
+        if let Ok(mut requests) = self.requests.lock() {
+            requests.push(request);
+        }
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -138,6 +147,31 @@ impl MockProvider {
         self.shared.served.load(Ordering::Relaxed)
     }
 
+    /// `http://127.0.0.1:<port>/oidc`: the OpenID Connect issuer's URL.
+    pub fn oidc_issuer(&self) -> String {
+        format!("{}{}", self.url(), crate::oidc::ISSUER_PATH)
+    }
+
+    /// Changes how the OpenID Connect issuer behaves from the next sign-in on.
+    pub fn oidc(&self, change: impl FnOnce(&mut crate::oidc::OidcBehaviour)) {
+        if let Ok(mut behaviour) = self.shared.oidc.behaviour.lock() {
+            change(&mut behaviour);
+        }
+    }
+
+    /// Every authorization code and ID token the issuer has handed out, oldest first.
+    pub fn oidc_issued(&self) -> Vec<String> {
+        self.shared.oidc.issued.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// How often the issuer's discovery document and JWKS were fetched.
+    pub fn oidc_fetches(&self) -> (u64, u64) {
+        (
+            self.shared.oidc.discovery_fetches.load(Ordering::Relaxed),
+            self.shared.oidc.jwks_fetches.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn clear_requests(&self) {
         if let Ok(mut r) = self.shared.requests.lock() {
             r.clear();
@@ -175,6 +209,12 @@ const MAX_BODY: usize = 16 << 20;
 
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    // git's smart HTTP streams its bodies: answered before anything is read.
+    if crate::git::is_git_path(parts.uri.path()) {
+        shared.served.fetch_add(1, Ordering::Relaxed);
+        let config = shared.config();
+        return crate::git::answer(&shared, &config, parts, body).await;
+    }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response(),
@@ -183,6 +223,10 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let query = parts.uri.query().map(str::to_owned);
     if let Some(admin) = path.strip_prefix("/__mock/") {
         return admin_endpoint(&shared, &parts.method, admin, &body);
+    }
+    if path.starts_with("/oidc/") || path.starts_with("/__oidc/") {
+        let config = shared.config();
+        return crate::oidc::handle(&shared.oidc, &config, &parts.method, &parts.uri, &parts.headers, &body);
     }
     shared.served.fetch_add(1, Ordering::Relaxed);
     let config = shared.config();
@@ -293,7 +337,7 @@ fn oauth_token(shared: &Shared, config: &MockConfig, headers: &HeaderMap, body: 
     axum::Json(body).into_response()
 }
 
-fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+pub(crate) fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Basic ")?;
     let decoded = decode_base64(value.trim())?;
     let text = String::from_utf8(decoded).ok()?;

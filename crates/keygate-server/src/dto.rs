@@ -218,7 +218,8 @@ pub struct TokenList {
 pub struct ProviderInfo {
     pub id: String,
     pub name: String,
-    /// `ai`, `maps`, `satellite`, `email`.
+    /// `ai`, `maps`, `satellite`, `email`, `code`, or `git` (git's smart HTTP, with a
+    /// keygate token as the Basic-auth password).
     pub kind: String,
     /// The fields a credential has: `api_key`, or e.g. `client_id` and `client_secret`.
     pub credential_fields: Vec<String>,
@@ -232,6 +233,12 @@ pub struct ProviderInfo {
     /// The calls a key you do not own (a workspace's, the operator's) may serve, as
     /// `METHOD /path` patterns; your own key serves any call.
     pub shared_endpoints: Vec<String>,
+    /// The provider whose key serves this one's calls (`github` for `github-git`): store
+    /// the key as that provider; this one holds none of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uses_key_of: Option<String>,
+    /// The scopes its keys may be stored with (`user`, `workspace`, `operator`).
+    pub key_scopes: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -508,4 +515,98 @@ pub struct UsageReport {
     pub group_by: String,
     pub rows: Vec<UsageRow>,
     pub total: UsageRow,
+}
+
+/// `DELETE /api/v1/keys?provider=…[&scope=…]`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDeleteQuery {
+    /// The provider whose key goes, e.g. `openai`.
+    pub provider: Option<String>,
+    /// `user` (default: your own key) or `workspace` (your workspace's shared key; needs
+    /// the owner or admin role).
+    pub scope: Option<String>,
+}
+
+/// A sandbox session to mint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub name: String,
+    /// Provider ids the session's token may call, e.g. `["openai", "anthropic"]`.
+    pub providers: Vec<String>,
+    /// How long the session lives: 1 to 604800 (7 days).
+    pub ttl_seconds: u64,
+    /// The most calls the session may make.
+    pub max_requests: Option<u64>,
+    /// The most tokens (input + output) the session may use; a call that could use more
+    /// than is left goes out with its output maximum lowered to fit.
+    pub max_tokens: Option<u64>,
+}
+
+/// A new session: `token` is shown this once and never again.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedSession {
+    pub id: Uuid,
+    pub name: String,
+    pub token: String,
+    pub providers: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+    pub max_requests: Option<u64>,
+    pub max_tokens: Option<u64>,
+}
+
+impl std::fmt::Debug for CreatedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedSession").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// What a session has spent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionSpent {
+    pub requests: u64,
+    /// Input and output tokens (a call in flight counts what it reserved).
+    pub tokens: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub name: String,
+    /// `kg_<public id>`: enough to recognise the token, useless without its secret.
+    pub prefix: String,
+    pub providers: Vec<String>,
+    pub workspace_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub max_requests: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub spent: SessionSpent,
+}
+
+impl From<&keygate_service::sandbox::SessionStatus> for SessionInfo {
+    fn from(s: &keygate_service::sandbox::SessionStatus) -> Self {
+        let t = &s.session.token;
+        Self {
+            id: t.id.as_uuid(),
+            name: t.name.clone(),
+            prefix: format!("kg_{}", t.public_id),
+            providers: s.session.grant.providers.clone(),
+            workspace_id: t.workspace_id.map(|w| w.as_uuid()),
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
+            max_requests: s.session.grant.max_requests,
+            max_tokens: s.session.grant.max_tokens,
+            spent: SessionSpent { requests: s.used.requests, tokens: s.used.tokens },
+        }
+    }
+}
+
+/// Your live sessions (neither expired nor revoked).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionInfo>,
 }

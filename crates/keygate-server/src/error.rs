@@ -89,6 +89,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::EndpointNotAllowed(_) => StatusCode::FORBIDDEN,
             ServiceError::UpstreamAuthFailed(_) => StatusCode::BAD_GATEWAY,
             ServiceError::PromptBlocked(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ServiceError::ProviderNotInSession(_) => StatusCode::FORBIDDEN,
+            // A session's caps last its life: there is no time to retry after.
+            ServiceError::SessionCapReached(_) => StatusCode::TOO_MANY_REQUESTS,
             ServiceError::MasterKeyMismatch(_)
             | ServiceError::MasterKeyStillInUse(_)
             | ServiceError::Undecryptable { .. }

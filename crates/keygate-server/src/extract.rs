@@ -30,6 +30,37 @@ pub fn presented_credential(parts: &Parts) -> Option<&str> {
     parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
+/// The keygate token sent as the password of HTTP Basic authentication
+/// (`Authorization: Basic base64(<anything>:kg_…)`), the only way git's smart HTTP sends
+/// a credential. Accepted only where a provider speaks git (see `proxy::request::read`):
+/// elsewhere a browser that once saw a Basic challenge would send it on its own. Only
+/// keygate tokens: an account password (or a JWT) there is refused, never tried.
+pub fn basic_token(parts: &Parts) -> Result<Option<String>, ApiError> {
+    use base64::Engine;
+    let Some(value) = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some((scheme, encoded)) = value.trim().split_once(' ') else { return Ok(None) };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Ok(None);
+    }
+    let refused = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "send a keygate token (kg_…) as the password of HTTP Basic authentication (any user name), \
+             e.g. git clone http://x:<token>@<keygate>/proxy/github-git/<owner>/<repo>.git",
+        )
+    };
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| refused())?;
+    let text = String::from_utf8(decoded).map_err(|_| refused())?;
+    let (_, password) = text.split_once(':').ok_or_else(refused)?;
+    if !password.starts_with("kg_") {
+        return Err(refused());
+    }
+    Ok(Some(password.to_owned()))
+}
+
 /// The client's address, when the server was started with connect info.
 pub fn source_addr(parts: &Parts) -> Option<String> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0.ip().to_string())

@@ -6,7 +6,7 @@
 
 use crate::audit::{self, Actor, Entry};
 use crate::jwt::HostClaims;
-use crate::principal::{Principal, Via};
+use crate::principal::{Principal, SandboxSession, Via};
 use crate::services::Services;
 use crate::{now, ServiceError, ServiceResult};
 use chrono::{DateTime, Utc};
@@ -14,8 +14,8 @@ use keygate_core::*;
 use keygate_vault::{constant_time_eq, random_alphanumeric, sha256, SecretText};
 use std::fmt;
 
-const PUBLIC_ID_LEN: usize = 16;
-const SECRET_LEN: usize = 40;
+pub(crate) const PUBLIC_ID_LEN: usize = 16;
+pub(crate) const SECRET_LEN: usize = 40;
 /// How long a password login's token lives.
 pub const LOGIN_TOKEN_HOURS: i64 = 12;
 
@@ -227,10 +227,14 @@ impl Services {
         let (workspace, role) = found.acting.ok_or_else(no_workspace)?;
         self.usage.token_used(token.id, at);
         let expires = token.expires_at;
-        Ok((
-            Principal { user, workspace, role, via: Via::Token { id: token.id, scopes: token.scopes }, source_addr },
-            expires,
-        ))
+        // A sandbox session's token always expires (a row without an expiry is no session).
+        let session = match (found.session, expires) {
+            (Some(grant), Some(expires_at)) => Some(std::sync::Arc::new(SandboxSession { grant, expires_at })),
+            (Some(_), None) => return Err(invalid()),
+            (None, _) => None,
+        };
+        let via = Via::Token { id: token.id, scopes: token.scopes, session };
+        Ok((Principal { user, workspace, role, via, source_addr }, expires))
     }
 
     /// The workspace a caller acts in: the one named, or their first (oldest) membership.

@@ -64,7 +64,9 @@ impl Services {
     pub async fn create_credential(&self, principal: &Principal, input: NewCredential) -> ServiceResult<Credential> {
         principal.require_scope(Scope::Keys)?;
         let provider = self.provider(&input.provider)?;
-        let owner = self.owner_for(principal, input.scope.unwrap_or(CredentialScope::User), input.workspace_id).await?;
+        let scope = input.scope.unwrap_or(CredentialScope::User);
+        keyable(provider, scope, &self.catalog)?;
+        let owner = self.owner_for(principal, scope, input.workspace_id).await?;
         if let Some(ws) = owner.workspace_id() {
             self.require_active(ws).await?;
         }
@@ -343,6 +345,69 @@ impl Services {
         Ok(())
     }
 
+    /// Deletes the caller's own key for `provider` (`CredentialScope::User`: in the
+    /// workspace the caller acts in) or that workspace's shared key for it
+    /// (`CredentialScope::Workspace`: needs the owner or admin role there), each deletion
+    /// audited like a delete by id; `not_found` when there is none. A disabled key left
+    /// beside the active one goes too: "remove my OpenAI key" leaves none.
+    pub async fn delete_credentials_of_provider(
+        &self,
+        principal: &Principal,
+        provider: &str,
+        scope: CredentialScope,
+    ) -> ServiceResult<()> {
+        principal.require_scope(Scope::Keys)?;
+        let provider = self.provider(provider)?;
+        let ws = principal.workspace.id;
+        let filter = match scope {
+            CredentialScope::User => CredentialFilter {
+                scope: Some(CredentialScope::User),
+                workspace_id: Some(ws),
+                owner_user_id: Some(principal.user.id),
+                provider: Some(provider.id.clone()),
+                ..Default::default()
+            },
+            CredentialScope::Workspace => CredentialFilter {
+                scope: Some(CredentialScope::Workspace),
+                workspace_id: Some(ws),
+                provider: Some(provider.id.clone()),
+                ..Default::default()
+            },
+            CredentialScope::Operator => {
+                return Err(ServiceError::Invalid {
+                    field: "scope",
+                    problem: "removing by provider takes `user` or `workspace`; delete an operator key by its id"
+                        .into(),
+                })
+            }
+        };
+        if scope == CredentialScope::Workspace && !principal.role.can_administer() {
+            return Err(ServiceError::Forbidden("workspace keys need the owner or admin role in the workspace".into()));
+        }
+        let found = self.store.credentials(&filter).await?;
+        if found.is_empty() {
+            return Err(ServiceError::NotFound { entity: "key" });
+        }
+        for credential in found {
+            let audit = credential_audit(
+                principal,
+                AuditAction::CredentialDelete,
+                Some(credential.id),
+                credential.workspace_id,
+                AuditResult::Ok,
+                provider,
+                None,
+            );
+            match self.store.delete_credential(credential.id, &audit).await {
+                // Deleted meanwhile by another request: what was asked for is done.
+                Err(e) if e.is_not_found() => {}
+                other => other?,
+            }
+        }
+        self.changed().await;
+        Ok(())
+    }
+
     /// Probes a secret about to be saved; refuses (audited) a rejected key when the policy
     /// says so, before anything is written.
     async fn probe_for_save(
@@ -472,6 +537,33 @@ fn apply(credential: &mut Credential, outcome: &Outcome, at: chrono::DateTime<ch
 }
 
 /// Trims and format-checks a pasted secret; returns what gets sealed.
+/// Whether keys for `provider` may be stored with `scope`: a provider that uses another's
+/// keys holds none itself, and a personal integration is never an operator key.
+fn keyable(provider: &Provider, scope: CredentialScope, catalog: &Catalog) -> ServiceResult<()> {
+    if let Some(of) = &provider.uses_key_of {
+        let name = catalog.get(of).map_or(of.as_str(), |p| p.name.as_str());
+        return Err(ServiceError::Invalid {
+            field: "provider",
+            problem: format!(
+                "{} uses your {name} key: store it once with provider `{of}`, and both use it",
+                provider.name
+            ),
+        });
+    }
+    if !provider.key_scopes.contains(&scope) {
+        let allowed: Vec<&str> = provider.key_scopes.iter().map(|s| s.as_str()).collect();
+        return Err(ServiceError::Invalid {
+            field: "scope",
+            problem: format!(
+                "{} keys act as the person who made them, so they cannot be {scope} keys; store one with scope {}",
+                provider.name,
+                allowed.join(" or ")
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn normalize(catalog: &Catalog, provider: &Provider, input: &SecretInput) -> ServiceResult<SecretText> {
     let bad = |e: keygate_core::catalog::FormatError| ServiceError::InvalidKeyFormat(e.message);
     match (provider.credential, input) {

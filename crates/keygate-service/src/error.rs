@@ -51,6 +51,12 @@ pub enum ServiceError {
     /// The prompt guard refused the call (the message names kinds and places, never values).
     #[error("{0}")]
     PromptBlocked(String),
+    /// A sandbox session's token called a provider outside the session's list.
+    #[error("{0}")]
+    ProviderNotInSession(String),
+    /// A sandbox session's own request or token cap is reached.
+    #[error("{0}")]
+    SessionCapReached(String),
     #[error("the database cannot be reached: {0}")]
     DatabaseUnreachable(String),
     /// The limits backend (Redis, PostgreSQL) did not answer in time: a call that needs a
@@ -90,6 +96,8 @@ impl ServiceError {
             Self::EndpointNotAllowed(_) => "endpoint_not_allowed",
             Self::UpstreamAuthFailed(_) => "upstream_auth_failed",
             Self::PromptBlocked(_) => "prompt_blocked",
+            Self::ProviderNotInSession(_) => "provider_not_in_session",
+            Self::SessionCapReached(_) => "session_cap_reached",
             Self::DatabaseUnreachable(_) => "database_unreachable",
             Self::LimitsUnavailable(_) => "limits_unavailable",
             Self::Interrupted(_) => "interrupted",

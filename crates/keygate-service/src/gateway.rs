@@ -7,7 +7,7 @@
 //! Not for: forwarding bytes (the server's proxy does that).
 
 use crate::cache::CandidateSet;
-use crate::limits::{Refusal, RequestAdmission, TokenReservation, Unavailable};
+use crate::limits::{Refusal, RequestAdmission, SessionReservation, TokenReservation, Unavailable};
 use crate::principal::Principal;
 use crate::services::Services;
 use crate::{now, ServiceError, ServiceResult};
@@ -58,6 +58,19 @@ impl CallSize {
     fn input_estimate(&self) -> u64 {
         (self.body_len as u64).div_ceil(3) + self.images * TOKENS_PER_IMAGE
     }
+
+    /// `(input, choices, at least, at most)`: the tokens a call costs at least (its input
+    /// and a token per choice) and at most (`u64::MAX` when it names no output maximum).
+    pub(crate) fn worst_case(&self) -> (u64, u64, u64, u64) {
+        let input = self.input_estimate().max(1);
+        let choices = self.choices.max(1);
+        let (at_least, at_most) = match (self.generates, self.max_output_tokens) {
+            (false, _) => (input, input),
+            (true, Some(max)) => (input + choices, input + choices.saturating_mul(max.max(1))),
+            (true, None) => (input + choices, u64::MAX),
+        };
+        (input, choices, at_least, at_most)
+    }
 }
 
 /// Who pays for a call, decided before its body is read.
@@ -86,9 +99,12 @@ pub struct Admitted {
     pub source: KeySource,
     pub credential: Credential,
     pub admission: Admission,
-    /// The demo allowance cannot cover the output the request allows (or it names no
-    /// maximum): the call must go out with its maximum output per choice set to this.
+    /// The demo allowance (or a sandbox session's token cap) cannot cover the output the
+    /// request allows (or it names no maximum): the call must go out with its maximum
+    /// output per choice set to this.
     pub output_cap: Option<u64>,
+    /// The call's reservation under its sandbox session's caps, when a session makes it.
+    pub session: Option<SessionReservation>,
 }
 
 /// The dry run's answer.
@@ -151,7 +167,12 @@ impl Services {
         policy: PaymentPolicy,
     ) -> ServiceResult<Explanation> {
         let provider = self.provider(provider)?;
-        let set = self.candidates(principal, &provider.id).await?;
+        // A session's token is served by no provider outside its list (so `auto` and
+        // `/v1/models` pass them by).
+        if !self.session_allows(principal, provider) {
+            return Ok(Explanation { provider: provider.id.clone(), chosen: None, skipped: Vec::new(), model: None });
+        }
+        let set = self.candidates(principal, provider.key_provider()).await?;
         let facts = self.facts(principal, &set).await?;
         let decision = resolution::resolve(set.candidates(), facts, policy);
         let chosen = decision.chosen.map(|(s, c)| (s, c.clone()));
@@ -169,7 +190,9 @@ impl Services {
             return Err(ServiceError::WorkspaceInactive { status: principal.workspace.status.to_string() });
         }
         let provider = Arc::clone(self.provider(request.provider)?);
-        let set = self.candidates(principal, &provider.id).await?;
+        self.check_session_provider(principal, &provider).await?;
+        // `github-git` is served by the caller's `github` key (see `Provider::uses_key_of`).
+        let set = self.candidates(principal, provider.key_provider()).await?;
         let facts = self.facts(principal, &set).await?;
         let decision = resolution::resolve(set.candidates(), facts, policy);
         let Some((source, credential)) = decision.chosen else {
@@ -198,7 +221,37 @@ impl Services {
     /// request that names no maximum, or more than is left, is admitted with its maximum
     /// capped to what is left (`Admitted::output_cap`), so the allowance is never
     /// overspent, however many calls run at once.
+    ///
+    /// A sandbox session's call is first reserved under the session's own caps (its
+    /// output maximum capped to what the session has left); a call the limits above then
+    /// refuse gives that reservation back.
     pub async fn admit(&self, resolved: Resolved, size: CallSize) -> ServiceResult<Admitted> {
+        let (session, session_cap) =
+            self.admit_session_call(&resolved.principal, &resolved.provider.id, resolved.source, &size).await?;
+        let mut size = size;
+        if let Some(cap) = session_cap {
+            size.max_output_tokens = Some(size.max_output_tokens.map_or(cap, |max| max.min(cap)));
+        }
+        match self.admit_under_source_limits(resolved, size).await {
+            Ok(mut admitted) => {
+                admitted.session = session;
+                admitted.output_cap = match (admitted.output_cap, session_cap) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                Ok(admitted)
+            }
+            Err(e) => {
+                if let Some(reservation) = session {
+                    self.settle_session_soon(reservation, 0, true);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::admit`] under the limits of the key that pays (demo allowance, tier).
+    async fn admit_under_source_limits(&self, resolved: Resolved, size: CallSize) -> ServiceResult<Admitted> {
         let Resolved { principal, provider, source, credential } = resolved;
         let mut output_cap = None;
         let admission = match source {
@@ -213,10 +266,7 @@ impl Services {
                     (true, Some(max)) => (input + choices, input + choices.saturating_mul(max.max(1))),
                     (true, None) => (input + choices, u64::MAX),
                 };
-                let reserved = match self.seed_demo(user).await {
-                    Ok(()) => self.limiter.reserve_tokens(user, now(), limit, at_least, at_most).await,
-                    Err(e) => Err(e),
-                };
+                let reserved = self.reserve_demo(user, limit, at_least, at_most).await;
                 match reserved {
                     Ok(reserved) => {
                         let reservation = reserved.map_err(refusal)?;
@@ -244,10 +294,7 @@ impl Services {
                 })?;
                 let user = principal.user.id;
                 let (per_minute, per_day) = (limits.requests_per_minute, limits.requests_per_day);
-                let admitted = match self.seed_platform(user).await {
-                    Ok(()) => self.limiter.admit_request(user, now(), per_minute, per_day).await,
-                    Err(e) => Err(e),
-                };
+                let admitted = self.admit_platform(user, per_minute, per_day).await;
                 match admitted {
                     Ok(admitted) => Admission::Platform(admitted.map_err(refusal)?),
                     Err(down) => {
@@ -257,7 +304,7 @@ impl Services {
                 }
             }
         };
-        Ok(Admitted { principal, provider, source, credential, admission, output_cap })
+        Ok(Admitted { principal, provider, source, credential, admission, output_cap, session: None })
     }
 
     /// Settles limits and records usage for a finished (or abandoned) call.
@@ -281,6 +328,12 @@ impl Services {
             }
             Admission::Platform(_) => {}
         }
+        if let Some(reservation) = call.session {
+            // Like the demo's: a count keygate never saw is charged what was reserved.
+            let unseen = outcome.status.is_some_and(|s| s.is_success()) && !outcome.tokens.reported;
+            let actual = if unseen { reservation.tokens.max(tokens) } else { tokens };
+            self.settle_session_soon(reservation, actual, failed);
+        }
         let Some(status) = outcome.status else {
             return; // the provider was never reached: nothing to meter
         };
@@ -302,6 +355,7 @@ impl Services {
             status: i32::from(status.as_u16()),
             latency_ms: outcome.latency.as_millis().min(i64::MAX as u128) as i64,
             estimated: outcome.tokens.estimated,
+            session_id: call.principal.session().map(|(id, _)| id),
         });
     }
 
@@ -358,7 +412,10 @@ impl Services {
         // The caller shaped the request (a smuggled parameter, a wrong path) and could make
         // the provider refuse a good key: only keygate's own probe decides.
         let Ok(secret) = self.vault.open_credential(&call.credential).await else { return };
-        let verdict = crate::validation::probe(&self.http, &call.provider, &secret).await;
+        // Probed as the provider the key was stored for (a `github-git` call's key is
+        // `github`'s, and only `github` has a probe).
+        let key_provider = self.provider(&credential.provider).map_or_else(|_| Arc::clone(&call.provider), Arc::clone);
+        let verdict = crate::validation::probe(&self.http, &key_provider, &secret).await;
         drop(secret);
         if verdict.validity != Validity::Invalid {
             tracing::info!(
@@ -372,7 +429,7 @@ impl Services {
         credential.validity_detail = Some(format!(
             "{} rejected the key (HTTP {status}) during a call, and again when keygate checked it: it may have been \
              rotated or revoked. Replace it.",
-            call.provider.name
+            key_provider.name
         ));
         credential.validity_checked_at = Some(now());
         match self.store.update_credential(&credential, &call.credential.sealed, None).await {
@@ -532,6 +589,43 @@ impl Services {
         Ok(())
     }
 
+    /// Reserves demo tokens, seeding the day's counter first; a counter the backend lost
+    /// since (Redis restarted empty) is seeded again from recorded usage, once.
+    async fn reserve_demo(
+        &self,
+        user: UserId,
+        limit: u64,
+        at_least: u64,
+        at_most: u64,
+    ) -> Result<Result<TokenReservation, Refusal>, Unavailable> {
+        for _ in 0..2 {
+            self.seed_demo(user).await?;
+            match self.limiter.reserve_tokens(user, now(), limit, at_least, at_most).await? {
+                Err(Refusal::Unseeded) => self.seeded.forget(user, now().date_naive(), false),
+                answer => return Ok(answer),
+            }
+        }
+        Err(lost_twice(self.limiter.backend()))
+    }
+
+    /// Admits a platform request, seeding the day's counter first (and again once, if
+    /// the backend lost it).
+    async fn admit_platform(
+        &self,
+        user: UserId,
+        per_minute: u32,
+        per_day: u32,
+    ) -> Result<Result<RequestAdmission, Refusal>, Unavailable> {
+        for _ in 0..2 {
+            self.seed_platform(user).await?;
+            match self.limiter.admit_request(user, now(), per_minute, per_day).await? {
+                Err(Refusal::Unseeded) => self.seeded.forget(user, now().date_naive(), true),
+                answer => return Ok(answer),
+            }
+        }
+        Err(lost_twice(self.limiter.backend()))
+    }
+
     /// Loads today's recorded demo usage into the counter unless it is counted already
     /// (once per user and day in this process; "set if absent" in the backend).
     async fn seed_demo(&self, user: UserId) -> Result<(), Unavailable> {
@@ -568,7 +662,7 @@ impl Services {
 
     /// The limits backend is down for a call that needs a limit: refused (fail closed),
     /// or, with `limits.fail_open`, served, logged and counted.
-    fn fail_open(&self, down: &Unavailable, source: KeySource) -> ServiceResult<()> {
+    pub(crate) fn fail_open(&self, down: &Unavailable, source: KeySource) -> ServiceResult<()> {
         if !self.limits_fail_open {
             return Err(limits_down(down.clone()));
         }
@@ -585,7 +679,7 @@ fn limits_down(down: Unavailable) -> ServiceError {
 /// Runs a settlement now when it completes at once (the in-process limiter: so a status
 /// read right after a call sees it), else on the runtime (a network round trip must not
 /// hold up the dropping response).
-fn settle_soon(work: impl std::future::Future<Output = Result<(), Unavailable>> + Send + 'static) {
+pub(crate) fn settle_soon(work: impl std::future::Future<Output = Result<(), Unavailable>> + Send + 'static) {
     use std::task::{Context, Poll, Waker};
     let mut work = Box::pin(work);
     match work.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
@@ -614,8 +708,15 @@ fn source_label(source: KeySource) -> &'static str {
     }
 }
 
+/// The counter vanished again right after being seeded: the backend is not keeping what
+/// it is given, which is as good as down.
+fn lost_twice(backend: &'static str) -> Unavailable {
+    Unavailable { backend, reason: "the counter was lost again right after seeding".into() }
+}
+
 fn refusal(r: Refusal) -> ServiceError {
     match r {
+        Refusal::Unseeded => ServiceError::LimitsUnavailable("the limit counter could not be seeded".into()),
         Refusal::QuotaExhausted { remaining, retry_after_secs } => ServiceError::QuotaExhausted {
             detail: format!(
                 "the demo allowance cannot cover this call: {remaining} tokens left today (it resets at midnight UTC). \
@@ -660,8 +761,9 @@ fn no_credential(
         });
     }
     let reasons: Vec<String> = skipped.iter().map(|(s, why)| format!("{s}: {why}")).collect();
+    let store_as = provider.uses_key_of.as_deref().map(|of| format!(", as provider `{of}`")).unwrap_or_default();
     ServiceError::NoCredential(format!(
-        "no {} key can serve this call ({}). Add your own key with POST /api/v1/keys (Settings → API keys), \
+        "no {} key can serve this call ({}). Add your own key with POST /api/v1/keys{store_as} (Settings → API keys), \
          or ask your workspace admin to add a shared one",
         provider.name,
         reasons.join("; ")

@@ -27,9 +27,11 @@ pub mod guard;
 pub mod jwt;
 pub mod keys;
 pub mod limits;
+pub mod oidc;
 pub mod outbound;
 pub mod principal;
 pub mod rotation;
+pub mod sandbox;
 pub mod services;
 pub mod sessions;
 pub mod setup;
@@ -38,7 +40,7 @@ pub mod usage;
 pub mod validation;
 
 pub use error::{ServiceError, ServiceResult};
-pub use principal::{Principal, Via};
+pub use principal::{Principal, SandboxSession, Via};
 pub use services::{Options, Services};
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};

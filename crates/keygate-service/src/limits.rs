@@ -24,11 +24,17 @@
 //! Counters are seeded from recorded usage the first time a process sees a user on a day
 //! ("set if absent", so a restart, or another replica, never hands out a second
 //! allowance); [`SeedMemo`] remembers which were seeded so that costs one call per user
-//! and day.
+//! and day. Redis can lose what was seeded (a restart without persistence, a flush, an
+//! eviction): its scripts then answer [`Refusal::Unseeded`] rather than count from zero,
+//! and the gateway seeds again and retries.
 
 mod redis;
+mod session;
 
 pub use self::redis::RedisLimiter;
+pub use self::session::{
+    SessionCaps, SessionLimiter, SessionRefusal, SessionReservation, SessionUse, MAX_SESSION_CAP,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
@@ -59,6 +65,11 @@ pub enum Refusal {
     QuotaExhausted { remaining: u64, retry_after_secs: u64 },
     /// A tier rate limit is reached.
     RateLimited { window: &'static str, limit: u32, retry_after_secs: u64 },
+    /// The backend holds no counter for the day: the caller seeds it from recorded usage
+    /// and asks again. Only Redis answers this, when this process's seeding is gone
+    /// (Redis restarted empty, was flushed, or evicted the key); counting on from zero
+    /// would hand out a second allowance for the rest of the day.
+    Unseeded,
 }
 
 /// Demo tokens held for one call until it settles.
@@ -84,8 +95,9 @@ pub struct RequestAdmission {
     pub remaining_day: u32,
 }
 
+/// Every limiter also counts sandbox sessions' caps ([`SessionLimiter`]).
 #[async_trait]
-pub trait Limiter: Send + Sync + fmt::Debug {
+pub trait Limiter: SessionLimiter + Send + Sync + fmt::Debug {
     /// `redis`, `postgres` or `memory`.
     fn backend(&self) -> &'static str;
     /// A round trip to the backend (`/readyz`, `keygate doctor`).
@@ -157,6 +169,14 @@ impl SeedMemo {
         seen.0 == Some(day) && seen.1.contains(&(user, requests))
     }
 
+    /// The backend lost the counter: the next call seeds it again.
+    pub fn forget(&self, user: UserId, day: NaiveDate, requests: bool) {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.0 == Some(day) {
+            seen.1.remove(&(user, requests));
+        }
+    }
+
     pub fn insert(&self, user: UserId, day: NaiveDate, requests: bool) {
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if seen.0 != Some(day) {
@@ -188,6 +208,8 @@ struct Counters {
 #[derive(Debug, Default)]
 pub struct InProcessLimiter {
     counters: Mutex<Counters>,
+    /// Sandbox sessions' counters (`session`).
+    sessions: Mutex<session::MemorySessions>,
 }
 
 impl InProcessLimiter {

@@ -6,15 +6,26 @@
 
 use crate::audit::Actor;
 use crate::{ServiceError, ServiceResult};
+use chrono::{DateTime, Utc};
 use keygate_core::*;
+use std::sync::Arc;
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Via {
-    /// A keygate token, with the scopes it was given.
-    Token { id: TokenId, scopes: Vec<Scope> },
+    /// A keygate token, with the scopes it was given, and the sandbox session's rules
+    /// when it is a session's token.
+    Token { id: TokenId, scopes: Vec<Scope>, session: Option<Arc<SandboxSession>> },
     /// A host application's JWT: every scope (bounded by the user's roles).
     Jwt,
+}
+
+/// What a sandbox session's token may do besides its scopes (`proxy` only): call the
+/// session's providers, within its caps, until it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSession {
+    pub grant: SessionGrant,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// An authenticated caller acting in one workspace.
@@ -38,6 +49,14 @@ impl Principal {
                 .or_else(|| self.user.external_id.clone())
                 .unwrap_or_else(|| self.user.id.to_string()),
             source_addr: self.source_addr.clone(),
+        }
+    }
+
+    /// The sandbox session the caller's token belongs to, with its id, if any.
+    pub fn session(&self) -> Option<(TokenId, &SandboxSession)> {
+        match &self.via {
+            Via::Token { id, session: Some(session), .. } => Some((*id, session)),
+            _ => None,
         }
     }
 

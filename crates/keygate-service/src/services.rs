@@ -39,6 +39,8 @@ pub struct Options {
     pub limiter: Option<Arc<dyn Limiter>>,
     /// Serve calls that need a limit when the limits backend is down (logged, counted).
     pub limits_fail_open: bool,
+    /// OpenID Connect issuers people may sign in to the pages with.
+    pub oidc: Vec<crate::oidc::OidcProvider>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             login_throttle: ThrottleOptions::default(),
             limiter: None,
             limits_fail_open: false,
+            oidc: Vec::new(),
         }
     }
 }
@@ -68,6 +71,8 @@ pub struct Services {
     pub(crate) limiter: Arc<dyn Limiter>,
     /// Which counters this process has seeded from recorded usage.
     pub(crate) seeded: SeedMemo,
+    /// Which sandbox sessions' counters this process has seeded.
+    pub(crate) sessions_seeded: crate::sandbox::SessionMemo,
     pub(crate) limits_fail_open: bool,
     /// Calls served without a limit check because the limits backend was down.
     pub(crate) fail_open_calls: AtomicU64,
@@ -79,6 +84,8 @@ pub struct Services {
     pub(crate) candidate_cache: Cache<(WorkspaceId, UserId, String), Arc<CandidateSet>>,
     pub(crate) demo_first_use: Cache<UserId, Option<DateTime<Utc>>>,
     pub(crate) form_key: crate::sessions::FormKey,
+    /// Single sign-on: the issuers, the key signing sign-in flows, cached metadata.
+    pub(crate) oidc: crate::oidc::Oidc,
     /// The prompt guard's scanners and the workspaces' overrides.
     pub(crate) guard: crate::guard::GuardState,
 }
@@ -105,6 +112,7 @@ impl Services {
         let epoch = store.change_epoch().await?;
         let usage = UsageRecorder::start(store.clone());
         let form_key = crate::sessions::FormKey::load(&*store).await?;
+        let oidc = crate::oidc::Oidc::load(&*store, options.oidc).await?;
         let guard = crate::guard::GuardState::new(&catalog);
         Ok(Self {
             store,
@@ -115,6 +123,7 @@ impl Services {
             jwt,
             limiter: options.limiter.unwrap_or_else(|| Arc::new(InProcessLimiter::default())),
             seeded: SeedMemo::default(),
+            sessions_seeded: crate::sandbox::SessionMemo::default(),
             limits_fail_open: options.limits_fail_open,
             fail_open_calls: AtomicU64::new(0),
             usage,
@@ -125,6 +134,7 @@ impl Services {
             candidate_cache: Cache::new(),
             demo_first_use: Cache::new(),
             form_key,
+            oidc,
             guard,
         })
     }

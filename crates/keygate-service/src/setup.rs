@@ -5,7 +5,9 @@
 //! that `keygate serve` prints in its log at start ([`Services::issue_setup_code`]). The
 //! store keeps the code's SHA-256, so any replica checks it; claiming is a
 //! compare-and-set on that hash, so the code works once, and a failed account creation
-//! gives it back. The claimer becomes the first super-admin and walks the remaining
+//! gives it back. Single sign-on (`oidc`) claims with the same steps, split around the
+//! trip to the issuer: the code is checked before the browser leaves and spent when it
+//! comes back signed in. The claimer becomes the first super-admin and walks the remaining
 //! steps (provider keys) signed in. The wizard locks when it is finished (at least one
 //! operator key saved), or, on a deployment set up some other way (CLI), as soon as an
 //! operator key exists.
@@ -105,31 +107,63 @@ impl Services {
         // Problems with what was typed come before the code is spent.
         accounts::normalize_email(email)?;
         accounts::check_password(password)?;
-        let stored = self.store.meta_get(CODE_META_KEY).await?.unwrap_or_default();
+        let stored = self.check_setup_code(code).await?;
+        self.spend_setup_code(&stored).await?;
+        let actor = Actor { user_id: None, label: "setup wizard".into(), source_addr };
+        let user = match accounts::create_admin(&*self.store, email, password, &actor).await {
+            Ok(user) => user,
+            Err(e) => {
+                // Give the code back, so a failure here does not lock the owner out.
+                self.return_setup_code(&stored).await?;
+                return Err(e);
+            }
+        };
+        self.mark_setup_claimed().await?;
+        let actor = Actor { user_id: Some(user.id), label: user.email.clone().unwrap_or_default(), ..actor };
+        let issued = self.start_session(&user, None, &actor).await?;
+        self.changed().await;
+        Ok((user, issued))
+    }
+
+    /// Whether `code` is the outstanding setup code (without spending it): the stored hash
+    /// it matches, for [`Services::spend_setup_code`]. Single sign-on checks the code
+    /// before sending the browser to the issuer and spends it when the browser is back.
+    pub(crate) async fn check_setup_code(&self, code: &SecretText) -> ServiceResult<Vec<u8>> {
+        if self.has_super_admin().await? {
+            return Err(ServiceError::Conflict("this keygate has already been claimed: sign in instead".into()));
+        }
+        let stored = self.outstanding_setup_code().await?;
         let presented = code_hash(code.expose());
         if stored.len() != presented.len() || !constant_time_eq(&stored, &presented) {
             return Err(ServiceError::Unauthenticated(
                 "that is not the setup code: copy the code from the line `setup code:` in keygate's log (it changes at every start until the wizard is claimed)".into(),
             ));
         }
-        let at = now();
-        if !self.store.meta_replace(CODE_META_KEY, &stored, CODE_USED, at).await? {
+        Ok(stored)
+    }
+
+    /// The stored hash of the outstanding setup code (`used` once spent, empty if none).
+    pub(crate) async fn outstanding_setup_code(&self) -> ServiceResult<Vec<u8>> {
+        Ok(self.store.meta_get(CODE_META_KEY).await?.unwrap_or_default())
+    }
+
+    /// Spends the code whose stored hash is `stored`: a compare-and-set, so it works once.
+    pub(crate) async fn spend_setup_code(&self, stored: &[u8]) -> ServiceResult<()> {
+        if stored == CODE_USED || !self.store.meta_replace(CODE_META_KEY, stored, CODE_USED, now()).await? {
             return Err(ServiceError::Conflict("the setup code was just used by someone else".into()));
         }
-        let actor = Actor { user_id: None, label: "setup wizard".into(), source_addr };
-        let user = match accounts::create_admin(&*self.store, email, password, &actor).await {
-            Ok(user) => user,
-            Err(e) => {
-                // Give the code back, so a failure here does not lock the owner out.
-                self.store.meta_replace(CODE_META_KEY, CODE_USED, &stored, now()).await?;
-                return Err(e);
-            }
-        };
-        self.save_progress(Progress::InProgress).await?;
-        let actor = Actor { user_id: Some(user.id), label: user.email.clone().unwrap_or_default(), ..actor };
-        let issued = self.start_session(&user, None, &actor).await?;
-        self.changed().await;
-        Ok((user, issued))
+        Ok(())
+    }
+
+    /// Gives a spent code back after the claim failed, so the owner is not locked out.
+    pub(crate) async fn return_setup_code(&self, stored: &[u8]) -> ServiceResult<()> {
+        self.store.meta_replace(CODE_META_KEY, CODE_USED, stored, now()).await?;
+        Ok(())
+    }
+
+    /// Records that the wizard was claimed (its key steps open).
+    pub(crate) async fn mark_setup_claimed(&self) -> ServiceResult<()> {
+        self.save_progress(Progress::InProgress).await
     }
 
     /// The last step: locks the wizard once at least one operator key exists.
@@ -146,7 +180,7 @@ impl Services {
 
     /// Whether anyone administers this keygate. Users a host application signed in
     /// (JWTs) do not count: they cannot claim it, and must not lock its owner out.
-    async fn has_super_admin(&self) -> ServiceResult<bool> {
+    pub(crate) async fn has_super_admin(&self) -> ServiceResult<bool> {
         Ok(self.store.users().await?.iter().any(|u| u.super_admin))
     }
 

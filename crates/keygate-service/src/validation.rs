@@ -1,14 +1,18 @@
 //! Live validation: one cheap authenticated call to the provider. A 401/403 (or what
 //! the catalog lists for the provider) means the key is invalid; a timeout, a 5xx, a 429
 //! or a network error means "could not tell": unverified, never invalid. Each outcome
-//! carries a detail that tells the user what to do. Response bodies are never quoted:
-//! some providers echo the key in them.
+//! carries a detail that tells the user what to do. Response bodies are never quoted
+//! (some providers echo the key in them), except the one short message field a catalog
+//! entry names (`probe.invalid_message`), scrubbed of the key and of anything key-shaped.
 
 use keygate_core::catalog::{CredentialKind, Injection, Provider};
 use keygate_core::Validity;
 use keygate_vault::SecretText;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use std::collections::BTreeMap;
+
+/// The longest provider message a verdict quotes.
+const MAX_MESSAGE_CHARS: usize = 200;
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +43,40 @@ impl Outcome {
     }
 }
 
+/// A refusal's detail with the provider's own message quoted (`GitHub rejected the key
+/// (HTTP 401: Bad credentials)`), scrubbed of every form of `key` and of anything
+/// key-shaped, and cut short.
+fn quoted(mut outcome: Outcome, message: &str, key: &str) -> Outcome {
+    let scrubbed = match keygate_vault::echo::EchoScrubber::new(&[key]) {
+        Some(echo) => String::from_utf8_lossy(&echo.scrub(message.as_bytes())).into_owned(),
+        None => message.to_owned(),
+    };
+    let scrubbed = keygate_vault::redact::scrub(&scrubbed).into_owned();
+    let mut short: String = scrubbed.chars().filter(|c| !c.is_control()).take(MAX_MESSAGE_CHARS).collect();
+    if short.trim().is_empty() {
+        return outcome;
+    }
+    if scrubbed.chars().count() > MAX_MESSAGE_CHARS {
+        short.push('…');
+    }
+    outcome.detail = outcome.detail.replacen("):", &format!(": {}):", short.trim()), 1);
+    outcome
+}
+
+/// The string at `pointer` in a JSON answer, if it has one (at most 64 KiB are read).
+async fn provider_message(response: reqwest::Response, pointer: &str) -> Option<String> {
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 64 << 10 {
+            return None;
+        }
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    value.pointer(pointer)?.as_str().map(str::to_owned)
+}
+
 /// The fields of a stored credential: one `api_key`, or a JSON object of named fields.
 pub fn fields(provider: &Provider, secret: &SecretText) -> Option<BTreeMap<String, SecretText>> {
     match provider.credential {
@@ -66,7 +104,7 @@ pub async fn probe(http: &reqwest::Client, provider: &Provider, secret: &SecretT
                 ("client_secret", field("client_secret")),
             ];
             let result = http.post(&url).form(&form).send().await;
-            judge(provider, result, &[400, 401, 403], None).await
+            judge(provider, result, &[400, 401, 403], None, &field("client_secret")).await
         }
         injection => {
             let Some(probe) = &provider.probe else {
@@ -94,12 +132,14 @@ pub async fn probe(http: &reqwest::Client, provider: &Provider, secret: &SecretT
                     }
                 },
                 Injection::Query { name } => request.query(&[(name.as_str(), key.as_str())]),
+                // reqwest marks the header it builds sensitive.
+                Injection::Basic { username } => request.basic_auth(username, Some(&key)),
                 Injection::Oauth2 { .. } | Injection::Sigv4 { .. } => request,
             };
             if let Some(body) = &probe.body {
                 request = request.header("content-type", "application/json").body(body.clone());
             }
-            judge(provider, request.send().await, &probe.invalid_status, probe.invalid_body.as_deref()).await
+            judge(provider, request.send().await, &probe.invalid_status, probe.invalid_body.as_deref(), &key).await
         }
     }
 }
@@ -139,7 +179,7 @@ async fn sigv4_probe(http: &reqwest::Client, provider: &Provider, service: &str,
             ));
         }
     }
-    judge(provider, result, &probe.invalid_status, probe.invalid_body.as_deref()).await
+    judge(provider, result, &probe.invalid_status, probe.invalid_body.as_deref(), aws.secret_access_key.expose()).await
 }
 
 /// A header value the HTTP stack will never log or print.
@@ -154,6 +194,7 @@ async fn judge(
     result: Result<reqwest::Response, reqwest::Error>,
     invalid_status: &[u16],
     invalid_body: Option<&str>,
+    key: &str,
 ) -> Outcome {
     let response = match result {
         Ok(r) => r,
@@ -174,7 +215,15 @@ async fn judge(
     };
     let status = response.status().as_u16();
     if invalid_status.contains(&status) {
-        return Outcome::invalid(provider, status);
+        let outcome = Outcome::invalid(provider, status);
+        let pointer = provider.probe.as_ref().and_then(|p| p.invalid_message.as_deref());
+        return match pointer {
+            Some(pointer) => match provider_message(response, pointer).await {
+                Some(message) => quoted(outcome, &message, key),
+                None => outcome,
+            },
+            None => outcome,
+        };
     }
     if response.status().is_success() {
         if let Some(marker) = invalid_body {
@@ -197,4 +246,32 @@ async fn judge(
         _ => format!("answered HTTP {status}, which does not say whether the key is valid"),
     };
     Outcome::unverified(format!("{} {kind}; the key is saved but not verified. Test it again later.", provider.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> Outcome {
+        let provider = keygate_core::catalog::Catalog::builtin().unwrap().get("github").unwrap().clone();
+        Outcome::invalid(&provider, 401)
+    }
+
+    #[test]
+    fn a_providers_message_is_quoted_without_the_key() {
+        let key = "github_pat_11CANARY0123456789abcdefghijklmnopqrstuvwxyz";
+        let plain = quoted_detail("Bad credentials", key);
+        assert!(plain.starts_with("GitHub rejected the key (HTTP 401: Bad credentials): "), "{plain}");
+        let echoed = quoted_detail(&format!("token {key} is revoked"), key);
+        assert!(!echoed.contains("CANARY") && echoed.contains("[REDACTED]"), "{echoed}");
+        let shape = quoted_detail("someone else's ghp_CANARYabcdefghijklmnopqrstuvwxyz0123 too", key);
+        assert!(!shape.contains("CANARY"), "any key shape goes: {shape}");
+        let long = quoted_detail(&"x".repeat(1000), key);
+        assert!(long.contains(&format!("{}…", "x".repeat(MAX_MESSAGE_CHARS))) && !long.contains(&"x".repeat(201)));
+        assert_eq!(quoted(refused(), " \n", key).detail, refused().detail, "nothing to quote");
+    }
+
+    fn quoted_detail(message: &str, key: &str) -> String {
+        quoted(refused(), message, key).detail
+    }
 }

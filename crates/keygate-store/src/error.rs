@@ -81,6 +81,11 @@ const UNIQUE_RULES: &[(&str, &str, &str)] = &[
         "memberships.workspace_id, memberships.user_id",
         "this user is already a member of this workspace",
     ),
+    (
+        "user_identities_pkey",
+        "user_identities.issuer, user_identities.subject",
+        "this sign-in identity is already linked to a user",
+    ),
     ("workspaces_pkey", "workspaces.id", "a workspace with this id already exists"),
     ("users_pkey", "users.id", "a user with this id already exists"),
     ("data_keys_pkey", "data_keys.id", "a data key with this id already exists"),

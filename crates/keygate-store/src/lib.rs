@@ -67,6 +67,8 @@ pub struct TokenPrincipal {
     pub token: ApiToken,
     pub user: User,
     pub acting: Option<(Workspace, Role)>,
+    /// The sandbox session's rules, when the token is a session's.
+    pub session: Option<SessionGrant>,
 }
 
 /// The SQL behind [`Store::token_principal`], for the query-plan test.
@@ -210,6 +212,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn user_by_external_id(&self, external_id: &str) -> StoreResult<Option<User>>;
     async fn users(&self) -> StoreResult<Vec<User>>;
+    /// The user an OpenID Connect identity (issuer, subject) is linked to.
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>>;
+    /// Links an identity to an existing user; `Conflict` if the identity is linked already.
+    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId, now: DateTime<Utc>) -> StoreResult<()>;
+    /// A new user (owner of a new personal workspace) with an identity linked, all or nothing.
+    async fn provision_identity_user(
+        &self,
+        user: &User,
+        workspace: &Workspace,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<()>;
     async fn update_user(&self, user: &User) -> StoreResult<()>;
     async fn password_hash(&self, id: UserId) -> StoreResult<Option<String>>;
     async fn set_password_hash(&self, id: UserId, hash: &str, now: DateTime<Utc>) -> StoreResult<()>;
@@ -303,6 +317,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Revokes `id` if it belongs to `user`; [`StoreError::NotFound`] otherwise.
     /// `audit` is written in the same transaction.
     async fn revoke_token(&self, id: TokenId, user: UserId, now: DateTime<Utc>, audit: &AuditEvent) -> StoreResult<()>;
+
+    // --- sandbox sessions (a session is a token with a `sessions` row) ---
+    /// Saves a session's token, its rules and `audit` in one transaction.
+    async fn insert_session(&self, token: &ApiToken, grant: &SessionGrant, audit: &AuditEvent) -> StoreResult<()>;
+    /// The user's sessions neither revoked nor expired at `now`, oldest first.
+    async fn live_sessions_of_user(&self, user: UserId, now: DateTime<Utc>) -> StoreResult<Vec<Session>>;
+    /// Revokes session `id` if it is `user`'s ([`StoreError::NotFound`] otherwise, a
+    /// token that is no session included); `audit` in the same transaction.
+    async fn revoke_session(&self, id: TokenId, user: UserId, now: DateTime<Utc>, audit: &AuditEvent)
+        -> StoreResult<()>;
+    /// (calls, input + output tokens) recorded for a session.
+    async fn session_usage(&self, id: TokenId) -> StoreResult<(i64, i64)>;
 
     // --- audit and usage history ---
     async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()>;

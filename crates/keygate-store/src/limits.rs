@@ -7,6 +7,10 @@
 //! Narrow on purpose: the service's limiter (`keygate_service::limits`) decides what a
 //! call reserves; this only counts.
 
+mod sessions;
+
+pub use self::sessions::{SessionCounts, SessionNotTaken, SessionTaken};
+
 use crate::{redact_url, StoreError, StoreResult};
 use chrono::NaiveDate;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

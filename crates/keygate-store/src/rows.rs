@@ -291,6 +291,54 @@ pub(crate) struct TokenPrincipalRow {
     w_external_id: Option<String>,
     w_created_at: Option<Ts>,
     w_updated_at: Option<Ts>,
+    #[sqlx(flatten)]
+    session: SessionRow,
+}
+
+macro_rules! session_columns {
+    () => {
+        "s.providers AS s_providers, s.max_requests AS s_max_requests, s.max_tokens AS s_max_tokens"
+    };
+}
+pub(crate) use session_columns;
+
+/// A `sessions` row (or a left join's nulls: the token is no session).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    s_providers: Option<String>,
+    s_max_requests: Option<i64>,
+    s_max_tokens: Option<i64>,
+}
+
+impl SessionRow {
+    pub(crate) fn grant(self) -> Option<SessionGrant> {
+        let positive = |n: Option<i64>| n.map(|n| n.max(0) as u64);
+        self.s_providers.map(|providers| SessionGrant {
+            providers: providers.split_whitespace().map(str::to_owned).collect(),
+            max_requests: positive(self.s_max_requests),
+            max_tokens: positive(self.s_max_tokens),
+        })
+    }
+}
+
+/// A session: its token's columns, then [`session_columns`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionTokenRow {
+    #[sqlx(flatten)]
+    token: TokenRow,
+    #[sqlx(flatten)]
+    session: SessionRow,
+}
+
+impl TryFrom<SessionTokenRow> for Session {
+    type Error = StoreError;
+    fn try_from(r: SessionTokenRow) -> StoreResult<Self> {
+        let grant = r
+            .session
+            .grant()
+            .ok_or_else(|| StoreError::Corrupt { what: "session", detail: "a session row without providers".into() })?;
+        Ok(Session { token: r.token.try_into()?, grant })
+    }
 }
 
 impl TryFrom<TokenPrincipalRow> for crate::TokenPrincipal {
@@ -313,7 +361,7 @@ impl TryFrom<TokenPrincipalRow> for crate::TokenPrincipal {
             }
             _ => None,
         };
-        Ok(crate::TokenPrincipal { token: r.token.try_into()?, user, acting })
+        Ok(crate::TokenPrincipal { token: r.token.try_into()?, user, acting, session: r.session.grant() })
     }
 }
 
@@ -324,8 +372,10 @@ macro_rules! token_principal_select {
          u.email AS u_email, u.external_id AS u_external_id, u.tier AS u_tier, u.super_admin AS u_super_admin, \
          u.created_at AS u_created_at, u.updated_at AS u_updated_at, m.role AS m_role, \
          w.id AS w_id, w.name AS w_name, w.status AS w_status, w.personal AS w_personal, \
-         w.external_id AS w_external_id, w.created_at AS w_created_at, w.updated_at AS w_updated_at \
+         w.external_id AS w_external_id, w.created_at AS w_created_at, w.updated_at AS w_updated_at, \
+         s.providers AS s_providers, s.max_requests AS s_max_requests, s.max_tokens AS s_max_tokens \
          FROM api_tokens t JOIN users u ON u.id = t.user_id \
+         LEFT JOIN sessions s ON s.token_id = t.id \
          LEFT JOIN memberships m ON m.user_id = t.user_id \
          AND (t.workspace_id IS NULL OR m.workspace_id = t.workspace_id) \
          LEFT JOIN workspaces w ON w.id = m.workspace_id \
@@ -378,7 +428,7 @@ impl TryFrom<AuditRow> for AuditEvent {
 macro_rules! usage_columns {
     () => {
         "id, at, user_id, workspace_id, credential_id, key_source, provider, model, \
-     input_tokens, output_tokens, cost_nano_usd, status, latency_ms, estimated"
+     input_tokens, output_tokens, cost_nano_usd, status, latency_ms, estimated, session_id"
     };
 }
 pub(crate) use usage_columns;
@@ -399,6 +449,7 @@ pub(crate) struct UsageRow {
     status: i32,
     latency_ms: i64,
     estimated: bool,
+    session_id: Option<Uuid>,
 }
 
 impl TryFrom<UsageRow> for UsageEvent {
@@ -419,6 +470,7 @@ impl TryFrom<UsageRow> for UsageEvent {
             status: r.status,
             latency_ms: r.latency_ms,
             estimated: r.estimated,
+            session_id: r.session_id.map(TokenId::from_uuid),
         })
     }
 }

@@ -25,6 +25,8 @@ static PATTERNS: LazyLock<Option<Regex>> = LazyLock::new(|| {
         r"(?P<jwt>\beyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*)",
         // Resend keys.
         r"(?P<resend>\bre_[A-Za-z0-9]{8,}_[A-Za-z0-9_]+)",
+        // GitHub tokens: fine-grained (github_pat_), classic (ghp_), OAuth, app and refresh.
+        r"(?P<github>\b(?:github_pat_|gh[pousr]_)[A-Za-z0-9_]{16,})",
         // Bearer / Basic credentials anywhere.
         r"(?P<scheme>(?i:\b(?:bearer|basic)\s+))(?P<schemeval>[A-Za-z0-9\-\._~\+/]+=*)",
         // Header-like `x-api-key: value`, `api_key=value`, `"client_secret": "value"`.
@@ -82,6 +84,8 @@ mod tests {
             "AIzaSyCANARY-0123456789abcdefghijklmnop",
             "pk.eyJ1IjoiY2FuYXJ5IiwiYSI6ImNhbmFyeSJ9.CANARYsig",
             "re_CANARY123_abcdefghijk",
+            "github_pat_11CANARY0123456789_abcdefghijklmnopqrstuvwxyz",
+            "ghp_CANARY0123456789abcdefghijklmnopqrstu",
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnkifQ.CANARYsignature",
             "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
         ];

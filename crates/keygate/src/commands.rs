@@ -165,8 +165,17 @@ async fn services(
         probe_timeout: config.validation_timeout.value,
         limiter: Some(limiter),
         limits_fail_open: config.limits_fail_open.value,
+        oidc: config.oidc_providers(),
         ..Options::default()
     };
+    for provider in &options.oidc {
+        tracing::info!(
+            provider = %provider.id,
+            issuer = %provider.issuer,
+            redirect_uri = %provider.redirect_uri,
+            "single sign-on: register this redirect URI with the issuer"
+        );
+    }
     Services::new(store, vault, catalog, jwt, options).await.map_err(coded).context("starting the services")
 }
 

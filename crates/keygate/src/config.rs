@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Context};
 use keygate_core::catalog::Catalog;
+use keygate_vault::SecretText;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -120,6 +121,35 @@ pub struct Config {
     pub body_budget_mb: Sourced<u64>,
     /// The deployment is reached over TLS (a proxy terminates it): page cookies get `Secure`.
     pub behind_tls: Sourced<bool>,
+    /// The address people reach keygate at (`https://keygate.example.com`), without a
+    /// trailing slash: single sign-on's redirect URIs are made from it.
+    pub public_url: Option<Sourced<String>>,
+    /// Single sign-on: `[[oidc.providers]]`.
+    pub oidc: Vec<OidcConfig>,
+}
+
+/// One `[[oidc.providers]]` entry, checked.
+#[derive(Clone)]
+pub struct OidcConfig {
+    pub id: String,
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Sourced<SecretString>,
+    pub allowed_emails: Vec<String>,
+    pub allowed_domains: Vec<String>,
+    pub super_admin_emails: Vec<String>,
+    pub source: Source,
+}
+
+impl fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("id", &self.id)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the TOML file may contain. Unknown keys are errors.
@@ -144,6 +174,9 @@ struct FileConfig {
     max_connections: Option<u64>,
     body_budget_mb: Option<u64>,
     behind_tls: Option<bool>,
+    public_url: Option<String>,
+    #[serde(default)]
+    oidc: OidcFile,
     #[serde(default)]
     providers: BTreeMap<String, ProviderOverride>,
     #[serde(default)]
@@ -156,6 +189,37 @@ struct FileConfig {
 struct LimitsFile {
     fail_open: Option<bool>,
     timeout_ms: Option<u64>,
+}
+
+/// `[oidc]`: single sign-on issuers, `[[oidc.providers]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OidcFile {
+    #[serde(default)]
+    providers: Vec<OidcProviderFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OidcProviderFile {
+    id: String,
+    name: Option<String>,
+    issuer: String,
+    client_id: String,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    allowed_emails: Vec<String>,
+    #[serde(default)]
+    allowed_domains: Vec<String>,
+    #[serde(default)]
+    super_admin_emails: Vec<String>,
+}
+
+impl fmt::Debug for OidcProviderFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcProviderFile").field("id", &self.id).field("issuer", &self.issuer).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -305,7 +369,8 @@ impl Config {
         )?;
         let jwt_max_lifetime = Sourced::new(Duration::from_secs(jwt_max_lifetime.value), jwt_max_lifetime.source);
 
-        // Provider base URLs: the file's [providers.<id>] tables, then KEYGATE_PROVIDER_<ID>_BASE_URL.
+        // Provider base URLs: the file's [providers.<id>] tables, then KEYGATE_PROVIDER_<ID>_BASE_URL
+        // (`-` in an id as `_`).
         let builtin = Catalog::builtin().context("the built-in provider catalog")?;
         let mut provider_base_urls = BTreeMap::new();
         let mut shared_endpoints = BTreeMap::new();
@@ -325,7 +390,8 @@ impl Config {
             }
         }
         for provider in builtin.all() {
-            let var = format!("KEYGATE_PROVIDER_{}_BASE_URL", provider.id.to_ascii_uppercase());
+            // `github-git` → KEYGATE_PROVIDER_GITHUB_GIT_BASE_URL (shells cannot set `-`).
+            let var = format!("KEYGATE_PROVIDER_{}_BASE_URL", provider.id.to_ascii_uppercase().replace('-', "_"));
             if let Some(url) = env(&var) {
                 provider_base_urls.insert(provider.id.clone(), Sourced::new(url, Source::EnvOwned(var)));
             }
@@ -359,6 +425,27 @@ impl Config {
             },
         };
 
+        let public_url = layer(None, "KEYGATE_PUBLIC_URL", file.public_url)
+            .map(|s| Sourced::new(s.value.trim().trim_end_matches('/').to_owned(), s.source))
+            .filter(|s| !s.value.is_empty());
+        if let Some(url) = &public_url {
+            let scheme_ok = url.value.starts_with("https://") || url.value.starts_with("http://");
+            if !scheme_ok || url.value.contains(['?', '#']) || url.value.contains(char::is_whitespace) {
+                bail!(
+                    "public_url (from {}): `{}` is not an address like https://keygate.example.com",
+                    url.source,
+                    url.value
+                );
+            }
+        }
+        let oidc = oidc_providers(file.oidc.providers, &file_source, &env)?;
+        if !oidc.is_empty() && public_url.is_none() {
+            bail!(
+                "public_url (KEYGATE_PUBLIC_URL) must be set when [[oidc.providers]] are configured (from {file_source}): \
+                 each provider's redirect URI is <public_url>/login/oidc/<id>/callback"
+            );
+        }
+
         Ok(Self {
             listen,
             metrics_listen,
@@ -386,7 +473,28 @@ impl Config {
             max_connections,
             body_budget_mb,
             behind_tls,
+            public_url,
+            oidc,
         })
+    }
+
+    /// The single sign-on issuers for the services, with their redirect URIs.
+    pub fn oidc_providers(&self) -> Vec<keygate_service::oidc::OidcProvider> {
+        let base = self.public_url.as_ref().map(|u| u.value.as_str()).unwrap_or_default();
+        self.oidc
+            .iter()
+            .map(|p| keygate_service::oidc::OidcProvider {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                issuer: p.issuer.clone(),
+                client_id: p.client_id.clone(),
+                client_secret: SecretText::new(p.client_secret.value.expose_secret().to_owned()),
+                redirect_uri: redirect_uri(base, &p.id),
+                allowed_emails: p.allowed_emails.clone(),
+                allowed_domains: p.allowed_domains.clone(),
+                super_admin_emails: p.super_admin_emails.clone(),
+            })
+            .collect()
     }
 
     /// The provider catalog with this configuration's base-URL overrides applied.
@@ -484,6 +592,18 @@ impl Config {
         lines.push(line("max_connections", &self.max_connections.value.to_string(), &self.max_connections.source));
         lines.push(line("body_budget_mb", &self.body_budget_mb.value.to_string(), &self.body_budget_mb.source));
         lines.push(line("behind_tls", &self.behind_tls.value.to_string(), &self.behind_tls.source));
+        match &self.public_url {
+            Some(u) => lines.push(line("public_url", &u.value, &u.source)),
+            None => lines.push(line("public_url", "(unset)", &Source::Default)),
+        }
+        let base = self.public_url.as_ref().map(|u| u.value.as_str()).unwrap_or_default();
+        for p in &self.oidc {
+            let key = |k: &str| format!("oidc.{}.{k}", p.id);
+            lines.push(line(&key("issuer"), &p.issuer, &p.source));
+            lines.push(line(&key("client_id"), &p.client_id, &p.source));
+            lines.push(line(&key("client_secret"), "(set; hidden)", &p.client_secret.source));
+            lines.push(line(&key("redirect_uri"), &redirect_uri(base, &p.id), &p.source));
+        }
         for (id, url) in &self.provider_base_urls {
             lines.push(line(&format!("providers.{id}.base_url"), &url.value, &url.source));
         }
@@ -492,6 +612,70 @@ impl Config {
         }
         lines.join("\n")
     }
+}
+
+/// Where issuer `id` sends people back to: `<public_url>/login/oidc/<id>/callback`.
+pub fn redirect_uri(public_url: &str, id: &str) -> String {
+    format!("{}/login/oidc/{id}/callback", public_url.trim_end_matches('/'))
+}
+
+/// `[[oidc.providers]]`, checked: ids, issuers, client ids, and each client secret from
+/// `KEYGATE_OIDC_<ID>_CLIENT_SECRET`, else `client_secret_file`, else `client_secret`.
+fn oidc_providers(
+    entries: Vec<OidcProviderFile>,
+    file_source: &Source,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<Vec<OidcConfig>> {
+    let mut out: Vec<OidcConfig> = Vec::new();
+    for entry in entries {
+        let id = entry.id.trim().to_owned();
+        let at = format!("oidc.providers[{id}] (from {file_source})");
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        {
+            bail!("{at}: id `{id}` must be lower-case letters, digits, `-` or `_` (it is part of the redirect URI)");
+        }
+        if out.iter().any(|p| p.id == id) {
+            bail!("{at}: id `{id}` is configured twice");
+        }
+        let issuer = entry.issuer.trim().to_owned();
+        let local = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+            .iter()
+            .any(|p| issuer.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])));
+        if !(issuer.starts_with("https://") || local) || issuer.contains(['?', '#']) {
+            bail!("{at}: issuer `{issuer}` must be an https URL, exactly the issuer's `iss` (http only on loopback)");
+        }
+        let client_id = entry.client_id.trim().to_owned();
+        if client_id.is_empty() {
+            bail!("{at}: client_id is empty");
+        }
+        let var = format!("KEYGATE_OIDC_{}_CLIENT_SECRET", id.to_ascii_uppercase().replace('-', "_"));
+        let client_secret = match (env(&var), &entry.client_secret_file, entry.client_secret) {
+            (Some(v), _, _) => Sourced::new(SecretString::from(v.trim().to_owned()), Source::EnvOwned(var)),
+            (None, Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("{at}: reading client_secret_file {}", path.display()))?;
+                Sourced::new(SecretString::from(text.trim().to_owned()), file_source.clone())
+            }
+            (None, None, Some(v)) => Sourced::new(SecretString::from(v.trim().to_owned()), file_source.clone()),
+            (None, None, None) => bail!("{at}: no client secret: set {var}, client_secret_file or client_secret"),
+        };
+        if client_secret.value.expose_secret().is_empty() {
+            bail!("{at}: the client secret (from {}) is empty", client_secret.source);
+        }
+        let name = entry.name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).unwrap_or_else(|| id.clone());
+        out.push(OidcConfig {
+            id,
+            name,
+            issuer,
+            client_id,
+            client_secret,
+            allowed_emails: entry.allowed_emails,
+            allowed_domains: entry.allowed_domains,
+            super_admin_emails: entry.super_admin_emails,
+            source: file_source.clone(),
+        });
+    }
+    Ok(out)
 }
 
 fn line(name: &str, value: &str, source: &Source) -> String {
@@ -561,6 +745,15 @@ mod tests {
     }
 
     #[test]
+    fn a_hyphenated_providers_base_url_is_set_with_underscores() {
+        let c =
+            load(&[("KEYGATE_PROVIDER_GITHUB_GIT_BASE_URL", "http://127.0.0.1:9418")], Overrides::default()).unwrap();
+        let catalog = c.catalog().unwrap();
+        assert_eq!(catalog.get("github-git").unwrap().base_url, "http://127.0.0.1:9418");
+        assert_eq!(catalog.get("github").unwrap().base_url, "https://api.github.com", "its own base URL stays");
+    }
+
+    #[test]
     fn a_deployment_chooses_a_providers_default_model() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.toml");
@@ -589,6 +782,14 @@ mod tests {
             "jwt_issuer",
             "jwt_audience",
             "behind_tls",
+            "public_url",
+            "id",
+            "issuer",
+            "client_id",
+            "client_secret_file",
+            "allowed_emails",
+            "allowed_domains",
+            "super_admin_emails",
         ] {
             assert!(EXAMPLE.contains(&format!("{option} =")), "{option} is not documented");
         }
@@ -603,6 +804,8 @@ mod tests {
             "KEYGATE_JWT_ISSUER",
             "KEYGATE_JWT_AUDIENCE",
             "KEYGATE_BEHIND_TLS",
+            "KEYGATE_PUBLIC_URL",
+            "KEYGATE_OIDC_<ID>_CLIENT_SECRET",
         ] {
             assert!(EXAMPLE.contains(var), "{var} is not documented");
         }
@@ -662,6 +865,66 @@ mod tests {
         let err = load(&[("KEYGATE_METRICS_LISTEN", "nowhere")], Overrides::default()).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("metrics_listen (from environment variable KEYGATE_METRICS_LISTEN)"), "{msg}");
+    }
+
+    #[test]
+    fn single_sign_on_issuers_side_by_side_with_their_secrets_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("kc.secret");
+        std::fs::write(&secret_file, "CANARY-keycloak-secret\n").unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "public_url = \"https://kg.example.com/\"\n\
+                 [[oidc.providers]]\nid = \"google\"\nname = \"Google\"\nissuer = \"https://accounts.google.com\"\n\
+                 client_id = \"g-client\"\nclient_secret = \"CANARY-in-file\"\nallowed_domains = [\"example.com\"]\n\
+                 super_admin_emails = [\"boss@example.com\"]\n\
+                 [[oidc.providers]]\nid = \"corp-kc\"\nissuer = \"https://sso.example.com/realms/corp\"\n\
+                 client_id = \"kg\"\nclient_secret_file = \"{}\"\n",
+                secret_file.display()
+            ),
+        )
+        .unwrap();
+        let file = path.display().to_string();
+        let c = load(
+            &[("KEYGATE_CONFIG", &file), ("KEYGATE_OIDC_GOOGLE_CLIENT_SECRET", "CANARY-from-env")],
+            Overrides::default(),
+        )
+        .unwrap();
+        let providers = c.oidc_providers();
+        assert_eq!(providers.len(), 2);
+        assert_eq!(providers[0].redirect_uri, "https://kg.example.com/login/oidc/google/callback");
+        assert_eq!(providers[0].client_secret.expose(), "CANARY-from-env", "the environment wins");
+        assert_eq!(providers[0].allowed_domains, ["example.com"]);
+        assert_eq!(
+            (providers[1].name.as_str(), providers[1].client_secret.expose()),
+            ("corp-kc", "CANARY-keycloak-secret")
+        );
+        let shown = c.describe();
+        assert!(shown.contains("oidc.corp-kc.redirect_uri") && !shown.contains("CANARY"), "{shown}");
+        assert!(!format!("{c:?}").contains("CANARY"));
+
+        // Without the environment, the file's secret; without public_url, an error.
+        let c = load(&[("KEYGATE_CONFIG", &file)], Overrides::default()).unwrap();
+        assert_eq!(c.oidc_providers()[0].client_secret.expose(), "CANARY-in-file");
+        let bad = |toml: &str| {
+            std::fs::write(&path, toml).unwrap();
+            format!("{:#}", load(&[("KEYGATE_CONFIG", &file)], Overrides::default()).unwrap_err())
+        };
+        let entry =
+            "[[oidc.providers]]\nid = \"google\"\nissuer = \"https://accounts.google.com\"\nclient_id = \"x\"\n";
+        assert!(bad(&format!("{entry}client_secret = \"s\"\n")).contains("public_url (KEYGATE_PUBLIC_URL) must be set"));
+        let msg = bad(&format!("public_url = \"https://kg.example.com\"\n{entry}"));
+        assert!(msg.contains("oidc.providers[google]") && msg.contains("KEYGATE_OIDC_GOOGLE_CLIENT_SECRET"), "{msg}");
+        let msg = bad("public_url = \"https://kg.example.com\"\n[[oidc.providers]]\nid = \"g\"\nissuer = \"http://accounts.example.com\"\nclient_id = \"x\"\nclient_secret = \"s\"\n");
+        assert!(msg.contains("must be an https URL"), "{msg}");
+        let msg = bad("public_url = \"kg.example.com\"\n");
+        assert!(msg.contains("public_url (from config file"), "{msg}");
+        let msg = bad(&format!(
+            "public_url = \"https://kg.example.com\"\n{entry}client_secret = \"s\"\n{entry}client_secret = \"s\"\n"
+        ));
+        assert!(msg.contains("configured twice"), "{msg}");
     }
 
     #[test]

@@ -208,3 +208,73 @@ async fn admin_endpoints_reconfigure_and_list_requests() {
     let bad = client().put(format!("{}/__mock/config", m.url())).json(&json!({"nope": 1})).send().await.unwrap();
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn the_openid_connect_issuer_checks_client_redirect_pkce_and_single_use() {
+    let mut config = MockConfig::default();
+    config.oidc_clients.push(OAuthClient { client_id: "kg".into(), client_secret: "kg-secret".into() });
+    let m = MockProvider::start(config).await.unwrap();
+    let issuer = m.oidc_issuer();
+    let discovery: Value =
+        client().get(format!("{issuer}/.well-known/openid-configuration")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(discovery["issuer"], issuer.as_str());
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    // RFC 7636's example pair.
+    let (verifier, challenge) =
+        ("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    let authorize = |client_id: &str, challenge: &str| {
+        format!(
+            "{issuer}/authorize?response_type=code&client_id={client_id}&redirect_uri=http%3A%2F%2Fapp.test%2Fcb\
+             &scope=openid%20email&state=st&nonce=n-1&code_challenge={challenge}&code_challenge_method=S256"
+        )
+    };
+    assert_eq!(no_redirects.get(authorize("nobody", challenge)).send().await.unwrap().status(), 400);
+    assert_eq!(no_redirects.get(authorize("kg", "short")).send().await.unwrap().status(), 400, "PKCE required");
+    let code = || async {
+        let answer = no_redirects.get(authorize("kg", challenge)).send().await.unwrap();
+        assert_eq!(answer.status(), 303);
+        let location = answer.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with("http://app.test/cb?code=") && location.ends_with("&state=st"), "{location}");
+        location["http://app.test/cb?code=".len()..location.find("&state").unwrap()].to_owned()
+    };
+    let exchange = |code: String, secret: &'static str, redirect: &'static str, verifier: &'static str| {
+        let form = [
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", redirect.to_owned()),
+            ("code_verifier", verifier.to_owned()),
+        ];
+        client().post(format!("{issuer}/token")).basic_auth("kg", Some(secret)).form(&form).send()
+    };
+    let refused = |status: u16, error: &'static str| {
+        move |r: reqwest::Response| async move {
+            assert_eq!(r.status(), status);
+            assert_eq!(r.json::<Value>().await.unwrap()["error"], error);
+        }
+    };
+    refused(401, "invalid_client")(exchange(code().await, "wrong", "http://app.test/cb", verifier).await.unwrap())
+        .await;
+    refused(400, "invalid_grant")(
+        exchange(code().await, "kg-secret", "http://app.test/other", verifier).await.unwrap(),
+    )
+    .await;
+    refused(400, "invalid_grant")(exchange(code().await, "kg-secret", "http://app.test/cb", "not-it").await.unwrap())
+        .await;
+
+    let good = code().await;
+    let answer: Value =
+        exchange(good.clone(), "kg-secret", "http://app.test/cb", verifier).await.unwrap().json().await.unwrap();
+    let id_token = answer["id_token"].as_str().unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        client().get(format!("{issuer}/jwks")).send().await.unwrap().json().await.unwrap();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[&issuer]);
+    validation.set_audience(&["kg"]);
+    let claims = jsonwebtoken::decode::<Value>(id_token, &key, &validation).unwrap().claims;
+    assert_eq!((claims["nonce"].as_str(), claims["email_verified"].as_bool()), (Some("n-1"), Some(true)));
+    // A code works once.
+    refused(400, "invalid_grant")(exchange(good, "kg-secret", "http://app.test/cb", verifier).await.unwrap()).await;
+    assert_eq!(m.oidc_fetches(), (1, 1));
+}

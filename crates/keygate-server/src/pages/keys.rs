@@ -493,9 +493,14 @@ fn secret_fields(p: &Provider, id_prefix: &str) -> Markup {
 /// with several fields (no script needed to show the right fields).
 fn add_form(s: &AppState, viewer: &Viewer, place: Place, form: &AddForm) -> Markup {
     let catalog = s.services.catalog();
-    let single: Vec<&Arc<Provider>> = catalog.all().iter().filter(|p| p.credential == CredentialKind::ApiKey).collect();
-    let multi: Vec<&Arc<Provider>> = catalog.all().iter().filter(|p| p.credential != CredentialKind::ApiKey).collect();
-    let kinds = [("ai", "AI"), ("maps", "Maps"), ("satellite", "Satellite"), ("email", "Email")];
+    // Providers that hold keys in this place (`github-git` uses `github`'s; a GitHub
+    // token is never an operator key).
+    let keyed = |p: &&Arc<Provider>| p.uses_key_of.is_none() && p.key_scopes.contains(&place.scope());
+    let single: Vec<&Arc<Provider>> =
+        catalog.all().iter().filter(keyed).filter(|p| p.credential == CredentialKind::ApiKey).collect();
+    let multi: Vec<&Arc<Provider>> =
+        catalog.all().iter().filter(keyed).filter(|p| p.credential != CredentialKind::ApiKey).collect();
+    let kinds = [("ai", "AI"), ("maps", "Maps"), ("satellite", "Satellite"), ("email", "Email"), ("code", "Code")];
     let common = |prefix: &str| {
         html! {
             label for={(prefix) "-name"} { "Name " span.muted { "(optional)" } }

@@ -95,6 +95,7 @@ pub(crate) async fn page_with_status(
                 (link("/settings/api-keys", "API keys"))
                 (link("/settings/usage", "Usage"))
                 (link("/settings/tokens", "Tokens"))
+                (link("/settings/sessions", "Sessions"))
                 (link("/workspace/keys", "Workspace keys"))
                 @if viewer.is_admin() {
                     span.sep aria-hidden="true" {}

@@ -8,15 +8,17 @@
 //! - `session`: cookies, CSRF, the signed-in [`session::Viewer`];
 //! - `layout`: the shared frame, the demo banner, formatting;
 //! - `setup`: the first-run wizard; `signin`: sign-in, sign-out, sign-in links,
-//!   workspace switch; `keys`: personal, workspace and operator keys; `usage`,
-//!   `tokens`, `admin`: the other pages.
+//!   workspace switch; `oidc`: single sign-on (OpenID Connect); `keys`: personal, workspace and operator keys; `usage`,
+//!   `tokens`, `sessions` (sandbox sessions), `admin`: the other pages.
 //!
 //! Not for: business rules (keygate-service) or the JSON API (`routes`).
 
 mod admin;
 mod keys;
 mod layout;
+mod oidc;
 mod session;
+mod sessions;
 mod setup;
 mod signin;
 mod tokens;
@@ -46,9 +48,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/assets/keygate.js", get(js))
         .merge(setup::router())
         .merge(signin::router())
+        .merge(oidc::router())
         .merge(admin::router())
         .merge(keys::router())
         .merge(tokens::router())
+        .merge(sessions::router())
         .merge(usage::router())
 }
 

@@ -78,7 +78,7 @@ impl IntoResponse for SignIn {
     }
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -98,7 +98,7 @@ fn session_csrf(session: &str) -> String {
 
 /// Whether cookies get `Secure`: the deployment says it is behind TLS, or the request
 /// came through a TLS-terminating proxy that says so.
-fn secure(parts_headers: &HeaderMap, state: &AppState) -> bool {
+pub(super) fn secure(parts_headers: &HeaderMap, state: &AppState) -> bool {
     state.pages.behind_tls
         || parts_headers
             .get("x-forwarded-proto")

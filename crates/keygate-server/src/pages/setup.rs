@@ -1,6 +1,8 @@
 //! `/setup`, the first-run wizard. On a deployment nobody has claimed, every page leads
 //! here and step 1 asks for the setup code from keygate's log plus the first
-//! super-admin's email and password. Steps 2–5 (AI providers, maps, satellite, email)
+//! super-admin's email and password, or, when single sign-on is configured, offers to
+//! create the first super-admin by signing in with an issuer (`/setup/oidc/{id}`: the
+//! code is checked before the browser leaves and spent when it returns signed in). Steps 2–5 (AI providers, maps, satellite, email)
 //! add operator keys, each validated live and shown with its outcome; each can be
 //! skipped and revisited, and what was saved is in the database, so a reload loses
 //! nothing. Finishing needs at least one key and locks the wizard: `/setup` then leads
@@ -14,7 +16,7 @@ use super::session::{anon_csrf, AnonForm, Posted, Viewer};
 use super::signin::signed_in;
 use crate::extract::source_addr;
 use crate::{ApiError, AppState};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -22,6 +24,7 @@ use axum::Router;
 use keygate_core::catalog::{CredentialKind, Provider};
 use keygate_core::*;
 use keygate_service::credentials::{ListScope, NewCredential};
+use keygate_service::oidc::RefusalKind;
 use keygate_service::setup::SetupState;
 use keygate_vault::SecretText;
 use maud::{html, Markup};
@@ -41,6 +44,7 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/setup", get(wizard))
         .route("/setup/claim", post(claim))
+        .route("/setup/oidc/{id}", post(claim_with_oidc))
         .route("/setup/key", post(add_key))
         .route("/setup/finish", post(finish))
 }
@@ -116,6 +120,7 @@ fn steps_nav(current: u8) -> Markup {
 
 fn claim_page(s: &AppState, headers: &HeaderMap, email: &str, notice: Option<Notice>, status: StatusCode) -> Response {
     let (token, set_cookie) = anon_csrf(headers, s);
+    let providers = s.services.oidc_providers();
     let body = html! {
         main #main.narrow {
             p.brand-big { span.mark aria-hidden="true" { "◆" } " keygate" }
@@ -135,6 +140,15 @@ fn claim_page(s: &AppState, headers: &HeaderMap, email: &str, notice: Option<Not
                 label for="password" { "Password " span.muted { "(at least 12 characters)" } }
                 input id="password" name="password" type="password" autocomplete="new-password" minlength="12" required;
                 button type="submit" { "Create account and continue" }
+                @if !providers.is_empty() {
+                    h2 { "Or with single sign-on" }
+                    p.muted { "Enter the setup code above, then choose: the account you sign in with becomes the first super-admin (no password here)." }
+                    @for (id, name) in &providers {
+                        button.secondary type="submit" formaction={"/setup/oidc/" (id)} formnovalidate {
+                            "Create the first super-admin with " (name)
+                        }
+                    }
+                }
             }
         }
     };
@@ -171,6 +185,45 @@ async fn claim(State(s): State<AppState>, AnonForm { form, parts }: AnonForm<Cla
             }
             claim_page(&s, &parts.headers, &form.email, Some(Notice::problem(&e)), e.status)
         }
+    }
+}
+
+#[derive(Deserialize)]
+struct OidcClaimForm {
+    setup_code: SecretString,
+}
+
+impl std::fmt::Debug for OidcClaimForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OidcClaimForm")
+    }
+}
+
+/// Step 1 through single sign-on: the setup code is checked here (not spent), then the
+/// browser goes on to the issuer; the code is spent when it comes back signed in.
+#[tracing::instrument(skip_all, fields(provider = %id))]
+async fn claim_with_oidc(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    AnonForm { form, parts }: AnonForm<OidcClaimForm>,
+) -> Response {
+    let code = SecretText::new(form.setup_code.expose_secret().to_owned());
+    if code.expose().trim().is_empty() {
+        let notice =
+            Notice::Problem("enter the setup code from keygate's log first (the line with `setup code:`)".into());
+        return claim_page(&s, &parts.headers, "", Some(notice), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let Some((_, name)) = s.services.oidc_providers().into_iter().find(|(p, _)| *p == id) else {
+        return super::error_page(ApiError::not_found("no such sign-in provider"));
+    };
+    match s.services.oidc_begin(&id, "/setup?step=2&done=claimed", Some(&code)).await {
+        Ok(start) => super::oidc::continue_page(&s, &parts.headers, &name, start),
+        Err(refusal) if refusal.kind == RefusalKind::Conflict => Redirect::to("/login").into_response(),
+        // A wrong setup code: the same page and status as the password form's.
+        Err(refusal) if refusal.kind == RefusalKind::Invalid => {
+            claim_page(&s, &parts.headers, "", Some(Notice::Problem(refusal.detail)), StatusCode::UNAUTHORIZED)
+        }
+        Err(refusal) => super::oidc::refusal_page(&refusal),
     }
 }
 

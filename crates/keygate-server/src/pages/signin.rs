@@ -49,12 +49,21 @@ fn render(
 ) -> Response {
     let (token, set_cookie) = anon_csrf(headers, s);
     let next = safe_next(next);
+    let providers = s.services.oidc_providers();
     let body = html! {
         main #main.narrow {
             p.brand-big { span.mark aria-hidden="true" { "◆" } " keygate" }
             h1 { "Sign in" }
             (layout::notice(notice.as_ref()))
-            form.card method="post" action="/login" {
+            @if !providers.is_empty() {
+                div.card.stack.sso {
+                    @for (id, name) in &providers {
+                        a.button.sso href={"/login/oidc/" (id) "?next=" (session::percent_encode(&next))} { "Sign in with " (name) }
+                    }
+                }
+                p.muted.or { "Or with your email and password:" }
+            }
+            form.card.stack method="post" action="/login" {
                 (csrf(&token))
                 input type="hidden" name="next" value=(next);
                 label for="email" { "Email" }
@@ -154,7 +163,7 @@ async fn link(State(s): State<AppState>, headers: HeaderMap, parts: axum::http::
 /// cookie back for the whole redirect chain it starts; the step from this page is
 /// same-site, so the session travels. The page's script drops the token from the
 /// address bar and the history at once.
-fn landed(s: &AppState, headers: &HeaderMap, token: &str, next: &str) -> Response {
+pub(super) fn landed(s: &AppState, headers: &HeaderMap, token: &str, next: &str) -> Response {
     let body = html! {
         main #main.narrow {
             p.brand-big { span.mark aria-hidden="true" { "◆" } " keygate" }

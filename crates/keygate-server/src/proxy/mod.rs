@@ -19,10 +19,14 @@
 //! 5. [`relay`]: relay the answer, buffered or streamed ([`sse`], or AWS event streams
 //!    with [`eventstream`]); [`settle`]'s guard
 //!    calls `Services::finish` exactly once.
+//!
+//! A git host's smart HTTP (`/proxy/github-git/...`) leaves this path after stage 2 for
+//! [`git`], which streams both ways instead of buffering the body.
 
 // The stages are shared with the unified endpoint (`crate::unified`).
 pub(crate) mod body;
 pub(crate) mod eventstream;
+mod git;
 pub(crate) mod relay;
 pub(crate) mod request;
 pub(crate) mod settle;
@@ -49,7 +53,12 @@ pub(crate) async fn proxy(
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the request path is not valid UTF-8")
             .into_response();
     };
-    call(&state, provider, request).await.unwrap_or_else(IntoResponse::into_response)
+    let git = state.services.catalog().get(&provider).is_some_and(|p| p.speaks_git());
+    let mut reply = call(&state, provider, request).await.unwrap_or_else(IntoResponse::into_response);
+    if git {
+        git::challenge(&mut reply);
+    }
+    reply
 }
 
 #[tracing::instrument(skip_all, fields(provider = %provider))]
@@ -57,6 +66,10 @@ async fn call(state: &AppState, provider: String, request: Request) -> Result<Re
     let started = Instant::now();
     let (incoming, body) = request::read(state, provider, request).await?;
     let resolved = state.services.resolve_call(incoming.call_request()).await?;
+    // git's smart HTTP: streamed both ways, never buffered (see `git`).
+    if resolved.provider.speaks_git() {
+        return git::call(state, incoming, body, resolved, started).await;
+    }
     // The prompt guard reads every AI prompt: a compressed one would pass it unread.
     if resolved.provider.kind == "ai" && body::compressed(&incoming.headers) {
         return Err(ApiError::new(
@@ -95,8 +108,8 @@ async fn call(state: &AppState, provider: String, request: Request) -> Result<Re
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_request",
-                "the demo allowance can only serve this call with its output maximum lowered, and its body is not a \
-                 JSON object keygate can set it in",
+                "the demo allowance (or the session's token cap) can only serve this call with its output maximum \
+                 lowered, and its body is not a JSON object keygate can set it in",
             ));
         }
         body = capped;

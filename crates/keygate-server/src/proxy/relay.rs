@@ -91,7 +91,17 @@ pub(crate) async fn answer(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/vnd.amazon.eventstream"));
-    let body = if sse {
+    // git's smart HTTP (`application/x-git-upload-pack-result`, …): packs of any size,
+    // relayed as they come; no tokens to read, so the call settles as it starts.
+    let git = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-git-"));
+    let body = if git {
+        finish.settle(Tokens::default());
+        Body::from_stream(scrubbed(Box::pin(response.bytes_stream()), echo))
+    } else if sse {
         // Scrubbed event by event: Metered relays only whole events, and no form of a
         // key spans the blank line that ends one, so a split echo is whole by then.
         Body::from_stream(Metered::new(Box::pin(response.bytes_stream()), dialect, strip_usage_chunk, echo, finish))

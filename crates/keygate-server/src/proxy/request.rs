@@ -5,7 +5,7 @@
 //!
 //! Not for: deciding anything about the call (the service's `admit` does).
 
-use crate::extract::{presented_credential, source_addr};
+use crate::extract::{basic_token, presented_credential, source_addr};
 use crate::{ApiError, AppState};
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -68,8 +68,16 @@ pub(crate) async fn read(
             format!("{e}: send the provider's path as it is, without `.` or `..` segments or backslashes"),
         )
     })?;
-    let credential = presented_credential(&parts).ok_or_else(|| {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "send a keygate token as the provider SDK's API key")
+    // git sends its credential only as Basic auth: accepted for providers that speak git.
+    let git = state.services.catalog().get(&provider).is_some_and(|p| p.speaks_git());
+    let basic = if git { basic_token(&parts)? } else { None };
+    let credential = presented_credential(&parts).or(basic.as_deref()).ok_or_else(|| {
+        let how = if git {
+            "send a keygate token as git's password: git clone http://x:<token>@<keygate>/proxy/<provider>/<owner>/<repo>.git"
+        } else {
+            "send a keygate token as the provider SDK's API key"
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", how)
     })?;
     let principal = state.services.authenticate(credential, source_addr(&parts)).await?;
     let policy = payment_policy(&parts.headers)?;

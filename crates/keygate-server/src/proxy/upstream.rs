@@ -10,7 +10,6 @@
 
 use super::request::Incoming;
 use crate::{ApiError, AppState};
-use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keygate_core::catalog::Injection;
 use keygate_core::proxypath::query_without;
@@ -68,9 +67,11 @@ pub(crate) async fn send(
     state: &AppState,
     call: &Admitted,
     incoming: &Incoming,
-    body: Bytes,
+    body: impl Into<reqwest::Body>,
     started: Instant,
 ) -> Result<Sent, ApiError> {
+    // Bytes for API calls; a stream for git's packs (`git`), never signed.
+    let body: reqwest::Body = body.into();
     let services = &state.services;
     let provider = &call.provider;
     let secret = services.open_for_call(call).await.map_err(|_| {
@@ -134,6 +135,13 @@ pub(crate) async fn send(
             aws = Some(credential);
             echo
         }
+        Injection::Basic { username } => {
+            use base64::Engine;
+            let pair = format!("{username}:{}", secret.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
+            headers.insert(header::AUTHORIZATION, sensitive(&format!("Basic {encoded}")));
+            echo_of(&[secret.expose(), &pair])
+        }
     };
     let query: Vec<String> =
         pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
@@ -144,13 +152,14 @@ pub(crate) async fn send(
         (Some(credential), Some(service)) => {
             // The path as AWS's SDKs send it (a model id's `:` as `%3A`), the host of
             // the credential's region, and a signature over exactly what is sent.
+            let bytes = body.as_bytes().ok_or_else(|| bad_gateway("a signed call's body must be read whole".into()))?;
             let path = keygate_service::aws::encode_path(incoming.path.decoded());
             let mut url = upstreams.url(provider, &path, &query.join("&"))?;
             keygate_service::aws::regional(&mut url, credential.region.expose());
-            if !body.is_empty() {
+            if !bytes.is_empty() {
                 headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
             }
-            keygate_service::aws::sign(credential, service, method.as_str(), &url, &mut headers, &body);
+            keygate_service::aws::sign(credential, service, method.as_str(), &url, &mut headers, bytes);
             url
         }
         _ => upstreams.url(provider, incoming.path.raw(), &query.join("&"))?,

@@ -1,6 +1,6 @@
 //! `/api/v1/keys`: the caller's stored credentials.
 
-use crate::dto::{CreateKey, KeyList, KeyListQuery, KeyObject, PatchKey, Problem, PutSecret};
+use crate::dto::{CreateKey, KeyDeleteQuery, KeyList, KeyListQuery, KeyObject, PatchKey, Problem, PutSecret};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Auth};
 use crate::{ApiError, AppState};
 use axum::extract::State;
@@ -100,6 +100,39 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     s.services.delete_credential(&p, CredentialId::from_uuid(id)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a provider's key: yours (`scope=user`, the default) or your workspace's shared
+/// one (`scope=workspace`, for its owners and admins). Audited like a delete by id.
+#[utoipa::path(delete, path = "/api/v1/keys", tag = "keys", params(KeyDeleteQuery), security(("bearer" = [])), responses(
+    (status = 204, description = "Deleted"),
+    (status = 400, description = "invalid_request (no provider, or a scope other than user or workspace), unknown_provider", body = Problem),
+    (status = 403, description = "forbidden (a workspace key without the owner or admin role)", body = Problem),
+    (status = 404, description = "not_found: there is no such key", body = Problem)
+))]
+#[tracing::instrument(skip_all, fields(provider))]
+pub(crate) async fn delete_by_provider(
+    State(s): State<AppState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<KeyDeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    let bad = |detail: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", detail);
+    let provider = q.provider.filter(|p| !p.trim().is_empty()).ok_or_else(|| {
+        bad("name the provider whose key to remove: DELETE /api/v1/keys?provider=openai (or DELETE /api/v1/keys/{id})")
+    })?;
+    tracing::Span::current().record("provider", provider.as_str());
+    let scope = match q.scope.as_deref() {
+        None | Some("user") => CredentialScope::User,
+        Some("workspace") => CredentialScope::Workspace,
+        Some(_) => return Err(bad("scope: use `user` (your key, the default) or `workspace` (your workspace's)")),
+    };
+    match s.services.delete_credentials_of_provider(&p, &provider, scope).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e @ keygate_service::ServiceError::UnknownProvider(_)) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Replaces a key's secret, keeping its id, settings and usage.

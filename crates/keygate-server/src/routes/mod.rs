@@ -8,6 +8,7 @@ mod health;
 mod keys;
 mod providers;
 mod session;
+mod sessions;
 mod tokens;
 
 use crate::dto::Problem;
@@ -28,6 +29,7 @@ use utoipa_axum::routes;
     tags(
         (name = "keys", description = "Stored provider credentials"),
         (name = "tokens", description = "keygate API tokens"),
+        (name = "sessions", description = "Sandbox sessions: short-lived proxy-only tokens for some providers, within their own caps"),
         (name = "providers", description = "The provider catalog"),
         (name = "gateway", description = "Resolution dry run, quotas and usage (the calls themselves go to /proxy/{provider}/...)"),
         (name = "session", description = "Login and the caller's identity"),
@@ -73,7 +75,7 @@ fn document_proxy(openapi: &mut utoipa::openapi::OpenApi) {
         .summary(Some("Native passthrough to a provider"))
         .description(Some(
             "Authenticate with a keygate token as `Authorization: Bearer` or `x-api-key` (point an SDK's base_url here and \
-             give it the token as its API key). keygate resolves the credential, injects it, forwards method, path, query and \
+             give it the token as its API key); for a git host (`github-git`), also as the password of HTTP Basic auth. keygate resolves the credential, injects it, forwards method, path, query and \
              body, and streams the answer back. Optional header `x-keygate-policy: customer-only | operator-only`. Answers carry \
              `x-keygate-key-source` and `x-keygate-credential-id`.",
         ))
@@ -82,8 +84,18 @@ fn document_proxy(openapi: &mut utoipa::openapi::OpenApi) {
         .security(utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new()))
         .response("200", ResponseBuilder::new().description("The provider's answer, streamed as it arrives").build())
         .response("401", ResponseBuilder::new().description("unauthenticated (problem+json)").build())
-        .response("403", ResponseBuilder::new().description("no_credential, byok_not_in_plan, workspace_inactive").build())
-        .response("429", ResponseBuilder::new().description("quota_exhausted, rate_limited (with Retry-After)").build())
+        .response(
+            "403",
+            ResponseBuilder::new()
+                .description("no_credential, byok_not_in_plan, workspace_inactive, provider_not_in_session")
+                .build(),
+        )
+        .response(
+            "429",
+            ResponseBuilder::new()
+                .description("quota_exhausted, rate_limited (with Retry-After), session_cap_reached")
+                .build(),
+        )
         .response("502", ResponseBuilder::new().description("upstream_unreachable").build())
         .response("504", ResponseBuilder::new().description("upstream_timeout").build())
         .build();
@@ -96,12 +108,14 @@ pub(crate) fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(keys::list, keys::create))
+        .routes(routes!(keys::list, keys::create, keys::delete_by_provider))
         .routes(routes!(keys::get, keys::update, keys::delete))
         .routes(routes!(keys::replace_secret))
         .routes(routes!(keys::test))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(sessions::list, sessions::create))
+        .routes(routes!(sessions::revoke))
         .routes(routes!(providers::list))
         .routes(routes!(session::login))
         .routes(routes!(session::me))

@@ -27,8 +27,11 @@ pub(crate) async fn list(State(s): State<AppState>, Auth(p): Auth) -> Result<Jso
             let configured = [CredentialScope::User, CredentialScope::Workspace]
                 .into_iter()
                 .filter(|scope| {
-                    keys.iter()
-                        .any(|k| k.provider == provider.id && k.scope == *scope && k.status == CredentialStatus::Active)
+                    keys.iter().any(|k| {
+                        k.provider == provider.key_provider()
+                            && k.scope == *scope
+                            && k.status == CredentialStatus::Active
+                    })
                 })
                 .map(|scope| scope.to_string())
                 .collect();
@@ -44,6 +47,8 @@ pub(crate) async fn list(State(s): State<AppState>, Auth(p): Auth) -> Result<Jso
                     || matches!(provider.inject, keygate_core::catalog::Injection::Oauth2 { .. }),
                 configured,
                 shared_endpoints: provider.shared_endpoints.iter().map(ToString::to_string).collect(),
+                uses_key_of: provider.uses_key_of.clone(),
+                key_scopes: provider.key_scopes.iter().map(ToString::to_string).collect(),
             }
         })
         .collect();

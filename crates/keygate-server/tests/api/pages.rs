@@ -151,7 +151,7 @@ async fn admin<'h>(h: &'h Harness) -> Browser<'h> {
 }
 
 /// A person with a password (not an admin), signed in.
-async fn person<'h>(h: &'h Harness, email: &str) -> (Browser<'h>, Caller) {
+pub async fn person<'h>(h: &'h Harness, email: &str) -> (Browser<'h>, Caller) {
     // A claimed deployment: someone administers it (else every page leads to /setup).
     h.super_admin(&format!("operator-of-{email}")).await;
     let caller = h.user(email).await;

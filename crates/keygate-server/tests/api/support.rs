@@ -58,6 +58,11 @@ impl std::io::Write for Capture {
 pub struct Setup {
     pub jwt: JwtOptions,
     pub login_throttle: keygate_service::throttle::ThrottleOptions,
+    /// How long an upstream may keep keygate waiting; `None`: [`UPSTREAM_TIMEOUT`].
+    pub upstream_timeout: Option<Duration>,
+    /// Single sign-on issuers; `{mock}` in an issuer stands for the mock's URL. Their
+    /// clients are registered with the mock's issuer.
+    pub oidc: Vec<keygate_service::oidc::OidcProvider>,
 }
 
 pub struct Harness {
@@ -103,6 +108,10 @@ impl Harness {
         logs();
         let mut config = MockConfig::with_keys([OPENAI_KEY, ANTHROPIC_KEY]);
         config.oauth_clients.push(OAuthClient { client_id: SH_CLIENT.0.into(), client_secret: SH_CLIENT.1.into() });
+        for p in &setup.oidc {
+            let client = OAuthClient { client_id: p.client_id.clone(), client_secret: p.client_secret.expose().into() };
+            config.oidc_clients.push(client);
+        }
         let mock = MockProvider::start(config).await.unwrap();
         let (services, store, vault) = services_on(&db.location, &mock.url(), &setup).await;
         Self {
@@ -330,8 +339,13 @@ async fn services_on(
         Some(jwt),
         Options {
             probe_timeout: PROBE_TIMEOUT,
-            upstream_timeout: UPSTREAM_TIMEOUT,
+            upstream_timeout: setup.upstream_timeout.unwrap_or(UPSTREAM_TIMEOUT),
             login_throttle: setup.login_throttle.clone(),
+            oidc: setup
+                .oidc
+                .iter()
+                .map(|p| keygate_service::oidc::OidcProvider { issuer: p.issuer.replace("{mock}", mock_url), ..p.clone() })
+                .collect(),
             ..Options::default()
         },
     )

@@ -10,6 +10,8 @@
 //! bounded by the limits timeout: an unreachable Redis answers [`Unavailable`] quickly,
 //! never a hanging request.
 
+mod session;
+
 use super::{
     micros, refusal_from, seconds_to_midnight, LimitResult, Limiter, Refusal, RequestAdmission, TokenReservation,
     Unavailable, MINUTE_US,
@@ -25,9 +27,12 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// KEYS[1] the day's token counter. ARGV: limit, at_least, want, ttl.
-/// Returns {1, taken, used after} or {0, used}.
+/// Returns {1, taken, used after}, {0, used}, or {-1} when the counter does not exist
+/// (never seeded, or lost: Redis restarted empty or evicted it).
 const RESERVE: &str = r"
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local current = redis.call('GET', KEYS[1])
+if not current then return {-1} end
+local used = tonumber(current)
 local limit, at_least, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local remaining = limit - used
 if remaining < at_least or remaining <= 0 then return {0, used} end
@@ -38,9 +43,12 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {1, take, used}
 ";
 
-/// KEYS[1] the day's token counter. ARGV: reserved, actual, ttl.
+/// KEYS[1] the day's token counter. ARGV: reserved, actual, ttl. A counter that is gone
+/// stays gone (the next admission reseeds it from recorded usage, this call included).
 const SETTLE: &str = r"
-local used = tonumber(redis.call('GET', KEYS[1]) or '0') - tonumber(ARGV[1])
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local used = tonumber(current) - tonumber(ARGV[1])
 if used < 0 then used = 0 end
 redis.call('SET', KEYS[1], used + tonumber(ARGV[2]), 'EX', ARGV[3])
 return 1
@@ -49,11 +57,14 @@ return 1
 /// KEYS[1] the minute's log (a sorted set), KEYS[2] the day's request counter.
 /// ARGV: now (µs), the window's start (µs, exclusive), per_window, per_day, member, day
 /// ttl, the log's ttl (ms). Times stay strings: Lua would print them with 14 digits.
-/// Returns {admitted, in window, today, oldest (µs) or -1}.
+/// Returns {admitted, in window, today, oldest (µs) or -1}, or {-1, 0, 0, -1} when the
+/// day's counter does not exist (never seeded, or lost).
 const ADMIT: &str = r"
+local current = redis.call('GET', KEYS[2])
+if not current then return {-1, 0, 0, -1} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local in_window = redis.call('ZCARD', KEYS[1])
-local today = tonumber(redis.call('GET', KEYS[2]) or '0')
+local today = tonumber(current)
 local ok = 0
 if today < tonumber(ARGV[4]) and in_window < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], ARGV[1], ARGV[5])
@@ -230,6 +241,7 @@ impl Limiter for RedisLimiter {
         invocation.key(self.tokens_key(user, day)).arg(limit).arg(at_least).arg(want).arg(day_ttl(now));
         let answer: Vec<i64> = self.run(invocation).await?;
         Ok(match answer.as_slice() {
+            [-1] => Err(Refusal::Unseeded),
             [1, taken, used] => Ok(TokenReservation {
                 user,
                 day,
@@ -293,6 +305,9 @@ impl Limiter for RedisLimiter {
         let [ok, in_window, today, oldest] = answer.as_slice() else {
             return Err(down("the admit script answered unexpectedly"));
         };
+        if *ok == -1 {
+            return Ok(Err(Refusal::Unseeded));
+        }
         let counts = RequestCounts {
             in_window: u32::try_from(*in_window).unwrap_or(u32::MAX),
             today: u32::try_from(*today).unwrap_or(u32::MAX),

@@ -11,8 +11,10 @@ mod audit;
 mod changes;
 mod credentials;
 mod data_keys;
+mod identities;
 mod meta;
 mod principals;
+mod sessions;
 mod store;
 mod usage;
 
@@ -61,7 +63,7 @@ macro_rules! db_run {
 }
 use db_run;
 
-/// Usage events per INSERT statement (14 parameters each: well under both backends' limits).
+/// Usage events per INSERT statement (15 parameters each: well under both backends' limits).
 const USAGE_ROWS_PER_INSERT: usize = 128;
 
 /// `Ok` if a statement touched a row; [`StoreError::NotFound`] naming `entity` otherwise.

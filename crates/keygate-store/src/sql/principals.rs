@@ -277,7 +277,8 @@ impl Pool<'_> {
             let rows = sqlx::query_as::<_, TokenRow>(concat!(
                 "SELECT ",
                 token_columns!(),
-                " FROM api_tokens WHERE user_id = $1 ORDER BY created_at, id"
+                " FROM api_tokens WHERE user_id = $1 AND id NOT IN (SELECT token_id FROM sessions) \
+                 ORDER BY created_at, id"
             ))
             .bind(user.as_uuid())
             .fetch_all(pool)
@@ -323,7 +324,7 @@ impl Pool<'_> {
 }
 
 impl Conn<'_> {
-    async fn insert_workspace(self, ws: &Workspace) -> StoreResult<()> {
+    pub(super) async fn insert_workspace(self, ws: &Workspace) -> StoreResult<()> {
         db_run!(self, |conn| {
             sqlx::query(concat!(
                 "INSERT INTO workspaces (",
@@ -343,7 +344,7 @@ impl Conn<'_> {
         })
     }
 
-    async fn insert_user(self, user: &User, password_hash: Option<&str>) -> StoreResult<()> {
+    pub(super) async fn insert_user(self, user: &User, password_hash: Option<&str>) -> StoreResult<()> {
         db_run!(self, |conn| {
             sqlx::query(concat!(
                 "INSERT INTO users (",

@@ -117,6 +117,24 @@ impl<S: SqlStore> Store for S {
         self.pool().users().await
     }
 
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>> {
+        self.pool().user_by_identity(issuer, subject).await
+    }
+
+    async fn link_identity(&self, issuer: &str, subject: &str, user: UserId, now: DateTime<Utc>) -> StoreResult<()> {
+        self.pool().link_identity(issuer, subject, user, now).await
+    }
+
+    async fn provision_identity_user(
+        &self,
+        user: &User,
+        workspace: &Workspace,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<()> {
+        self.pool().provision_identity_user(user, workspace, issuer, subject).await
+    }
+
     async fn update_user(&self, user: &User) -> StoreResult<()> {
         self.pool().update_user(user).await
     }
@@ -248,6 +266,28 @@ impl<S: SqlStore> Store for S {
 
     async fn revoke_token(&self, id: TokenId, user: UserId, now: DateTime<Utc>, audit: &AuditEvent) -> StoreResult<()> {
         self.pool().revoke_token(id, user, now, audit).await
+    }
+
+    async fn insert_session(&self, token: &ApiToken, grant: &SessionGrant, audit: &AuditEvent) -> StoreResult<()> {
+        self.pool().insert_session(token, grant, audit).await
+    }
+
+    async fn live_sessions_of_user(&self, user: UserId, now: DateTime<Utc>) -> StoreResult<Vec<Session>> {
+        self.pool().live_sessions_of_user(user, now).await
+    }
+
+    async fn revoke_session(
+        &self,
+        id: TokenId,
+        user: UserId,
+        now: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.pool().revoke_session(id, user, now, audit).await
+    }
+
+    async fn session_usage(&self, id: TokenId) -> StoreResult<(i64, i64)> {
+        self.pool().session_usage(id).await
     }
 
     async fn insert_audit_event(&self, event: &AuditEvent) -> StoreResult<()> {

@@ -73,7 +73,8 @@ impl Pool<'_> {
                         .push_bind(e.cost_nano_usd)
                         .push_bind(e.status)
                         .push_bind(e.latency_ms)
-                        .push_bind(e.estimated);
+                        .push_bind(e.estimated)
+                        .push_bind(e.session_id.map(|s| s.as_uuid()));
                 });
                 q.build().execute(&mut *tx).await?;
             }

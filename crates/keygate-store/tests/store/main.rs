@@ -25,6 +25,7 @@ both_backends!(
     a_row_written_back_from_an_older_copy_reads_at_its_newest_secret_version,
     tokens_are_found_by_public_id_and_revoked_only_by_their_owner,
     a_tokens_principal_comes_with_its_user_and_acting_workspace,
+    sessions_are_tokens_with_rules_listed_while_live_and_revoked_by_their_owner,
     audit_events_filter_and_come_newest_first,
     audit_events_page_by_offset_and_match_their_actor,
     usage_events_add_to_credential_totals,
@@ -394,6 +395,46 @@ async fn tokens_are_found_by_public_id_and_revoked_only_by_their_owner(db: TestD
     assert!(found("pub123").await.unwrap().revoked_at.is_some());
 }
 
+async fn sessions_are_tokens_with_rules_listed_while_live_and_revoked_by_their_owner(db: TestDb) {
+    let store = connect(&db.location).await.unwrap();
+    let a = Fixture::new(&*store).await;
+    let b = Fixture::new(&*store).await;
+    let grant =
+        SessionGrant { providers: vec!["anthropic".into(), "openai".into()], max_requests: Some(5), max_tokens: None };
+    let live = ApiToken {
+        scopes: vec![Scope::Proxy],
+        expires_at: Some(now() + Duration::hours(1)),
+        ..token("sess-live", &a.user, Some(&a.workspace))
+    };
+    let ended = ApiToken { expires_at: Some(now() - Duration::seconds(1)), ..token("sess-ended", &a.user, None) };
+    let plain = token("plain", &a.user, Some(&a.workspace));
+    store.insert_session(&live, &grant, &a.audit_event("session.create")).await.unwrap();
+    store.insert_session(&ended, &grant, &a.audit_event("session.create")).await.unwrap();
+    store.insert_token(&plain, &a.audit_event("token.create")).await.unwrap();
+
+    // The cold lookup brings the session's rules along; a plain token has none.
+    let found = store.token_principal("sess-live").await.unwrap().unwrap();
+    assert_eq!((found.token, found.session), (live.clone(), Some(grant.clone())));
+    assert_eq!(store.token_principal("plain").await.unwrap().unwrap().session, None);
+    // Sessions are listed apart from tokens, and only while live.
+    assert_eq!(store.tokens_of_user(a.user.id).await.unwrap(), vec![plain.clone()]);
+    let sessions = store.live_sessions_of_user(a.user.id, now()).await.unwrap();
+    assert_eq!(sessions, vec![Session { token: live.clone(), grant: grant.clone() }]);
+    assert!(store.live_sessions_of_user(b.user.id, now()).await.unwrap().is_empty());
+
+    // Revoked only by its owner, and only as a session.
+    let revoke = |id, user, by: &Fixture| {
+        let (store, audit) = (store.clone(), by.audit_event("session.revoke"));
+        async move { store.revoke_session(id, user, now(), &audit).await }
+    };
+    assert!(revoke(live.id, b.user.id, &b).await.unwrap_err().is_not_found());
+    assert!(revoke(plain.id, a.user.id, &a).await.unwrap_err().is_not_found(), "a token that is no session");
+    assert_eq!(store.token_principal("plain").await.unwrap().unwrap().token.revoked_at, None);
+    revoke(live.id, a.user.id, &a).await.unwrap();
+    assert!(store.token_principal("sess-live").await.unwrap().unwrap().token.revoked_at.is_some());
+    assert!(store.live_sessions_of_user(a.user.id, now()).await.unwrap().is_empty());
+}
+
 async fn a_tokens_principal_comes_with_its_user_and_acting_workspace(db: TestDb) {
     let store = connect(&db.location).await.unwrap();
     let a = Fixture::new(&*store).await;
@@ -511,6 +552,7 @@ async fn usage_events_add_to_credential_totals(db: TestDb) {
     let c = f.user_credential("openai");
     store.insert_credential(&c).await.unwrap();
     let t0 = now();
+    let session = TokenId::new();
     let events: Vec<UsageEvent> = (0..3)
         .map(|i| UsageEvent {
             id: UsageEventId::new(),
@@ -527,9 +569,13 @@ async fn usage_events_add_to_credential_totals(db: TestDb) {
             status: 200,
             latency_ms: 42,
             estimated: i == 2,
+            session_id: (i == 1).then_some(session),
         })
         .collect();
     store.insert_usage_events(&events).await.unwrap();
+    // A sandbox session's recorded calls and tokens (what seeds its counters).
+    assert_eq!(store.session_usage(session).await.unwrap(), (1, 16));
+    assert_eq!(store.session_usage(TokenId::new()).await.unwrap(), (0, 0));
     let got = store.credential(c.id).await.unwrap();
     assert_eq!(got.usage, UsageTotals { requests: 3, input_tokens: 33, output_tokens: 15, cost_nano_usd: 3_000 });
     assert_eq!(got.last_used_at, Some(t0 + Duration::seconds(2)));
@@ -626,6 +672,7 @@ async fn demo_first_use_and_usage_sums(db: TestDb) {
         status: 200,
         latency_ms: 1,
         estimated: false,
+        session_id: None,
     };
     let events = [event(first, "operator_demo", 10), event(later, "operator_demo", 20), event(later, "platform", 40)];
     store.insert_usage_events(&events).await.unwrap();
@@ -675,6 +722,7 @@ async fn sqlite_finds_a_callers_rows_through_indexes() {
             "usage_events_user_source_at (user_id=? AND key_source=? AND at>?)",
         ),
         ("SELECT * FROM data_keys WHERE owner = $1".into(), "(owner=?)"),
+        ("SELECT COUNT(*) FROM usage_events WHERE session_id = $1".into(), "usage_events_session (session_id=?)"),
     ];
     for (sql, index) in queries {
         let plan = store.query_plan(&sql).await.unwrap();

@@ -43,6 +43,7 @@ async fn usage_reports_group_and_sum_exactly(db: TestDb) {
                 status: 200,
                 latency_ms: 5,
                 estimated: false,
+                session_id: None,
             }
         };
     let me = f.user.id;
@@ -149,6 +150,7 @@ async fn usage_by_day_groups_by_utc_day_and_one_dimension(db: TestDb) {
         status: 200,
         latency_ms: 5,
         estimated: false,
+        session_id: None,
     };
     // March 1st: two providers in one day, the second event at its last microsecond;
     // March 2nd starts at midnight UTC; someone else's event on March 2nd is never counted.

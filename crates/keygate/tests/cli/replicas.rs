@@ -366,6 +366,40 @@ async fn three_replicas_on_one_postgres_and_one_redis_keep_exact_limits() {
     let used = redis.command("DBSIZE").unwrap_or_default();
     assert!(used.starts_with(':') && used != ":0", "the limits were kept in Redis (DBSIZE {used})");
 
+    // 3b. A sandbox session's `max_requests` holds across the replicas (its counter lives
+    // in Redis too), and revoking it through one replica ends it on the others.
+    let session_owner = user(&http, b1, "session-1").await;
+    add_key(&http, b1, &session_owner, json!({"provider": "openai", "secret": OWN_KEY})).await;
+    let session = json!({"name": "sandbox", "providers": ["openai"], "ttl_seconds": 600, "max_requests": 7});
+    let minted = send(http.post(format!("{b1}/api/v1/sessions")).bearer_auth(&session_owner).json(&session)).await;
+    assert_eq!(minted.status, StatusCode::CREATED, "{}", minted.json);
+    let (session_id, session_token) =
+        (minted.json["id"].as_str().unwrap().to_owned(), minted.json["token"].as_str().unwrap().to_owned());
+    let calls: Vec<_> =
+        (0..21).map(|i| tokio::spawn(send(openai_call(&http, &bases[i % 3], &session_token)))).collect();
+    let (mut served, mut capped) = (0, 0);
+    for call in calls {
+        let reply = call.await.unwrap();
+        match reply.status.as_u16() {
+            200 => served += 1,
+            429 => {
+                assert_eq!(reply.json["code"], "session_cap_reached", "{}", reply.json);
+                capped += 1;
+            }
+            other => panic!("a session call answered {other}: {}", reply.json),
+        }
+    }
+    assert_eq!((served, capped), (7, 14), "a session's max_requests across all replicas");
+    let revoked = send(http.delete(format!("{b1}/api/v1/sessions/{session_id}")).bearer_auth(&session_owner)).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.json);
+    for base in &bases {
+        let ended = eventually(Duration::from_secs(3), || async {
+            send(openai_call(&http, base, &session_token)).await.status == StatusCode::UNAUTHORIZED
+        })
+        .await;
+        assert!(ended, "{base} still served a revoked session");
+    }
+
     // 4. Redis stopped: limited calls answer 503 limits_unavailable on every replica,
     // own-key calls still 200, /readyz says the limits are down.
     let own_user = user(&http, b1, "own-1").await;
@@ -402,6 +436,19 @@ async fn three_replicas_on_one_postgres_and_one_redis_keep_exact_limits() {
         assert_eq!((demo.status, demo.source.as_deref()), (StatusCode::OK, Some("operator_demo")), "{}", demo.json);
         let ready = send(http.get(format!("{base}/readyz"))).await;
         assert_eq!((ready.status, &ready.json["limits"]), (StatusCode::OK, &json!("redis")), "{}", ready.json);
+    }
+
+    // 6. The Redis that came back is empty (it keeps nothing on disk): the day's counters
+    // are seeded again from recorded usage, so the user who spent the allowance before
+    // gets no second one from any replica.
+    for base in &bases {
+        let reply = send(openai_call(&http, base, &demo_user)).await;
+        assert_eq!(
+            (reply.status, &reply.json["code"]),
+            (StatusCode::TOO_MANY_REQUESTS, &json!("quota_exhausted")),
+            "{base}: an emptied Redis handed out a second demo allowance: {}",
+            reply.json
+        );
     }
     drop(replicas);
 }
