@@ -22,6 +22,7 @@
 
 // The stages are shared with the unified endpoint (`crate::unified`).
 pub(crate) mod body;
+pub(crate) mod client;
 pub(crate) mod eventstream;
 pub(crate) mod relay;
 pub(crate) mod request;
@@ -52,7 +53,7 @@ pub(crate) async fn proxy(
     call(&state, provider, request).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-#[tracing::instrument(skip_all, fields(provider = %provider))]
+#[tracing::instrument(level = "debug", skip_all, fields(provider = %provider))]
 async fn call(state: &AppState, provider: String, request: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (incoming, body) = request::read(state, provider, request).await?;
