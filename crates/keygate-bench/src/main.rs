@@ -1,7 +1,8 @@
 //! `keygate-bench`: measures keygate against a direct call to keygate-mock and against
-//! LiteLLM's proxy, side by side in one run. `bench/run.sh` builds everything, prepares
-//! LiteLLM's virtual environment, pins this harness (and the mock it starts) to one core
-//! and hands the other core to the proxy under test.
+//! LiteLLM's proxy, side by side in one run; and against a fast third-party upstream
+//! (nginx) beside nginx itself as a reverse proxy (`upstream.rs`). `bench/run.sh` builds
+//! everything, prepares LiteLLM's virtual environment, pins this harness (and the mock it
+//! starts) to one core and hands the other core to the proxy under test.
 //!
 //! The run fails when the benchmark itself is broken (a target does not start, a call
 //! through keygate or to the mock errs, an invalid token gets through), never because
@@ -14,6 +15,7 @@ mod report;
 mod run;
 mod stats;
 mod targets;
+mod upstream;
 
 use anyhow::Context;
 use clap::Parser;
@@ -61,6 +63,12 @@ struct Args {
     /// Run only these phases (comma-separated; the cold and warm calls always run).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Phase>,
+    /// The nginx binary for the phase against a fast upstream (default: on PATH or in /usr/sbin).
+    #[arg(long)]
+    nginx: Option<PathBuf>,
+    /// The wrk binary for the phase against a fast upstream (default: on PATH).
+    #[arg(long)]
+    wrk: Option<PathBuf>,
 }
 
 /// A phase of the run, for `--only`.
@@ -76,6 +84,9 @@ pub enum Phase {
     Unified,
     /// Platform-key calls through each limits backend (in-process, PostgreSQL, Redis).
     Limiters,
+    /// Against a fast upstream: nginx direct (the limit), nginx as a reverse proxy and
+    /// keygate, driven by wrk.
+    Limit,
 }
 
 /// What one run measures, and for how long.
@@ -200,6 +211,8 @@ struct Results {
     limiters: Vec<limiters::LimiterLane>,
     /// Limiter lanes not run, and why.
     limiters_skipped: Vec<String>,
+    /// Against a fast upstream (nginx), with nginx as a reverse proxy beside keygate.
+    limit: Option<upstream::Limit>,
 }
 
 pub fn progress(line: &str) {
@@ -268,6 +281,12 @@ async fn bench(args: Args) -> anyhow::Result<Vec<String>> {
         (Vec::new(), Vec::new())
     };
     mock.proc.stop().await;
+    let limit = if settings.runs(Phase::Limit) {
+        let tools = (args.nginx.as_deref(), args.wrk.as_deref());
+        Some(upstream::run(&settings, &args.out, &keygate, tools, !args.no_postgres).await?)
+    } else {
+        None
+    };
 
     let mut problems = Vec::new();
     if unloaded.errors > 0 {
@@ -279,6 +298,9 @@ async fn bench(args: Args) -> anyhow::Result<Vec<String>> {
     for lane in &limiter_lanes {
         problems.extend(limiters::broken(lane));
     }
+    if let Some(limit) = &limit {
+        problems.extend(upstream::broken(limit));
+    }
     let results = Results {
         machine,
         settings,
@@ -286,6 +308,7 @@ async fn bench(args: Args) -> anyhow::Result<Vec<String>> {
         targets: reports,
         limiters: limiter_lanes,
         limiters_skipped,
+        limit,
     };
     std::fs::write(args.out.join("results.json"), serde_json::to_vec_pretty(&results)?)?;
     let markdown = report::markdown(&results);

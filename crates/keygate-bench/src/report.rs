@@ -2,6 +2,7 @@
 
 use crate::run::TargetReport;
 use crate::stats::Latency;
+use crate::upstream::{core_name, Limit, RowKind};
 use crate::Results;
 use std::fmt::Write;
 
@@ -95,6 +96,8 @@ pub fn markdown(results: &Results) -> String {
         u.p99_ms,
         2.0 * u.p99_ms
     );
+
+    limit(&mut out, results);
 
     let _ = writeln!(
         out,
@@ -299,6 +302,129 @@ pub fn markdown(results: &Results) -> String {
     limiters(&mut out, results);
     ratios(&mut out, results);
     out
+}
+
+/// A figure with its target's mark: ✓ met, ✗ missed.
+fn marked(text: String, met: bool) -> String {
+    format!("{text} {}", if met { "✓" } else { "✗" })
+}
+
+/// Against the limit: nginx direct, nginx as a reverse proxy and keygate, one table.
+fn limit(out: &mut String, results: &Results) {
+    let Some(l) = &results.limit else { return };
+    let g = &l.goals;
+    let _ = writeln!(out, "## Against the limit: a fast upstream (nginx) and nginx as a reverse proxy\n");
+    if let Some(direct) = l.row(RowKind::Direct) {
+        limit_table(out, l, direct);
+    }
+    for line in &l.skipped {
+        let _ = writeln!(out, "\nSkipped: {line}.");
+    }
+    let _ = writeln!(
+        out,
+        "\nTargets for keygate (issue 16): ≥ {} of direct and ≥ {} of nginx-proxy at {} connections; added p50 ≤ {} ms \
+         and p99 ≤ {} ms at one connection and at {} requests/s; CPU ≤ {} µs per proxied call. ✓ met, ✗ missed: \
+         reported, never failed on (only a failed call breaks the run).\n",
+        g.of_direct,
+        g.of_nginx_proxy,
+        l.connections,
+        g.added_p50_ms,
+        g.added_p99_ms,
+        thousands(l.rate),
+        g.cpu_us_per_call
+    );
+    let _ = writeln!(
+        out,
+        "{} answers every request with a fixed chat completion (with usage) on CPU {}, and wrk ({}) runs there too; \
+         the path under test has CPU {} to itself. requests/s: wrk, one thread, {} connections, {} s, after a 1 s \
+         warm-up. CPU µs/call: the proxy process's user + system time over that run per request (direct: the upstream \
+         nginx's own). 1 conn: wrk with one connection, {} s; added over direct's. {}/s: the harness's open loop, each \
+         request in lockstep with one straight to nginx, {} s; added over that direct lane (when the direct lane \
+         beside it is far slower than the direct row's, the harness's core, not the proxy, was the bottleneck). \
+         Failed: non-2xx answers and socket errors / requests given up on (timeouts).\n",
+        if l.nginx.is_empty() { "nginx" } else { &l.nginx },
+        core_name(l.load_core),
+        if l.wrk.is_empty() { "wrk" } else { &l.wrk },
+        core_name(l.proxy_core),
+        l.connections,
+        l.seconds,
+        l.seconds,
+        thousands(l.rate),
+        l.seconds
+    );
+    let _ = writeln!(out, "Command: `{}`", l.command);
+    if let Some(w) = l.rows.first() {
+        let _ = writeln!(
+            out,
+            "\nEach wrk run (this row's URL; the bearer credential in `KEYGATE_BENCH_BEARER`): `{}`",
+            w.throughput.command
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// 1000 as "1,000".
+fn thousands(n: u32) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn limit_table(out: &mut String, l: &Limit, direct: &crate::upstream::Row) {
+    let g = &l.goals;
+    let _ = writeln!(
+        out,
+        "| path | requests/s | of direct | of nginx-proxy | CPU µs/call | 1 conn p50 / p99 ms | 1 conn added p50 / p99 ms | {0}/s p50 / p99 ms (direct beside it) | {0}/s added p50 / p99 ms | failed / given up |",
+        thousands(l.rate)
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---|---|---|---:|");
+    for row in &l.rows {
+        let goal = row.kind == RowKind::Keygate;
+        let mark = |text: String, met: bool| if goal { marked(text, met) } else { text };
+        let ratio = |kind: RowKind, min: f64| match l.ratio(row, kind) {
+            Some(v) => mark(format!("{v:.2}"), v >= min),
+            None => "n/a".into(),
+        };
+        let added = |(p50, p99): (f64, f64)| {
+            if row.kind == RowKind::Direct {
+                "—".to_owned()
+            } else {
+                format!(
+                    "{} / {}",
+                    mark(format!("{p50:.3}"), p50 <= g.added_p50_ms),
+                    mark(format!("{p99:.3}"), p99 <= g.added_p99_ms)
+                )
+            }
+        };
+        let errors = row.throughput.errors() + row.one_connection.errors() + row.fixed_rate.errors as u64;
+        let given_up = row.throughput.timeouts + row.one_connection.timeouts + row.fixed_rate.overloaded as u64;
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {} | {} | {:.3} / {:.3} | {} | {:.3} / {:.3}{} | {} | {errors} / {given_up} |",
+            row.label,
+            row.throughput.requests_per_second,
+            ratio(RowKind::Direct, g.of_direct),
+            ratio(RowKind::NginxProxy, g.of_nginx_proxy),
+            mark(format!("{:.1}", row.cpu_us_per_call), row.cpu_us_per_call <= g.cpu_us_per_call),
+            row.one_connection.p50_ms,
+            row.one_connection.p99_ms,
+            added(row.one_connection_added(direct)),
+            row.fixed_rate.p50_ms,
+            row.fixed_rate.p99_ms,
+            if row.kind == RowKind::Direct {
+                String::new()
+            } else {
+                format!(" ({:.3} / {:.3})", row.fixed_rate_direct.p50_ms, row.fixed_rate_direct.p99_ms)
+            },
+            added(row.fixed_rate_added()),
+        );
+    }
 }
 
 /// Platform-key calls through each limits backend against the same process's own-key calls.

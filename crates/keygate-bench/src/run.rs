@@ -2,7 +2,7 @@
 //! a direct-to-mock baseline taken in the same run.
 
 use crate::load::{self, Call, Flood, Streaming, Throughput};
-use crate::procs::sample_rss;
+use crate::procs::{sample_rss, Proc};
 use crate::stats::Latency;
 use crate::targets::Pacing as StreamPacing;
 use crate::targets::{Mock, Pacing, Target};
@@ -410,16 +410,21 @@ async fn pass(
 /// phase left it: under 5 % of a core busy over half a second. A saturated proxy keeps
 /// answering requests its callers gave up on long after they left.
 pub(crate) async fn settle(target: &Target) {
+    settle_proc(&target.proc, &target.name).await;
+}
+
+/// [`settle`] for any process (nginx too).
+pub(crate) async fn settle_proc(proc: &Proc, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let before = target.proc.cpu();
+        let before = proc.cpu();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let busy = target.proc.cpu() - before;
+        let busy = proc.cpu() - before;
         if busy < Duration::from_millis(25) {
             return;
         }
         if Instant::now() > deadline {
-            crate::progress(&format!("{} is still busy after three minutes; going on", target.name));
+            crate::progress(&format!("{name} is still busy after three minutes; going on"));
             return;
         }
     }

@@ -192,18 +192,37 @@ impl Target {
         log_dir: &Path,
         extra_env: &[(String, String)],
     ) -> anyhow::Result<Self> {
+        let mut env = vec![("KEYGATE_LOG".to_owned(), "warn".to_owned())];
+        env.extend(extra_env.iter().cloned());
+        Self::keygate_upstream(name, binary, db, &mock.url, core, log_dir, &env).await
+    }
+
+    /// keygate whose OpenAI and Anthropic base URL is `upstream`, with `extra_env` added
+    /// (a variable named twice: the later value wins). `KEYGATE_LOG` is left to `extra_env`:
+    /// without it keygate runs at its default log level.
+    pub async fn keygate_upstream(
+        name: &str,
+        binary: &Path,
+        db: TestDb,
+        upstream: &str,
+        core: Option<usize>,
+        log_dir: &Path,
+        extra_env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let data_dir = db.data_dir().join("data");
         let mut env = vec![
             ("KEYGATE_DATA_DIR".to_owned(), data_dir.display().to_string()),
             ("KEYGATE_JWT_HS256_SECRET".into(), JWT_SECRET.into()),
-            ("KEYGATE_PROVIDER_OPENAI_BASE_URL".into(), mock.url.clone()),
-            ("KEYGATE_PROVIDER_ANTHROPIC_BASE_URL".into(), mock.url.clone()),
-            ("KEYGATE_LOG".into(), "warn".into()),
+            ("KEYGATE_PROVIDER_OPENAI_BASE_URL".into(), upstream.to_owned()),
+            ("KEYGATE_PROVIDER_ANTHROPIC_BASE_URL".into(), upstream.to_owned()),
         ];
         if let keygate_store::DatabaseLocation::Postgres(_) = db.location {
             env.push(("KEYGATE_DATABASE_URL".into(), db.url()));
         }
-        env.extend(extra_env.iter().cloned());
+        for (key, value) in extra_env {
+            env.retain(|(k, _)| k != key);
+            env.push((key.clone(), value.clone()));
+        }
         let (proc, base, metrics) = start_keygate(name, binary, &env, core, log_dir).await?;
         let mut target = Self {
             name: name.into(),

@@ -19,11 +19,20 @@ pub struct AppState {
     pub metrics_apart: bool,
     /// Options for the web pages (cookies `Secure` behind TLS).
     pub pages: crate::pages::PagesOptions,
+    /// The proxy's outbound client (hyper's, used directly).
+    pub(crate) proxy_client: Arc<crate::proxy::client::ProxyClient>,
 }
 
 impl AppState {
     pub fn new(services: Arc<Services>) -> Self {
+        let (connect, read) = services.upstreams().proxy_timeouts();
+        let proxy_client = Arc::new(crate::proxy::client::ProxyClient::new(
+            services.catalog(),
+            connect,
+            read.unwrap_or(std::time::Duration::from_secs(300)),
+        ));
         Self {
+            proxy_client,
             services,
             metrics: Arc::new(Metrics::default()),
             body_budget: BodyBudget::new(DEFAULT_BODY_BUDGET),

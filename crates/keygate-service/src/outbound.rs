@@ -60,6 +60,7 @@ pub struct Upstreams {
     /// Keyed by the credential and its last change: a replaced secret never reuses the
     /// token its predecessor obtained. The only plaintext-derived value keygate caches.
     oauth: Mutex<HashMap<OauthKey, (SecretText, Instant)>>,
+    timeouts: Timeouts,
 }
 
 impl Upstreams {
@@ -72,11 +73,17 @@ impl Upstreams {
             })?;
             clients.insert(p.id.clone(), (client(timeouts)?, base));
         }
-        Ok(Self { clients, oauth: Mutex::new(HashMap::new()) })
+        Ok(Self { clients, oauth: Mutex::new(HashMap::new()), timeouts })
     }
 
     fn entry(&self, provider: &Provider) -> ServiceResult<&(reqwest::Client, reqwest::Url)> {
         self.clients.get(&provider.id).ok_or_else(|| ServiceError::UnknownProvider(provider.id.clone()))
+    }
+
+    /// How long a proxied call waits for a connection, and between two reads of the
+    /// answer (for a proxy that builds its own client).
+    pub fn proxy_timeouts(&self) -> (Duration, Option<Duration>) {
+        (self.timeouts.connect, self.timeouts.read)
     }
 
     /// The pooled client for `provider`.

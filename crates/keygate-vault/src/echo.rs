@@ -15,7 +15,7 @@
 //! call is sent and dropped when the answer has been relayed, never cached.
 
 use crate::redact::REDACTED;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use zeroize::Zeroize;
 
 /// Forms shorter than this are not searched for: too likely to match ordinary text.
@@ -24,11 +24,25 @@ const B64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Every form of a call's secrets a provider might echo, and how to find them.
+///
+/// Building every form costs more than most answers take to scan (about 35,000
+/// instructions a call, an eighth of a proxied call's): so the scrubber starts with the
+/// first four bytes of each form only (computed from the secrets' first six bytes), and
+/// builds the forms the first time an answer holds one of those prefixes, which an answer
+/// without an echo almost never does.
 pub struct EchoScrubber {
-    forms: Vec<Vec<u8>>,
+    /// The secrets, long enough to search for (zeroized on drop).
+    secrets: Vec<Vec<u8>>,
+    /// The first four bytes of every form, deduplicated.
+    prefixes: Vec<[u8; PREFIX]>,
+    /// Every form, built on the first candidate.
+    forms: OnceLock<Vec<Vec<u8>>>,
     /// The longest form, in bytes: how much a stream must hold back.
     longest: usize,
 }
+
+/// How many leading bytes of each form the cheap first pass compares.
+const PREFIX: usize = 4;
 
 impl std::fmt::Debug for EchoScrubber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,38 +54,61 @@ impl EchoScrubber {
     /// A scrubber for `secrets` (the injected key; for OAuth2, also the access token).
     /// `None` when no secret is long enough to be told apart from ordinary text.
     pub fn new(secrets: &[&str]) -> Option<Self> {
-        let mut forms: Vec<Vec<u8>> = Vec::new();
-        for secret in secrets.iter().filter(|s| s.len() >= MIN_FORM) {
-            forms_of(secret.as_bytes(), &mut forms);
-        }
-        // Short forms and duplicates are dropped zeroized, like the forms kept.
-        forms.sort();
-        let mut kept: Vec<Vec<u8>> = Vec::with_capacity(forms.len());
-        for mut form in forms {
-            if form.len() < MIN_FORM || kept.last() == Some(&form) {
-                form.zeroize();
-            } else {
-                kept.push(form);
-            }
-        }
-        let forms = kept;
-        if forms.is_empty() {
+        let secrets: Vec<Vec<u8>> =
+            secrets.iter().filter(|s| s.len() >= MIN_FORM).map(|s| s.as_bytes().to_vec()).collect();
+        if secrets.is_empty() {
             return None;
         }
-        let longest = forms.iter().map(Vec::len).max().unwrap_or(0);
-        Some(Self { forms, longest })
+        let mut prefixes: Vec<[u8; PREFIX]> = Vec::with_capacity(16);
+        for secret in &secrets {
+            heads_of(secret, &mut prefixes);
+        }
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        // The longest form is the JSON `\u00XX` escape of the longest secret.
+        let longest = secrets.iter().map(|s| s.len() * 6).max().unwrap_or(0);
+        Some(Self { secrets, prefixes, forms: OnceLock::new(), longest })
+    }
+
+    /// Whether `bytes` may hold a form: one of the forms' first bytes is there.
+    fn candidate(&self, bytes: &[u8]) -> bool {
+        self.prefixes.iter().any(|p| occurrences(bytes, p).next().is_some())
+    }
+
+    /// Every form of the secrets (built once, on the first candidate).
+    fn forms(&self) -> &[Vec<u8>] {
+        self.forms.get_or_init(|| {
+            let mut forms: Vec<Vec<u8>> = Vec::new();
+            for secret in &self.secrets {
+                forms_of(secret, &mut forms);
+            }
+            // Short forms and duplicates are dropped zeroized, like the forms kept.
+            forms.sort();
+            let mut kept: Vec<Vec<u8>> = Vec::with_capacity(forms.len());
+            for mut form in forms {
+                if form.len() < MIN_FORM || kept.last() == Some(&form) {
+                    form.zeroize();
+                } else {
+                    kept.push(form);
+                }
+            }
+            kept
+        })
     }
 
     /// Whether `bytes` holds any form of the secrets.
     pub fn found_in(&self, bytes: &[u8]) -> bool {
-        self.forms.iter().any(|f| occurrences(bytes, f).next().is_some())
+        self.candidate(bytes) && self.forms().iter().any(|f| occurrences(bytes, f).next().is_some())
     }
 
     /// Where forms of the secrets lie in `bytes`: ranges sorted by start, overlapping or
     /// touching ones merged.
     fn spans(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
+        if !self.candidate(bytes) {
+            return Vec::new();
+        }
         let mut spans: Vec<(usize, usize)> = Vec::new();
-        for form in &self.forms {
+        for form in self.forms() {
             spans.extend(occurrences(bytes, form).map(|at| (at, at + form.len())));
         }
         spans.sort_unstable();
@@ -158,8 +195,13 @@ impl StreamScrub {
 
 impl Drop for EchoScrubber {
     fn drop(&mut self) {
-        for form in &mut self.forms {
-            form.zeroize();
+        for secret in &mut self.secrets {
+            secret.zeroize();
+        }
+        if let Some(forms) = self.forms.get_mut() {
+            for form in forms {
+                form.zeroize();
+            }
         }
     }
 }
@@ -201,6 +243,89 @@ fn forms_of(secret: &[u8], forms: &mut Vec<Vec<u8>>) {
             if let Some(form) = base64_middle(secret, offset, alphabet) {
                 forms.push(form);
             }
+        }
+    }
+}
+
+/// The first [`PREFIX`] bytes of every form [`forms_of`] makes of `secret`, computed on
+/// the stack from its first bytes (every encoding maps a prefix of the secret to a prefix
+/// of the form). A test checks they match the forms.
+fn heads_of(secret: &[u8], heads: &mut Vec<[u8; PREFIX]>) {
+    /// A form's first bytes, the rest ignored.
+    #[derive(Default)]
+    struct Head {
+        bytes: [u8; PREFIX],
+        len: usize,
+    }
+    impl Head {
+        fn push(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                if self.len < PREFIX {
+                    self.bytes[self.len] = b;
+                    self.len += 1;
+                }
+            }
+        }
+        fn full(&self) -> bool {
+            self.len == PREFIX
+        }
+    }
+    let mut keep = |head: Head| {
+        if head.full() {
+            heads.push(head.bytes);
+        }
+    };
+    // Raw, cut short (the same start), and with `/` escaped as `\/`.
+    let mut raw = Head::default();
+    raw.push(secret);
+    keep(raw);
+    let mut slashed = Head::default();
+    for &b in secret.iter().take(PREFIX) {
+        slashed.push(if b == b'/' { b"\\/" } else { std::slice::from_ref(&b) });
+    }
+    keep(slashed);
+    for upper in [true, false] {
+        for every in [false, true] {
+            let mut head = Head::default();
+            for &b in secret.iter().take(PREFIX) {
+                if !every && (b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')) {
+                    head.push(std::slice::from_ref(&b));
+                } else {
+                    head.push(b"%");
+                    head.push(&hex_byte(b, upper));
+                }
+            }
+            keep(head);
+        }
+        let mut hexed = Head::default();
+        for &b in secret.iter().take(PREFIX) {
+            hexed.push(&hex_byte(b, upper));
+        }
+        keep(hexed);
+        let mut escaped = Head::default();
+        escaped.push(b"\\u00");
+        keep(escaped);
+    }
+    // Base64 at each alignment: the first two groups of the padded secret give at least
+    // four characters past the skipped ones.
+    for alphabet in [B64_STD, B64_URL] {
+        for offset in 0..3 {
+            let mut padded = [0u8; 6];
+            let take = (6 - offset).min(secret.len());
+            padded[offset..offset + take].copy_from_slice(&secret[..take]);
+            let mut chars = [0u8; 8];
+            for (g, group) in padded.chunks(3).enumerate() {
+                let n = (u32::from(group[0]) << 16) | (u32::from(group[1]) << 8) | u32::from(group[2]);
+                for i in 0..4 {
+                    chars[g * 4 + i] = alphabet[((n >> (18 - 6 * i)) & 63) as usize];
+                }
+            }
+            let skip = [0, 2, 3][offset];
+            let mut head = Head::default();
+            head.push(&chars[skip..]);
+            keep(head);
+            padded.zeroize();
+            chars.zeroize();
         }
     }
 }
@@ -340,6 +465,39 @@ mod tests {
         let out = stream.push(&body.as_bytes()[..100 + 14]);
         stream.discard();
         assert!(!String::from_utf8(out).unwrap().contains("sk-proj-CANA"));
+    }
+
+    #[test]
+    fn an_answer_without_an_echo_builds_no_forms_and_prefixes_cover_every_form() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random_keys: Vec<String> = (0..200)
+            .map(|i| {
+                (0..8 + i % 40)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        char::from(b' ' + (seed % 95) as u8)
+                    })
+                    .collect()
+            })
+            .collect();
+        random_keys.extend(
+            [KEY, "sk-ant-api03-CANARY_x-y", "AIzaSyCANARY0123456789", "a/b/c/d/e/f/g/h", "/////////", "12345678"]
+                .map(str::to_owned),
+        );
+        for key in random_keys.iter().map(String::as_str) {
+            let scrubber = EchoScrubber::new(&[key]).unwrap();
+            let ordinary = b"{\"id\":\"chatcmpl-1\",\"created\":1700000000,\"choices\":[{\"message\":{\"content\":\"Hi!\"}}]}";
+            if !key.is_empty() && !random_keys[..200].iter().any(|r| r == key) {
+                assert!(!scrubber.found_in(ordinary) && scrubber.scrub(ordinary) == ordinary.to_vec());
+                assert!(scrubber.forms.get().is_none(), "{key}: forms were built for an answer without a candidate");
+            }
+            for form in scrubber.forms() {
+                let head: [u8; PREFIX] = form[..PREFIX].try_into().unwrap();
+                assert!(scrubber.prefixes.contains(&head), "{key}: no prefix for form {:?}", String::from_utf8_lossy(form));
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,12 @@ mod output;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc instead of the C library's allocator: a proxied call allocates and frees
+/// often, and glibc's malloc and free were a fifth of keygate's instructions per call
+/// (BENCHMARKS.md has the profiles).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -52,7 +52,7 @@ pub(crate) async fn call(
         .unwrap_or(0);
     let admitted = state.services.admit(resolved, CallSize { choices: 1, ..CallSize::default() }).await?;
     let mut finish = Finish::new(state.services.clone(), admitted, None, announced, started);
-    let outbound = reqwest::Body::wrap_stream(body.into_data_stream());
+    let outbound = upstream::Outbound::Stream(body);
     let sent_at = Instant::now();
     let sent = match upstream::send(state, &finish.call, &incoming, outbound, started).await {
         Ok(sent) => sent,

@@ -25,6 +25,7 @@
 
 // The stages are shared with the unified endpoint (`crate::unified`).
 pub(crate) mod body;
+pub(crate) mod client;
 pub(crate) mod eventstream;
 mod git;
 pub(crate) mod relay;
@@ -61,7 +62,7 @@ pub(crate) async fn proxy(
     reply
 }
 
-#[tracing::instrument(skip_all, fields(provider = %provider))]
+#[tracing::instrument(level = "debug", skip_all, fields(provider = %provider))]
 async fn call(state: &AppState, provider: String, request: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (incoming, body) = request::read(state, provider, request).await?;

@@ -104,9 +104,9 @@ pub(crate) async fn answer(
     } else if sse {
         // Scrubbed event by event: Metered relays only whole events, and no form of a
         // key spans the blank line that ends one, so a split echo is whole by then.
-        Body::from_stream(Metered::new(Box::pin(response.bytes_stream()), dialect, strip_usage_chunk, echo, finish))
+        Body::from_stream(Metered::new(response.bytes_stream(), dialect, strip_usage_chunk, echo, finish))
     } else if event_stream {
-        Body::from_stream(Framed::new(Box::pin(response.bytes_stream()), echo, finish))
+        Body::from_stream(Framed::new(response.bytes_stream(), echo, finish))
     } else {
         buffered(response, dialect, finish, echo).await?
     };
@@ -120,7 +120,7 @@ pub(crate) async fn answer(
 /// piece. One larger than [`MAX_METERED_BODY`] is settled without token counts (so the
 /// demo allowance charges its reservation) and streams through as it comes.
 async fn buffered(
-    response: reqwest::Response,
+    response: crate::proxy::client::Upstream,
     dialect: Dialect,
     mut finish: Finish,
     echo: Option<Arc<EchoScrubber>>,
@@ -143,7 +143,7 @@ async fn buffered(
         parts.push(chunk);
         if len > MAX_METERED_BODY {
             finish.settle(Tokens::default());
-            let head = futures_util::stream::iter(parts.into_iter().map(Ok::<_, reqwest::Error>));
+            let head = futures_util::stream::iter(parts.into_iter().map(Ok::<_, crate::proxy::client::BodyError>));
             return Ok(Body::from_stream(scrubbed(Box::pin(head.chain(stream)), echo)));
         }
     }
@@ -183,9 +183,9 @@ fn bedrock_header_counts(headers: &HeaderMap) -> Tokens {
 fn scrubbed<S>(
     inner: S,
     echo: Option<Arc<EchoScrubber>>,
-) -> impl futures_util::Stream<Item = Result<Bytes, reqwest::Error>> + Send
+) -> impl futures_util::Stream<Item = Result<Bytes, crate::proxy::client::BodyError>> + Send
 where
-    S: futures_util::Stream<Item = Result<Bytes, reqwest::Error>> + Send + Unpin,
+    S: futures_util::Stream<Item = Result<Bytes, crate::proxy::client::BodyError>> + Send + Unpin,
 {
     let scrub = echo.map(|e| e.stream());
     futures_util::stream::unfold((inner, scrub, false), |(mut inner, mut scrub, done)| async move {
@@ -237,7 +237,7 @@ pub(crate) fn annotate(headers: &mut HeaderMap, call: &Admitted) {
 
 /// Up to `limit` bytes of an answer, scrubbed before the cut.
 pub(crate) async fn read_limited(
-    response: reqwest::Response,
+    response: crate::proxy::client::Upstream,
     limit: usize,
     echo: Option<&Arc<EchoScrubber>>,
 ) -> Vec<u8> {

@@ -8,8 +8,10 @@
 //! dropped once the request is sent; what goes back to the relay is an [`EchoScrubber`]
 //! of every form of it, so the answer can be scrubbed of an echo.
 
+use super::client::{SendError, Upstream};
 use super::request::Incoming;
 use crate::{ApiError, AppState};
+use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use keygate_core::catalog::Injection;
 use keygate_core::proxypath::query_without;
@@ -20,6 +22,9 @@ use keygate_service::ServiceError;
 use keygate_vault::echo::EchoScrubber;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// What keygate calls itself when the caller's client did not say.
+const USER_AGENT: &str = concat!("keygate/", env!("CARGO_PKG_VERSION"));
 
 /// Request headers never forwarded: the caller's credentials, hop-by-hop headers,
 /// where the request came from, and what the client stack sets itself.
@@ -58,8 +63,21 @@ const OWNER_ONLY_HEADERS: &[&str] = &["openai-organization", "openai-project"];
 /// What came back, with what the answer must be scrubbed of: every form of the value
 /// that went on the wire (and, for OAuth2, of the client secret behind it).
 pub(crate) struct Sent {
-    pub response: reqwest::Response,
+    pub response: Upstream,
     pub echo: Option<Arc<EchoScrubber>>,
+}
+
+/// What goes out: bytes read whole (API calls: metered, guarded, signable), or a body
+/// passed on as it arrives (git's packs, never signed).
+pub(crate) enum Outbound {
+    Whole(Bytes),
+    Stream(axum::body::Body),
+}
+
+impl From<Bytes> for Outbound {
+    fn from(bytes: Bytes) -> Self {
+        Self::Whole(bytes)
+    }
 }
 
 /// Builds and sends the upstream request for an admitted call.
@@ -67,11 +85,10 @@ pub(crate) async fn send(
     state: &AppState,
     call: &Admitted,
     incoming: &Incoming,
-    body: impl Into<reqwest::Body>,
+    body: impl Into<Outbound>,
     started: Instant,
 ) -> Result<Sent, ApiError> {
-    // Bytes for API calls; a stream for git's packs (`git`), never signed.
-    let body: reqwest::Body = body.into();
+    let body: Outbound = body.into();
     let services = &state.services;
     let provider = &call.provider;
     let secret = services.open_for_call(call).await.map_err(|_| {
@@ -145,41 +162,43 @@ pub(crate) async fn send(
     };
     let query: Vec<String> =
         pairs.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect();
+    let query = query.join("&");
     let upstreams = services.upstreams();
-    let method = reqwest::Method::from_bytes(incoming.method.as_str().as_bytes())
-        .map_err(|_| ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "unsupported method"))?;
-    let url = match (&aws, keygate_service::aws::service(provider)) {
+    let uri = match (&aws, keygate_service::aws::service(provider)) {
         (Some(credential), Some(service)) => {
             // The path as AWS's SDKs send it (a model id's `:` as `%3A`), the host of
             // the credential's region, and a signature over exactly what is sent.
-            let bytes = body.as_bytes().ok_or_else(|| bad_gateway("a signed call's body must be read whole".into()))?;
+            let Outbound::Whole(bytes) = &body else {
+                return Err(bad_gateway("a signed call's body must be read whole".into()));
+            };
             let path = keygate_service::aws::encode_path(incoming.path.decoded());
-            let mut url = upstreams.url(provider, &path, &query.join("&"))?;
+            let mut url = upstreams.url(provider, &path, &query)?;
             keygate_service::aws::regional(&mut url, credential.region.expose());
             if !bytes.is_empty() {
                 headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
             }
-            keygate_service::aws::sign(credential, service, method.as_str(), &url, &mut headers, bytes);
-            url
+            keygate_service::aws::sign(credential, service, incoming.method.as_str(), &url, &mut headers, bytes);
+            url.as_str().parse::<axum::http::Uri>().map_err(|e| bad_gateway(format!("the signed URL is not valid: {e}")))?
         }
-        _ => upstreams.url(provider, incoming.path.raw(), &query.join("&"))?,
+        _ => state.proxy_client.uri(provider, incoming.path.raw(), &query).map_err(bad_gateway)?,
     };
-    let request = upstreams.client(provider)?.request(method, url).headers(headers).body(body);
+    if !headers.contains_key(header::USER_AGENT) {
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    }
+    let mut request = axum::http::Request::new(match body {
+        Outbound::Whole(bytes) => axum::body::Body::from(bytes),
+        Outbound::Stream(stream) => stream,
+    });
+    *request.method_mut() = incoming.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
     state.metrics.overhead(started.elapsed());
-    let response = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                format!("{} did not answer in time", provider.name),
-            )
-        } else {
-            bad_gateway(format!(
-                "{} could not be reached: {}",
-                provider.name,
-                if e.is_connect() { "connection failed" } else { "the request failed" }
-            ))
+    let response = state.proxy_client.send(request).await.map_err(|e| match e {
+        SendError::Timeout => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{} did not answer in time", provider.name))
         }
+        SendError::Connect => bad_gateway(format!("{} could not be reached: connection failed", provider.name)),
+        SendError::Failed => bad_gateway(format!("{} could not be reached: the request failed", provider.name)),
     })?;
     drop(secret);
     drop(aws);

@@ -68,7 +68,7 @@ pub(super) async fn translated(
     let event_stream = header_text(header::CONTENT_TYPE.as_str())
         .is_some_and(|ct| ct.starts_with("application/vnd.amazon.eventstream"));
     let body = if stream && event_stream {
-        let framed = Framed::new(Box::pin(response.bytes_stream()), echo, finish);
+        let framed = Framed::new(response.bytes_stream(), echo, finish);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let state = bedrock::Stream::new(model, request_id.as_deref(), unix_now(), include_usage);

@@ -54,7 +54,7 @@ fn refused(e: Refused) -> ApiError {
     invalid(e.0)
 }
 
-#[tracing::instrument(skip_all, fields(kind = ?kind))]
+#[tracing::instrument(level = "debug", skip_all, fields(kind = ?kind))]
 async fn call(state: &AppState, kind: Kind, request: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
@@ -384,7 +384,7 @@ async fn translated(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     let body = if stream && sse {
-        let metered = Metered::new(Box::pin(response.bytes_stream()), dialect, false, echo, finish);
+        let metered = Metered::new(response.bytes_stream(), dialect, false, echo, finish);
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         if gemini {
@@ -425,7 +425,7 @@ async fn translated(
 pub(super) async fn failed(
     state: &AppState,
     mut finish: Finish,
-    response: reqwest::Response,
+    response: crate::proxy::client::Upstream,
     echo: Option<Arc<keygate_vault::echo::EchoScrubber>>,
     mut headers: HeaderMap,
     dialect: Dialect,
@@ -474,7 +474,7 @@ pub(super) fn seconds_only(value: HeaderValue) -> Option<HeaderValue> {
 /// A non-streamed answer, read whole (within the metered maximum) and scrubbed of the
 /// key that was sent.
 pub(super) async fn read_whole(
-    response: reqwest::Response,
+    response: crate::proxy::client::Upstream,
     finish: &mut Finish,
     echo: Option<&keygate_vault::echo::EchoScrubber>,
 ) -> Result<Bytes, ApiError> {

@@ -1,0 +1,211 @@
+//! The proxy's outbound client: hyper's pooled client, used directly. Each provider's
+//! origin (scheme, host and port, base path) is parsed once at start; a call builds its
+//! URI from those parts and the caller's already-checked path, with no URL parsing, no
+//! IDNA, no proxy matching and no per-call client clone on the way (the figures are in
+//! BENCHMARKS.md). Validation probes and OAuth2 token exchanges keep the general client
+//! (`keygate_service::outbound`), whose cost does not matter.
+//!
+//! Like that client it never follows a redirect (a redirect is relayed to the caller),
+//! speaks HTTP/1.1 or HTTP/2 as the provider's TLS handshake says, waits at most the
+//! connect timeout for a connection and the read timeout between two reads of the
+//! answer: a stream may run for minutes as long as it moves.
+
+use axum::body::Bytes;
+use axum::http::{uri, HeaderMap, Request, Response, StatusCode, Uri};
+use futures_util::Stream;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use keygate_core::catalog::{Catalog, Provider};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Where a provider's calls go, parsed once.
+#[derive(Debug, Clone)]
+struct Origin {
+    scheme: uri::Scheme,
+    authority: uri::Authority,
+    /// The base URL's path without its trailing `/` (often empty).
+    base_path: String,
+}
+
+/// One pooled client for every provider, and each provider's origin.
+#[derive(Clone)]
+pub(crate) struct ProxyClient {
+    client: Client<Connector, axum::body::Body>,
+    origins: HashMap<String, Origin>,
+    read_timeout: Duration,
+}
+
+impl fmt::Debug for ProxyClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyClient").field("providers", &self.origins.len()).finish()
+    }
+}
+
+/// Why an outbound call got no answer.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection within the connect timeout, or refused.
+    Connect,
+    /// No answer within the read timeout.
+    Timeout,
+    /// The exchange broke off.
+    Failed,
+}
+
+/// Why an answer's body broke off.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    Timeout(Duration),
+    Broken(hyper::Error),
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(t) => write!(f, "nothing was read for {} s", t.as_secs()),
+            Self::Broken(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+/// What the stages after `send` read an answer's body as.
+pub(crate) type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + Send>>;
+
+/// A provider's answer: status and headers read, the body still to come.
+pub(crate) struct Upstream {
+    response: Response<Incoming>,
+    read_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn status(&self) -> StatusCode {
+        self.response.status()
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        self.response.headers()
+    }
+
+    /// The body's data as it arrives, each read within the read timeout (trailers are
+    /// not relayed).
+    pub fn bytes_stream(self) -> BodyStream {
+        let read_timeout = self.read_timeout;
+        Box::pin(futures_util::stream::unfold(Some(self.response.into_body()), move |body| async move {
+            let mut body = body?;
+            loop {
+                match tokio::time::timeout(read_timeout, body.frame()).await {
+                    Err(_) => return Some((Err(BodyError::Timeout(read_timeout)), None)),
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => return Some((Err(BodyError::Broken(e)), None)),
+                    Ok(Some(Ok(frame))) => {
+                        if let Ok(data) = frame.into_data() {
+                            return Some((Ok(data), Some(body)));
+                        }
+                    }
+                }
+            }
+        }))
+    }
+}
+
+impl ProxyClient {
+    /// A client for every provider in `catalog`.
+    pub fn new(catalog: &Catalog, connect_timeout: Duration, read_timeout: Duration) -> Self {
+        let mut origins = HashMap::new();
+        for p in catalog.all() {
+            match origin(&p.base_url) {
+                Ok(o) => {
+                    origins.insert(p.id.clone(), o);
+                }
+                // Start-up already refused a base URL that is not a URL
+                // (`keygate_service::outbound`): this is one `http::Uri` reads differently.
+                Err(e) => tracing::error!(provider = %p.id, error = %e, "the provider's base URL cannot be proxied to"),
+            }
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Self { client, origins, read_timeout }
+    }
+
+    /// The URI of `path_and_query` (already encoded, starting with `/` or not) at
+    /// `provider`'s origin, below its base path.
+    pub fn uri(&self, provider: &Provider, path: &str, query: &str) -> Result<Uri, String> {
+        let origin = self.origins.get(&provider.id).ok_or_else(|| format!("no client for provider {}", provider.id))?;
+        let mut pq = String::with_capacity(origin.base_path.len() + path.len() + query.len() + 2);
+        pq.push_str(&origin.base_path);
+        pq.push('/');
+        pq.push_str(path.trim_start_matches('/'));
+        if !query.is_empty() {
+            pq.push('?');
+            pq.push_str(query);
+        }
+        Uri::builder()
+            .scheme(origin.scheme.clone())
+            .authority(origin.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| format!("the provider path is not a valid URI: {e}"))
+    }
+
+    /// Sends `request`; the answer's status and headers within the read timeout.
+    pub async fn send(&self, request: Request<axum::body::Body>) -> Result<Upstream, SendError> {
+        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Err(e)) if e.is_connect() => Err(SendError::Connect),
+            Ok(Err(_)) => Err(SendError::Failed),
+            Ok(Ok(response)) => Ok(Upstream { response, read_timeout: self.read_timeout }),
+        }
+    }
+}
+
+fn origin(base_url: &str) -> Result<Origin, String> {
+    // Read as a URL first, so an international host name arrives in its ASCII form.
+    let url = reqwest::Url::parse(base_url).map_err(|e| format!("`{base_url}` is not a URL: {e}"))?;
+    let uri: Uri = url.as_str().parse().map_err(|e| format!("`{base_url}` is not a URI: {e}"))?;
+    let scheme = uri.scheme().cloned().ok_or_else(|| format!("`{base_url}` has no scheme"))?;
+    if scheme != uri::Scheme::HTTP && scheme != uri::Scheme::HTTPS {
+        return Err(format!("`{base_url}` is neither http nor https"));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| format!("`{base_url}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("`{base_url}` carries credentials"));
+    }
+    Ok(Origin { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_keep_their_base_path_and_refuse_what_is_not_a_url() {
+        let o = origin("https://api.example.com/v1/").unwrap();
+        assert_eq!((o.scheme.as_str(), o.authority.as_str(), o.base_path.as_str()), ("https", "api.example.com", "/v1"));
+        assert_eq!(origin("http://127.0.0.1:8081").unwrap().base_path, "");
+        assert!(origin("ftp://example.com").is_err());
+        assert!(origin("/relative").is_err());
+        assert!(origin("https://user:pw@example.com").is_err());
+    }
+}
