@@ -32,9 +32,7 @@ mod redis;
 mod session;
 
 pub use self::redis::RedisLimiter;
-pub use self::session::{
-    SessionCaps, SessionLimiter, SessionRefusal, SessionReservation, SessionUse, MAX_SESSION_CAP,
-};
+pub use self::session::{SessionCaps, SessionLimiter, SessionRefusal, SessionReservation, SessionUse, MAX_SESSION_CAP};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Timelike, Utc};

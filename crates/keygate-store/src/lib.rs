@@ -325,8 +325,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn live_sessions_of_user(&self, user: UserId, now: DateTime<Utc>) -> StoreResult<Vec<Session>>;
     /// Revokes session `id` if it is `user`'s ([`StoreError::NotFound`] otherwise, a
     /// token that is no session included); `audit` in the same transaction.
-    async fn revoke_session(&self, id: TokenId, user: UserId, now: DateTime<Utc>, audit: &AuditEvent)
-        -> StoreResult<()>;
+    async fn revoke_session(
+        &self,
+        id: TokenId,
+        user: UserId,
+        now: DateTime<Utc>,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
     /// (calls, input + output tokens) recorded for a session.
     async fn session_usage(&self, id: TokenId) -> StoreResult<(i64, i64)>;
 

@@ -488,14 +488,19 @@ mod tests {
         );
         for key in random_keys.iter().map(String::as_str) {
             let scrubber = EchoScrubber::new(&[key]).unwrap();
-            let ordinary = b"{\"id\":\"chatcmpl-1\",\"created\":1700000000,\"choices\":[{\"message\":{\"content\":\"Hi!\"}}]}";
+            let ordinary =
+                b"{\"id\":\"chatcmpl-1\",\"created\":1700000000,\"choices\":[{\"message\":{\"content\":\"Hi!\"}}]}";
             if !key.is_empty() && !random_keys[..200].iter().any(|r| r == key) {
                 assert!(!scrubber.found_in(ordinary) && scrubber.scrub(ordinary) == ordinary.to_vec());
                 assert!(scrubber.forms.get().is_none(), "{key}: forms were built for an answer without a candidate");
             }
             for form in scrubber.forms() {
                 let head: [u8; PREFIX] = form[..PREFIX].try_into().unwrap();
-                assert!(scrubber.prefixes.contains(&head), "{key}: no prefix for form {:?}", String::from_utf8_lossy(form));
+                assert!(
+                    scrubber.prefixes.contains(&head),
+                    "{key}: no prefix for form {:?}",
+                    String::from_utf8_lossy(form)
+                );
             }
         }
     }

@@ -202,7 +202,10 @@ mod tests {
     #[test]
     fn origins_keep_their_base_path_and_refuse_what_is_not_a_url() {
         let o = origin("https://api.example.com/v1/").unwrap();
-        assert_eq!((o.scheme.as_str(), o.authority.as_str(), o.base_path.as_str()), ("https", "api.example.com", "/v1"));
+        assert_eq!(
+            (o.scheme.as_str(), o.authority.as_str(), o.base_path.as_str()),
+            ("https", "api.example.com", "/v1")
+        );
         assert_eq!(origin("http://127.0.0.1:8081").unwrap().base_path, "");
         assert!(origin("ftp://example.com").is_err());
         assert!(origin("/relative").is_err());

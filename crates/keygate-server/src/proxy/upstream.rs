@@ -178,7 +178,9 @@ pub(crate) async fn send(
                 headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
             }
             keygate_service::aws::sign(credential, service, incoming.method.as_str(), &url, &mut headers, bytes);
-            url.as_str().parse::<axum::http::Uri>().map_err(|e| bad_gateway(format!("the signed URL is not valid: {e}")))?
+            url.as_str()
+                .parse::<axum::http::Uri>()
+                .map_err(|e| bad_gateway(format!("the signed URL is not valid: {e}")))?
         }
         _ => state.proxy_client.uri(provider, incoming.path.raw(), &query).map_err(bad_gateway)?,
     };
@@ -194,9 +196,11 @@ pub(crate) async fn send(
     *request.headers_mut() = headers;
     state.metrics.overhead(started.elapsed());
     let response = state.proxy_client.send(request).await.map_err(|e| match e {
-        SendError::Timeout => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", format!("{} did not answer in time", provider.name))
-        }
+        SendError::Timeout => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            format!("{} did not answer in time", provider.name),
+        ),
         SendError::Connect => bad_gateway(format!("{} could not be reached: connection failed", provider.name)),
         SendError::Failed => bad_gateway(format!("{} could not be reached: the request failed", provider.name)),
     })?;

@@ -344,7 +344,10 @@ async fn services_on(
             oidc: setup
                 .oidc
                 .iter()
-                .map(|p| keygate_service::oidc::OidcProvider { issuer: p.issuer.replace("{mock}", mock_url), ..p.clone() })
+                .map(|p| keygate_service::oidc::OidcProvider {
+                    issuer: p.issuer.replace("{mock}", mock_url),
+                    ..p.clone()
+                })
                 .collect(),
             ..Options::default()
         },
