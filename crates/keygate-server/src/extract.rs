@@ -78,6 +78,14 @@ impl FromRequestParts<AppState> for Auth {
             )
         })?;
         let principal = state.services.authenticate(credential, source_addr(parts)).await?;
+        // A sandbox's token calls providers and nothing else: not even who it acts for.
+        if principal.session().is_some() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a sandbox session's token works only on /proxy/{provider}/... and /v1/...",
+            ));
+        }
         Ok(Auth(principal))
     }
 }

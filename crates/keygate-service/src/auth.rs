@@ -53,6 +53,17 @@ impl Services {
     /// nothing; a `keys` token cannot mint `admin`). No scopes named: the minter's own.
     pub async fn create_token(&self, principal: &Principal, request: TokenRequest) -> ServiceResult<IssuedToken> {
         principal.require_scope(Scope::Keys)?;
+        // The pages' sessions carry this name; a token minted through the API must never
+        // pass for one (a page session can switch workspace, which issues a full one).
+        if request.name.trim().eq_ignore_ascii_case(crate::sessions::SESSION_TOKEN_NAME) {
+            return Err(ServiceError::Invalid {
+                field: "name",
+                problem: format!(
+                    "`{}` is reserved for the pages' sign-in sessions",
+                    crate::sessions::SESSION_TOKEN_NAME
+                ),
+            });
+        }
         let allowed = principal.scopes();
         self.issue_token(&principal.user, request, &allowed, &principal.actor()).await
     }
@@ -233,7 +244,10 @@ impl Services {
             (Some(_), None) => return Err(invalid()),
             (None, _) => None,
         };
-        let via = Via::Token { id: token.id, scopes: token.scopes, session };
+        // A page session is a token keygate itself issued under the reserved name (API
+        // callers cannot choose it: see `create_token`), never a sandbox session's.
+        let web = session.is_none() && token.name == crate::sessions::SESSION_TOKEN_NAME;
+        let via = Via::Token { id: token.id, scopes: token.scopes, session, web };
         Ok((Principal { user, workspace, role, via, source_addr }, expires))
     }
 

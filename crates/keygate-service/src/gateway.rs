@@ -124,6 +124,11 @@ pub struct CallOutcome {
     pub model: Option<String>,
     pub tokens: usage::Tokens,
     pub latency: Duration,
+    /// The caller hung up before the provider answered, while the call was on its way:
+    /// the provider may do (and bill) the work, so nothing is refunded: the limits keep
+    /// what was reserved and the usage row says `499` with that estimate. (A call keygate
+    /// knows never reached the provider, a refused connection, is not abandoned.)
+    pub abandoned: bool,
 }
 
 /// The caller's demo allowance today.
@@ -211,6 +216,18 @@ impl Services {
                 source_label(source),
                 provider.name
             )));
+        }
+        // A session's token cap holds only where keygate reads (and caps) what a call may
+        // generate: the shared endpoints. A batch or another deferred job would escape it.
+        if let Some((_, session)) = principal.session() {
+            if session.grant.max_tokens.is_some() && !provider.shares(request.method, request.path) {
+                return Err(ServiceError::EndpointNotAllowed(format!(
+                    "this session has a token cap, which keygate can only hold on {}'s metered endpoints;                      `{} /{}` is not one of them: start a session without max_tokens for it",
+                    provider.name,
+                    request.method,
+                    request.path.trim_start_matches('/'),
+                )));
+            }
         }
         let credential = credential.clone();
         Ok(Resolved { principal: principal.clone(), provider, source, credential })
@@ -310,14 +327,15 @@ impl Services {
     /// Settles limits and records usage for a finished (or abandoned) call.
     pub fn finish(&self, call: &Admitted, outcome: CallOutcome) {
         let tokens = (outcome.tokens.input + outcome.tokens.output).max(0) as u64;
-        let failed = outcome.status.is_none_or(|s| s.is_server_error());
+        let abandoned = outcome.abandoned && outcome.status.is_none();
+        let failed = !abandoned && outcome.status.is_none_or(|s| s.is_server_error());
+        // A count keygate never saw (the caller left before the usage event or before any
+        // answer, an answer too large to read, a body keygate could not peek into) is
+        // charged what was reserved: unknown is not free.
+        let unseen = abandoned || (outcome.status.is_some_and(|s| s.is_success()) && !outcome.tokens.reported);
         match call.admission {
             Admission::Unmetered => {}
             Admission::Demo(reservation) => {
-                // A provider that answered but whose count keygate never saw (the caller
-                // left before the usage event, an answer too large to read, a body keygate
-                // could not peek into) is charged what was reserved: unknown is not free.
-                let unseen = outcome.status.is_some_and(|s| s.is_success()) && !outcome.tokens.reported;
                 let actual = if unseen { reservation.tokens.max(tokens) } else { tokens };
                 let limiter = self.limiter.clone();
                 settle_soon(async move { limiter.settle_tokens(&reservation, actual).await });
@@ -329,14 +347,25 @@ impl Services {
             Admission::Platform(_) => {}
         }
         if let Some(reservation) = call.session {
-            // Like the demo's: a count keygate never saw is charged what was reserved.
-            let unseen = outcome.status.is_some_and(|s| s.is_success()) && !outcome.tokens.reported;
             let actual = if unseen { reservation.tokens.max(tokens) } else { tokens };
             self.settle_session_soon(reservation, actual, failed);
         }
-        let Some(status) = outcome.status else {
-            return; // the provider was never reached: nothing to meter
+        let mut tokens = outcome.tokens;
+        let status = match outcome.status {
+            Some(status) => i32::from(status.as_u16()),
+            None if abandoned => {
+                // What the limits kept, as the estimate of a call nobody saw answered.
+                let charged = match call.admission {
+                    Admission::Demo(r) => r.tokens,
+                    _ => call.session.map_or(0, |r| r.tokens),
+                };
+                tokens.input = i64::try_from(charged).unwrap_or(i64::MAX);
+                tokens.estimated = true;
+                499 // nginx's "client closed request"
+            }
+            None => return, // the provider was never reached: nothing to meter
         };
+        let outcome = CallOutcome { tokens, ..outcome };
         let model = outcome.model.clone();
         let cost =
             model.as_deref().map_or(0, |m| call.provider.cost_nano_usd(m, outcome.tokens.input, outcome.tokens.output));
@@ -352,7 +381,7 @@ impl Services {
             input_tokens: outcome.tokens.input,
             output_tokens: outcome.tokens.output,
             cost_nano_usd: cost,
-            status: i32::from(status.as_u16()),
+            status,
             latency_ms: outcome.latency.as_millis().min(i64::MAX as u128) as i64,
             estimated: outcome.tokens.estimated,
             session_id: call.principal.session().map(|(id, _)| id),

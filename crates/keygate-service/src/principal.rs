@@ -15,7 +15,13 @@ use std::sync::Arc;
 pub enum Via {
     /// A keygate token, with the scopes it was given, and the sandbox session's rules
     /// when it is a session's token.
-    Token { id: TokenId, scopes: Vec<Scope>, session: Option<Arc<SandboxSession>> },
+    Token {
+        id: TokenId,
+        scopes: Vec<Scope>,
+        session: Option<Arc<SandboxSession>>,
+        /// A page sign-in session (the only token the pages' cookie accepts).
+        web: bool,
+    },
     /// A host application's JWT: every scope (bounded by the user's roles).
     Jwt,
 }
@@ -58,6 +64,11 @@ impl Principal {
             Via::Token { id, session: Some(session), .. } => Some((*id, session)),
             _ => None,
         }
+    }
+
+    /// Whether the credential is a page sign-in session (see `Services::sign_in`).
+    pub fn is_web_session(&self) -> bool {
+        matches!(self.via, Via::Token { web: true, .. })
     }
 
     /// Whether the credential used carries `scope`.

@@ -104,6 +104,8 @@ impl Services {
     /// caller's current workspace.
     pub async fn create_session(&self, principal: &Principal, request: SessionRequest) -> ServiceResult<IssuedSession> {
         principal.require_scope(Scope::Keys)?;
+        // A session's token calls providers: the minter must be able to do so itself.
+        principal.require_scope(Scope::Proxy)?;
         if principal.session().is_some() {
             return Err(ServiceError::Forbidden("a session's token cannot mint sessions".into()));
         }

@@ -106,6 +106,9 @@ impl Services {
 
     /// The same user's session, acting in another of their workspaces; the old one ends.
     pub async fn switch_workspace(&self, principal: &Principal, to: WorkspaceId) -> ServiceResult<IssuedToken> {
+        if !principal.is_web_session() {
+            return Err(ServiceError::Forbidden("only a page sign-in session can switch workspace".into()));
+        }
         self.store.membership(to, principal.user.id).await?.ok_or(ServiceError::NotFound { entity: "workspace" })?;
         let issued = self.start_session(&principal.user, Some(to), &principal.actor()).await?;
         self.end_session(principal).await?;

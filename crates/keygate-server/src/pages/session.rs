@@ -168,7 +168,10 @@ impl FromRequestParts<AppState> for Viewer {
             return Err(unsigned(state, next, false).await);
         };
         match state.services.authenticate(&session, source_addr(parts)).await {
-            Ok(principal) => Ok(Viewer { principal, csrf: session_csrf(&session), path }),
+            // Only a page session opens the pages: an API or sandbox token set as the
+            // cookie is treated as no session at all.
+            Ok(principal) if principal.is_web_session() => Ok(Viewer { principal, csrf: session_csrf(&session), path }),
+            Ok(_) => Err(unsigned(state, next, true).await),
             Err(keygate_service::ServiceError::Unauthenticated(_)) => Err(unsigned(state, next, true).await),
             Err(e) => Err(SignIn::Failed(e.into())),
         }

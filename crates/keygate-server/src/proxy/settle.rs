@@ -20,6 +20,9 @@ pub(crate) struct Finish {
     pub request_bytes: usize,
     started: Instant,
     settled: bool,
+    /// Dropped before the provider's answer came back: the caller left while the call
+    /// was on its way (see `CallOutcome::abandoned`).
+    abandoned: bool,
 }
 
 impl Finish {
@@ -30,14 +33,19 @@ impl Finish {
         request_bytes: usize,
         started: Instant,
     ) -> Self {
-        Self { services, call, status: None, model, request_bytes, started, settled: false }
+        Self { services, call, status: None, model, request_bytes, started, settled: false, abandoned: false }
     }
 
     /// Settles the call with `tokens`; any later call does nothing.
     pub fn settle(&mut self, tokens: Tokens) {
         if !std::mem::replace(&mut self.settled, true) {
-            let outcome =
-                CallOutcome { status: self.status, model: self.model.take(), tokens, latency: self.started.elapsed() };
+            let outcome = CallOutcome {
+                status: self.status,
+                model: self.model.take(),
+                tokens,
+                latency: self.started.elapsed(),
+                abandoned: self.abandoned,
+            };
             self.services.finish(&self.call, outcome);
         }
     }
@@ -45,6 +53,9 @@ impl Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
+        // Unsettled and no answer yet: the handler was dropped (its caller hung up) while
+        // the call was being sent or awaited. The provider may well be doing the work.
+        self.abandoned = self.status.is_none();
         self.settle(Tokens::default());
     }
 }

@@ -82,6 +82,11 @@ impl<'h> Browser<'h> {
         self.submit("/login", "/login", &[("email", email), ("password", password)]).await
     }
 
+    /// Presents `value` as the cookie `name` from now on (what a forged cookie tries).
+    pub fn set_cookie(&mut self, name: &str, value: &str) {
+        self.cookies.insert(name.to_owned(), value.to_owned());
+    }
+
     pub fn cookie(&self, name: &str) -> Option<&String> {
         self.cookies.get(name)
     }

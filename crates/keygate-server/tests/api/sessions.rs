@@ -18,6 +18,9 @@ both_backends!(
     a_sessions_request_cap_is_exact_under_concurrency,
     a_sessions_token_cap_lowers_the_output_maximum_then_refuses,
     a_session_token_cannot_mint_or_manage_anything,
+    no_token_but_a_page_session_opens_the_pages,
+    a_caller_who_hangs_up_is_charged_what_was_reserved,
+    only_a_credential_that_may_call_providers_mints_a_session,
     sessions_are_started_shown_once_and_revoked_on_the_page,
 );
 
@@ -262,6 +265,10 @@ async fn a_sessions_token_cap_lowers_the_output_maximum_then_refuses(db: TestDb)
     let (_, token) =
         mint(&h, &alice, json!({"name": "budget", "providers": ["openai"], "ttl_seconds": 600, "max_tokens": cap}))
             .await;
+    // A batch would generate where the cap cannot follow: refused before anything is sent.
+    let batch = json!({"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let refused = h.proxy(&token, "openai", "v1/batches", batch, &[]).await;
+    assert_eq!((refused.status, refused.code()), (403, "endpoint_not_allowed"), "{}", refused.text);
     // A call asking for more than the session has left goes out with its maximum lowered.
     let first = h.proxy(&token, "openai", "v1/chat/completions", chat(50_000), &[]).await;
     assert_eq!(first.status, 200, "{}", first.text);
@@ -306,6 +313,11 @@ async fn a_session_token_cannot_mint_or_manage_anything(db: TestDb) {
         h.post("/api/v1/keys", &token, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await,
         h.delete("/api/v1/keys?provider=openai", &token).await,
         h.get("/api/v1/tokens", &token).await,
+        // Nor learn who it acts for, or which key would pay.
+        h.get("/api/v1/me", &token).await,
+        h.get("/api/v1/quota", &token).await,
+        h.get("/api/v1/providers", &token).await,
+        h.post("/api/v1/resolve", &token, json!({"provider": "openai"})).await,
     ];
     for reply in attempts {
         assert_eq!((reply.status, reply.code()), (403, "forbidden"), "{}", reply.text);
@@ -362,4 +374,76 @@ async fn sessions_are_started_shown_once_and_revoked_on_the_page(db: TestDb) {
     let revoked = b.submit("/settings/sessions", &action, &[]).await;
     assert_eq!(revoked.location.as_deref(), Some("/settings/sessions?done=revoked"));
     assert_eq!(h.proxy(&token, "openai", "v1/chat/completions", chat(5), &[]).await.status, 401);
+}
+
+/// A sandbox's token, or any API token, set as the pages' cookie is no session: the
+/// pages send it to sign in, and switching workspace (which issues a full session) is out
+/// of reach. API callers cannot mint a token under the pages' reserved name either.
+async fn no_token_but_a_page_session_opens_the_pages(db: TestDb) {
+    let h = Harness::new(db).await;
+    let (_, alice) = person(&h, "alice@example.com").await;
+    h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    let (_, session) = mint(&h, &alice, json!({"name": "room", "providers": ["openai"], "ttl_seconds": 600})).await;
+    let proxy_only = h.post("/api/v1/tokens", &alice.token, json!({"name": "ci", "scopes": ["proxy"]})).await;
+    assert_eq!(proxy_only.status, 201, "{}", proxy_only.text);
+    let proxy_only = proxy_only.json["token"].as_str().unwrap().to_owned();
+    h.canary(&proxy_only);
+    let workspace = h.get("/api/v1/me", &alice.token).await.json["workspace"]["id"].as_str().unwrap().to_owned();
+    for token in [&session, &proxy_only, &alice.token] {
+        let mut b = crate::pages::Browser::new(&h);
+        b.set_cookie("kg_session", token);
+        let page = b.get("/settings/api-keys").await;
+        assert_eq!(page.status, 303, "{}", page.html);
+        assert!(page.location.as_deref().is_some_and(|l| l.starts_with("/login")), "{:?}", page.location);
+        let switched = b.post("/workspace/switch", &[("csrf_token", "x"), ("workspace_id", &workspace)]).await;
+        assert_eq!(switched.status, 303, "{}", switched.html);
+        assert!(switched.location.as_deref().is_some_and(|l| l.starts_with("/login")), "{:?}", switched.location);
+        assert!(b.cookie("kg_session").is_none_or(|c| c == token), "no new session was issued");
+    }
+    for name in ["web session", " Web Session "] {
+        let reserved = h.post("/api/v1/tokens", &alice.token, json!({"name": name})).await;
+        assert!(reserved.status == 400 || reserved.status == 422, "{}", reserved.text);
+        assert!(reserved.text.contains("reserved"), "{}", reserved.text);
+    }
+}
+
+/// A caller who hangs up while the call is on its way gets nothing back: the provider may
+/// still do (and bill) the work, so the session keeps the request and the tokens it held,
+/// and the usage row says 499 with that estimate.
+async fn a_caller_who_hangs_up_is_charged_what_was_reserved(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = with_keys(&h, "alice@example.com").await;
+    let body =
+        json!({"name": "room", "providers": ["openai"], "ttl_seconds": 600, "max_requests": 2, "max_tokens": 10_000});
+    let (id, token) = mint(&h, &alice, body).await;
+    h.mock.configure(|c| c.latency_ms = 3_000);
+    for _ in 0..2 {
+        let call = h.proxy(&token, "openai", "v1/chat/completions", chat(500), &[]);
+        assert!(tokio::time::timeout(Duration::from_millis(300), call).await.is_err(), "the caller hung up first");
+    }
+    h.mock.configure(|c| c.latency_ms = 0);
+    let refused = h.proxy(&token, "openai", "v1/chat/completions", chat(5), &[]).await;
+    assert_eq!((refused.status, refused.code()), (429, "session_cap_reached"), "{}", refused.text);
+    h.flush().await;
+    let listed = h.get("/api/v1/sessions", &alice.token).await;
+    let spent = &listed.json["sessions"][0]["spent"];
+    assert_eq!(spent["requests"], 2, "{}", listed.text);
+    assert!(spent["tokens"].as_u64().is_some_and(|t| t >= 2 * 500), "the reservations were kept: {}", listed.text);
+    let events = h.store().usage_events(&Default::default()).await.unwrap();
+    let abandoned: Vec<_> = events.iter().filter(|e| e.status == 499).collect();
+    assert_eq!(abandoned.len(), 2, "{events:?}");
+    assert!(abandoned.iter().all(|e| e.estimated && e.input_tokens >= 500), "{abandoned:?}");
+    assert!(abandoned.iter().all(|e| e.session_id.map(|s| s.to_string()) == Some(id.clone())), "{abandoned:?}");
+}
+
+async fn only_a_credential_that_may_call_providers_mints_a_session(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = with_keys(&h, "alice@example.com").await;
+    let keys_only = h.post("/api/v1/tokens", &alice.token, json!({"name": "admin", "scopes": ["keys"]})).await;
+    assert_eq!(keys_only.status, 201, "{}", keys_only.text);
+    let keys_only = keys_only.json["token"].as_str().unwrap().to_owned();
+    h.canary(&keys_only);
+    let body = json!({"name": "room", "providers": ["openai"], "ttl_seconds": 600});
+    let refused = h.post("/api/v1/sessions", &keys_only, body).await;
+    assert_eq!((refused.status, refused.code()), (403, "forbidden"), "{}", refused.text);
 }

@@ -99,14 +99,16 @@ impl Pool<'_> {
 
     pub(super) async fn session_usage(self, id: TokenId) -> StoreResult<(i64, i64)> {
         db_run!(self, |pool| {
-            let row: (i64, Option<i64>) = sqlx::query_as(
-                "SELECT COUNT(*), CAST(SUM(input_tokens + output_tokens) AS BIGINT) FROM usage_events \
-                 WHERE session_id = $1",
+            // Counted as the live counters count: a call the provider failed (5xx) gave
+            // its request back; one whose caller hung up (499) did not.
+            let row: (Option<i64>, Option<i64>) = sqlx::query_as(
+                "SELECT CAST(SUM(CASE WHEN status < 500 THEN 1 ELSE 0 END) AS BIGINT), \
+                 CAST(SUM(input_tokens + output_tokens) AS BIGINT) FROM usage_events WHERE session_id = $1",
             )
             .bind(id.as_uuid())
             .fetch_one(pool)
             .await?;
-            Ok((row.0, row.1.unwrap_or(0)))
+            Ok((row.0.unwrap_or(0), row.1.unwrap_or(0)))
         })
     }
 }

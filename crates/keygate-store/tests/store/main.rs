@@ -566,15 +566,16 @@ async fn usage_events_add_to_credential_totals(db: TestDb) {
             input_tokens: 10 + i,
             output_tokens: 5,
             cost_nano_usd: 1_000,
-            status: 200,
+            status: if i == 2 { 502 } else { 200 },
             latency_ms: 42,
             estimated: i == 2,
-            session_id: (i == 1).then_some(session),
+            session_id: (i >= 1).then_some(session),
         })
         .collect();
     store.insert_usage_events(&events).await.unwrap();
-    // A sandbox session's recorded calls and tokens (what seeds its counters).
-    assert_eq!(store.session_usage(session).await.unwrap(), (1, 16));
+    // A sandbox session's recorded calls and tokens (what seeds its counters): the call
+    // the provider failed gave its request back, its tokens count.
+    assert_eq!(store.session_usage(session).await.unwrap(), (1, 16 + 17));
     assert_eq!(store.session_usage(TokenId::new()).await.unwrap(), (0, 0));
     let got = store.credential(c.id).await.unwrap();
     assert_eq!(got.usage, UsageTotals { requests: 3, input_tokens: 33, output_tokens: 15, cost_nano_usd: 3_000 });
