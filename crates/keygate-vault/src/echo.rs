@@ -36,7 +36,7 @@ pub struct EchoScrubber {
     /// The first four bytes of every form, deduplicated.
     prefixes: Vec<[u8; PREFIX]>,
     /// Every form, built on the first candidate.
-    forms: OnceLock<Vec<Vec<u8>>>,
+    forms: OnceLock<Vec<Form>>,
     /// The longest form, in bytes: how much a stream must hold back.
     longest: usize,
 }
@@ -76,18 +76,18 @@ impl EchoScrubber {
     }
 
     /// Every form of the secrets (built once, on the first candidate).
-    fn forms(&self) -> &[Vec<u8>] {
+    fn forms(&self) -> &[Form] {
         self.forms.get_or_init(|| {
-            let mut forms: Vec<Vec<u8>> = Vec::new();
+            let mut forms: Vec<Form> = Vec::new();
             for secret in &self.secrets {
                 forms_of(secret, &mut forms);
             }
             // Short forms and duplicates are dropped zeroized, like the forms kept.
-            forms.sort();
-            let mut kept: Vec<Vec<u8>> = Vec::with_capacity(forms.len());
+            forms.sort_by(|a, b| a.bytes.cmp(&b.bytes));
+            let mut kept: Vec<Form> = Vec::with_capacity(forms.len());
             for mut form in forms {
-                if form.len() < MIN_FORM || kept.last() == Some(&form) {
-                    form.zeroize();
+                if form.bytes.len() < MIN_FORM || kept.last().is_some_and(|k| k.bytes == form.bytes) {
+                    form.bytes.zeroize();
                 } else {
                     kept.push(form);
                 }
@@ -98,7 +98,7 @@ impl EchoScrubber {
 
     /// Whether `bytes` holds any form of the secrets.
     pub fn found_in(&self, bytes: &[u8]) -> bool {
-        self.candidate(bytes) && self.forms().iter().any(|f| occurrences(bytes, f).next().is_some())
+        self.candidate(bytes) && self.forms().iter().any(|f| occurrences(bytes, f.needle()).next().is_some())
     }
 
     /// Where forms of the secrets lie in `bytes`: ranges sorted by start, overlapping or
@@ -109,7 +109,9 @@ impl EchoScrubber {
         }
         let mut spans: Vec<(usize, usize)> = Vec::new();
         for form in self.forms() {
-            spans.extend(occurrences(bytes, form).map(|at| (at, at + form.len())));
+            // A match runs as far as the echo follows the whole form: an echo cut short
+            // anywhere after the form's first third is replaced to its last byte.
+            spans.extend(occurrences(bytes, form.needle()).map(|at| (at, at + form.matched(&bytes[at..]))));
         }
         spans.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
@@ -200,7 +202,7 @@ impl Drop for EchoScrubber {
         }
         if let Some(forms) = self.forms.get_mut() {
             for form in forms {
-                form.zeroize();
+                form.bytes.zeroize();
             }
         }
     }
@@ -220,18 +222,62 @@ impl Drop for StreamScrub {
     }
 }
 
-/// Every form of `secret` worth searching for.
-fn forms_of(secret: &[u8], forms: &mut Vec<Vec<u8>>) {
-    forms.push(secret.to_vec());
-    // Cut short: an echo that stops a few characters before the end still reveals most
-    // of the key. Its first half (at least 16 bytes) is a form of its own.
+/// One encoding of a secret, and how much of it is enough to count as an echo.
+struct Form {
+    /// The whole encoded secret.
+    bytes: Vec<u8>,
+    /// The length of the encoding of the secret's first third (at least 16 bytes of it):
+    /// an echo cut short still reveals most of the key, so this much of the form is a
+    /// match, which then runs as far as the echo follows the form.
+    cut: usize,
+}
+
+impl Form {
+    fn needle(&self) -> &[u8] {
+        &self.bytes[..self.cut]
+    }
+
+    /// How many bytes at the start of `text` follow this form (at least the needle's,
+    /// when `text` starts with it).
+    fn matched(&self, text: &[u8]) -> usize {
+        self.bytes.iter().zip(text).take_while(|(a, b)| a == b).count()
+    }
+}
+
+/// How much of a secret an echo must hold to be one: the whole of a short secret, else
+/// its first third (at least 16 bytes).
+fn cut_short(secret: &[u8]) -> usize {
     if secret.len() >= 24 {
-        forms.push(secret[..(secret.len() / 2).max(16)].to_vec());
+        (secret.len() / 3).max(16)
+    } else {
+        secret.len()
     }
-    // JSON may escape `/` as `\/`.
-    if secret.contains(&b'/') {
-        forms.push(secret.iter().flat_map(|&b| if b == b'/' { vec![b'\\', b'/'] } else { vec![b] }).collect());
+}
+
+/// Every form of `secret` worth searching for, each with its cut-short length.
+fn forms_of(secret: &[u8], forms: &mut Vec<Form>) {
+    let short = &secret[..cut_short(secret)];
+    let mut encoded = Vec::new();
+    encodings(secret, &mut encoded);
+    let mut heads = Vec::new();
+    encodings(short, &mut heads);
+    // Every encoding maps a prefix of the secret to a prefix of the form, in the same
+    // order: the short secret's encoding is the needle (checked, else the whole form).
+    for (bytes, head) in encoded.into_iter().zip(heads.iter_mut()) {
+        let cut = if bytes.starts_with(head) && head.len() >= MIN_FORM { head.len() } else { bytes.len() };
+        head.zeroize();
+        forms.push(Form { bytes, cut });
     }
+    for mut head in heads {
+        head.zeroize();
+    }
+}
+
+/// Every encoding of `secret` a provider may echo, always in the same order.
+fn encodings(secret: &[u8], forms: &mut Vec<Vec<u8>>) {
+    forms.push(secret.to_vec());
+    // JSON may escape `/` as `\/` (pushed for every secret, so the order holds).
+    forms.push(secret.iter().flat_map(|&b| if b == b'/' { vec![b'\\', b'/'] } else { vec![b] }).collect());
     for upper in [true, false] {
         forms.push(percent(secret, upper, false));
         forms.push(percent(secret, upper, true));
@@ -240,9 +286,8 @@ fn forms_of(secret: &[u8], forms: &mut Vec<Vec<u8>>) {
     }
     for alphabet in [B64_STD, B64_URL] {
         for offset in 0..3 {
-            if let Some(form) = base64_middle(secret, offset, alphabet) {
-                forms.push(form);
-            }
+            // Always one entry per alignment (empty when too short), so the order holds.
+            forms.push(base64_middle(secret, offset, alphabet).unwrap_or_default());
         }
     }
 }
@@ -415,6 +460,10 @@ mod tests {
             ),
             ("json slash".to_owned(), format!("{{\"k\":\"{}\"}}", KEY.replace('/', "\\/"))),
             ("cut short".to_owned(), format!("key {}... was revoked", &KEY[..KEY.len() - 4])),
+            ("cut at a third".to_owned(), format!("key {}...", &KEY[..KEY.len() / 3 + 2])),
+            ("hex cut short".to_owned(), String::from_utf8(hex(&key[..key.len() - 4], false)).unwrap()),
+            ("json cut short".to_owned(), String::from_utf8(json_escaped(&key[..key.len() - 4], true)).unwrap()),
+            ("percent cut short".to_owned(), String::from_utf8(percent(&key[..key.len() - 4], true, true)).unwrap()),
         ];
         // Base64 at every alignment inside a longer string (`Basic user:key`, a JWT claim).
         for prefix in ["", "u", "u:", "us:"] {
@@ -433,6 +482,12 @@ mod tests {
             let out = String::from_utf8(scrubber.scrub(echo.as_bytes())).unwrap();
             assert!(out.contains(REDACTED), "{what}: {out}");
             assert!(!out.contains("CANARYabcdefghijkl"), "{what}: {out}");
+            // Nothing of any form is left either side of the redaction: no 10 bytes of it.
+            for form in scrubber.forms() {
+                for window in form.bytes.windows(10) {
+                    assert!(!out.as_bytes().windows(10).any(|w| w == window), "{what}: {out} keeps part of a form");
+                }
+            }
         }
         let ordinary = b"{\"choices\":[{\"message\":{\"content\":\"sk-proj- is how OpenAI keys start\"}}]}";
         assert_eq!(scrubber.scrub(ordinary), ordinary.to_vec(), "nothing else is touched");
@@ -495,11 +550,11 @@ mod tests {
                 assert!(scrubber.forms.get().is_none(), "{key}: forms were built for an answer without a candidate");
             }
             for form in scrubber.forms() {
-                let head: [u8; PREFIX] = form[..PREFIX].try_into().unwrap();
+                let head: [u8; PREFIX] = form.bytes[..PREFIX].try_into().unwrap();
                 assert!(
                     scrubber.prefixes.contains(&head),
                     "{key}: no prefix for form {:?}",
-                    String::from_utf8_lossy(form)
+                    String::from_utf8_lossy(&form.bytes)
                 );
             }
         }

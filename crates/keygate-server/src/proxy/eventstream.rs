@@ -64,15 +64,7 @@ impl Framed {
                 self.tokens.observe(Dialect::Bedrock, &report);
                 self.text_bytes += report.text_bytes();
             }
-            let rewritten = match &self.echo {
-                Some(echo) if echo.found_in(&frame) => {
-                    let head_clean = message.headers.iter().all(|(n, v)| !echo.found_in(format!("{n}{v}").as_bytes()));
-                    Some(head_clean.then(|| eventstream::encode(&message.headers, &echo.scrub(message.payload))))
-                }
-                _ => None,
-            };
-            let relayed = rewritten.unwrap_or(Some(frame));
-            if let Some(bytes) = relayed {
+            if let Some(bytes) = relayed(&frame, &message, self.echo.as_deref()) {
                 self.pending.push_back(Bytes::from(bytes));
             }
         }
@@ -94,6 +86,18 @@ impl Framed {
         self.buffer.clear();
         self.failure = Some(why);
     }
+}
+
+/// What goes on of one frame: as it came, rewritten with its payload scrubbed, or nothing
+/// (a key in a header, or split between a header and the payload: re-encoded, the two
+/// lie side by side again, so such a frame is dropped rather than relayed).
+fn relayed(frame: &[u8], message: &eventstream::Message<'_>, echo: Option<&EchoScrubber>) -> Option<Vec<u8>> {
+    let Some(echo) = echo.filter(|e| e.found_in(frame)) else {
+        return Some(frame.to_vec());
+    };
+    let head_clean = message.headers.iter().all(|(n, v)| !echo.found_in(format!("{n}{v}").as_bytes()));
+    let encoded = head_clean.then(|| eventstream::encode(&message.headers, &echo.scrub(message.payload)))?;
+    (!echo.found_in(&encoded)).then_some(encoded)
 }
 
 impl Stream for Framed {
@@ -144,5 +148,34 @@ impl Stream for Framed {
 impl Drop for Framed {
     fn drop(&mut self) {
         self.complete();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "AKIACANARY0123456789/abcdefghijklmnopqrstuvwxyz";
+
+    fn frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+        eventstream::encode(headers, payload)
+    }
+
+    #[test]
+    fn a_key_in_a_frame_is_scrubbed_or_the_frame_dropped() {
+        let echo = EchoScrubber::new(&[KEY]).unwrap();
+        let relay = |f: &[u8]| relayed(f, &eventstream::decode(f).unwrap(), Some(&echo));
+        let clean = frame(&[(":event-type", "chunk")], b"{\"bytes\":\"aGk=\"}");
+        assert_eq!(relay(&clean), Some(clean.clone()), "untouched");
+        let in_payload = frame(&[(":event-type", "chunk")], format!("{{\"text\":\"{KEY}\"}}").as_bytes());
+        let out = relay(&in_payload).expect("rewritten");
+        assert!(!out.windows(KEY.len()).any(|w| w == KEY.as_bytes()) && eventstream::decode(&out).is_ok());
+        let in_header = frame(&[(":event-type", "chunk"), ("x-note", KEY)], b"{}");
+        assert_eq!(relay(&in_header), None);
+        // Split between the last header's value and the payload, contiguous on the wire.
+        let split = frame(&[(":event-type", "chunk"), ("x-note", &KEY[..6])], &KEY.as_bytes()[6..]);
+        assert!(echo.found_in(&split));
+        assert_eq!(relay(&split), None, "a key whole only across header and payload is dropped");
+        assert_eq!(relayed(&split, &eventstream::decode(&split).unwrap(), None), Some(split.clone()), "no echo: as is");
     }
 }

@@ -46,6 +46,17 @@ pub(crate) async fn answer(
 ) -> Result<Response, ApiError> {
     let Sent { response, echo } = sent;
     let status = response.status();
+    // An interim or protocol-switching answer (1xx, 101) is not an answer to relay: the
+    // connection would be handed over to the provider.
+    if status.is_informational() {
+        finish.status = Some(StatusCode::BAD_GATEWAY);
+        finish.settle(Tokens::default());
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            format!("{} answered {} instead of a response", finish.call.provider.name, status.as_u16()),
+        ));
+    }
     let call = &finish.call;
     state.metrics.request(&call.provider.id, call.source.as_str(), status.as_u16());
     let mut headers = HeaderMap::with_capacity(response.headers().len() + 3);
@@ -54,6 +65,8 @@ pub(crate) async fn answer(
             continue;
         }
         match &echo {
+            // A header whose name carries the key leaves without it: not at all.
+            Some(echo) if echo.found_in(name.as_str().as_bytes()) => {}
             Some(echo) if echo.found_in(value.as_bytes()) => {
                 let scrubbed = echo.scrub(value.as_bytes());
                 headers

@@ -59,6 +59,15 @@ pub(crate) async fn read(
     request: Request,
 ) -> Result<(Incoming, axum::body::Body), ApiError> {
     let (parts, body) = request.into_parts();
+    // CONNECT asks the provider for a tunnel and TRACE to reflect the request, key and all:
+    // neither is an API call, and neither goes out with a key.
+    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not proxied: keygate forwards API calls only", parts.method),
+        ));
+    }
     // The path as it arrived (still encoded), after `/proxy/{provider}/`.
     let raw = parts.uri.path().strip_prefix("/proxy/").and_then(|rest| rest.split_once('/')).map_or("", |(_, p)| p);
     let path = ProxyPath::parse(raw).map_err(|e| {

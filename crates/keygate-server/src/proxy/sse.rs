@@ -25,6 +25,8 @@ pub(crate) struct Metered {
     /// Every form of the call's secrets: each event leaves scrubbed of them.
     echo: Option<Arc<EchoScrubber>>,
     buffer: Vec<u8>,
+    /// How much of `buffer` is known to hold no event end (the next search starts there).
+    scanned: usize,
     pending: VecDeque<Bytes>,
     tokens: Tokens,
     /// Generated text relayed so far, in bytes.
@@ -49,6 +51,7 @@ impl Metered {
             strip_usage_chunk,
             echo,
             buffer: Vec::new(),
+            scanned: 0,
             pending: VecDeque::new(),
             tokens: Tokens::default(),
             text_bytes: 0,
@@ -60,11 +63,19 @@ impl Metered {
 
     fn take_events(&mut self, at_end: bool) {
         loop {
-            let end = match find_event_end(&self.buffer) {
-                Some(end) => end,
+            // Only what arrived since the last search (and the 3 bytes before it, where an
+            // end may straddle two chunks): a provider that never ends an event costs one
+            // pass over it, not one per chunk.
+            let from = self.scanned.saturating_sub(3);
+            let end = match find_event_end(&self.buffer[from..]) {
+                Some(end) => from + end,
                 None if at_end && !self.buffer.is_empty() => self.buffer.len(),
-                None => return,
+                None => {
+                    self.scanned = self.buffer.len();
+                    return;
+                }
             };
+            self.scanned = 0;
             let event: Vec<u8> = self.buffer.drain(..end).collect();
             let text = String::from_utf8_lossy(&event);
             let mut usage_only = false;
@@ -110,6 +121,9 @@ impl Metered {
     }
 }
 
+/// The largest single event relayed (a stream whose event outgrows it is cut).
+const MAX_EVENT_BYTES: usize = 8 << 20;
+
 fn find_event_end(buffer: &[u8]) -> Option<usize> {
     let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
     let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
@@ -136,6 +150,18 @@ impl Stream for Metered {
                 Poll::Ready(Some(Ok(chunk))) => {
                     this.buffer.extend_from_slice(&chunk);
                     this.take_events(false);
+                    if this.buffer.len() > MAX_EVENT_BYTES {
+                        // One event larger than any provider sends: the stream is cut, and
+                        // the unfinished event never leaves (it is not scrubbed whole yet).
+                        this.buffer.clear();
+                        this.done = true;
+                        this.complete();
+                        tracing::warn!(max = MAX_EVENT_BYTES, "the provider's stream sent an event too large to relay");
+                        return Poll::Ready(Some(Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "upstream event too large",
+                        ))));
+                    }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     // Cut off upstream: record what passed, and cut the caller's stream too.

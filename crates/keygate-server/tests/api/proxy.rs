@@ -11,6 +11,7 @@ use keygate_store::testdb::TestDb;
 use serde_json::json;
 
 both_backends!(
+    connect_and_trace_are_refused_before_any_key_is_touched,
     the_users_key_is_injected_and_the_token_never_reaches_the_provider,
     streams_pass_through_and_usage_is_metered,
     the_resolution_chain_in_every_combination,
@@ -818,4 +819,18 @@ async fn a_body_naming_a_model_is_never_changed(db: TestDb) {
     assert_eq!(reply.status, 200, "{}", reply.text);
     let seen = h.mock.requests();
     assert_eq!(seen[0].body, body.to_string(), "the caller's bytes, unchanged");
+}
+
+/// A tunnel or a reflected request is no API call: refused before a key is chosen, and
+/// nothing reaches the provider.
+async fn connect_and_trace_are_refused_before_any_key_is_touched(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    h.mock.clear_requests();
+    for method in [Method::CONNECT, Method::TRACE] {
+        let reply = h.call(method.clone(), "/proxy/openai/v1/models", Some(&alice.token), None).await;
+        assert_eq!((reply.status, reply.code()), (405, "method_not_allowed"), "{method}: {}", reply.text);
+    }
+    assert!(h.mock.requests().is_empty(), "nothing reached the provider");
 }
