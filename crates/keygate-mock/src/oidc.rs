@@ -8,7 +8,7 @@
 //! key.
 //!
 //! Knobs for tests ([`OidcBehaviour`], also `PUT /__oidc/behaviour` and
-//! `POST /__oidc/next-user`): who signs in next, an expired ID token, another audience,
+//! `POST /__oidc/next-user`): who signs in next, an expired ID token, one not valid yet (`nbf`), another audience,
 //! a wrong nonce, a key rotation (a second key published and used: an unknown `kid`
 //! until the JWKS is fetched again), a key never published, a denied authorization.
 //! `GET /__oidc/stats` counts discovery and JWKS fetches.
@@ -60,6 +60,8 @@ pub struct OidcBehaviour {
     pub user: OidcUser,
     /// ID tokens expired ten minutes ago.
     pub expired: bool,
+    /// ID tokens not valid for another hour (`nbf` = now + 3600).
+    pub not_yet_valid: bool,
     /// ID tokens for this audience instead of the client.
     pub audience: Option<String>,
     /// ID tokens carry a nonce other than the one the authorization request sent.
@@ -273,6 +275,9 @@ fn token(state: &IssuerState, config: &MockConfig, issuer: &str, headers: &Heade
         "email": b.user.email,
         "email_verified": b.user.email_verified,
     });
+    if b.not_yet_valid {
+        claims["nbf"] = serde_json::Value::from(now + 3600);
+    }
     if let Some(nonce) = nonce {
         claims["nonce"] = serde_json::Value::String(nonce);
     }

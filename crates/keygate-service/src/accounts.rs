@@ -115,21 +115,46 @@ pub fn check_password(password: &SecretText) -> ServiceResult<()> {
     Ok(())
 }
 
-/// Trims and lower-cases an email and checks its shape.
+/// Trims an email, lower-cases its ASCII letters and checks its shape.
+///
+/// Only ASCII letters are folded: Unicode case folding would make `\u{212A}ate@…` (the
+/// Kelvin sign) the same address as `kate@…`. The shape: no control character and no
+/// whitespace, exactly one `@`, a non-empty local part, and a domain with a dot inside it.
 pub fn normalize_email(email: &str) -> ServiceResult<String> {
-    let email = email.trim().to_lowercase();
-    let valid = match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !email.contains(char::is_whitespace)
-        }
-        None => false,
+    parse_email(email).map(|e| e.address)
+}
+
+/// An email address [`normalize_email`] accepted, with its domain: the allow-lists and the
+/// account read the same parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailAddress {
+    /// Trimmed, ASCII letters lower-cased.
+    pub address: String,
+    /// What follows the one `@`.
+    pub domain: String,
+}
+
+/// [`normalize_email`], keeping the domain.
+pub fn parse_email(email: &str) -> ServiceResult<EmailAddress> {
+    let email = email.trim().to_ascii_lowercase();
+    let shown: String = email.chars().take(100).flat_map(char::escape_debug).collect();
+    let refuse = |why: &str| ServiceError::Invalid {
+        field: "email",
+        problem: format!("`{shown}` is not an email address: {why}"),
     };
-    if !valid {
-        return Err(ServiceError::Invalid { field: "email", problem: format!("`{email}` is not an email address") });
+    if email.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(refuse("it contains a control character or a space"));
     }
-    Ok(email)
+    let mut parts = email.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(refuse("it must have exactly one `@`"));
+    };
+    if local.is_empty() || domain.is_empty() {
+        return Err(refuse("it needs a name before the `@` and a domain after it"));
+    }
+    if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+        return Err(refuse("its domain needs a dot inside it"));
+    }
+    let domain = domain.to_owned();
+    Ok(EmailAddress { address: email, domain })
 }

@@ -305,8 +305,8 @@ impl Services {
         let at = now();
         // An email already held by another account is not taken over by a host JWT.
         let email = match &claims.email {
-            Some(e) if self.store.user_by_email(&e.trim().to_lowercase()).await?.is_none() => {
-                Some(e.trim().to_lowercase())
+            Some(e) if self.store.user_by_email(&e.trim().to_ascii_lowercase()).await?.is_none() => {
+                Some(e.trim().to_ascii_lowercase())
             }
             _ => None,
         };
@@ -431,7 +431,7 @@ impl Services {
         token_name: &str,
     ) -> ServiceResult<(User, IssuedToken)> {
         let denied = || ServiceError::Unauthenticated("wrong email or password".into());
-        let email = email.trim().to_lowercase();
+        let email = email.trim().to_ascii_lowercase();
         let user = self.store.user_by_email(&email).await?;
         // What was typed is recorded only when it is a known email: people type passwords
         // into the email box, and the audit log keeps what it is given for good.

@@ -13,7 +13,7 @@
 //! verifier), and the ID token is verified against the issuer's JWKS (RS256 or ES256;
 //! the JWKS cached and fetched again once on an unknown `kid`): `iss` exactly the
 //! issuer, `aud` naming the client id (and `azp` it, when there are several audiences),
-//! `exp` and `iat` within [`CLOCK_SKEW_SECS`], `nonce` the flow's. Then the email must
+//! `exp`, `nbf` and `iat` within [`CLOCK_SKEW_SECS`], `nonce` the flow's. Then the email must
 //! be verified and allowed, and the person is found or created:
 //!
 //! 1. an identity (issuer, `sub`) already linked to a user signs in as that user;
@@ -25,13 +25,18 @@
 //! Who may sign in: an email in `super_admin_emails`, in `allowed_emails`, or at a domain
 //! in `allowed_domains`. With neither `allowed_emails` nor `allowed_domains` set, only
 //! people who already have a keygate account (and the super-admin emails) may. Emails in
-//! `super_admin_emails` become super-admins as they sign in.
+//! `super_admin_emails` become super-admins as they sign in: only the account whose own
+//! stored email is the listed one (ASCII case ignored), not an identity linked earlier to
+//! another account whose issuer now vouches for a listed address. Emails are plain ASCII
+//! (folded in ASCII only), one `@`, a dotted domain, no spaces or control characters;
+//! anything else is refused (403, audited).
 //!
 //! Refusals ([`OidcRefusal`]) say what happened and what to do, and never carry the
 //! code, a token or the client secret.
 //!
 //! Not for: cookies and pages (keygate-server), the session itself (`sessions`).
 
+use crate::accounts::{parse_email, EmailAddress};
 use crate::audit::{self, Actor, Entry};
 use crate::auth::IssuedToken;
 use crate::services::Services;
@@ -46,7 +51,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Clock skew tolerated on an ID token's `exp` and `iat`, in seconds.
+/// Clock skew tolerated on an ID token's `exp`, `nbf` and `iat`, in seconds.
 pub const CLOCK_SKEW_SECS: u64 = 60;
 /// How long a started sign-in may take (the flow cookie's life), in seconds.
 pub const FLOW_SECS: i64 = 600;
@@ -93,12 +98,12 @@ impl OidcProvider {
         self.super_admin_emails.iter().any(|e| e.trim().eq_ignore_ascii_case(email))
     }
 
-    /// Whether the lists name this email (explicitly, by domain, or as a super-admin).
-    fn permits(&self, email: &str) -> bool {
-        let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        self.is_super_admin(email)
-            || self.allowed_emails.iter().any(|e| e.trim().eq_ignore_ascii_case(email))
-            || self.allowed_domains.iter().any(|d| d.trim().trim_start_matches('@').eq_ignore_ascii_case(domain))
+    /// Whether the lists name this email (explicitly, by domain, or as a super-admin):
+    /// the parse the account gets, so the domain checked is the account's domain.
+    fn permits(&self, email: &EmailAddress) -> bool {
+        self.is_super_admin(&email.address)
+            || self.allowed_emails.iter().any(|e| e.trim().eq_ignore_ascii_case(&email.address))
+            || self.allowed_domains.iter().any(|d| d.trim().trim_start_matches('@').eq_ignore_ascii_case(&email.domain))
     }
 }
 
@@ -573,6 +578,7 @@ impl Services {
         validation.set_audience(&[&provider.client_id]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = CLOCK_SKEW_SECS;
+        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<IdClaims>(token.expose(), &key, &validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
@@ -582,7 +588,7 @@ impl Services {
                     ErrorKind::InvalidIssuer => "it names another issuer (`iss`)",
                     ErrorKind::InvalidSignature => "its signature does not verify",
                     ErrorKind::MissingRequiredClaim(_) => "a required claim (exp, iat, iss, aud, sub) is missing",
-                    ErrorKind::ImmatureSignature => "it is not valid yet (`nbf`)",
+                    ErrorKind::ImmatureSignature => "it is not valid yet (its `nbf` is more than a minute in the future); check the server's clock if this keeps happening",
                     _ => "it does not parse",
                 })
             })?
@@ -664,13 +670,36 @@ impl Services {
     ) -> Result<OidcSignedIn, OidcRefusal> {
         let issuer = provider.issuer.as_str();
         let raw_email = claims.email.as_deref().unwrap_or_default();
-        let email = crate::accounts::normalize_email(raw_email).map_err(|_| {
-            OidcRefusal::denied(
+        if raw_email.trim().is_empty() {
+            return Err(OidcRefusal::denied(
                 "No email address",
                 format!("{} did not share an email address, which keygate needs: allow the `email` scope, then sign in again.", provider.name),
-            )
-        })?;
+            ));
+        }
         let linked = self.store.user_by_identity(issuer, &claims.sub).await.map_err(ServiceError::from)?;
+        // Plain ASCII, one `@`, no control characters: the allow-lists and the account
+        // read this one parse, and no Unicode case folding can make it another's address.
+        let parsed = if raw_email.is_ascii() { parse_email(raw_email).ok() } else { None };
+        let Some(parsed) = parsed else {
+            let shown: String = raw_email.trim().chars().take(100).flat_map(char::escape_debug).collect();
+            let actor = Actor {
+                user_id: linked.as_ref().map(|u| u.id),
+                label: format!("oidc:{}:{shown}", provider.id),
+                source_addr: source_addr.clone(),
+            };
+            let refusal = OidcRefusal::denied(
+                "Email address not accepted",
+                format!(
+                    "{} vouches for the email address `{shown}`, which keygate does not accept: it takes plain ASCII \
+                     addresses with exactly one `@`, a domain with a dot, and no spaces or control characters. Use \
+                     an account with such an address, or ask an administrator.",
+                    provider.name
+                ),
+            );
+            let user = linked.as_ref().map(|u| u.id);
+            return self.refused(provider, &actor, user, &shown, "email not accepted", refusal).await;
+        };
+        let email = parsed.address.clone();
         let by_email = match &linked {
             Some(_) => None,
             None => self.store.user_by_email(&email).await.map_err(ServiceError::from)?,
@@ -695,7 +724,7 @@ impl Services {
             return self.refused(provider, &actor, known_id, &email, "email not verified", refusal).await;
         }
         let claiming = flow.c.is_some();
-        let allowed = provider.permits(&email) || (!provider.lists_open() && (known.is_some() || claiming));
+        let allowed = provider.permits(&parsed) || (!provider.lists_open() && (known.is_some() || claiming));
         if !allowed {
             let detail = if known.is_none() && !provider.lists_open() {
                 format!("No keygate account uses {email}, and signing in with {} does not create accounts here. Ask an administrator to add you.", provider.name)
@@ -719,7 +748,10 @@ impl Services {
             }
             (None, None) => self.create_identity_user(issuer, &claims.sub, &email, &actor, provider).await?,
         };
-        if provider.is_super_admin(&email) && !user.super_admin {
+        // Only the account whose own email is the listed one: an identity linked earlier
+        // whose issuer now vouches for a listed address signs in, unpromoted.
+        let own_email = user.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(&email));
+        if provider.is_super_admin(&email) && own_email && !user.super_admin {
             user = self.promote(user, &actor, provider).await?;
         }
         let session = self.signed_in(&user, &actor, provider).await?;
@@ -961,15 +993,51 @@ mod tests {
     #[test]
     fn lists_name_emails_domains_and_super_admins() {
         let p = provider(&["Ann@Example.org"], &["corp.example", "@other.example"], &["boss@elsewhere.example"]);
+        let email = |e: &str| parse_email(e).unwrap();
         assert!(p.lists_open());
         for yes in ["ann@example.org", "x@corp.example", "y@other.example", "boss@elsewhere.example"] {
-            assert!(p.permits(yes), "{yes}");
+            assert!(p.permits(&email(yes)), "{yes}");
         }
         for no in ["bob@example.org", "x@sub.corp.example", "x@corp.example.evil", "x@notcorp.example"] {
-            assert!(!p.permits(no), "{no}");
+            assert!(!p.permits(&email(no)), "{no}");
         }
         let closed = provider(&[], &[], &["boss@example.org"]);
-        assert!(!closed.lists_open() && closed.permits("boss@example.org") && !closed.permits("x@example.org"));
+        assert!(
+            !closed.lists_open()
+                && closed.permits(&email("boss@example.org"))
+                && !closed.permits(&email("x@example.org"))
+        );
+    }
+
+    #[test]
+    fn emails_are_folded_in_ascii_only_and_parsed_once_for_lists_and_account() {
+        // The Kelvin sign folds to `k` under Unicode lower-casing; never here.
+        let kelvin = parse_email("\u{212A}ate@Example.COM").unwrap();
+        assert_eq!(kelvin.address, "\u{212A}ate@example.com");
+        assert_ne!(kelvin.address, "kate@example.com");
+        let admins = provider(&["kate@example.com"], &[], &["kate@example.com"]);
+        assert!(!admins.permits(&kelvin) && !admins.is_super_admin(&kelvin.address));
+        assert_eq!(parse_email(" Kate@Example.COM ").unwrap().address, "kate@example.com");
+        // One `@`, no control characters or spaces, a local part, a dotted domain.
+        for bad in [
+            "x@evil.test@example.com",
+            "x@evil.test\u{0}@example.com",
+            "x\u{7f}@example.com",
+            "x y@example.com",
+            "x@exa\tmple.com",
+            "x\u{2028}@example.com",
+            "@example.com",
+            "x@",
+            "x@localhost",
+            "x@.example.com",
+            "x@example.com.",
+            "example.com",
+        ] {
+            assert!(parse_email(bad).is_err(), "{bad:?}");
+        }
+        let parsed = parse_email("x@example.com").unwrap();
+        assert_eq!(parsed.domain, "example.com");
+        assert!(provider(&[], &["example.com"], &[]).permits(&parsed));
     }
 
     #[test]

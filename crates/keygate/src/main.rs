@@ -13,6 +13,7 @@ use std::process::ExitCode;
 /// mimalloc instead of the C library's allocator: a proxied call allocates and frees
 /// often, and glibc's malloc and free were a fifth of keygate's instructions per call
 /// (BENCHMARKS.md has the profiles).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

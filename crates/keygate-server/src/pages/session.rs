@@ -136,14 +136,36 @@ pub(crate) fn safe_next(next: Option<&str>) -> String {
                 && !n.contains('\\')
                 && !n.contains("://")
                 && n.bytes().all(|b| b.is_ascii_graphic())
-                && !ACTION_PATHS
-                    .iter()
-                    .any(|p| n == *p || n.starts_with(&format!("{p}/")) || n.starts_with(&format!("{p}?"))) =>
+                && plain_path(n)
+                && !names_action(n) =>
         {
             n.to_owned()
         }
         _ => "/settings/api-keys".to_owned(),
     }
+}
+
+/// The path of `next`: before its query and fragment.
+fn path_of(next: &str) -> &str {
+    next.split(['?', '#']).next().unwrap_or_default()
+}
+
+/// Whether the path is one a browser goes to as written: no `.` or `..` segment in any
+/// spelling (`%2e`, `%2E`), which a browser resolves (`/./login/jwt`, `/settings/../login`
+/// are `/login/…`), and no encoded `/` or `\`.
+fn plain_path(next: &str) -> bool {
+    let path = path_of(next);
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") {
+        return false;
+    }
+    !lower.split('/').any(|segment| matches!(segment.replace("%2e", ".").as_str(), "." | ".."))
+}
+
+/// Whether the path names an action path (or something under it).
+fn names_action(next: &str) -> bool {
+    let path = path_of(next);
+    ACTION_PATHS.iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 pub(crate) fn percent_encode(text: &str) -> String {
@@ -288,8 +310,47 @@ mod tests {
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/settings/usage?days=7")), "/settings/usage?days=7");
         assert_eq!(safe_next(Some("/login-help")), "/login-help", "only the action paths themselves");
-        for action in ["/login/jwt?token=a.b.c", "/login", "/logout", "/setup?step=2", "/workspace/switch"] {
+        for action in [
+            "/login/jwt?token=a.b.c",
+            "/login",
+            "/logout",
+            "/setup?step=2",
+            "/workspace/switch",
+            "/login#x",
+            "/login/jwt#?token=a.b.c",
+        ] {
             assert_eq!(safe_next(Some(action)), "/settings/api-keys", "{action}");
+        }
+        // Dot segments in any spelling, which browsers resolve before asking.
+        for dotted in [
+            "/./login/jwt?token=a.b.c",
+            "/%2e/login/jwt?token=a.b.c",
+            "/%2E/login/jwt?token=a.b.c",
+            "/settings/../login/jwt?token=a.b.c",
+            "/settings/%2e%2E/login/jwt?token=a.b.c",
+            "/settings/.%2e/login/jwt",
+            "/settings/%2E./login/jwt",
+            "/settings/..",
+            "/settings/.",
+            "/settings/./usage",
+            "/settings%2f..%2flogin/jwt",
+            "/settings%2F..%2Flogin/jwt",
+            "/settings/%5c..%5clogin/jwt",
+        ] {
+            assert_eq!(safe_next(Some(dotted)), "/settings/api-keys", "{dotted}");
+        }
+        // What worked before still works: dots inside names, dots and slashes in queries.
+        for fine in [
+            "/settings/usage?days=7&q=a%2Fb&r=../x",
+            "/settings/usage?next=/./login",
+            "/settings/keys.json",
+            "/settings/...",
+            "/settings/.well",
+            "/admin/users?q=%2e%2e",
+            "/",
+            "/setup-guide",
+        ] {
+            assert_eq!(safe_next(Some(fine)), fine, "{fine}");
         }
         for bad in [
             "//evil.example",

@@ -22,6 +22,9 @@ both_backends!(
     every_refusal_is_a_readable_page_that_signs_nobody_in,
     a_rotated_signing_key_is_fetched_once_and_metadata_is_cached,
     the_wizard_creates_the_first_super_admin_through_the_issuer,
+    emails_that_fold_into_or_smuggle_another_address_are_refused,
+    a_linked_identity_vouching_for_a_super_admin_email_is_not_promoted,
+    a_next_with_dot_segments_is_dropped_through_single_sign_on,
 );
 
 const CLIENT_ID: &str = "keygate-test-client";
@@ -285,12 +288,14 @@ async fn every_refusal_is_a_readable_page_that_signs_nobody_in(db: TestDb) {
     // ID tokens that do not verify.
     for (knob, says) in [
         ("expired", "it has expired"),
+        ("not_yet_valid", "it is not valid yet"),
         ("audience", "issued for another application"),
         ("nonce", "is not the one this sign-in sent"),
         ("unpublished", "a key the issuer does not publish"),
     ] {
         h.mock.oidc(|b| match knob {
             "expired" => b.expired = true,
+            "not_yet_valid" => b.not_yet_valid = true,
             "audience" => b.audience = Some("someone-else".into()),
             "nonce" => b.wrong_nonce = true,
             _ => b.unpublished_key = true,
@@ -410,4 +415,90 @@ async fn the_wizard_creates_the_first_super_admin_through_the_issuer(db: TestDb)
     assert_eq!(again.location.as_deref(), Some("/login"));
     assert!(h.services().issue_setup_code().await.unwrap().is_none());
     assert_nothing_issued_leaked(&h, &[&accepted, &landed, &step2]);
+}
+
+async fn emails_that_fold_into_or_smuggle_another_address_are_refused(db: TestDb) {
+    let h = harness(db, &["example.com"], &["kim@corp.example"]).await;
+    claimed(&h).await;
+    let kate = h.user("kate@example.com").await;
+    let issuer = format!("{}/oidc", h.mock.url());
+    let users_before = h.store().users().await.unwrap().len();
+    let mut pages = Vec::new();
+    for (sub, email) in [
+        // The Kelvin sign lower-cases (Unicode) to `k`: Kate's account, a super-admin's email.
+        ("sub-kelvin", "\u{212A}ate@example.com"),
+        ("sub-kelvin-admin", "\u{212A}im@corp.example"),
+        // The allowed domain after the last `@`, another before it; a NUL inside.
+        ("sub-two-ats", "x@evil.test@example.com"),
+        ("sub-nul", "x@evil.test\u{0}@example.com"),
+        ("sub-space", "x y@example.com"),
+        ("sub-nodot", "x@example"),
+    ] {
+        next_user(&h, sub, email);
+        let page = sign_in(&mut Browser::new(&h), "/").await;
+        assert_refused(&page, 403, "Email address not accepted");
+        assert!(h.store().user_by_identity(&issuer, sub).await.unwrap().is_none(), "{email:?} linked");
+        pages.push(page);
+    }
+    assert_eq!(h.store().users().await.unwrap().len(), users_before, "no account was created");
+    let kate_now = user_by_email(&h, "kate@example.com").await;
+    assert!(!kate_now.super_admin && kate_now.id == kate.user.id);
+    assert!(h.store().user_by_email("kim@corp.example").await.unwrap().is_none());
+    let denied = h
+        .store()
+        .audit_events(&AuditFilter { action: Some(AuditAction::AuthLogin), ..Default::default() })
+        .await
+        .unwrap();
+    let refusals = denied.iter().filter(|e| {
+        e.result == AuditResult::Denied && e.detail.as_deref().unwrap_or_default().contains("email not accepted")
+    });
+    assert_eq!(refusals.count(), 6, "every refusal is audited");
+    // A plain address at the allowed domain still signs in.
+    next_user(&h, "sub-x", "X@Example.com");
+    assert_signed_in(&sign_in(&mut Browser::new(&h), "/").await, "/");
+    assert!(h.store().user_by_email("x@example.com").await.unwrap().is_some());
+    let refs: Vec<&Page> = pages.iter().collect();
+    assert_nothing_issued_leaked(&h, &refs);
+}
+
+async fn a_linked_identity_vouching_for_a_super_admin_email_is_not_promoted(db: TestDb) {
+    let h = harness(db, &[], &["boss@corp.example"]).await;
+    claimed(&h).await;
+    let amy = h.user("amy@example.com").await;
+    next_user(&h, "sub-amy", "amy@example.com");
+    assert_signed_in(&sign_in(&mut Browser::new(&h), "/").await, "/");
+    // The issuer later vouches for a listed super-admin email for Amy's identity: she signs
+    // in as herself (the listed address is allowed), and is not promoted, because her
+    // account's own email is not the listed one.
+    next_user(&h, "sub-amy", "boss@corp.example");
+    let mut b = Browser::new(&h);
+    assert_signed_in(&sign_in(&mut b, "/").await, "/");
+    let amy_now = h.store().user(amy.user.id).await.unwrap();
+    assert!(!amy_now.super_admin, "promoted by another address");
+    assert_eq!(b.get("/admin/users").await.status, 403);
+    assert!(h.store().user_by_email("boss@corp.example").await.unwrap().is_none());
+    // The account whose own email is listed is promoted, whatever its case at the issuer.
+    next_user(&h, "sub-boss", "Boss@Corp.Example");
+    assert_signed_in(&sign_in(&mut Browser::new(&h), "/").await, "/");
+    assert!(user_by_email(&h, "boss@corp.example").await.super_admin);
+    assert_nothing_issued_leaked(&h, &[]);
+}
+
+async fn a_next_with_dot_segments_is_dropped_through_single_sign_on(db: TestDb) {
+    let h = harness(db, &["example.com"], &[]).await;
+    claimed(&h).await;
+    next_user(&h, "sub-nia", "nia@example.com");
+    for next in crate::pages::dotted_nexts("a.b.c") {
+        let query = serde_urlencoded::to_string([("next", next.as_str())]).unwrap();
+        let login = Browser::new(&h).get(&format!("/login?{query}")).await;
+        assert!(login.html.contains("href=\"/login/oidc/mock?next=/settings/api-keys\""), "{next}: {}", login.html);
+        let mut b = Browser::new(&h);
+        let start = b.get(&format!("/login/oidc/mock?{query}")).await;
+        assert_eq!(start.status, 303, "{}", start.html);
+        let landed = b.get(&issuer_approves(start.location.as_deref().unwrap()).await).await;
+        assert_signed_in(&landed, "/settings/api-keys");
+    }
+    // A `next` that worked before still does.
+    assert_signed_in(&sign_in(&mut Browser::new(&h), "/settings/usage").await, "/settings/usage");
+    assert_nothing_issued_leaked(&h, &[]);
 }

@@ -17,6 +17,7 @@ both_backends!(
     a_key_of_another_providers_shape_is_caught_before_anything_is_sent,
     signing_out_ends_the_session_at_once,
     a_host_sign_in_link_works_once_and_leaves_no_token_in_the_address,
+    a_next_with_dot_segments_never_leads_to_someone_elses_sign_in_link,
     a_host_user_signed_in_before_the_owner_does_not_lock_the_wizard,
     a_page_without_its_cookie_keeps_the_session_and_errors_carry_the_headers,
     the_demo_banner_shows_what_is_left_and_turns_off_with_an_own_key,
@@ -487,6 +488,72 @@ async fn a_host_sign_in_link_works_once_and_leaves_no_token_in_the_address(db: T
         )
         .await;
     assert_eq!(signed.location.as_deref(), Some("/settings/api-keys"));
+}
+
+/// `next` values a browser resolves to `/login/jwt?token=…` (dot segments in any
+/// spelling, encoded slashes), as the page receives them (already decoded once).
+pub(crate) fn dotted_nexts(token: &str) -> Vec<String> {
+    [
+        "/./login/jwt",
+        "/%2e/login/jwt",
+        "/%2E/login/jwt",
+        "/settings/../login/jwt",
+        "/settings/%2e%2E/login/jwt",
+        "/settings/.%2e/login/jwt",
+        "/settings%2f..%2flogin/jwt",
+    ]
+    .iter()
+    .map(|path| format!("{path}?token={token}"))
+    .collect()
+}
+
+async fn a_next_with_dot_segments_never_leads_to_someone_elses_sign_in_link(db: TestDb) {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let h = Harness::new(db).await;
+    let claims = serde_json::json!({"sub": "mallory", "email": "mallory@example.com", "exp": chrono::Utc::now().timestamp() + 120});
+    let mallory = encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap();
+    h.canary(&mallory);
+    let mut victim = admin(&h).await;
+    let link = |sub: &str| {
+        let claims = serde_json::json!({"sub": sub, "email": format!("{sub}@example.com"), "exp": chrono::Utc::now().timestamp() + 120});
+        let jwt = encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).unwrap();
+        h.canary(&jwt);
+        jwt
+    };
+    for (i, next) in dotted_nexts(&mallory).iter().enumerate() {
+        let query = serde_urlencoded::to_string([("next", next.as_str())]).unwrap();
+        // The sign-in page: neither its form nor its single sign-on links carry it.
+        let page = victim.get(&format!("/login?{query}")).await;
+        assert_eq!(page.status, 200, "{}", page.html);
+        assert!(!page.html.contains(&mallory), "{next}: {}", page.html);
+        assert!(page.html.contains("name=\"next\" value=\"/settings/api-keys\""), "{next}: {}", page.html);
+        // The password sign-in.
+        let csrf = page.csrf();
+        let signed = victim
+            .post(
+                "/login",
+                &[("csrf_token", &csrf), ("email", "root@example.com"), ("password", PASSWORD), ("next", next)],
+            )
+            .await;
+        assert_eq!(signed.location.as_deref(), Some("/settings/api-keys"), "{next}");
+        // The host application's sign-in link.
+        let own = link(&format!("user{i}"));
+        let arrived = Browser::new(&h).get(&format!("/login/jwt?token={own}&{query}")).await;
+        assert_eq!(arrived.status, 200, "{}", arrived.html);
+        assert!(
+            arrived.html.contains("http-equiv=\"refresh\" content=\"0; url=/settings/api-keys\""),
+            "{next}: {}",
+            arrived.html
+        );
+        assert!(!arrived.html.contains(&mallory));
+    }
+    // A `next` that worked before still does.
+    let csrf = victim.get("/login").await.csrf();
+    let fine = "/settings/usage?days=7&q=a%2Fb";
+    let signed = victim
+        .post("/login", &[("csrf_token", &csrf), ("email", "root@example.com"), ("password", PASSWORD), ("next", fine)])
+        .await;
+    assert_eq!(signed.location.as_deref(), Some(fine));
 }
 
 async fn a_host_user_signed_in_before_the_owner_does_not_lock_the_wizard(db: TestDb) {
