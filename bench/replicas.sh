@@ -44,18 +44,23 @@ http {
   server { listen 127.0.0.1:$UPSTREAM_PORT; location / { default_type application/json; return 200 '$body'; } }
 }
 EOF
-"$NGINX" -p "$OUT/upstream" -c "$OUT/upstream/nginx.conf" -e "$OUT/upstream/logs/error.log" &
+"$NGINX" -p "$OUT/upstream" -c "$OUT/upstream/nginx.conf" -e "$OUT/upstream/logs/error.log" \
+  >"$OUT/upstream/logs/stdout.log" 2>&1 </dev/null &
 UPSTREAM=$!
 DEPLOY=""
 cleanup() {
-  [[ -n $DEPLOY ]] && kill -TERM "$DEPLOY" 2>/dev/null && wait "$DEPLOY" 2>/dev/null
+  if [[ -n $DEPLOY ]]; then
+    kill -TERM "$DEPLOY" 2>/dev/null || true
+    wait "$DEPLOY" 2>/dev/null || true
+  fi
   kill "$UPSTREAM" 2>/dev/null || true
+  wait "$UPSTREAM" 2>/dev/null || true
 }
 trap cleanup EXIT
 
 export KEYGATE_PROVIDER_OPENAI_BASE_URL=http://127.0.0.1:$UPSTREAM_PORT
 export KEYGATE_DEPLOY_DIR=$OUT/deploy KEYGATE_BIN=$BIN
-"$ROOT/deploy/run-local.sh" --fresh >"$OUT/run-local.log" 2>&1 &
+"$ROOT/deploy/run-local.sh" --fresh >"$OUT/run-local.log" 2>&1 </dev/null &
 DEPLOY=$!
 for _ in $(seq 1 300); do
   curl -fsS -o /dev/null --max-time 1 http://127.0.0.1:8080/readyz 2>/dev/null && break

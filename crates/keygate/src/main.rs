@@ -10,9 +10,8 @@ mod output;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// mimalloc instead of the C library's allocator: a proxied call allocates and frees
-/// often, and glibc's malloc and free were a fifth of keygate's instructions per call
-/// (BENCHMARKS.md has the profiles).
+/// With the `mimalloc` feature, mimalloc instead of the C library's allocator (fewer
+/// instructions per allocation, more resident memory: BENCHMARKS.md has both).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
