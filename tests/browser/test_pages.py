@@ -355,6 +355,43 @@ def test_a_token_from_the_page_makes_a_call_that_shows_in_usage():
     desktop()
 
 
+@needs("test_a_token_from_the_page_makes_a_call_that_shows_in_usage")
+def test_a_sandbox_session_is_started_used_and_revoked_on_its_page():
+    from selenium.webdriver.common.by import By
+
+    visit("/settings/sessions", "sessions-empty")
+    browser().find_element(By.CSS_SELECTOR, "input[name='provider'][value='openai']").click()
+    submit_form("/settings/sessions", {"name": "agent workroom", "max_requests": "2"}, "Start session")
+    wait_for("text=Copy its token now")
+    token = browser().find_element(By.ID, "new-token").get_attribute("value")
+    assert token.startswith("kg_"), token
+    # The one page that shows it: looked at, then swept for it everywhere after.
+    shot("session-created")
+    check_axe("session-created")
+    check_console()
+    STATE["more_canaries"].append(token)
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    api("POST", "/proxy/openai/v1/chat/completions", chat, token=token, expect=200)
+    # Only the providers it names; nothing of the keys API.
+    api("POST", "/proxy/anthropic/v1/messages",
+        {"model": "claude-sonnet-4-20250514", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        token=token, expect=403)
+    api("GET", "/api/v1/keys", token=token, expect=403)
+    # The page shows what it spent against its cap.
+    visit("/settings/sessions", "session-listed")
+    row = browser().find_element(By.CSS_SELECTOR, "tr[data-session-id]")
+    assert "agent workroom" in row.text and "1 of 2" in row.text, row.text
+    assert token not in page_source(), "the token is shown once"
+    mobile()
+    visit("/settings/sessions", "session-listed-mobile")
+    desktop()
+    go("/settings/sessions")
+    click_button("Revoke")
+    wait_for("text=No active sessions")
+    check_page("session-revoked")
+    api("POST", "/proxy/openai/v1/chat/completions", chat, token=token, expect=401)
+
+
 @needs("test_a_person_adds_tests_replaces_and_deletes_keys")
 def test_every_admin_page_and_a_workspace_pause():
     # Back to the owner.
