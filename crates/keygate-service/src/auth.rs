@@ -18,6 +18,9 @@ pub(crate) const PUBLIC_ID_LEN: usize = 16;
 pub(crate) const SECRET_LEN: usize = 40;
 /// How long a password login's token lives.
 pub const LOGIN_TOKEN_HOURS: i64 = 12;
+/// The name of the token `POST /api/v1/auth/login` issues (reserved: API callers cannot
+/// mint one under it).
+pub const LOGIN_TOKEN_NAME: &str = "login";
 
 fn no_workspace() -> ServiceError {
     ServiceError::Unauthenticated(
@@ -53,16 +56,20 @@ impl Services {
     /// nothing; a `keys` token cannot mint `admin`). No scopes named: the minter's own.
     pub async fn create_token(&self, principal: &Principal, request: TokenRequest) -> ServiceResult<IssuedToken> {
         principal.require_scope(Scope::Keys)?;
-        // The pages' sessions carry this name; a token minted through the API must never
-        // pass for one (a page session can switch workspace, which issues a full one).
-        if request.name.trim().eq_ignore_ascii_case(crate::sessions::SESSION_TOKEN_NAME) {
+        // The tokens keygate issues at sign-in carry these names; a token minted through the
+        // API must never pass for one (a page session can switch workspace, which issues a
+        // full one; a sign-in's token may mint tokens that outlive it).
+        let name = request.name.trim();
+        if [crate::sessions::SESSION_TOKEN_NAME, LOGIN_TOKEN_NAME].iter().any(|r| name.eq_ignore_ascii_case(r)) {
             return Err(ServiceError::Invalid {
                 field: "name",
-                problem: format!(
-                    "`{}` is reserved for the pages' sign-in sessions",
-                    crate::sessions::SESSION_TOKEN_NAME
-                ),
+                problem: format!("`{name}` is reserved for the tokens keygate issues at sign-in"),
             });
+        }
+        // A delegated token never outlives the one that minted it.
+        let mut request = request;
+        if let Some(limit) = principal.mint_limit() {
+            request.expires_at = Some(request.expires_at.map_or(limit, |e| e.min(limit)));
         }
         let allowed = principal.scopes();
         self.issue_token(&principal.user, request, &allowed, &principal.actor()).await
@@ -247,7 +254,8 @@ impl Services {
         // A page session is a token keygate itself issued under the reserved name (API
         // callers cannot choose it: see `create_token`), never a sandbox session's.
         let web = session.is_none() && token.name == crate::sessions::SESSION_TOKEN_NAME;
-        let via = Via::Token { id: token.id, scopes: token.scopes, session, web };
+        let sign_in = web || (session.is_none() && token.name == LOGIN_TOKEN_NAME);
+        let via = Via::Token { id: token.id, scopes: token.scopes, session, web, sign_in, expires_at: expires };
         Ok((Principal { user, workspace, role, via, source_addr }, expires))
     }
 
@@ -419,7 +427,7 @@ impl Services {
         password: &SecretText,
         source_addr: Option<String>,
     ) -> ServiceResult<(User, IssuedToken)> {
-        self.login_as(email, password, source_addr, "login").await
+        self.login_as(email, password, source_addr, LOGIN_TOKEN_NAME).await
     }
 
     /// [`Services::login`], the token named `token_name` (a web session's or the API's).

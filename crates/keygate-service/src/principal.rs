@@ -21,6 +21,11 @@ pub enum Via {
         session: Option<Arc<SandboxSession>>,
         /// A page sign-in session (the only token the pages' cookie accepts).
         web: bool,
+        /// Minted by a person signing in (a page session, or `POST /api/v1/auth/login`),
+        /// not delegated by another token.
+        sign_in: bool,
+        /// When the token stops working.
+        expires_at: Option<DateTime<Utc>>,
     },
     /// A host application's JWT: every scope (bounded by the user's roles).
     Jwt,
@@ -62,6 +67,16 @@ impl Principal {
     pub fn session(&self) -> Option<(TokenId, &SandboxSession)> {
         match &self.via {
             Via::Token { id, session: Some(session), .. } => Some((*id, session)),
+            _ => None,
+        }
+    }
+
+    /// The latest a token or session minted with this credential may live: a delegated
+    /// token's own end (a 90-second token never mints a lasting one). A person's sign-in
+    /// (a page session, an API login) and a host JWT set no limit: the person is there.
+    pub fn mint_limit(&self) -> Option<DateTime<Utc>> {
+        match &self.via {
+            Via::Token { sign_in: false, expires_at, .. } => *expires_at,
             _ => None,
         }
     }

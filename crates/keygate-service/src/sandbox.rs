@@ -139,6 +139,7 @@ impl Services {
         let at = now();
         let public_id = random_alphanumeric(PUBLIC_ID_LEN);
         let secret = random_alphanumeric(SECRET_LEN);
+        let end = at + chrono::Duration::seconds(request.ttl_seconds as i64);
         let token = ApiToken {
             id: TokenId::new(),
             public_id: public_id.clone(),
@@ -147,7 +148,8 @@ impl Services {
             workspace_id: Some(principal.workspace.id),
             name: name.to_owned(),
             scopes: vec![Scope::Proxy],
-            expires_at: Some(at + chrono::Duration::seconds(request.ttl_seconds as i64)),
+            // Never past the end of a delegated token that minted it.
+            expires_at: Some(principal.mint_limit().map_or(end, |limit| limit.min(end))),
             created_at: at,
             last_used_at: None,
             revoked_at: None,

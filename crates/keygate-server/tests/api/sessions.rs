@@ -21,6 +21,7 @@ both_backends!(
     no_token_but_a_page_session_opens_the_pages,
     a_caller_who_hangs_up_is_charged_what_was_reserved,
     only_a_credential_that_may_call_providers_mints_a_session,
+    nothing_minted_outlives_the_delegated_token_that_minted_it,
     sessions_are_started_shown_once_and_revoked_on_the_page,
 );
 
@@ -400,7 +401,7 @@ async fn no_token_but_a_page_session_opens_the_pages(db: TestDb) {
         assert!(switched.location.as_deref().is_some_and(|l| l.starts_with("/login")), "{:?}", switched.location);
         assert!(b.cookie("kg_session").is_none_or(|c| c == token), "no new session was issued");
     }
-    for name in ["web session", " Web Session "] {
+    for name in ["web session", " Web Session ", "login", "LOGIN"] {
         let reserved = h.post("/api/v1/tokens", &alice.token, json!({"name": name})).await;
         assert!(reserved.status == 400 || reserved.status == 422, "{}", reserved.text);
         assert!(reserved.text.contains("reserved"), "{}", reserved.text);
@@ -446,4 +447,41 @@ async fn only_a_credential_that_may_call_providers_mints_a_session(db: TestDb) {
     let body = json!({"name": "room", "providers": ["openai"], "ttl_seconds": 600});
     let refused = h.post("/api/v1/sessions", &keys_only, body).await;
     assert_eq!((refused.status, refused.code()), (403, "forbidden"), "{}", refused.text);
+}
+
+/// A short-lived delegated token cannot mint a lasting one: tokens and sessions it mints
+/// end when it does, whatever they ask for.
+async fn nothing_minted_outlives_the_delegated_token_that_minted_it(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = with_keys(&h, "alice@example.com").await;
+    let ends = chrono::Utc::now() + chrono::Duration::seconds(90);
+    let body = json!({"name": "short", "scopes": ["keys", "proxy"], "expires_at": ends.to_rfc3339()});
+    let short = h.post("/api/v1/tokens", &alice.token, body).await;
+    assert_eq!(short.status, 201, "{}", short.text);
+    let short = short.json["token"].as_str().unwrap().to_owned();
+    h.canary(&short);
+    let expiry = |v: &Value| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(v["expires_at"].clone()).ok();
+    let child = h.post("/api/v1/tokens", &short, json!({"name": "child"})).await;
+    assert_eq!(child.status, 201, "{}", child.text);
+    h.canary(child.json["token"].as_str().unwrap());
+    assert!(expiry(&child.json).is_some_and(|e| e <= ends), "{}", child.text);
+    let body = json!({"name": "room", "providers": ["openai"], "ttl_seconds": 604_800});
+    let session = h.post("/api/v1/sessions", &short, body).await;
+    assert_eq!(session.status, 201, "{}", session.text);
+    h.canary(session.json["token"].as_str().unwrap());
+    assert!(expiry(&session.json).is_some_and(|e| e <= ends), "{}", session.text);
+    // A person's own token (the harness's, like a sign-in's) sets no such limit.
+    let lasting = h
+        .post(
+            "/api/v1/sessions",
+            &alice.token,
+            json!({"name": "week", "providers": ["openai"], "ttl_seconds": 604_800}),
+        )
+        .await;
+    assert!(
+        expiry(&lasting.json).is_some_and(|e| e > chrono::Utc::now() + chrono::Duration::days(6)),
+        "{}",
+        lasting.text
+    );
+    h.canary(lasting.json["token"].as_str().unwrap());
 }
