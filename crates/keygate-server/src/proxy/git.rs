@@ -54,6 +54,7 @@ pub(crate) async fn call(
     let mut finish = Finish::new(state.services.clone(), admitted, None, announced, started);
     let outbound = upstream::Outbound::Stream(body);
     let sent_at = Instant::now();
+    finish.sending();
     let sent = match upstream::send(state, &finish.call, &incoming, outbound, started).await {
         Ok(sent) => sent,
         Err(e) => {

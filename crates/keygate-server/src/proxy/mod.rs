@@ -125,6 +125,7 @@ async fn call(state: &AppState, provider: String, request: Request) -> Result<Re
         false
     };
     let sent_at = Instant::now();
+    finish.sending();
     let sent = match upstream::send(state, &finish.call, &incoming, body, started).await {
         Ok(sent) => sent,
         Err(e) => {

@@ -20,8 +20,10 @@ pub(crate) struct Finish {
     pub request_bytes: usize,
     started: Instant,
     settled: bool,
-    /// Dropped before the provider's answer came back: the caller left while the call
-    /// was on its way (see `CallOutcome::abandoned`).
+    /// Handed to the outbound client (see [`Finish::sending`]).
+    sent: bool,
+    /// Dropped after it was sent and before the provider's answer came back: the caller
+    /// left while the call was on its way (see `CallOutcome::abandoned`).
     abandoned: bool,
 }
 
@@ -33,7 +35,24 @@ impl Finish {
         request_bytes: usize,
         started: Instant,
     ) -> Self {
-        Self { services, call, status: None, model, request_bytes, started, settled: false, abandoned: false }
+        Self {
+            services,
+            call,
+            status: None,
+            model,
+            request_bytes,
+            started,
+            settled: false,
+            sent: false,
+            abandoned: false,
+        }
+    }
+
+    /// The call is going out: from now on a caller who leaves before the answer leaves a
+    /// call the provider may be doing (and billing). A call dropped before this (keygate
+    /// refused it on its own) is refunded like any call that never reached the provider.
+    pub fn sending(&mut self) {
+        self.sent = true;
     }
 
     /// Settles the call with `tokens`; any later call does nothing.
@@ -55,7 +74,7 @@ impl Drop for Finish {
     fn drop(&mut self) {
         // Unsettled and no answer yet: the handler was dropped (its caller hung up) while
         // the call was being sent or awaited. The provider may well be doing the work.
-        self.abandoned = self.status.is_none();
+        self.abandoned = self.sent && self.status.is_none();
         self.settle(Tokens::default());
     }
 }

@@ -257,6 +257,7 @@ async fn attempt(
         false
     };
     let sent_at = Instant::now();
+    finish.sending();
     let sent = match upstream::send(state, &finish.call, &incoming, outbound, started).await {
         Ok(sent) => sent,
         Err(e) => {
