@@ -55,7 +55,7 @@ pub(crate) async fn proxy(
             .into_response();
     };
     let git = state.services.catalog().get(&provider).is_some_and(|p| p.speaks_git());
-    let mut reply = call(&state, provider, request).await.unwrap_or_else(IntoResponse::into_response);
+    let mut reply = call(&state, provider, git, request).await.unwrap_or_else(IntoResponse::into_response);
     if git {
         git::challenge(&mut reply);
     }
@@ -63,9 +63,9 @@ pub(crate) async fn proxy(
 }
 
 #[tracing::instrument(level = "debug", skip_all, fields(provider = %provider))]
-async fn call(state: &AppState, provider: String, request: Request) -> Result<Response, ApiError> {
+async fn call(state: &AppState, provider: String, git: bool, request: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let (incoming, body) = request::read(state, provider, request).await?;
+    let (incoming, body) = request::read(state, provider, git, request).await?;
     let resolved = state.services.resolve_call(incoming.call_request()).await?;
     // git's smart HTTP: streamed both ways, never buffered (see `git`).
     if resolved.provider.speaks_git() {

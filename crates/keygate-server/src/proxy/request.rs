@@ -53,9 +53,11 @@ impl Incoming {
 
 /// Authenticates the caller and reads what they ask for; the body is left unread until
 /// the call is resolved (see `body::read`).
+/// `git`: the provider speaks git's smart HTTP (looked up once, by the route).
 pub(crate) async fn read(
     state: &AppState,
     provider: String,
+    git: bool,
     request: Request,
 ) -> Result<(Incoming, axum::body::Body), ApiError> {
     let (parts, body) = request.into_parts();
@@ -78,7 +80,6 @@ pub(crate) async fn read(
         )
     })?;
     // git sends its credential only as Basic auth: accepted for providers that speak git.
-    let git = state.services.catalog().get(&provider).is_some_and(|p| p.speaks_git());
     let basic = if git { basic_token(&parts)? } else { None };
     let credential = presented_credential(&parts).or(basic.as_deref()).ok_or_else(|| {
         let how = if git {
