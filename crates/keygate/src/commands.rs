@@ -215,6 +215,11 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {addr} (listen from {})", config.listen.source))?;
     let bound = listener.local_addr().context("reading the bound address")?;
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    tracing::info!(
+        "async runtime: {workers} worker thread{} (KEYGATE_WORKER_THREADS, else one per CPU keygate may use)",
+        if workers == 1 { "" } else { "s" }
+    );
     tracing::info!("keygate listening on http://{bound}");
     // A fresh deployment is claimed in the setup wizard with this code, so nobody else on
     // the network can claim it first.

@@ -9,13 +9,30 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_fresh_data_dir_serves_on_a_generated_key_and_stops_on_sigterm() {
+    serves_and_stops_on_sigterm(None);
+}
+
+#[test]
+fn one_worker_thread_serves_and_stops_on_sigterm_too() {
+    // tokio's single-threaded scheduler (what a one-CPU process gets by default).
+    serves_and_stops_on_sigterm(Some("1"));
+}
+
+#[test]
+fn a_bad_worker_thread_count_is_refused_by_name() {
     let db = TestDb::sqlite();
-    let mut child = keygate(&db, &[("KEYGATE_LISTEN", "127.0.0.1:0")])
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    for bad in ["0", "many", "100000"] {
+        let (ok, _, err) = run(keygate(&db, &[("KEYGATE_WORKER_THREADS", bad)]), &["serve"]);
+        assert!(!ok, "{bad}");
+        assert!(err.contains("KEYGATE_WORKER_THREADS") && err.contains(&format!("'{bad}'")), "{bad}: {err}");
+    }
+}
+
+fn serves_and_stops_on_sigterm(workers: Option<&str>) {
+    let db = TestDb::sqlite();
+    let mut vars = vec![("KEYGATE_LISTEN", "127.0.0.1:0")];
+    vars.extend(workers.map(|w| ("KEYGATE_WORKER_THREADS", w)));
+    let mut child = keygate(&db, &vars).arg("serve").stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut log = String::new();
     let addr = loop {
@@ -28,6 +45,10 @@ fn a_fresh_data_dir_serves_on_a_generated_key_and_stops_on_sigterm() {
     };
     assert!(log.contains("GENERATED A DEVELOPMENT MASTER KEY"), "{log}");
     assert!(log.contains("apart from database backups"), "{log}");
+    if let Some(workers) = workers {
+        let plural = if workers == "1" { "" } else { "s" };
+        assert!(log.contains(&format!("async runtime: {workers} worker thread{plural} ")), "{log}");
+    }
     let key_file = db.dir.path().join("data/master.key");
     #[cfg(unix)]
     {
