@@ -33,7 +33,43 @@ impl Type<Sqlite> for Ts {
 
 impl<'q> Encode<'q, Sqlite> for Ts {
     fn encode_by_ref(&self, buf: &mut Vec<SqliteArgumentValue<'q>>) -> Result<IsNull, BoxDynError> {
-        <String as Encode<'q, Sqlite>>::encode(self.0.format(SQLITE_FORMAT).to_string(), buf)
+        <String as Encode<'q, Sqlite>>::encode(sqlite_text(&self.0), buf)
+    }
+}
+
+/// `at` as SQLite stores it ([`SQLITE_FORMAT`]), written digit by digit: every usage row
+/// carries one, and chrono's general formatter cost more than the rest of the row's
+/// encoding together.
+fn sqlite_text(at: &DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (at.year(), at.nanosecond());
+    if !(0..=9999).contains(&year) {
+        return at.format(SQLITE_FORMAT).to_string();
+    }
+    // A leap second's nanoseconds run past 1e9; chrono prints it as second 60.
+    let second = at.second() + nanos / 1_000_000_000;
+    let micros = nanos % 1_000_000_000 / 1_000;
+    let mut out = String::with_capacity(27);
+    push_digits(&mut out, year.unsigned_abs(), 4);
+    for (sep, value, width) in [
+        ('-', at.month(), 2),
+        ('-', at.day(), 2),
+        ('T', at.hour(), 2),
+        (':', at.minute(), 2),
+        (':', second, 2),
+        ('.', micros, 6),
+    ] {
+        out.push(sep);
+        push_digits(&mut out, value, width);
+    }
+    out.push('Z');
+    out
+}
+
+/// `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
     }
 }
 
@@ -76,5 +112,31 @@ pub(crate) const fn utc_day_of_at(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "substr(at, 1, 10)",
         Backend::Postgres => "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn sqlite_text_is_chronos_format_digit_for_digit() {
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+            .map(|t| Utc.from_utc_datetime(&t));
+        let cases = [
+            Utc.timestamp_opt(0, 0).single(),
+            Utc.timestamp_opt(1_764_547_200, 123_456_789).single(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single(),
+            Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).single(),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).single(),
+            leap,
+            Some(Utc::now()),
+        ];
+        for at in cases.into_iter().map(Option::unwrap) {
+            assert_eq!(sqlite_text(&at), at.format(SQLITE_FORMAT).to_string(), "{at:?}");
+        }
+        assert_eq!(sqlite_text(&leap.unwrap()), "2016-12-31T23:59:60.500000Z");
     }
 }

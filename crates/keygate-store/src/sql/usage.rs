@@ -6,7 +6,7 @@ use super::{db_run, Pool, USAGE_ROWS_PER_INSERT};
 use crate::filter::UsageFilter;
 use crate::rows::*;
 use crate::ts::Ts;
-use crate::{DailyUsageTotals, StoreError, StoreResult, UsageGrouping, UsageTotals};
+use crate::{Backend, DailyUsageTotals, StoreError, StoreResult, UsageGrouping, UsageTotals};
 use chrono::{DateTime, NaiveDate, Utc};
 use keygate_core::*;
 use sqlx::{Encode, QueryBuilder, Type};
@@ -41,11 +41,45 @@ struct Added {
 fn insert_chunks(events: &[UsageEvent]) -> impl Iterator<Item = &[UsageEvent]> {
     let mut rest = events;
     std::iter::from_fn(move || {
-        let size = [USAGE_ROWS_PER_INSERT, 32, 8, 1].into_iter().find(|&n| rest.len() >= n)?;
+        let size = CHUNK_SIZES.into_iter().find(|&n| rest.len() >= n)?;
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
         Some(chunk)
     })
+}
+
+/// The sizes a batch is cut into (see [`insert_chunks`]).
+const CHUNK_SIZES: [usize; 4] = [USAGE_ROWS_PER_INSERT, 32, 8, 1];
+
+/// The statement inserting `rows` usage events; the text for each of [`CHUNK_SIZES`] is
+/// built once per backend. PostgreSQL numbers its placeholders (`$n`); SQLite gets plain
+/// `?`, which sqlx binds by position (a `$n` is looked up by name, once per value: that
+/// costs more than the insert itself at 1,920 values).
+fn insert_sql(backend: Backend, rows: usize) -> std::borrow::Cow<'static, str> {
+    use std::sync::OnceLock;
+    static TEXTS: [[OnceLock<String>; CHUNK_SIZES.len()]; 2] =
+        [const { [const { OnceLock::new() }; CHUNK_SIZES.len()] }; 2];
+    let build = || {
+        const COLUMNS: usize = 15;
+        let mut sql = String::from(concat!("INSERT INTO usage_events (", usage_columns!(), ") VALUES "));
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            for column in 0..COLUMNS {
+                sql.push_str(if column == 0 { "" } else { ", " });
+                match backend {
+                    Backend::Sqlite => sql.push('?'),
+                    Backend::Postgres => sql.push_str(&format!("${}", row * COLUMNS + column + 1)),
+                }
+            }
+            sql.push(')');
+        }
+        sql
+    };
+    let texts = &TEXTS[usize::from(backend == Backend::Postgres)];
+    match CHUNK_SIZES.iter().position(|&n| n == rows) {
+        Some(slot) => texts[slot].get_or_init(build).as_str().into(),
+        None => build().into(),
+    }
 }
 
 impl Pool<'_> {
@@ -72,25 +106,27 @@ impl Pool<'_> {
         db_run!(self, |pool| {
             let mut tx = pool.begin().await?;
             for chunk in insert_chunks(events) {
-                let mut q = sqlx::QueryBuilder::new(concat!("INSERT INTO usage_events (", usage_columns!(), ") "));
-                q.push_values(chunk, |mut row, e| {
-                    row.push_bind(e.id.as_uuid())
-                        .push_bind(Ts(e.at))
-                        .push_bind(e.user_id.map(|u| u.as_uuid()))
-                        .push_bind(e.workspace_id.map(|w| w.as_uuid()))
-                        .push_bind(e.credential_id.map(|c| c.as_uuid()))
-                        .push_bind(e.key_source.as_str())
-                        .push_bind(&e.provider)
-                        .push_bind(&e.model)
-                        .push_bind(e.input_tokens)
-                        .push_bind(e.output_tokens)
-                        .push_bind(e.cost_nano_usd)
-                        .push_bind(e.status)
-                        .push_bind(e.latency_ms)
-                        .push_bind(e.estimated)
-                        .push_bind(e.session_id.map(|s| s.as_uuid()));
-                });
-                q.build().execute(&mut *tx).await?;
+                let sql = insert_sql(self.backend(), chunk.len());
+                let mut q = sqlx::query(&sql);
+                for e in chunk {
+                    q = q
+                        .bind(e.id.as_uuid())
+                        .bind(Ts(e.at))
+                        .bind(e.user_id.map(|u| u.as_uuid()))
+                        .bind(e.workspace_id.map(|w| w.as_uuid()))
+                        .bind(e.credential_id.map(|c| c.as_uuid()))
+                        .bind(e.key_source.as_str())
+                        .bind(&e.provider)
+                        .bind(&e.model)
+                        .bind(e.input_tokens)
+                        .bind(e.output_tokens)
+                        .bind(e.cost_nano_usd)
+                        .bind(e.status)
+                        .bind(e.latency_ms)
+                        .bind(e.estimated)
+                        .bind(e.session_id.map(|s| s.as_uuid()));
+                }
+                q.execute(&mut *tx).await?;
             }
             for (credential, t) in &totals {
                 sqlx::query(
@@ -318,5 +354,21 @@ mod tests {
             assert_eq!(ids, events[..n].iter().map(|e| e.id).collect::<Vec<_>>(), "every event once, in order ({n})");
         }
         assert_eq!(insert_chunks(&events[..200]).count(), 4, "128 + 32 + 32 + 8");
+    }
+
+    #[test]
+    fn each_chunk_size_has_one_statement_with_a_placeholder_per_value() {
+        for rows in CHUNK_SIZES.into_iter().chain([3]) {
+            let sql = insert_sql(Backend::Postgres, rows);
+            assert_eq!(sql.matches('$').count(), rows * 15, "{rows}");
+            assert!(sql.ends_with(&format!("${})", rows * 15)), "{rows}");
+            assert_eq!(sql.matches('(').count(), rows + 1, "{rows}");
+            let sql = insert_sql(Backend::Sqlite, rows);
+            assert_eq!((sql.matches('?').count(), sql.matches('$').count()), (rows * 15, 0), "{rows}");
+            assert!(sql.ends_with("?)"), "{rows}");
+        }
+        let once = |backend| std::ptr::eq(insert_sql(backend, 32).as_ref(), insert_sql(backend, 32).as_ref());
+        assert!(once(Backend::Sqlite) && once(Backend::Postgres), "built once");
+        assert_ne!(insert_sql(Backend::Sqlite, 8), insert_sql(Backend::Postgres, 8));
     }
 }
