@@ -33,8 +33,10 @@ const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 pub struct EchoScrubber {
     /// The secrets, long enough to search for (zeroized on drop).
     secrets: Vec<Vec<u8>>,
-    /// The first four bytes of every form, deduplicated.
+    /// The first four bytes of every form, sorted and deduplicated.
     prefixes: Vec<[u8; PREFIX]>,
+    /// Which bytes begin a prefix: what the first pass looks for.
+    firsts: [bool; 256],
     /// Every form, built on the first candidate.
     forms: OnceLock<Vec<Form>>,
     /// The longest form, in bytes: how much a stream must hold back.
@@ -65,14 +67,23 @@ impl EchoScrubber {
         }
         prefixes.sort_unstable();
         prefixes.dedup();
+        let mut firsts = [false; 256];
+        for prefix in &prefixes {
+            firsts[usize::from(prefix[0])] = true;
+        }
         // The longest form is the JSON `\u00XX` escape of the longest secret.
         let longest = secrets.iter().map(|s| s.len() * 6).max().unwrap_or(0);
-        Some(Self { secrets, prefixes, forms: OnceLock::new(), longest })
+        Some(Self { secrets, prefixes, firsts, forms: OnceLock::new(), longest })
     }
 
-    /// Whether `bytes` may hold a form: one of the forms' first bytes is there.
+    /// Whether `bytes` may hold a form: one of the forms' first four bytes are there.
+    /// One pass, byte by byte against a table of first bytes, each hit compared with the
+    /// sorted prefixes (a SIMD search per prefix, or per three first bytes, restarts at
+    /// every hit, and the forms' first bytes are common letters).
     fn candidate(&self, bytes: &[u8]) -> bool {
-        self.prefixes.iter().any(|p| occurrences(bytes, p).next().is_some())
+        bytes.windows(PREFIX).any(|head| {
+            self.firsts[usize::from(head[0])] && self.prefixes.binary_search_by(|p| p[..].cmp(head)).is_ok()
+        })
     }
 
     /// Every form of the secrets (built once, on the first candidate).
@@ -199,6 +210,9 @@ impl Drop for EchoScrubber {
     fn drop(&mut self) {
         for secret in &mut self.secrets {
             secret.zeroize();
+        }
+        for prefix in &mut self.prefixes {
+            prefix.zeroize();
         }
         if let Some(forms) = self.forms.get_mut() {
             for form in forms {

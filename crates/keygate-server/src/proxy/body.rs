@@ -245,7 +245,11 @@ pub(crate) fn with_model(body: Bytes, model: &str) -> Bytes {
 fn count_images(body: &[u8]) -> u64 {
     const MARKERS: [&[u8]; 5] =
         [b"\"image_url\"", b"\"input_image\"", b"\"inline_data\"", b"\"inlineData\"", b"\"image\""];
-    MARKERS.iter().map(|m| memchr::memmem::find_iter(body, m).count() as u64).sum()
+    // Every marker starts with `"i` and holds no other quote but its last, so no two
+    // matches overlap: one scan for `"i` (its finder built once), each hit compared.
+    static START: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"i"));
+    START.find_iter(body).filter(|&at| MARKERS.iter().any(|m| body[at..].starts_with(m))).count() as u64
 }
 
 /// The body with `stream_options.include_usage` set (so an OpenAI stream reports its
@@ -357,6 +361,19 @@ mod tests {
     fn size(body: Value, path: &str) -> CallSize {
         let bytes = body.to_string().into_bytes();
         Peek::of(&bytes).size(&bytes, path)
+    }
+
+    #[test]
+    fn images_are_counted_in_every_dialect_and_nothing_else_is() {
+        let body = br#"{"messages":[{"content":[{"type":"image_url","image_url":{"url":"x"}},
+            {"type":"input_image"},{"inline_data":{}},{"inlineData":{}},{"source":{"image":1}},
+            {"text":"\"image\" is a word; "},{"i":"imagery"},{"image_urls":[]},{"input":"image"}]}]}"#;
+        // image_url (as a value and as a key), input_image, inline_data, inlineData,
+        // image as a key and as a value (a worst case may overcount); not the escaped
+        // word inside a text, nor imagery or image_urls.
+        assert_eq!(count_images(body), 7);
+        assert_eq!(count_images(b""), 0);
+        assert_eq!(count_images(b"\"i"), 0);
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub(crate) async fn proxy(
             .into_response();
     };
     let git = state.services.catalog().get(&provider).is_some_and(|p| p.speaks_git());
-    let mut reply = call(&state, provider, git, request).await.unwrap_or_else(IntoResponse::into_response);
+    // Boxed: the call's future is large, and axum moves the handler's future several times.
+    let mut reply = Box::pin(call(&state, provider, git, request)).await.unwrap_or_else(IntoResponse::into_response);
     if git {
         git::challenge(&mut reply);
     }
@@ -87,13 +88,15 @@ async fn call(state: &AppState, provider: String, git: bool, request: Request) -
     }
     // A JSON body without `model`, to a provider that takes it in the body: the key's
     // model override, else the provider's default (a body naming a model is never changed).
-    if body::takes_model(incoming.dialect, &incoming.method, incoming.path.decoded()) {
-        let fill = resolved.credential.model.as_deref().or(resolved.provider.default_model.as_deref());
-        if let Some(model) = fill {
-            buffered.bytes = body::with_model(std::mem::take(&mut buffered.bytes), model);
-        }
+    // The body is peeked at once (again only when a model was filled in).
+    let fill = body::takes_model(incoming.dialect, &incoming.method, incoming.path.decoded())
+        .then(|| resolved.credential.model.as_deref().or(resolved.provider.default_model.as_deref()))
+        .flatten();
+    let mut peek = body::Peek::of(&buffered.bytes);
+    if let Some(model) = fill.filter(|_| peek.model.is_none()) {
+        buffered.bytes = body::with_model(std::mem::take(&mut buffered.bytes), model);
+        peek = body::Peek::of(&buffered.bytes);
     }
-    let peek = body::Peek::of(&buffered.bytes);
     let size = peek.size(&buffered.bytes, incoming.path.decoded());
     let model = incoming.model(peek.model.as_deref());
     let (stream, include_usage) = (peek.stream == Some(true), peek.include_usage());
