@@ -60,7 +60,9 @@ TOKEN=$(target/debug/keygate token create --user sdk@example.com --name sdk 2>/d
 printf 'sdk-test-password-0002' | target/debug/keygate admin create --email demo@example.com >/dev/null
 DEMO_TOKEN=$(target/debug/keygate token create --user demo@example.com --name sdk-demo 2>/dev/null | tail -n1)
 port=$(free_port)
-KEYGATE_LISTEN="127.0.0.1:$port" target/debug/keygate serve >"$work/keygate.log" 2>&1 &
+# One worker thread: tokio's single-threaded scheduler (what a one-CPU deployment runs);
+# the browser and CLI tests serve on the work-stealing one.
+KEYGATE_WORKER_THREADS="${KEYGATE_WORKER_THREADS:-1}" KEYGATE_LISTEN="127.0.0.1:$port" target/debug/keygate serve >"$work/keygate.log" 2>&1 &
 pids+=($!)
 KEYGATE_URL="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do curl -sf "$KEYGATE_URL/readyz" >/dev/null && curl -sf "$MOCK_URL/__mock/config" >/dev/null && break; sleep 0.1; done
