@@ -35,7 +35,8 @@ pub struct EchoScrubber {
     secrets: Vec<Vec<u8>>,
     /// The first four bytes of every form, sorted and deduplicated.
     prefixes: Vec<[u8; PREFIX]>,
-    /// Which bytes begin a prefix: what the first pass looks for.
+    /// Which bytes begin a prefix: what the first pass looks for (zeroized on drop, like
+    /// the prefixes).
     firsts: [bool; 256],
     /// Every form, built on the first candidate.
     forms: OnceLock<Vec<Form>>,
@@ -214,6 +215,7 @@ impl Drop for EchoScrubber {
         for prefix in &mut self.prefixes {
             prefix.zeroize();
         }
+        self.firsts.zeroize();
         if let Some(forms) = self.forms.get_mut() {
             for form in forms {
                 form.bytes.zeroize();
