@@ -13,6 +13,11 @@ pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection of its own for the usage writer's batches. SQLite discards a
+    /// connection's page cache whenever another connection has committed, so batches
+    /// spread over the pool found the usage table's B-trees cold every time (and read
+    /// their pages back from the file); on one connection they stay warm.
+    usage_writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -24,12 +29,26 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await.map_err(|e| {
-            StoreError::Unreachable { location: format!("SQLite {}", path.display()), reason: e.to_string() }
-        })?;
+            .foreign_keys(true)
+            // A multi-row INSERT in a transaction keeps a statement journal: in memory,
+            // not a temporary file created and unlinked per batch.
+            .pragma("temp_store", "memory");
+        let unreachable = |e: sqlx::Error| StoreError::Unreachable {
+            location: format!("SQLite {}", path.display()),
+            reason: e.to_string(),
+        };
+        let pool =
+            SqlitePoolOptions::new().max_connections(8).connect_with(options.clone()).await.map_err(unreachable)?;
+        let usage_writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(unreachable)?;
         restrict_permissions(path);
-        Ok(Self { pool })
+        Ok(Self { pool, usage_writer })
     }
 
     /// SQLite's plan for `sql` (placeholders left unbound), one step per line, e.g.
@@ -56,5 +75,9 @@ fn restrict_permissions(path: &Path) {
 impl SqlStore for SqliteStore {
     fn pool(&self) -> Pool<'_> {
         Pool::Sqlite(&self.pool)
+    }
+
+    fn usage_writer(&self) -> Pool<'_> {
+        Pool::Sqlite(&self.usage_writer)
     }
 }

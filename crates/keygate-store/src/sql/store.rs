@@ -12,6 +12,12 @@ use std::fmt;
 /// A backend's store: all the shared SQL needs of it is its pool.
 pub(crate) trait SqlStore: Send + Sync + fmt::Debug {
     fn pool(&self) -> Pool<'_>;
+
+    /// Where the usage writer's batches go (usage rows, tokens' last use): the pool,
+    /// unless the backend keeps a connection of their own for them.
+    fn usage_writer(&self) -> Pool<'_> {
+        self.pool()
+    }
 }
 
 #[async_trait]
@@ -37,6 +43,7 @@ impl<S: SqlStore> Store for S {
     }
 
     async fn close(&self) {
+        self.usage_writer().close().await;
         self.pool().close().await
     }
 
@@ -261,7 +268,7 @@ impl<S: SqlStore> Store for S {
     }
 
     async fn touch_token(&self, id: TokenId, now: DateTime<Utc>) -> StoreResult<()> {
-        self.pool().touch_token(id, now).await
+        self.usage_writer().touch_token(id, now).await
     }
 
     async fn revoke_token(&self, id: TokenId, user: UserId, now: DateTime<Utc>, audit: &AuditEvent) -> StoreResult<()> {
@@ -299,7 +306,7 @@ impl<S: SqlStore> Store for S {
     }
 
     async fn insert_usage_events(&self, events: &[UsageEvent]) -> StoreResult<()> {
-        self.pool().insert_usage_events(events).await
+        self.usage_writer().insert_usage_events(events).await
     }
 
     async fn usage_events(&self, filter: &UsageFilter) -> StoreResult<Vec<UsageEvent>> {
