@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use keygate_core::*;
 use keygate_vault::{constant_time_eq, random_alphanumeric, sha256, SecretText};
 use std::fmt;
+use std::sync::Arc;
 
 pub(crate) const PUBLIC_ID_LEN: usize = 16;
 pub(crate) const SECRET_LEN: usize = 40;
@@ -256,7 +257,7 @@ impl Services {
         let web = session.is_none() && token.name == crate::sessions::SESSION_TOKEN_NAME;
         let sign_in = web || (session.is_none() && token.name == LOGIN_TOKEN_NAME);
         let via = Via::Token { id: token.id, scopes: token.scopes, session, web, sign_in, expires_at: expires };
-        Ok((Principal { user, workspace, role, via, source_addr }, expires))
+        Ok((Principal { user: Arc::new(user), workspace: Arc::new(workspace), role, via, source_addr }, expires))
     }
 
     /// The workspace a caller acts in: the one named, or their first (oldest) membership.
@@ -301,7 +302,7 @@ impl Services {
             Some(host_ws) => self.join_host_workspace(&user, host_ws, role_claim).await?,
             None => self.acting_workspace(&user, None).await?,
         };
-        Ok(Principal { user, workspace, role, via: Via::Jwt, source_addr })
+        Ok(Principal { user: Arc::new(user), workspace: Arc::new(workspace), role, via: Via::Jwt, source_addr })
     }
 
     async fn provision_user(

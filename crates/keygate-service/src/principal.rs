@@ -42,8 +42,10 @@ pub struct SandboxSession {
 /// An authenticated caller acting in one workspace.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub user: User,
-    pub workspace: Workspace,
+    /// Shared, not copied: a principal is cloned out of the authentication cache on
+    /// every call.
+    pub user: Arc<User>,
+    pub workspace: Arc<Workspace>,
     pub role: Role,
     pub via: Via,
     pub source_addr: Option<String>,

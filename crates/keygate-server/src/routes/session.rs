@@ -34,5 +34,5 @@ pub(crate) async fn login(
 #[utoipa::path(get, path = "/api/v1/me", tag = "session", security(("bearer" = [])), responses((status = 200, body = Me), (status = 401, body = Problem)))]
 #[tracing::instrument(skip_all)]
 pub(crate) async fn me(Auth(p): Auth) -> Json<Me> {
-    Json(Me { user: UserInfo::from(&p.user), workspace: WorkspaceInfo::from(&p.workspace), role: p.role })
+    Json(Me { user: UserInfo::from(&*p.user), workspace: WorkspaceInfo::from(&*p.workspace), role: p.role })
 }
