@@ -4,8 +4,8 @@
 //! Bedrock's `usage.inputTokens` (Converse, and ConverseStream's `metadata` event, see
 //! [`crate::eventstream`]) or `amazon-bedrock-invocationMetrics` (InvokeModel streams).
 
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
 
 /// Which response format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,39 +82,34 @@ impl Tokens {
             }
             input.is_some() || output.is_some()
         };
+        let message = &report.message.usage;
         match dialect {
             Dialect::OpenAi => {
-                if let Some(u) = report.usage.as_ref().filter(|u| u.is_object()) {
-                    final_report = take(int(u, "prompt_tokens"), int(u, "completion_tokens"));
+                if let Some(u) = report.usage.as_ref().filter(|u| u.object) {
+                    final_report = take(u.get(Field::PromptTokens), u.get(Field::CompletionTokens));
                 }
             }
             Dialect::Anthropic => {
-                if let Some(u) = report.message.as_ref().and_then(|m| m.get("usage")) {
-                    take(int(u, "input_tokens"), int(u, "output_tokens"));
-                }
-                if let Some(u) = report.usage.as_ref().filter(|u| u.is_object()) {
-                    final_report = take(int(u, "input_tokens"), int(u, "output_tokens"));
+                take(message.get(Field::InputTokens), message.get(Field::OutputTokens));
+                if let Some(u) = report.usage.as_ref().filter(|u| u.object) {
+                    final_report = take(u.get(Field::InputTokens), u.get(Field::OutputTokens));
                 }
             }
             Dialect::Gemini => {
-                if let Some(u) = &report.usage_metadata {
-                    final_report = take(int(u, "promptTokenCount"), int(u, "candidatesTokenCount"));
-                }
+                let u = &report.usage_metadata;
+                final_report = take(u.get(Field::PromptTokenCount), u.get(Field::CandidatesTokenCount));
             }
             Dialect::Bedrock => {
                 // InvokeModel with an Anthropic model answers in Anthropic's shape.
-                if let Some(u) = report.message.as_ref().and_then(|m| m.get("usage")) {
-                    take(int(u, "input_tokens"), int(u, "output_tokens"));
-                }
-                if let Some(u) = report.usage.as_ref().filter(|u| u.is_object()) {
+                take(message.get(Field::InputTokens), message.get(Field::OutputTokens));
+                if let Some(u) = report.usage.as_ref().filter(|u| u.object) {
                     final_report = take(
-                        int(u, "inputTokens").or_else(|| int(u, "input_tokens")),
-                        int(u, "outputTokens").or_else(|| int(u, "output_tokens")),
+                        u.get(Field::InputTokensCamel).or_else(|| u.get(Field::InputTokens)),
+                        u.get(Field::OutputTokensCamel).or_else(|| u.get(Field::OutputTokens)),
                     );
                 }
-                if let Some(m) = &report.invocation_metrics {
-                    final_report |= take(int(m, "inputTokenCount"), int(m, "outputTokenCount"));
-                }
+                let m = &report.invocation_metrics;
+                final_report |= take(m.get(Field::InputTokenCount), m.get(Field::OutputTokenCount));
             }
             Dialect::Other => {}
         }
@@ -123,22 +118,23 @@ impl Tokens {
 }
 
 /// What one JSON document of an answer (a body, or one SSE event's data) says about the
-/// call: only the fields keygate reads are kept; the rest (the generated text, however
-/// long) is skipped over without being built into a tree.
+/// call: only the fields keygate reads are kept, typed as they are read (no JSON tree is
+/// built); the rest (the generated text, however long) is skipped over.
 #[derive(Debug, Default, Deserialize)]
 pub struct Report {
     #[serde(default)]
-    model: Option<Value>,
+    model: Option<Model>,
+    /// `None` when absent or `null`.
     #[serde(default)]
-    usage: Option<Value>,
+    usage: Option<Counts>,
     /// Anthropic's `message_start` event.
     #[serde(default)]
-    message: Option<Value>,
+    message: Message,
     #[serde(default, rename = "usageMetadata")]
-    usage_metadata: Option<Value>,
+    usage_metadata: Counts,
     /// The last chunk of a Bedrock InvokeModel stream.
     #[serde(default, rename = "amazon-bedrock-invocationMetrics")]
-    invocation_metrics: Option<Value>,
+    invocation_metrics: Counts,
     /// Whether `choices` is an empty array, and how much text it carries (what it holds
     /// is never kept).
     #[serde(default)]
@@ -162,17 +158,17 @@ impl Report {
 
     /// The model the answer names (`model`, or Anthropic's `message.model`).
     pub fn model(&self) -> Option<String> {
-        self.model
-            .as_ref()
-            .or_else(|| self.message.as_ref().and_then(|m| m.get("model")))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
+        match &self.model {
+            Some(model) => model.as_str(),
+            None => self.message.model.as_ref().and_then(Model::as_str),
+        }
+        .map(str::to_owned)
     }
 
     /// An OpenAI stream chunk that carries only usage (`"choices": []`): the one keygate
     /// asks for when the caller did not, and removes before the caller sees it.
     pub fn is_usage_only_chunk(&self) -> bool {
-        self.usage.as_ref().is_some_and(|u| !u.is_null()) && self.choices.empty_list == Some(true)
+        self.usage.is_some() && self.choices.empty_list == Some(true)
     }
 
     /// Bytes of generated text (and tool-call arguments) this document carries: what an
@@ -182,10 +178,197 @@ impl Report {
     }
 }
 
-/// An integer field of a usage object.
-fn int(usage: &Value, field: &str) -> Option<i64> {
-    usage.get(field).and_then(Value::as_i64)
+/// The fields of a usage object keygate reads (token counts), by the name each dialect
+/// gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    PromptTokens,
+    CompletionTokens,
+    InputTokens,
+    OutputTokens,
+    PromptTokenCount,
+    CandidatesTokenCount,
+    InputTokensCamel,
+    OutputTokensCamel,
+    InputTokenCount,
+    OutputTokenCount,
 }
+
+impl Field {
+    const ALL: [Field; 10] = [
+        Field::PromptTokens,
+        Field::CompletionTokens,
+        Field::InputTokens,
+        Field::OutputTokens,
+        Field::PromptTokenCount,
+        Field::CandidatesTokenCount,
+        Field::InputTokensCamel,
+        Field::OutputTokensCamel,
+        Field::InputTokenCount,
+        Field::OutputTokenCount,
+    ];
+
+    fn of(key: &str) -> Option<Self> {
+        Some(match key {
+            "prompt_tokens" => Field::PromptTokens,
+            "completion_tokens" => Field::CompletionTokens,
+            "input_tokens" => Field::InputTokens,
+            "output_tokens" => Field::OutputTokens,
+            "promptTokenCount" => Field::PromptTokenCount,
+            "candidatesTokenCount" => Field::CandidatesTokenCount,
+            "inputTokens" => Field::InputTokensCamel,
+            "outputTokens" => Field::OutputTokensCamel,
+            "inputTokenCount" => Field::InputTokenCount,
+            "outputTokenCount" => Field::OutputTokenCount,
+            _ => return None,
+        })
+    }
+}
+
+/// A usage object (`usage`, `usageMetadata`, Bedrock's invocation metrics), read as a
+/// JSON tree would be: whether it is an object, and each count that is an integer
+/// (within i64; a float, a string or anything else reads as absent). A key given twice
+/// counts as its last value; a value of any other shape is skipped.
+#[derive(Debug, Default)]
+struct Counts {
+    object: bool,
+    counts: [Option<i64>; Field::ALL.len()],
+}
+
+impl Counts {
+    fn get(&self, field: Field) -> Option<i64> {
+        self.counts[field as usize]
+    }
+}
+
+/// A value read as an integer count the way `serde_json::Value::as_i64` reads one:
+/// integers that fit i64, nothing else.
+#[derive(Default)]
+struct Integer(Option<i64>);
+
+/// A `model` field: its text when it is a string (a number, an object, … names none).
+#[derive(Debug, Default)]
+struct Model(Option<String>);
+
+impl Model {
+    fn as_str(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+/// Anthropic's `message` (of `message_start`, or Bedrock's InvokeModel answer): its
+/// `usage` and `model`; a value of any other shape holds neither.
+#[derive(Debug, Default)]
+struct Message {
+    usage: Counts,
+    /// `None` when absent or `null`.
+    model: Option<Model>,
+}
+
+/// A field read from whatever JSON value stands there: the shapes it takes are read,
+/// any other is skipped over and reads as the default (never an error, as a JSON tree
+/// would hold it).
+trait Lenient<'de>: Default {
+    fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+        IgnoredAny.visit_map(map)?;
+        Ok(Self::default())
+    }
+    fn str(_: &str) -> Self {
+        Self::default()
+    }
+    fn int(_: Option<i64>) -> Self {
+        Self::default()
+    }
+}
+
+impl<'de> Lenient<'de> for Counts {
+    fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut counts = Counts { object: true, ..Counts::default() };
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match Field::of(&key) {
+                Some(count) => counts.counts[count as usize] = map.next_value::<Integer>()?.0,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(counts)
+    }
+}
+
+impl Lenient<'_> for Integer {
+    fn int(n: Option<i64>) -> Self {
+        Integer(n)
+    }
+}
+
+impl Lenient<'_> for Model {
+    fn str(name: &str) -> Self {
+        Model(Some(name.to_owned()))
+    }
+}
+
+impl<'de> Lenient<'de> for Message {
+    fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let mut message = Message::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "usage" => message.usage = map.next_value()?,
+                "model" => message.model = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(message)
+    }
+}
+
+/// Deserializes a [`Lenient`] field from any JSON value.
+struct LenientVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Lenient<'de>> Visitor<'de> for LenientVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::map(map)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
+        IgnoredAny.visit_seq(seq)?;
+        Ok(T::default())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<T, E> {
+        Ok(T::str(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<T, E> {
+        Ok(T::int(Some(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<T, E> {
+        Ok(T::int(i64::try_from(v).ok()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<T, E> {
+        Ok(T::int(None))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<T, E> {
+        Ok(T::default())
+    }
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::default())
+    }
+}
+
+macro_rules! lenient {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(LenientVisitor(std::marker::PhantomData))
+            }
+        }
+    )*};
+}
+lenient!(Counts, Integer, Model, Message);
 
 /// A field skimmed without being built: whether it is an empty array (`None` when
 /// absent), and the bytes of the strings inside it that are generated text (`content`,
@@ -274,7 +457,7 @@ pub fn sse_data(event: &str) -> impl Iterator<Item = Report> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn report(v: Value) -> Report {
         Report::parse(v.to_string().as_bytes()).expect("an object")
@@ -387,5 +570,108 @@ mod tests {
         let mut t = Tokens { input: 500, output: 400, reported: true, ..Tokens::default() };
         t.estimate_unreported(30, 90);
         assert!(!t.estimated);
+    }
+
+    /// The reading before documents were typed: a JSON tree of each usage object. The
+    /// typed reader must say what it said, on every shape of document.
+    fn by_tree(dialect: Dialect, doc: &Value) -> (Tokens, Option<String>, bool) {
+        let int = |u: &Value, f: &str| u.get(f).and_then(Value::as_i64);
+        let field = |name: &str| doc.get(name).filter(|v| !v.is_null());
+        let (usage, message) = (field("usage"), field("message"));
+        let mut t = Tokens::default();
+        let take = |t: &mut Tokens, i: Option<i64>, o: Option<i64>| {
+            if let Some(n) = i {
+                t.input = n;
+                t.reported = true;
+            }
+            if let Some(n) = o {
+                t.output = n;
+                t.reported = true;
+            }
+            i.is_some() || o.is_some()
+        };
+        let mut fin = false;
+        let object = usage.filter(|u| u.is_object());
+        match dialect {
+            Dialect::OpenAi => {
+                if let Some(u) = object {
+                    fin = take(&mut t, int(u, "prompt_tokens"), int(u, "completion_tokens"));
+                }
+            }
+            Dialect::Anthropic | Dialect::Bedrock => {
+                if let Some(u) = message.and_then(|m| m.get("usage")) {
+                    take(&mut t, int(u, "input_tokens"), int(u, "output_tokens"));
+                }
+                if let Some(u) = object {
+                    fin = if dialect == Dialect::Anthropic {
+                        take(&mut t, int(u, "input_tokens"), int(u, "output_tokens"))
+                    } else {
+                        take(
+                            &mut t,
+                            int(u, "inputTokens").or_else(|| int(u, "input_tokens")),
+                            int(u, "outputTokens").or_else(|| int(u, "output_tokens")),
+                        )
+                    };
+                }
+                if dialect == Dialect::Bedrock {
+                    if let Some(m) = field("amazon-bedrock-invocationMetrics") {
+                        fin |= take(&mut t, int(m, "inputTokenCount"), int(m, "outputTokenCount"));
+                    }
+                }
+            }
+            Dialect::Gemini => {
+                if let Some(u) = field("usageMetadata") {
+                    fin = take(&mut t, int(u, "promptTokenCount"), int(u, "candidatesTokenCount"));
+                }
+            }
+            Dialect::Other => {}
+        }
+        t.final_report = fin;
+        let model =
+            field("model").or_else(|| message.and_then(|m| m.get("model"))).and_then(Value::as_str).map(str::to_owned);
+        let only_usage = usage.is_some() && doc.get("choices").is_some_and(|c| c.as_array().is_some_and(Vec::is_empty));
+        (t, model, only_usage)
+    }
+
+    #[test]
+    fn the_typed_reader_reads_what_a_json_tree_reads() {
+        let docs = [
+            r#"{"usage": {"prompt_tokens": 3, "completion_tokens": 4, "prompt_tokens": 9}}"#,
+            r#"{"usage": {"prompt_tokens": 3.0, "completion_tokens": 18446744073709551615}}"#,
+            r#"{"usage": {"prompt_tokens": -2, "completion_tokens": 9223372036854775807}}"#,
+            r#"{"usage": {"prompt_tokens": "3", "completion_tokens": [1], "x": {"prompt_tokens": 5}}}"#,
+            r#"{"usage": {"prompt_tokens": 3, "prompt_tokens": null}}"#,
+            r#"{"usage": {"prompt\u005ftokens": 6}}"#,
+            r#"{"usage": [1, 2], "choices": []}"#,
+            r#"{"usage": 5, "choices": []}"#,
+            r#"{"usage": null, "choices": []}"#,
+            r#"{"usage": {}, "choices": [], "model": null, "message": {"model": "m2"}}"#,
+            r#"{"model": 7, "message": {"model": "m2"}}"#,
+            r#"{"model": "m1", "message": {"model": "m2", "model": "m3"}}"#,
+            r#"{"message": {"model": null, "usage": {"input_tokens": 4, "output_tokens": 1}}}"#,
+            r#"{"message": {"usage": {"input_tokens": 4}, "usage": {"output_tokens": 2}}}"#,
+            r#"{"message": "text", "usage": {"input_tokens": 8, "output_tokens": 2}}"#,
+            r#"{"message": [{"usage": {"input_tokens": 1}}], "usage": {"output_tokens": 2}}"#,
+            r#"{"usage": {"inputTokens": 5, "input_tokens": 6, "outputTokens": 1.5, "output_tokens": 2}}"#,
+            r#"{"amazon-bedrock-invocationMetrics": {"inputTokenCount": 9, "outputTokenCount": 4}}"#,
+            r#"{"amazon-bedrock-invocationMetrics": [9, 4]}"#,
+            r#"{"usageMetadata": {"promptTokenCount": 4, "candidatesTokenCount": 9, "totalTokenCount": 13}}"#,
+            r#"{"usageMetadata": "n/a", "candidates": [{"content": {"parts": [{"text": "hi"}]}}]}"#,
+            r#"{"usageMetadata": {"promptTokenCount": {"a": 1}, "candidatesTokenCount": true}}"#,
+        ];
+        for doc in docs {
+            let tree: Value = serde_json::from_str(doc).expect(doc);
+            let report = Report::parse(doc.as_bytes()).expect(doc);
+            for dialect in [Dialect::OpenAi, Dialect::Anthropic, Dialect::Gemini, Dialect::Bedrock, Dialect::Other] {
+                let mut t = Tokens::default();
+                t.observe(dialect, &report);
+                let (expected, model, only_usage) = by_tree(dialect, &tree);
+                assert_eq!(t, expected, "{dialect:?} {doc}");
+                assert_eq!(report.model(), model, "{doc}");
+                assert_eq!(report.is_usage_only_chunk(), only_usage, "{doc}");
+            }
+        }
+        // A top-level field given twice is not a document keygate reads (as before).
+        assert!(Report::parse(br#"{"usage": {"prompt_tokens": 1}, "usage": {"prompt_tokens": 2}}"#).is_none());
     }
 }
