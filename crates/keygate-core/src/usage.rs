@@ -4,7 +4,7 @@
 //! Bedrock's `usage.inputTokens` (Converse, and ConverseStream's `metadata` event, see
 //! [`crate::eventstream`]) or `amazon-bedrock-invocationMetrics` (InvokeModel streams).
 
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// Which response format a provider speaks.
@@ -266,11 +266,12 @@ struct Message {
 }
 
 /// A field read from whatever JSON value stands there: the shapes it takes are read,
-/// any other is skipped over and reads as the default (never an error, as a JSON tree
-/// would hold it).
+/// any other reads as the default. What is not kept is still read through ([`Skip`]), so
+/// a value a JSON tree would refuse (nested too deep, a number out of range, a broken
+/// escape) makes the document unreadable, as it did when these fields were trees.
 trait Lenient<'de>: Default {
     fn map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
-        IgnoredAny.visit_map(map)?;
+        Skip.visit_map(map)?;
         Ok(Self::default())
     }
     fn str(_: &str) -> Self {
@@ -284,11 +285,11 @@ trait Lenient<'de>: Default {
 impl<'de> Lenient<'de> for Counts {
     fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut counts = Counts { object: true, ..Counts::default() };
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match Field::of(&key) {
-                Some(count) => counts.counts[count as usize] = map.next_value::<Integer>()?.0,
+        while let Some(field) = map.next_key_seed(KeyAs(Field::of))? {
+            match field {
+                Some(field) => counts.counts[field as usize] = map.next_value::<Integer>()?.0,
                 None => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Skip>()?;
                 }
             }
         }
@@ -311,12 +312,18 @@ impl Lenient<'_> for Model {
 impl<'de> Lenient<'de> for Message {
     fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut message = Message::default();
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            match key.as_ref() {
-                "usage" => message.usage = map.next_value()?,
-                "model" => message.model = map.next_value()?,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+        // Some(true): `usage`; Some(false): `model`.
+        let key = |k: &str| match k {
+            "usage" => Some(true),
+            "model" => Some(false),
+            _ => None,
+        };
+        while let Some(usage) = map.next_key_seed(KeyAs(key))? {
+            match usage {
+                Some(true) => message.usage = map.next_value()?,
+                Some(false) => message.model = map.next_value()?,
+                None => {
+                    map.next_value::<Skip>()?;
                 }
             }
         }
@@ -336,7 +343,7 @@ impl<'de, T: Lenient<'de>> Visitor<'de> for LenientVisitor<T> {
         T::map(map)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<T, A::Error> {
-        IgnoredAny.visit_seq(seq)?;
+        Skip.visit_seq(seq)?;
         Ok(T::default())
     }
     fn visit_str<E>(self, v: &str) -> Result<T, E> {
@@ -356,6 +363,71 @@ impl<'de, T: Lenient<'de>> Visitor<'de> for LenientVisitor<T> {
     }
     fn visit_unit<E>(self) -> Result<T, E> {
         Ok(T::default())
+    }
+}
+
+/// A value read through and dropped, checked as a JSON tree checks it (nesting depth,
+/// numbers in range, strings and escapes valid), without building it; serde_json skips
+/// serde's own ignored values unchecked.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Skip)
+    }
+}
+
+impl<'de> Visitor<'de> for Skip {
+    type Value = Skip;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+}
+
+/// A map's key read for what it names, without copying its text (serde's `Cow<str>`
+/// key is always an owned copy).
+struct KeyAs<T>(fn(&str) -> T);
+
+impl<'de, T> DeserializeSeed<'de> for KeyAs<T> {
+    type Value = T;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<T> Visitor<'_> for KeyAs<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E>(self, key: &str) -> Result<T, E> {
+        Ok((self.0)(key))
     }
 }
 
@@ -415,8 +487,8 @@ impl<'de> serde::de::Visitor<'de> for TextVisitor<'_> {
         Ok(Some(empty))
     }
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let counts = matches!(key.as_ref(), "content" | "text" | "arguments" | "partial_json");
+        let text = |k: &str| matches!(k, "content" | "text" | "arguments" | "partial_json");
+        while let Some(counts) = map.next_key_seed(KeyAs(text))? {
             map.next_value_seed(TextVisitor { text_bytes: &mut *self.text_bytes, counts })?;
         }
         Ok(None)
@@ -673,5 +745,31 @@ mod tests {
         }
         // A top-level field given twice is not a document keygate reads (as before).
         assert!(Report::parse(br#"{"usage": {"prompt_tokens": 1}, "usage": {"prompt_tokens": 2}}"#).is_none());
+        // Neither is one whose read fields hold what a JSON tree refuses, however deep in
+        // the parts not kept (as when they were trees); an unread top-level field is
+        // skipped unchecked, as before.
+        let deep = format!(r#"{{"usage": {{"x": {}1{}, "prompt_tokens": 5}}}}"#, "[".repeat(200), "]".repeat(200));
+        for refused in [
+            deep.as_str(),
+            r#"{"usage": {"x": 1e400, "prompt_tokens": 5}}"#,
+            r#"{"message": {"x": "\ud800", "usage": {"input_tokens": 4}}}"#,
+            r#"{"usageMetadata": {"promptTokenCount": 4, "y": [1, "\q"]}}"#,
+            r#"{"model": {"a": 1e999}}"#,
+            r#"{"choices": [{"delta": {"content": "\x"}}]}"#,
+        ] {
+            assert!(serde_json::from_str::<Value>(refused).is_err(), "{refused}");
+            assert!(Report::parse(refused.as_bytes()).is_none(), "{refused}");
+        }
+        assert!(Report::parse(br#"{"other": 1e400, "usage": {"prompt_tokens": 5}}"#).is_some());
+        let mut invalid_utf8 = br#"{"message": {"x": "?", "usage": {"input_tokens": 4}}}"#.to_vec();
+        let at = invalid_utf8.iter().position(|&b| b == b'?').expect("the marker");
+        invalid_utf8[at] = 0xff;
+        assert!(Report::parse(&invalid_utf8).is_none());
+        // Keys with escapes name their fields as a tree reads them.
+        let escaped = Report::parse(br#"{"usage": {"prompt\u005ftokens": 6}, "message": {"mod\u0065l": "m"}}"#);
+        let escaped = escaped.expect("an object");
+        let mut t = Tokens::default();
+        t.observe(Dialect::OpenAi, &escaped);
+        assert_eq!((t.input, escaped.model().as_deref()), (6, Some("m")));
     }
 }

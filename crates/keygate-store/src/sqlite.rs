@@ -29,10 +29,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            // A multi-row INSERT in a transaction keeps a statement journal: in memory,
-            // not a temporary file created and unlinked per batch.
-            .pragma("temp_store", "memory");
+            .foreign_keys(true);
         let unreachable = |e: sqlx::Error| StoreError::Unreachable {
             location: format!("SQLite {}", path.display()),
             reason: e.to_string(),
@@ -44,7 +41,10 @@ impl SqliteStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options)
+            // Its multi-row INSERTs keep a statement journal: in memory, not a temporary
+            // file created and unlinked per batch. (The pool's connections keep SQLite's
+            // default, so large sorts can still spill to disk.)
+            .connect_with(options.pragma("temp_store", "memory"))
             .await
             .map_err(unreachable)?;
         restrict_permissions(path);

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use keygate_core::*;
 use std::fmt;
 
-/// A backend's store: all the shared SQL needs of it is its pool.
+/// A backend's store: all the shared SQL needs of it is its pool (and, where the backend
+/// keeps one, the usage writer's connection).
 pub(crate) trait SqlStore: Send + Sync + fmt::Debug {
     fn pool(&self) -> Pool<'_>;
 
