@@ -96,20 +96,30 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
 /// per caller and provider.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CandidateSet {
-    pub(crate) own: Option<Credential>,
-    pub(crate) workspace: Option<Credential>,
-    pub(crate) operator_shared: Option<Credential>,
-    pub(crate) platform: Option<Credential>,
+    pub(crate) own: Option<Arc<Credential>>,
+    pub(crate) workspace: Option<Arc<Credential>>,
+    pub(crate) operator_shared: Option<Arc<Credential>>,
+    pub(crate) platform: Option<Arc<Credential>>,
 }
 
 impl CandidateSet {
     pub(crate) fn candidates(&self) -> Candidates<'_> {
         Candidates {
-            own: self.own.as_ref(),
-            workspace: self.workspace.as_ref(),
-            operator_shared: self.operator_shared.as_ref(),
-            platform: self.platform.as_ref(),
+            own: self.own.as_deref(),
+            workspace: self.workspace.as_deref(),
+            operator_shared: self.operator_shared.as_deref(),
+            platform: self.platform.as_deref(),
         }
+    }
+
+    /// The set's own handle on `chosen`, one of its candidates (shared, not copied, with
+    /// the call it serves).
+    pub(crate) fn shared(&self, chosen: &Credential) -> Option<Arc<Credential>> {
+        [&self.own, &self.workspace, &self.operator_shared, &self.platform]
+            .into_iter()
+            .flatten()
+            .find(|c| std::ptr::eq(c.as_ref(), chosen))
+            .cloned()
     }
 }
 

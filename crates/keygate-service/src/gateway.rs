@@ -79,7 +79,8 @@ pub struct Resolved {
     pub principal: Principal,
     pub provider: Arc<Provider>,
     pub source: KeySource,
-    pub credential: Credential,
+    /// Shared with the cached candidate set it was chosen from.
+    pub credential: Arc<Credential>,
 }
 
 /// How limits admitted a call.
@@ -97,7 +98,8 @@ pub struct Admitted {
     pub principal: Principal,
     pub provider: Arc<Provider>,
     pub source: KeySource,
-    pub credential: Credential,
+    /// Shared with the cached candidate set it was chosen from.
+    pub credential: Arc<Credential>,
     pub admission: Admission,
     /// The demo allowance (or a sandbox session's token cap) cannot cover the output the
     /// request allows (or it names no maximum): the call must go out with its maximum
@@ -229,7 +231,7 @@ impl Services {
                 )));
             }
         }
-        let credential = credential.clone();
+        let credential = set.shared(credential).unwrap_or_else(|| Arc::new(credential.clone()));
         Ok(Resolved { principal: principal.clone(), provider, source, credential })
     }
 
@@ -365,10 +367,8 @@ impl Services {
             }
             None => return, // the provider was never reached: nothing to meter
         };
-        let outcome = CallOutcome { tokens, ..outcome };
-        let model = outcome.model.clone();
-        let cost =
-            model.as_deref().map_or(0, |m| call.provider.cost_nano_usd(m, outcome.tokens.input, outcome.tokens.output));
+        let model = outcome.model;
+        let cost = model.as_deref().map_or(0, |m| call.provider.cost_nano_usd(m, tokens.input, tokens.output));
         self.usage.record(UsageEvent {
             id: UsageEventId::new(),
             at: now(),
@@ -378,12 +378,12 @@ impl Services {
             key_source: call.source,
             provider: call.provider.id.clone(),
             model,
-            input_tokens: outcome.tokens.input,
-            output_tokens: outcome.tokens.output,
+            input_tokens: tokens.input,
+            output_tokens: tokens.output,
             cost_nano_usd: cost,
             status,
             latency_ms: outcome.latency.as_millis().min(i64::MAX as u128) as i64,
-            estimated: outcome.tokens.estimated,
+            estimated: tokens.estimated,
             session_id: call.principal.session().map(|(id, _)| id),
         });
     }
@@ -550,10 +550,10 @@ impl Services {
         let of = |scope: CredentialScope| all.iter().filter(move |c| c.scope == scope);
         let own = || of(CredentialScope::User);
         let set = Arc::new(CandidateSet {
-            own: own().find(|c| c.status == CredentialStatus::Active).or_else(|| own().next()).cloned(),
-            workspace: of(CredentialScope::Workspace).next().cloned(),
-            operator_shared: of(CredentialScope::Operator).find(|c| c.operator_shared).cloned(),
-            platform: of(CredentialScope::Operator).find(|c| !c.operator_shared).cloned(),
+            own: own().find(|c| c.status == CredentialStatus::Active).or_else(|| own().next()).cloned().map(Arc::new),
+            workspace: of(CredentialScope::Workspace).next().cloned().map(Arc::new),
+            operator_shared: of(CredentialScope::Operator).find(|c| c.operator_shared).cloned().map(Arc::new),
+            platform: of(CredentialScope::Operator).find(|c| !c.operator_shared).cloned().map(Arc::new),
         });
         self.candidate_cache.put(key, set.clone(), generation);
         Ok(set)
