@@ -86,7 +86,10 @@ pub async fn serve(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = app.layer(axum::middleware::from_fn_with_state(limits.body_timeout, body_deadline));
+    // A plain request map, not axum's `from_fn`: that clones the router's service and
+    // boxes a future on every request.
+    let body_timeout = limits.body_timeout;
+    let app = app.layer(tower::util::MapRequestLayer::new(move |request| body_deadline(request, body_timeout)));
     let mut make = app.into_make_service_with_connect_info::<SocketAddr>();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let overflow = Arc::new(Semaphore::new(OVERFLOW_CONNECTIONS));
@@ -176,23 +179,21 @@ where
 
 /// Gives every request body a deadline (see [`Deadline`]). A request without a body
 /// costs nothing.
-async fn body_deadline(
-    axum::extract::State(limit): axum::extract::State<Duration>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
+fn body_deadline(request: Request, limit: Duration) -> Request {
     use axum::body::HttpBody;
     if request.body().is_end_stream() {
-        return next.run(request).await;
+        return request;
     }
-    let request = request.map(|body| Body::new(Deadline { inner: body, sleep: Box::pin(tokio::time::sleep(limit)) }));
-    next.run(request).await
+    request.map(|body| Body::new(Deadline { inner: body, limit, sleep: None }))
 }
 
-/// A request body that fails once its deadline passes before it has arrived whole.
+/// A request body that fails once its deadline passes before it has arrived whole. The
+/// clock starts the first time the body is waited for: a body that came with its
+/// headers (most API calls) never sets a timer.
 struct Deadline {
     inner: Body,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The error a body past its deadline ends with.
@@ -211,7 +212,9 @@ impl axum::body::HttpBody for Deadline {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match self.sleep.as_mut().poll(cx) {
+        let limit = self.limit;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimedOut)))),
             Poll::Pending => Poll::Pending,
         }
