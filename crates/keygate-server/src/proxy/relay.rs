@@ -10,7 +10,7 @@ use super::sse::Metered;
 use super::upstream::Sent;
 use crate::{ApiError, AppState};
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use keygate_core::usage::{Dialect, Report, Tokens};
@@ -231,18 +231,25 @@ where
 }
 
 /// `x-keygate-*` headers: which source and credential served the call, and what is left.
+/// (Names built once: a custom name given as text is copied into every map it enters.)
 pub(crate) fn annotate(headers: &mut HeaderMap, call: &Admitted) {
-    headers.insert("x-keygate-key-source", HeaderValue::from_static(call.source.as_str()));
-    if let Ok(v) = HeaderValue::from_str(&call.credential.id.to_string()) {
-        headers.insert("x-keygate-credential-id", v);
+    const KEY_SOURCE: HeaderName = HeaderName::from_static("x-keygate-key-source");
+    const CREDENTIAL_ID: HeaderName = HeaderName::from_static("x-keygate-credential-id");
+    const DEMO_REMAINING: HeaderName = HeaderName::from_static("x-keygate-demo-remaining-tokens");
+    const MINUTE_REMAINING: HeaderName = HeaderName::from_static("x-keygate-ratelimit-remaining-minute");
+    const DAY_REMAINING: HeaderName = HeaderName::from_static("x-keygate-ratelimit-remaining-day");
+    headers.insert(KEY_SOURCE, HeaderValue::from_static(call.source.as_str()));
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    if let Ok(v) = HeaderValue::from_str(call.credential.id.as_uuid().hyphenated().encode_lower(&mut id)) {
+        headers.insert(CREDENTIAL_ID, v);
     }
     match call.admission {
         Admission::Demo(r) => {
-            headers.insert("x-keygate-demo-remaining-tokens", HeaderValue::from(r.remaining));
+            headers.insert(DEMO_REMAINING, HeaderValue::from(r.remaining));
         }
         Admission::Platform(a) => {
-            headers.insert("x-keygate-ratelimit-remaining-minute", HeaderValue::from(a.remaining_minute));
-            headers.insert("x-keygate-ratelimit-remaining-day", HeaderValue::from(a.remaining_day));
+            headers.insert(MINUTE_REMAINING, HeaderValue::from(a.remaining_minute));
+            headers.insert(DAY_REMAINING, HeaderValue::from(a.remaining_day));
         }
         Admission::Unmetered => {}
     }

@@ -113,7 +113,7 @@ pub(crate) async fn send(
     let mut aws: Option<AwsCredential> = None;
     let echo = match &provider.inject {
         Injection::Bearer => {
-            headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", secret.expose())));
+            headers.insert(header::AUTHORIZATION, sensitive_with("Bearer ", secret.expose()));
             echo_of(&[secret.expose()])
         }
         Injection::Header { name } => {
@@ -133,7 +133,7 @@ pub(crate) async fn send(
                 }
                 other => ApiError::from(other),
             })?;
-            headers.insert(header::AUTHORIZATION, sensitive(&format!("Bearer {}", token.expose())));
+            headers.insert(header::AUTHORIZATION, sensitive_with("Bearer ", token.expose()));
             let fields = keygate_service::validation::fields(provider, &secret).unwrap_or_default();
             let client_secret = fields.get("client_secret").map(|s| s.expose()).unwrap_or_default();
             echo_of(&[token.expose(), client_secret])
@@ -156,7 +156,7 @@ pub(crate) async fn send(
             use base64::Engine;
             let pair = format!("{username}:{}", secret.expose());
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
-            headers.insert(header::AUTHORIZATION, sensitive(&format!("Basic {encoded}")));
+            headers.insert(header::AUTHORIZATION, sensitive_with("Basic ", &encoded));
             echo_of(&[secret.expose(), &pair])
         }
     };
@@ -251,7 +251,16 @@ fn bad_gateway(detail: String) -> ApiError {
 }
 
 fn sensitive(value: &str) -> HeaderValue {
-    let mut v = HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    sensitive_with("", value)
+}
+
+/// `prefix` then `secret`, as a header value marked sensitive, written straight into
+/// the header's own bytes (no formatted copy first).
+fn sensitive_with(prefix: &str, secret: &str) -> HeaderValue {
+    let mut bytes = Vec::with_capacity(prefix.len() + secret.len());
+    bytes.extend_from_slice(prefix.as_bytes());
+    bytes.extend_from_slice(secret.as_bytes());
+    let mut v = HeaderValue::from_maybe_shared(Bytes::from(bytes)).unwrap_or_else(|_| HeaderValue::from_static(""));
     v.set_sensitive(true);
     v
 }
