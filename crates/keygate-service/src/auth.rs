@@ -193,7 +193,7 @@ impl Services {
         let generation = self.fresh.generation();
         if let Some((mut principal, expires)) = self.principal_cache.get(&key, generation) {
             if expires.is_none_or(|e| e > now()) {
-                principal.source_addr = source_addr;
+                principal.source_addr = source_addr.map(Arc::from);
                 return Ok(principal);
             }
         }
@@ -256,7 +256,8 @@ impl Services {
         // callers cannot choose it: see `create_token`), never a sandbox session's.
         let web = session.is_none() && token.name == crate::sessions::SESSION_TOKEN_NAME;
         let sign_in = web || (session.is_none() && token.name == LOGIN_TOKEN_NAME);
-        let via = Via::Token { id: token.id, scopes: token.scopes, session, web, sign_in, expires_at: expires };
+        let via = Via::Token { id: token.id, scopes: token.scopes.into(), session, web, sign_in, expires_at: expires };
+        let source_addr = source_addr.map(Arc::from);
         Ok((Principal { user: Arc::new(user), workspace: Arc::new(workspace), role, via, source_addr }, expires))
     }
 
@@ -302,6 +303,7 @@ impl Services {
             Some(host_ws) => self.join_host_workspace(&user, host_ws, role_claim).await?,
             None => self.acting_workspace(&user, None).await?,
         };
+        let source_addr = source_addr.map(Arc::from);
         Ok(Principal { user: Arc::new(user), workspace: Arc::new(workspace), role, via: Via::Jwt, source_addr })
     }
 

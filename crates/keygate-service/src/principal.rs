@@ -17,7 +17,7 @@ pub enum Via {
     /// when it is a session's token.
     Token {
         id: TokenId,
-        scopes: Vec<Scope>,
+        scopes: Arc<[Scope]>,
         session: Option<Arc<SandboxSession>>,
         /// A page sign-in session (the only token the pages' cookie accepts).
         web: bool,
@@ -48,7 +48,8 @@ pub struct Principal {
     pub workspace: Arc<Workspace>,
     pub role: Role,
     pub via: Via,
-    pub source_addr: Option<String>,
+    /// Shared like the rest: a principal is cloned twice a call.
+    pub source_addr: Option<Arc<str>>,
 }
 
 impl Principal {
@@ -61,7 +62,7 @@ impl Principal {
                 .clone()
                 .or_else(|| self.user.external_id.clone())
                 .unwrap_or_else(|| self.user.id.to_string()),
-            source_addr: self.source_addr.clone(),
+            source_addr: self.source_addr.as_deref().map(str::to_owned),
         }
     }
 
