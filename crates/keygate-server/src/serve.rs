@@ -3,8 +3,10 @@
 //! - a **header timeout**: a connection must deliver a request's headers within it, from
 //!   the moment it is accepted and again after each response (hyper's HTTP/1 header-read
 //!   timer, which also bounds how long an idle keep-alive connection stays open);
-//! - a **body timeout**: a request body must arrive whole within it ([`Deadline`]), so a
-//!   client announcing 10 GB and trickling bytes cannot hold a connection forever;
+//! - a **body timeout**: a request body must arrive whole within it, counted from when
+//!   keygate first waits for it (not the time keygate spends before reading it;
+//!   [`Deadline`]), so a client announcing 10 GB and trickling bytes cannot hold a
+//!   connection forever;
 //! - a **cap on open connections**: past it, a connection is still accepted from a small
 //!   overflow pool, answers `/healthz` and `/readyz` normally (so health checks keep
 //!   working under a flood) and everything else with `503 too_many_connections`, then
@@ -45,7 +47,8 @@ pub struct ConnectionLimits {
     /// Headers of each request must arrive within this; also an idle keep-alive
     /// connection's lifetime.
     pub header_timeout: Duration,
-    /// A request body must arrive whole within this.
+    /// A request body must arrive whole within this, counted from when keygate first
+    /// waits for it.
     pub body_timeout: Duration,
     /// Open client connections at most (see [`raise_fd_limit`] for the ceiling).
     pub max_connections: usize,

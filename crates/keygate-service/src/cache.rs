@@ -113,7 +113,8 @@ impl CandidateSet {
     }
 
     /// The set's own handle on `chosen`, one of its candidates (shared, not copied, with
-    /// the call it serves).
+    /// the call it serves). `None` only for a credential that is not one of this set's
+    /// (resolution only ever picks from `candidates()`, so never in practice).
     pub(crate) fn shared(&self, chosen: &Credential) -> Option<Arc<Credential>> {
         [&self.own, &self.workspace, &self.operator_shared, &self.platform]
             .into_iter()
