@@ -154,10 +154,19 @@ pub(crate) async fn send(
         }
         Injection::Basic { username } => {
             use base64::Engine;
-            let pair = format!("{username}:{}", secret.expose());
-            let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
+            // Built at their final sizes (a growing buffer leaves copies behind) and
+            // zeroized on drop: both carry the key.
+            let secret = secret.expose();
+            let mut pair = zeroize::Zeroizing::new(String::with_capacity(username.len() + 1 + secret.len()));
+            pair.push_str(username);
+            pair.push(':');
+            pair.push_str(secret);
+            let engine = base64::engine::general_purpose::STANDARD;
+            let size = base64::encoded_len(pair.len(), true).unwrap_or_default();
+            let mut encoded = zeroize::Zeroizing::new(String::with_capacity(size));
+            engine.encode_string(pair.as_bytes(), &mut encoded);
             headers.insert(header::AUTHORIZATION, sensitive_with("Basic ", &encoded));
-            echo_of(&[secret.expose(), &pair])
+            echo_of(&[secret, &pair])
         }
     };
     let query: Vec<String> =
