@@ -195,18 +195,8 @@ enum Field {
 }
 
 impl Field {
-    const ALL: [Field; 10] = [
-        Field::PromptTokens,
-        Field::CompletionTokens,
-        Field::InputTokens,
-        Field::OutputTokens,
-        Field::PromptTokenCount,
-        Field::CandidatesTokenCount,
-        Field::InputTokensCamel,
-        Field::OutputTokensCamel,
-        Field::InputTokenCount,
-        Field::OutputTokenCount,
-    ];
+    /// How many there are (the last one's index, plus one).
+    const COUNT: usize = Field::OutputTokenCount as usize + 1;
 
     fn of(key: &str) -> Option<Self> {
         Some(match key {
@@ -232,7 +222,7 @@ impl Field {
 #[derive(Debug, Default)]
 struct Counts {
     object: bool,
-    counts: [Option<i64>; Field::ALL.len()],
+    counts: [Option<i64>; Field::COUNT],
 }
 
 impl Counts {

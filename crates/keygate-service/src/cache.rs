@@ -20,7 +20,7 @@
 
 use crate::services::Services;
 use crate::ServiceResult;
-use keygate_core::resolution::Candidates;
+use keygate_core::resolution::{Candidates, KeySource};
 use keygate_core::Credential;
 use keygate_store::{ChangeFeed, ChangeNotice};
 use std::collections::HashMap;
@@ -112,15 +112,15 @@ impl CandidateSet {
         }
     }
 
-    /// The set's own handle on `chosen`, one of its candidates (shared, not copied, with
-    /// the call it serves). `None` only for a credential that is not one of this set's
-    /// (resolution only ever picks from `candidates()`, so never in practice).
-    pub(crate) fn shared(&self, chosen: &Credential) -> Option<Arc<Credential>> {
-        [&self.own, &self.workspace, &self.operator_shared, &self.platform]
-            .into_iter()
-            .flatten()
-            .find(|c| std::ptr::eq(c.as_ref(), chosen))
-            .cloned()
+    /// The candidate that serves calls paid by `source` (the one resolution chose from
+    /// `candidates()`): shared, not copied, with the call it serves.
+    pub(crate) fn slot(&self, source: KeySource) -> Option<&Arc<Credential>> {
+        match source {
+            KeySource::User => self.own.as_ref(),
+            KeySource::Workspace => self.workspace.as_ref(),
+            KeySource::OperatorDemo => self.operator_shared.as_ref(),
+            KeySource::Platform => self.platform.as_ref(),
+        }
     }
 }
 

@@ -202,7 +202,8 @@ impl Services {
         let set = self.candidates(principal, provider.key_provider()).await?;
         let facts = self.facts(principal, &set).await?;
         let decision = resolution::resolve(set.candidates(), facts, policy);
-        let Some((source, credential)) = decision.chosen else {
+        let Some((source, credential)) = decision.chosen.and_then(|(source, _)| Some((source, set.slot(source)?)))
+        else {
             return Err(no_credential(&provider, &set, facts, &decision.skipped));
         };
         // A key the caller does not own serves only the provider's shared endpoints:
@@ -231,8 +232,7 @@ impl Services {
                 )));
             }
         }
-        let credential = set.shared(credential).unwrap_or_else(|| Arc::new(credential.clone()));
-        Ok(Resolved { principal: principal.clone(), provider, source, credential })
+        Ok(Resolved { principal: principal.clone(), provider, source, credential: Arc::clone(credential) })
     }
 
     /// Admits a resolved call under the limits. On the demo allowance it reserves the
