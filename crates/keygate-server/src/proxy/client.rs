@@ -11,7 +11,7 @@
 //! answer: a stream may run for minutes as long as it moves.
 
 use axum::body::Bytes;
-use axum::http::{uri, HeaderMap, Request, Response, StatusCode, Uri};
+use axum::http::{header, uri, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use futures_util::Stream;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -32,6 +32,11 @@ struct Origin {
     authority: uri::Authority,
     /// The base URL's path without its trailing `/` (often empty).
     base_path: String,
+    /// The `Host` header of a plain-HTTP origin, made once: such a connection is always
+    /// HTTP/1.1 (HTTP/2 is only ever agreed in a TLS handshake), where hyper's client
+    /// would otherwise format it from the URI on every call. `None` for HTTPS, whose
+    /// connection may turn out to be HTTP/2, which carries the authority instead.
+    host: Option<HeaderValue>,
 }
 
 /// One pooled client for every provider, and each provider's origin.
@@ -150,8 +155,9 @@ impl ProxyClient {
     }
 
     /// The URI of `path_and_query` (already encoded, starting with `/` or not) at
-    /// `provider`'s origin, below its base path.
-    pub fn uri(&self, provider: &Provider, path: &str, query: &str) -> Result<Uri, String> {
+    /// `provider`'s origin, below its base path; sets `Host` in `headers` when the
+    /// origin's is known ahead (plain HTTP), as hyper's client would set it.
+    pub fn uri(&self, provider: &Provider, path: &str, query: &str, headers: &mut HeaderMap) -> Result<Uri, String> {
         let origin = self.origins.get(&provider.id).ok_or_else(|| format!("no client for provider {}", provider.id))?;
         let mut pq = String::with_capacity(origin.base_path.len() + path.len() + query.len() + 2);
         pq.push_str(&origin.base_path);
@@ -160,6 +166,9 @@ impl ProxyClient {
         if !query.is_empty() {
             pq.push('?');
             pq.push_str(query);
+        }
+        if let Some(host) = &origin.host {
+            headers.insert(header::HOST, host.clone());
         }
         Uri::builder()
             .scheme(origin.scheme.clone())
@@ -192,7 +201,18 @@ fn origin(base_url: &str) -> Result<Origin, String> {
     if authority.as_str().contains('@') {
         return Err(format!("`{base_url}` carries credentials"));
     }
-    Ok(Origin { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned() })
+    let host = (scheme == uri::Scheme::HTTP).then(|| host_header(&authority)).flatten();
+    Ok(Origin { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned(), host })
+}
+
+/// `Host` for a plain-HTTP authority, as hyper's client writes it: the host, and the
+/// port unless it is 80.
+fn host_header(authority: &uri::Authority) -> Option<HeaderValue> {
+    let value = match authority.port_u16() {
+        Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 #[cfg(test)]
@@ -210,5 +230,16 @@ mod tests {
         assert!(origin("ftp://example.com").is_err());
         assert!(origin("/relative").is_err());
         assert!(origin("https://user:pw@example.com").is_err());
+    }
+
+    #[test]
+    fn a_plain_http_origin_carries_the_host_header_hyper_would_write() {
+        let host = |base: &str| origin(base).unwrap().host.map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(host("http://127.0.0.1:8081/v1").as_deref(), Some("127.0.0.1:8081"));
+        assert_eq!(host("http://models.internal:80").as_deref(), Some("models.internal"));
+        assert_eq!(host("http://models.internal").as_deref(), Some("models.internal"));
+        assert_eq!(host("http://[::1]:11434").as_deref(), Some("[::1]:11434"));
+        // HTTPS may be HTTP/2, which names the authority instead: left to hyper.
+        assert_eq!(host("https://api.example.com:8443"), None);
     }
 }

@@ -191,7 +191,7 @@ pub(crate) async fn send(
                 .parse::<axum::http::Uri>()
                 .map_err(|e| bad_gateway(format!("the signed URL is not valid: {e}")))?
         }
-        _ => state.proxy_client.uri(provider, incoming.path.raw(), &query).map_err(bad_gateway)?,
+        _ => state.proxy_client.uri(provider, incoming.path.raw(), &query, &mut headers).map_err(bad_gateway)?,
     };
     if !headers.contains_key(header::USER_AGENT) {
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -239,7 +239,8 @@ fn forwarded_headers(incoming: &HeaderMap, owner: bool) -> HeaderMap {
         .flat_map(|v| v.split(','))
         .map(|n| n.trim().to_ascii_lowercase())
         .collect();
-    let mut headers = HeaderMap::with_capacity(incoming.len() + 2);
+    // Room for what is added after: the credential, `Host`, `User-Agent`.
+    let mut headers = HeaderMap::with_capacity(incoming.len() + 3);
     for (name, value) in incoming {
         let lower = name.as_str();
         let dropped = DROPPED_REQUEST_HEADERS.contains(&lower)
