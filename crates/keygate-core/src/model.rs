@@ -235,7 +235,12 @@ impl KeyOwner {
     /// The stable text form used as the data key's owner column and in associated data.
     pub fn storage_key(&self) -> String {
         match self {
-            KeyOwner::Workspace(id) => format!("{}{id}", Self::WORKSPACE_PREFIX),
+            KeyOwner::Workspace(id) => {
+                let mut key = String::with_capacity(Self::WORKSPACE_PREFIX.len() + uuid::fmt::Hyphenated::LENGTH);
+                key.push_str(Self::WORKSPACE_PREFIX);
+                push_id(&mut key, Some(id.as_uuid()));
+                key
+            }
             KeyOwner::Operator => Self::OPERATOR.to_owned(),
         }
     }
@@ -441,15 +446,33 @@ impl Credential {
 
 /// The text that identifies a credential's owner: `user:<ws>:<user>`, `workspace:<ws>`
 /// or `operator`. Used for the one-active-per-provider rule.
+/// (Built in one buffer: it is made on every proxied call, as associated data.)
 pub fn owner_key(scope: CredentialScope, workspace: Option<WorkspaceId>, user: Option<UserId>) -> String {
-    let ws = workspace.map(|w| w.to_string()).unwrap_or_default();
+    const ID: usize = uuid::fmt::Hyphenated::LENGTH;
+    let (workspace, user) = (workspace.map(|w| w.as_uuid()), user.map(|u| u.as_uuid()));
     match scope {
         CredentialScope::User => {
-            let user = user.map(|u| u.to_string()).unwrap_or_default();
-            format!("user:{ws}:{user}")
+            let mut key = String::with_capacity("user::".len() + 2 * ID);
+            key.push_str("user:");
+            push_id(&mut key, workspace);
+            key.push(':');
+            push_id(&mut key, user);
+            key
         }
-        CredentialScope::Workspace => format!("workspace:{ws}"),
+        CredentialScope::Workspace => {
+            let mut key = String::with_capacity("workspace:".len() + ID);
+            key.push_str("workspace:");
+            push_id(&mut key, workspace);
+            key
+        }
         CredentialScope::Operator => "operator".to_owned(),
+    }
+}
+
+/// An id as its `Display` writes it (hyphenated, lower case); nothing for `None`.
+fn push_id(out: &mut String, id: Option<uuid::Uuid>) {
+    if let Some(id) = id {
+        out.push_str(id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
     }
 }
 
@@ -569,6 +592,26 @@ mod tests {
         assert_eq!(KeyOwner::parse_storage_key(&ws.storage_key()).ok(), Some(ws));
         assert_eq!(KeyOwner::parse_storage_key("operator").ok(), Some(KeyOwner::Operator));
         assert!(KeyOwner::parse_storage_key("workspace:nope").is_err());
+    }
+
+    #[test]
+    fn owner_texts_are_the_ones_every_sealed_key_was_bound_to() {
+        // Associated data of every stored key and data key: a byte changed here and no
+        // stored key opens again. The oracle is the `Display` form the texts began as.
+        let ws = WorkspaceId::from_uuid("0190f0a4-5b1c-7d2e-8f30-4a5b6c7d8e9f".parse().unwrap());
+        let user = UserId::from_uuid("0190F0A4-0000-7000-8000-00000000ABCD".parse().unwrap());
+        assert_eq!(owner_key(CredentialScope::User, Some(ws), Some(user)), format!("user:{ws}:{user}"));
+        assert_eq!(
+            owner_key(CredentialScope::User, Some(ws), Some(user)),
+            "user:0190f0a4-5b1c-7d2e-8f30-4a5b6c7d8e9f:0190f0a4-0000-7000-8000-00000000abcd"
+        );
+        assert_eq!(owner_key(CredentialScope::User, Some(ws), None), format!("user:{ws}:"));
+        assert_eq!(owner_key(CredentialScope::User, None, None), "user::");
+        assert_eq!(owner_key(CredentialScope::Workspace, Some(ws), Some(user)), format!("workspace:{ws}"));
+        assert_eq!(owner_key(CredentialScope::Workspace, None, None), "workspace:");
+        assert_eq!(owner_key(CredentialScope::Operator, Some(ws), Some(user)), "operator");
+        assert_eq!(KeyOwner::Workspace(ws).storage_key(), format!("workspace:{ws}"));
+        assert_eq!(KeyOwner::Operator.storage_key(), "operator");
     }
 
     #[test]
