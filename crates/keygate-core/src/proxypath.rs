@@ -52,6 +52,25 @@ impl ProxyPath {
     /// slashes ignored), exactly as it arrived.
     pub fn parse(raw: &str) -> Result<Self, PathError> {
         let raw = raw.trim_start_matches('/');
+        // Most paths are plain ASCII without an escape: decoded, they are themselves, and
+        // the checks below come down to these (same refusals, same order).
+        if raw.bytes().all(|b| b.is_ascii() && b != b'%') {
+            if raw.contains('\\') {
+                return Err(PathError::Backslash);
+            }
+            if raw.bytes().any(|b| b.is_ascii_control()) {
+                return Err(PathError::ControlCharacter);
+            }
+            if raw.split('/').any(|segment| segment == "." || segment == "..") {
+                return Err(PathError::DotSegment);
+            }
+            return Ok(Self { raw: raw.to_owned(), decoded: raw.to_owned() });
+        }
+        Self::parse_escaped(raw)
+    }
+
+    /// [`Self::parse`] for any path: decoded, then checked.
+    fn parse_escaped(raw: &str) -> Result<Self, PathError> {
         if raw.contains('\\') {
             return Err(PathError::Backslash);
         }
@@ -123,6 +142,51 @@ pub fn query_without(query: &str, name: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_plain_ascii_path_reads_as_the_general_one() {
+        let mut paths: Vec<String> = [
+            "v1/chat/completions",
+            "/v1/models",
+            "",
+            "/",
+            "a/./b",
+            "a/../b",
+            ".",
+            "..",
+            "...",
+            "a/..b/c",
+            "a\\b",
+            "a\u{1}b",
+            "a\u{7f}b",
+            "a\tb",
+            "v1/models/gpt-4o:generateContent",
+            "a//b",
+            "a/.",
+            "../x",
+            "x/..",
+            "v1/%2e%2e/x",
+            "caf\u{e9}",
+            "a%20b",
+            "\u{85}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every two-byte path over an alphabet of the bytes that matter.
+        let alphabet = ['a', '/', '.', '\\', '\u{0}', '\u{1f}', '\u{7f}', '%', '~', ' '];
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    paths.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        for path in &paths {
+            let trimmed = path.trim_start_matches('/');
+            assert_eq!(ProxyPath::parse(path), ProxyPath::parse_escaped(trimmed), "{path:?}");
+        }
+    }
 
     #[test]
     fn ordinary_paths_pass_unchanged() {
