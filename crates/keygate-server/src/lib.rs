@@ -52,4 +52,4 @@ pub fn metrics_router(state: AppState) -> Router {
 
 pub use pages::PagesOptions;
 pub use proxy::BodyBudget;
-pub use serve::{effective_max_connections, raise_fd_limit, serve, ConnectionLimits};
+pub use serve::{effective_max_connections, raise_fd_limit, serve, App, ConnectionLimits};

@@ -16,12 +16,13 @@
 //!
 //! Not for: what a request means (routes) or who may make it (extractors, services).
 
-use crate::ApiError;
+use crate::{ApiError, AppState};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::future::Either;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -85,10 +86,12 @@ pub fn effective_max_connections(configured: usize, fd_limit: Option<u64>) -> us
 /// it arrives instead of waiting for the caller's delayed ACK (up to 40 ms).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl Into<App>,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let App { router: app, proxy } = app.into();
+    let proxy = proxy.map(Arc::new);
     // A plain request map, not axum's `from_fn`: that clones the router's service and
     // boxes a future on every request.
     let body_timeout = limits.body_timeout;
@@ -144,8 +147,23 @@ pub async fn serve(
                 drop(permit);
             });
         } else {
-            let service =
-                TowerToHyperService::new(service.map_request(|r: Request<hyper::body::Incoming>| r.map(Body::new)));
+            // Proxied calls go straight to the proxy (what the router would do with
+            // them, without its matching, parameters and boxed service on every call);
+            // everything else through the router.
+            let proxy = proxy.clone();
+            let service = TowerToHyperService::new(tower::service_fn(move |r: Request<hyper::body::Incoming>| {
+                let request = r.map(Body::new);
+                match &proxy {
+                    Some(state) if crate::proxy::routes_here(request.uri().path()) => {
+                        let state = Arc::clone(state);
+                        let request = body_deadline(request, body_timeout);
+                        Either::Left(async move {
+                            Ok::<_, std::convert::Infallible>(crate::proxy::handle(&state, Some(peer), request).await)
+                        })
+                    }
+                    _ => Either::Right(service.clone().oneshot(request)),
+                }
+            }));
             let connection = graceful.watch(http.serve_connection(io, service));
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -158,6 +176,30 @@ pub async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// What [`serve`] serves: a router and, for keygate's own application, the state its
+/// proxy route runs with, so that proxied calls skip the router (see [`App::new`]).
+#[derive(Debug)]
+pub struct App {
+    router: Router,
+    proxy: Option<AppState>,
+}
+
+impl App {
+    /// keygate's whole application ([`crate::router`]), its proxy route taken straight
+    /// from the connection: the same handler, the same paths
+    /// (`/proxy/{provider}/{*path}`), without a router's work on every proxied call.
+    pub fn new(state: AppState) -> Self {
+        Self { router: crate::router(state.clone()), proxy: Some(state) }
+    }
+}
+
+impl From<Router> for App {
+    /// A router served as it is (the metrics listener, tests).
+    fn from(router: Router) -> Self {
+        Self { router, proxy: None }
+    }
 }
 
 /// A request on a connection accepted past the cap: health checks are answered, the rest

@@ -207,7 +207,7 @@ async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     if config.metrics_listen.is_some() {
         state = state.with_metrics_apart();
     }
-    let app = keygate_server::router(state.clone());
+    let app = keygate_server::App::new(state.clone());
     // Changes made through other replicas reach this one's caches within a poll.
     let watch = services.watch_changes(keygate_service::cache::CHANGE_POLL);
     let addr = config.listen.value;

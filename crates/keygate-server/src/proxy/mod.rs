@@ -35,38 +35,73 @@ pub(crate) mod sse;
 pub(crate) mod upstream;
 
 use crate::{ApiError, AppState};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use keygate_core::usage::Dialect;
 use settle::Finish;
 
 pub use body::BodyBudget;
+use std::net::SocketAddr;
 use std::time::Instant;
 
-pub(crate) async fn proxy(
-    State(state): State<AppState>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    request: Request,
-) -> Response {
-    let Ok(Path((provider, _))) = path else {
+pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    handle(&state, peer, request).await
+}
+
+/// Whether the proxy's route (`/proxy/{provider}/{*path}`) takes `path`: a provider
+/// segment and something after it, both non-empty. [`crate::serve`] sends such requests
+/// here straight from the connection, past the router.
+pub(crate) fn routes_here(path: &str) -> bool {
+    path.strip_prefix("/proxy/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(provider, rest)| !provider.is_empty() && !rest.is_empty())
+}
+
+/// A proxied call from `peer`.
+pub(crate) async fn handle(state: &AppState, peer: Option<SocketAddr>, request: Request) -> Response {
+    // The provider segment read straight off the path (the route matched it): axum's
+    // `Path` extractor would copy and deserialize both segments on every call.
+    let Some(provider) = provider_segment(request.uri().path()) else {
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the request path is not valid UTF-8")
             .into_response();
     };
     let git = state.services.catalog().get(&provider).is_some_and(|p| p.speaks_git());
     // Boxed: the call's future is large, and axum moves the handler's future several times.
-    let mut reply = Box::pin(call(&state, provider, git, request)).await.unwrap_or_else(IntoResponse::into_response);
+    let mut reply =
+        Box::pin(call(state, peer, provider, git, request)).await.unwrap_or_else(IntoResponse::into_response);
     if git {
         git::challenge(&mut reply);
     }
     reply
 }
 
+/// `{provider}` of `/proxy/{provider}/...`, percent-decoded as axum's `Path` decodes it
+/// (an escape that is not one stays as written); `None` when it decodes to something
+/// other than UTF-8.
+fn provider_segment(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/proxy/")?;
+    let segment = rest.split_once('/').map_or(rest, |(segment, _)| segment);
+    if !segment.contains('%') {
+        return Some(segment.to_owned());
+    }
+    match keygate_core::proxypath::percent_decode(segment) {
+        Some(bytes) => String::from_utf8(bytes).ok(),
+        None => Some(segment.to_owned()),
+    }
+}
+
 #[tracing::instrument(level = "debug", skip_all, fields(provider = %provider))]
-async fn call(state: &AppState, provider: String, git: bool, request: Request) -> Result<Response, ApiError> {
+async fn call(
+    state: &AppState,
+    peer: Option<SocketAddr>,
+    provider: String,
+    git: bool,
+    request: Request,
+) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let (incoming, body) = request::read(state, provider, git, request).await?;
+    let (incoming, body) = request::read(state, peer, provider, git, request).await?;
     let resolved = state.services.resolve_call(incoming.call_request()).await?;
     // git's smart HTTP: streamed both ways, never buffered (see `git`).
     if resolved.provider.speaks_git() {
@@ -148,4 +183,67 @@ async fn call(state: &AppState, provider: String, git: bool, request: Request) -
         reply.headers_mut().insert(keygate_service::guard::HEADER, value);
     }
     Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{provider_segment, routes_here};
+    use tower::ServiceExt;
+
+    /// `serve` takes requests past the router by `routes_here`: every path it takes is
+    /// one the router's proxy route takes (a path it leaves, the router still routes as
+    /// before), and it takes the paths calls use.
+    #[tokio::test]
+    async fn the_direct_path_takes_only_what_the_route_takes() {
+        use axum::routing::any;
+        let router: axum::Router = axum::Router::new()
+            .route("/proxy/{provider}/{*path}", any(|| async { "proxy" }))
+            .fallback(|| async { "elsewhere" });
+        let paths = [
+            "/proxy/openai/v1/chat/completions",
+            "/proxy/openai/v1",
+            "/proxy/openai/",
+            "/proxy/openai",
+            "/proxy/openai//",
+            "/proxy/openai//v1",
+            "/proxy//v1",
+            "/proxy/",
+            "/proxy",
+            "/proxyx/openai/v1",
+            "/Proxy/openai/v1",
+            "//proxy/openai/v1",
+            "/proxy/open%61i/x",
+            "/proxy/%2F/x",
+            "/proxy/a/b/c/d/e",
+            "/proxy/github-git/owner/repo.git/info/refs",
+            "/v1/chat/completions",
+            "/",
+        ];
+        for path in paths {
+            let request = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+            let reply = router.clone().oneshot(request).await.unwrap();
+            let body = axum::body::to_bytes(reply.into_body(), 64).await.unwrap();
+            if routes_here(path) {
+                assert_eq!(&body[..], b"proxy", "{path}");
+            }
+        }
+        for path in ["/proxy/openai/v1/chat/completions", "/proxy/open%61i/x", "/proxy/openai//v1", "/proxy/a/b/c/d/e"]
+        {
+            assert!(routes_here(path), "{path}");
+        }
+        for path in ["/proxy/openai/", "/proxy/openai", "/proxy//v1", "/proxyx/openai/v1", "/v1/chat/completions"] {
+            assert!(!routes_here(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_provider_is_the_first_segment_decoded() {
+        assert_eq!(provider_segment("/proxy/openai/v1/chat/completions").as_deref(), Some("openai"));
+        assert_eq!(provider_segment("/proxy/open%61i/v1/models").as_deref(), Some("openai"));
+        assert_eq!(provider_segment("/proxy/anthropic").as_deref(), Some("anthropic"));
+        // An escape that is not one stays as written (no provider has such a name).
+        assert_eq!(provider_segment("/proxy/open%zzai/v1").as_deref(), Some("open%zzai"));
+        assert_eq!(provider_segment("/proxy/%FF%FE/v1"), None);
+        assert_eq!(provider_segment("/elsewhere/openai/v1"), None);
+    }
 }

@@ -5,7 +5,7 @@
 //!
 //! Not for: deciding anything about the call (the service's `admit` does).
 
-use crate::extract::{basic_token, presented_credential, source_addr};
+use crate::extract::{basic_token, ip_text, presented_credential};
 use crate::{ApiError, AppState};
 use axum::extract::Request;
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -53,9 +53,11 @@ impl Incoming {
 
 /// Authenticates the caller and reads what they ask for; the body is left unread until
 /// the call is resolved (see `body::read`).
-/// `git`: the provider speaks git's smart HTTP (looked up once, by the route).
+/// `git`: the provider speaks git's smart HTTP (looked up once, by the route); `peer`:
+/// the client's address (audited with what the call does).
 pub(crate) async fn read(
     state: &AppState,
+    peer: Option<std::net::SocketAddr>,
     provider: String,
     git: bool,
     request: Request,
@@ -89,7 +91,7 @@ pub(crate) async fn read(
         };
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", how)
     })?;
-    let principal = state.services.authenticate(credential, source_addr(&parts)).await?;
+    let principal = state.services.authenticate(credential, peer.map(|p| ip_text(p.ip()))).await?;
     let policy = payment_policy(&parts.headers)?;
     let dialect = Dialect::of(&provider);
     let incoming = Incoming {

@@ -17,7 +17,8 @@ async fn start(h: &Harness, limits: ConnectionLimits) -> (SocketAddr, tokio::syn
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = keygate_server::router(h.state.clone());
+    // keygate's own application: proxied calls taken straight from the connection.
+    let app = keygate_server::App::new(h.state.clone());
     tokio::spawn(keygate_server::serve(listener, app, limits, async {
         let _ = stopped.await;
     }));
@@ -92,6 +93,44 @@ async fn slow_headers_idle_connections_and_trickled_bodies_are_cut_off() {
         assert!(seen.starts_with(&format!("HTTP/1.1 {expect}")), "{length}: {seen}");
     }
     assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"), "and keygate keeps serving");
+}
+
+#[tokio::test]
+async fn proxied_calls_from_a_connection_reach_the_proxy_and_nothing_else_does() {
+    let h = Harness::new(TestDb::sqlite()).await;
+    let (addr, _stop) = start(&h, short()).await;
+    let user = h.user("direct@example.com").await;
+    h.add_key(&user, serde_json::json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    let call = |path: &str| {
+        let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            user.token,
+            body.len()
+        )
+    };
+    for (path, expect) in [
+        ("/proxy/openai/v1/chat/completions", "200"),
+        ("/proxy/open%61i/v1/chat/completions", "200"),
+        ("/proxy/openai/v1/chat/completions?x=1", "200"),
+        // Not the proxy's route: the router's answers, with its security headers.
+        ("/proxy/openai/", "404"),
+        ("/proxy/openai", "404"),
+        ("/proxyx/openai/v1/chat/completions", "404"),
+    ] {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(call(path).as_bytes()).await.unwrap();
+        let seen = until_closed(&mut conn).await;
+        assert!(seen.starts_with(&format!("HTTP/1.1 {expect}")), "{path}: {seen}");
+        let lower = seen.to_ascii_lowercase();
+        if expect == "200" {
+            assert!(lower.contains("x-keygate-key-source: user"), "{path}: {seen}");
+            assert!(!lower.contains("x-frame-options"), "a provider's answer is relayed as it came: {seen}");
+        } else {
+            assert!(lower.contains("x-content-type-options: nosniff"), "{path}: {seen}");
+        }
+    }
 }
 
 #[tokio::test]
