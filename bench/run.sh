@@ -107,9 +107,9 @@ ulimit -n 65536 2> /dev/null || ulimit -n "$(ulimit -Hn)" 2> /dev/null || true
 status=0
 "${pin[@]}" "$bin/keygate-bench" --out target/bench "${args[@]}" || status=$?
 
-# The vault's per-record cost (criterion). Quick mode skips it: `cargo test` already runs
-# each of its functions once.
-if ! $quick; then
+# The vault's per-record cost (criterion). Quick mode skips it (`cargo test` already runs
+# each of its functions once), and so does a run of chosen phases (`--only`).
+if ! $quick && [ -z "${only:-}" ]; then
     cargo bench --locked -p keygate-vault --bench vault -- --noplot 2>&1 | tee target/bench/vault.txt
     cargo bench --locked -p keygate-core --bench guard -- --noplot 2>&1 | tee target/bench/guard.txt
 fi
