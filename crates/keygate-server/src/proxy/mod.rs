@@ -47,8 +47,7 @@ use std::time::Instant;
 
 pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-    // Boxed: the call's future is large, and axum moves the handler's future several times.
-    Box::pin(handle(&state, peer, request)).await
+    handle(&state, peer, request).await
 }
 
 /// Whether the proxy's route (`/proxy/{provider}/{*path}`) takes `path`: a provider
@@ -69,7 +68,9 @@ pub(crate) async fn handle(state: &AppState, peer: Option<SocketAddr>, request: 
             .into_response();
     };
     let git = state.services.catalog().get(&provider).is_some_and(|p| p.speaks_git());
-    let mut reply = call(state, peer, provider, git, request).await.unwrap_or_else(IntoResponse::into_response);
+    // Boxed: the call's future is large, and axum moves the handler's future several times.
+    let mut reply =
+        Box::pin(call(state, peer, provider, git, request)).await.unwrap_or_else(IntoResponse::into_response);
     if git {
         git::challenge(&mut reply);
     }
