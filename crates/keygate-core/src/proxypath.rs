@@ -109,9 +109,10 @@ pub fn percent_decode(text: &str) -> Option<Vec<u8>> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Two hex digits, nothing else (`u8::from_str_radix` would take `%+6`).
             let hex = bytes.get(i + 1..i + 3)?;
-            let value = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-            out.push(value);
+            let digit = |b: u8| char::from(b).to_digit(16);
+            out.push(u8::try_from(digit(hex[0])? * 16 + digit(hex[1])?).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -142,6 +143,14 @@ pub fn query_without(query: &str, name: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escape_is_two_hex_digits() {
+        assert_eq!(percent_decode("a%41%6a%6A").as_deref(), Some(&b"aAjj"[..]));
+        for bad in ["%+6", "%-1", "% 1", "%4", "%", "%g0", "%0g", "%\u{e9}1"] {
+            assert_eq!(percent_decode(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_plain_ascii_path_reads_as_the_general_one() {

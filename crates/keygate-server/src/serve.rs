@@ -193,6 +193,12 @@ impl App {
     pub fn new(state: AppState) -> Self {
         Self { router: crate::router(state.clone()), proxy: Some(state) }
     }
+
+    /// Whether a request for `path` goes straight to the proxy (every other path goes
+    /// through the router, whose proxy route takes a few odd ones too).
+    pub fn takes(path: &str) -> bool {
+        crate::proxy::routes_here(path)
+    }
 }
 
 impl From<Router> for App {

@@ -168,7 +168,8 @@ impl ProxyClient {
             pq.push_str(query);
         }
         if let Some(host) = &origin.host {
-            headers.insert(header::HOST, host.clone());
+            // As hyper's client does: a `Host` already there (a catalog header) stays.
+            headers.entry(header::HOST).or_insert_with(|| host.clone());
         }
         Uri::builder()
             .scheme(origin.scheme.clone())

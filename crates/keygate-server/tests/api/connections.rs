@@ -81,18 +81,56 @@ async fn slow_headers_idle_connections_and_trickled_bodies_are_cut_off() {
     // connection does not stay open. One announced as 10 GB is refused before it is read.
     let user = h.user("trickle@example.com").await;
     h.add_key(&user, serde_json::json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
-    for (length, expect) in [("1000000", "408"), ("10000000000", "413")] {
-        let mut body = TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "POST /proxy/openai/v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
-             content-type: application/json\r\ncontent-length: {length}\r\n\r\n{{\"model\":",
-            user.token
-        );
-        body.write_all(head.as_bytes()).await.unwrap();
-        let seen = until_closed(&mut body).await;
-        assert!(seen.starts_with(&format!("HTTP/1.1 {expect}")), "{length}: {seen}");
+    // Both ways in: a proxied call (straight from the connection) and the unified
+    // endpoint (through the router).
+    for path in ["/proxy/openai/v1/chat/completions", "/v1/chat/completions"] {
+        for (length, expect) in [("1000000", "408"), ("10000000000", "413")] {
+            let mut body = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+                 content-type: application/json\r\ncontent-length: {length}\r\n\r\n{{\"model\":",
+                user.token
+            );
+            body.write_all(head.as_bytes()).await.unwrap();
+            let seen = until_closed(&mut body).await;
+            assert!(seen.starts_with(&format!("HTTP/1.1 {expect}")), "{path} {length}: {seen}");
+        }
     }
     assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"), "and keygate keeps serving");
+}
+
+/// `serve` takes the paths `App::takes` names past the router: each must be one the
+/// router sends to the proxy too (its answers carry no page security headers; the
+/// router's own answers, a 404 included, do).
+#[tokio::test]
+async fn every_path_taken_past_the_router_is_one_the_router_proxies() {
+    use tower::ServiceExt;
+    let h = Harness::new(TestDb::sqlite()).await;
+    let router = keygate_server::router(h.state.clone());
+    let segments = ["openai", "github-git", "", "%61", "a%2Fb", ".", "..", "v1", "_status", "%FF"];
+    let mut paths = vec!["/proxy".to_owned(), "/proxy/".to_owned(), "/proxyx/openai/v1".to_owned()];
+    for a in segments {
+        for b in segments {
+            paths.push(format!("/proxy/{a}/{b}"));
+            paths.push(format!("/proxy/{a}/{b}/"));
+            for c in ["", "chat", "..", "%2e"] {
+                paths.push(format!("/proxy/{a}/{b}/{c}"));
+            }
+        }
+    }
+    let mut taken = 0;
+    for path in &paths {
+        let request = axum::http::Request::get(path.as_str()).body(axum::body::Body::empty()).unwrap();
+        let reply = router.clone().oneshot(request).await.unwrap();
+        let from_router = reply.headers().contains_key("x-frame-options");
+        if keygate_server::App::takes(path) {
+            taken += 1;
+            assert!(!from_router, "{path}: taken past the router, which does not proxy it ({})", reply.status());
+        }
+    }
+    assert!(taken > paths.len() / 2, "the common paths are taken: {taken} of {}", paths.len());
+    assert!(keygate_server::App::takes("/proxy/openai/v1/chat/completions"));
+    assert!(!keygate_server::App::takes("/v1/chat/completions"));
 }
 
 #[tokio::test]

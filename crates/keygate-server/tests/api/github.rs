@@ -311,7 +311,8 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let app = keygate_server::router(h.state.clone());
+        // keygate's own application: git's streams straight from the connection.
+        let app = keygate_server::App::new(h.state.clone());
         let task = tokio::spawn(keygate_server::serve(listener, app, Default::default(), async {
             let _ = stopped.await;
         }));
