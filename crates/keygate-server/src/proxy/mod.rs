@@ -103,9 +103,11 @@ async fn call(
     let started = Instant::now();
     let (incoming, body) = request::read(state, peer, provider, git, request).await?;
     let resolved = state.services.resolve_call(incoming.call_request()).await?;
-    // git's smart HTTP: streamed both ways, never buffered (see `git`).
+    // git's smart HTTP: streamed both ways, never buffered (see `git`). Its future is
+    // boxed: held inline it made every call's state, held for as long as the call runs
+    // (a stream's whole life), three times larger (14.8 KB; 5.1 KB without it).
     if resolved.provider.speaks_git() {
-        return git::call(state, incoming, body, resolved, started).await;
+        return Box::pin(git::call(state, incoming, body, resolved, started)).await;
     }
     // The prompt guard reads every AI prompt: a compressed one would pass it unread.
     if resolved.provider.kind == "ai" && body::compressed(&incoming.headers) {
