@@ -27,7 +27,8 @@ pub fn presented_credential(parts: &Parts) -> Option<&str> {
         }
         return None;
     }
-    parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    const X_API_KEY: axum::http::HeaderName = axum::http::HeaderName::from_static("x-api-key");
+    parts.headers.get(&X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// The keygate token sent as the password of HTTP Basic authentication

@@ -184,8 +184,12 @@ async fn buffered(
 /// Bedrock's InvokeModel answers carry their counts in headers (the body is the model's
 /// own JSON, whatever its shape).
 fn bedrock_header_counts(headers: &HeaderMap) -> Tokens {
-    let count = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
-    match (count("x-amzn-bedrock-input-token-count"), count("x-amzn-bedrock-output-token-count")) {
+    // Names made once (a `&str` name is parsed on every lookup).
+    const INPUT: HeaderName = HeaderName::from_static("x-amzn-bedrock-input-token-count");
+    const OUTPUT: HeaderName = HeaderName::from_static("x-amzn-bedrock-output-token-count");
+    let count =
+        |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    match (count(&INPUT), count(&OUTPUT)) {
         (Some(input), Some(output)) => Tokens { input, output, reported: true, final_report: true, estimated: false },
         _ => Tokens::default(),
     }

@@ -8,7 +8,7 @@
 use crate::extract::{basic_token, ip_text, presented_credential};
 use crate::{ApiError, AppState};
 use axum::extract::Request;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use keygate_core::proxypath::ProxyPath;
 use keygate_core::resolution::PaymentPolicy;
 use keygate_core::usage::Dialect;
@@ -109,7 +109,8 @@ pub(crate) async fn read(
 
 /// `x-keygate-policy`: keeps operator-paid and customer-paid calls apart.
 pub(crate) fn payment_policy(headers: &HeaderMap) -> Result<PaymentPolicy, ApiError> {
-    match headers.get("x-keygate-policy").map(|v| v.to_str().map(PaymentPolicy::parse)) {
+    const POLICY: HeaderName = HeaderName::from_static("x-keygate-policy");
+    match headers.get(&POLICY).map(|v| v.to_str().map(PaymentPolicy::parse)) {
         None => Ok(PaymentPolicy::Any),
         Some(Ok(Some(p))) => Ok(p),
         Some(_) => Err(ApiError::new(
