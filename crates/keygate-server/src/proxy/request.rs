@@ -73,7 +73,7 @@ pub(crate) async fn read(
         ));
     }
     // The path as it arrived (still encoded), after `/proxy/{provider}/`.
-    let raw = parts.uri.path().strip_prefix("/proxy/").and_then(|rest| rest.split_once('/')).map_or("", |(_, p)| p);
+    let raw = super::segments(parts.uri.path()).map_or("", |(_, rest)| rest);
     let path = ProxyPath::parse(raw).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
