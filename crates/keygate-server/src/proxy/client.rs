@@ -1,4 +1,5 @@
-//! The proxy's outbound client: hyper's pooled client, used directly. Each provider's
+//! The proxy's outbound client: keygate's own HTTP/1 pool for plain-HTTP origins
+//! (`pool`), hyper's pooled client for HTTPS ones, both used directly. Each provider's
 //! origin (scheme, host and port, base path) is parsed once at start; a call builds its
 //! URI from those parts and the caller's already-checked path, with no URL parsing, no
 //! IDNA, no proxy matching and no per-call client clone on the way (the figures are in
@@ -10,6 +11,7 @@
 //! connect timeout for a connection and the read timeout between two reads of the
 //! answer: a stream may run for minutes as long as it moves.
 
+use super::pool::{host_header, Http1Pool, Lease, Limits, PoolError};
 use axum::body::Bytes;
 use axum::http::{header, uri, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use futures_util::Stream;
@@ -25,6 +27,11 @@ use std::time::Duration;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// An outbound connection unused this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle outbound connections kept per origin.
+const MAX_IDLE: usize = 256;
+
 /// Where a provider's calls go, parsed once.
 #[derive(Debug, Clone)]
 struct Origin {
@@ -39,10 +46,13 @@ struct Origin {
     host: Option<HeaderValue>,
 }
 
-/// One pooled client for every provider, and each provider's origin.
+/// The pooled clients for every provider, and each provider's origin.
 #[derive(Clone)]
 pub(crate) struct ProxyClient {
+    /// HTTPS origins (HTTP/1.1 or HTTP/2 as the TLS handshake says).
     client: Client<Connector, axum::body::Body>,
+    /// Plain-HTTP origins (always HTTP/1.1).
+    http1: Http1Pool,
     origins: HashMap<String, Origin>,
     read_timeout: Duration,
 }
@@ -89,6 +99,9 @@ pub(crate) type BodyStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, B
 pub(crate) struct Upstream {
     response: Response<Incoming>,
     read_timeout: Duration,
+    /// The connection the answer arrives on, when keygate's own pool lent it: back to the
+    /// pool when the body has been read (or dropped).
+    lease: Option<Lease>,
 }
 
 impl Upstream {
@@ -104,8 +117,11 @@ impl Upstream {
     /// not relayed).
     pub fn bytes_stream(self) -> BodyStream {
         let read_timeout = self.read_timeout;
-        Box::pin(futures_util::stream::unfold(Some(self.response.into_body()), move |body| async move {
-            let mut body = body?;
+        let state = Some((self.response.into_body(), self.lease));
+        // The lease lives in the stream's state: the connection goes back as the stream
+        // ends (the state is dropped with its last item) or is dropped.
+        Box::pin(futures_util::stream::unfold(state, move |state| async move {
+            let (mut body, lease) = state?;
             loop {
                 match tokio::time::timeout(read_timeout, body.frame()).await {
                     Err(_) => return Some((Err(BodyError::Timeout(read_timeout)), None)),
@@ -113,7 +129,7 @@ impl Upstream {
                     Ok(Some(Err(e))) => return Some((Err(BodyError::Broken(e)), None)),
                     Ok(Some(Ok(frame))) => {
                         if let Ok(data) = frame.into_data() {
-                            return Some((Ok(data), Some(body)));
+                            return Some((Ok(data), Some((body, lease))));
                         }
                     }
                 }
@@ -147,11 +163,12 @@ impl ProxyClient {
             .enable_http2()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Self { client, origins, read_timeout }
+        let http1 = Http1Pool::new(Limits { connect_timeout, idle_timeout: IDLE_TIMEOUT, max_idle: MAX_IDLE });
+        Self { client, http1, origins, read_timeout }
     }
 
     /// The URI of `path_and_query` (already encoded, starting with `/` or not) at
@@ -181,11 +198,20 @@ impl ProxyClient {
 
     /// Sends `request`; the answer's status and headers within the read timeout.
     pub async fn send(&self, request: Request<axum::body::Body>) -> Result<Upstream, SendError> {
-        match tokio::time::timeout(self.read_timeout, self.client.request(request)).await {
+        let read_timeout = self.read_timeout;
+        if request.uri().scheme() == Some(&uri::Scheme::HTTP) {
+            return match tokio::time::timeout(read_timeout, self.http1.send(request)).await {
+                Err(_) => Err(SendError::Timeout),
+                Ok(Err(PoolError::Connect)) => Err(SendError::Connect),
+                Ok(Err(PoolError::Failed)) => Err(SendError::Failed),
+                Ok(Ok((response, lease))) => Ok(Upstream { response, read_timeout, lease: Some(lease) }),
+            };
+        }
+        match tokio::time::timeout(read_timeout, self.client.request(request)).await {
             Err(_) => Err(SendError::Timeout),
             Ok(Err(e)) if e.is_connect() => Err(SendError::Connect),
             Ok(Err(_)) => Err(SendError::Failed),
-            Ok(Ok(response)) => Ok(Upstream { response, read_timeout: self.read_timeout }),
+            Ok(Ok(response)) => Ok(Upstream { response, read_timeout, lease: None }),
         }
     }
 }
@@ -204,16 +230,6 @@ fn origin(base_url: &str) -> Result<Origin, String> {
     }
     let host = (scheme == uri::Scheme::HTTP).then(|| host_header(&authority)).flatten();
     Ok(Origin { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned(), host })
-}
-
-/// `Host` for a plain-HTTP authority, as hyper's client writes it: the host, and the
-/// port unless it is 80.
-fn host_header(authority: &uri::Authority) -> Option<HeaderValue> {
-    let value = match authority.port_u16() {
-        Some(port) if port != 80 => format!("{}:{port}", authority.host()),
-        _ => authority.host().to_owned(),
-    };
-    HeaderValue::from_str(&value).ok()
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub(crate) mod body;
 pub(crate) mod client;
 pub(crate) mod eventstream;
 mod git;
+mod pool;
 pub(crate) mod relay;
 pub(crate) mod request;
 pub(crate) mod settle;

@@ -1,0 +1,492 @@
+//! keygate's own HTTP/1 connection pool for plain-HTTP origins: a model server on the
+//! same host or network, an internal gateway, a provider's fake. A call takes an idle
+//! connection (or opens one), sends on it with hyper's HTTP/1 connection API, and lends
+//! it to the answer until the answer's body has been read to its end (or dropped): only
+//! then does it go back, so the pool only ever holds connections no call is using.
+//! hyper-util's pool does the same with a spawned task and several boxed futures per
+//! call; this is the part of the outbound cost that profile showed (BENCHMARKS.md).
+//!
+//! What it keeps from hyper-util's pool: a connection idle for `idle_timeout` is closed
+//! (swept in the background, and never taken); at most `max_idle` idle connections per
+//! origin (one more is closed, not kept); a request that a closing keep-alive connection
+//! handed back unsent (the origin closed it just as it was taken) is sent once more on a
+//! new connection, while one that went out is never sent twice; the connect timeout
+//! covers name resolution and the TCP handshake. HTTPS origins are not pooled here: their
+//! connection may be HTTP/2, which hyper-util's client negotiates.
+
+use axum::http::{header, uri, HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+type Body = axum::body::Body;
+type Sender = http1::SendRequest<Body>;
+
+/// How long connections are kept and how many.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Name resolution and TCP handshake together.
+    pub connect_timeout: Duration,
+    /// A connection unused this long is closed.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per origin.
+    pub max_idle: usize,
+}
+
+/// Why a call on the pool got no answer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PoolError {
+    /// No connection within the connect timeout, or refused.
+    Connect,
+    /// The exchange broke off (or the request was not one to send).
+    Failed,
+}
+
+/// The pool: idle connections by origin.
+#[derive(Clone)]
+pub(crate) struct Http1Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    origins: Mutex<HashMap<uri::Authority, Arc<Slot>>>,
+    /// The background sweep of idle connections, started with the first connection (it
+    /// needs the runtime) and again if that runtime has gone.
+    sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    limits: Limits,
+}
+
+/// One origin's idle connections, the most recently returned last.
+#[derive(Default)]
+struct Slot {
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// A connection lent to one answer: back to its origin's idle connections when dropped,
+/// which the answer's body does at its end. A connection whose answer was not read to
+/// its end is closed by hyper and is never taken again.
+pub(crate) struct Lease {
+    slot: Arc<Slot>,
+    sender: Option<Sender>,
+    max_idle: usize,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            if sender.is_closed() {
+                return;
+            }
+            let mut idle = lock(&self.slot.idle);
+            if idle.len() < self.max_idle {
+                idle.push(Idle { sender, since: Instant::now() });
+            }
+        }
+    }
+}
+
+impl Http1Pool {
+    pub fn new(limits: Limits) -> Self {
+        let inner = Inner { origins: Mutex::default(), sweeper: Mutex::default(), limits };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Sends `request`, whose URI is absolute (`http://host:port/path?query`), on a
+    /// connection to its authority; `Host` is set from the authority unless present.
+    /// The answer comes with the lease of its connection, to be dropped when its body has
+    /// been read.
+    pub async fn send(&self, request: Request<Body>) -> Result<(Response<Incoming>, Lease), PoolError> {
+        let (authority, request) = origin_form(request)?;
+        let slot = self.inner.slot(&authority);
+        let taken = self.inner.take(&slot);
+        self.inner.send_on(slot, &authority, taken, request).await
+    }
+
+    /// Idle connections to `authority` (tests).
+    #[cfg(test)]
+    fn idle(&self, authority: &str) -> usize {
+        let authority: uri::Authority = authority.parse().expect("an authority");
+        lock(&self.inner.origins).get(&authority).map_or(0, |slot| lock(&slot.idle).len())
+    }
+}
+
+impl Inner {
+    fn slot(&self, authority: &uri::Authority) -> Arc<Slot> {
+        let mut origins = lock(&self.origins);
+        if let Some(slot) = origins.get(authority) {
+            return slot.clone();
+        }
+        origins.entry(authority.clone()).or_default().clone()
+    }
+
+    /// The most recently returned idle connection that is ready; closed and expired ones
+    /// on the way are dropped. One whose previous answer has only just ended may not be
+    /// ready yet: it stays.
+    fn take(&self, slot: &Slot) -> Option<Sender> {
+        let mut idle = lock(&slot.idle);
+        let now = Instant::now();
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            let conn = &idle[i];
+            if conn.sender.is_closed() || now.duration_since(conn.since) >= self.limits.idle_timeout {
+                idle.remove(i);
+            } else if conn.sender.is_ready() {
+                return Some(idle.remove(i).sender);
+            }
+        }
+        None
+    }
+
+    /// Sends `request` on `taken`, or on a new connection when there is none or `taken`
+    /// handed the request back unsent (it closed as it was taken: the origin closed an idle
+    /// connection). A request that went out is never sent again.
+    async fn send_on(
+        self: &Arc<Self>,
+        slot: Arc<Slot>,
+        authority: &uri::Authority,
+        taken: Option<Sender>,
+        request: Request<Body>,
+    ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        let request = match taken {
+            Some(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, self.lease(slot, sender))),
+                Err(mut e) => e.take_message().ok_or(PoolError::Failed)?,
+            },
+            None => request,
+        };
+        let mut sender = self.connect(authority).await?;
+        let response = sender.try_send_request(request).await.map_err(|_| PoolError::Failed)?;
+        Ok((response, self.lease(slot, sender)))
+    }
+
+    fn lease(&self, slot: Arc<Slot>, sender: Sender) -> Lease {
+        Lease { slot, sender: Some(sender), max_idle: self.limits.max_idle }
+    }
+
+    async fn connect(self: &Arc<Self>, authority: &uri::Authority) -> Result<Sender, PoolError> {
+        // An IPv6 literal is written in brackets in an authority, not in an address.
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(self.limits.connect_timeout, tokio::net::TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| PoolError::Connect)?
+            .map_err(|_| PoolError::Connect)?;
+        // Small writes (an answer's headers, a stream's events) go out at once.
+        stream.set_nodelay(true).map_err(|_| PoolError::Connect)?;
+        let (sender, connection) =
+            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|_| PoolError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "an upstream connection ended with an error");
+            }
+        });
+        self.start_sweeper();
+        Ok(sender)
+    }
+
+    fn start_sweeper(self: &Arc<Self>) {
+        let mut sweeper = lock(&self.sweeper);
+        if sweeper.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let every = (self.limits.idle_timeout / 2).max(Duration::from_millis(10));
+        *sweeper = Some(tokio::spawn(sweep(pool, every)));
+    }
+
+    /// Drops closed and expired idle connections; forgets origins left with none.
+    fn sweep(&self, now: Instant) {
+        let mut origins = lock(&self.origins);
+        origins.retain(|_, slot| {
+            let mut idle = lock(&slot.idle);
+            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < self.limits.idle_timeout);
+            // A slot some call still holds stays, so its connection comes back to it.
+            !idle.is_empty() || Arc::strong_count(slot) > 1
+        });
+    }
+}
+
+/// Sweeps until the pool is gone.
+async fn sweep(pool: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.sweep(Instant::now());
+    }
+}
+
+/// `request` with its URI in origin form (HTTP/1 to an origin names the path alone) and
+/// `Host` set from the authority unless present; the authority.
+fn origin_form(mut request: Request<Body>) -> Result<(uri::Authority, Request<Body>), PoolError> {
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    let authority = parts.authority.take().ok_or(PoolError::Failed)?;
+    parts.scheme = None;
+    *request.uri_mut() = Uri::from_parts(parts).map_err(|_| PoolError::Failed)?;
+    if !request.headers().contains_key(header::HOST) {
+        let host = host_header(&authority).ok_or(PoolError::Failed)?;
+        request.headers_mut().insert(header::HOST, host);
+    }
+    Ok((authority, request))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here leaves its data half-changed on a panic.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `Host` for a plain-HTTP authority, as hyper's client writes it: the host, and the
+/// port unless it is 80.
+pub(crate) fn host_header(authority: &uri::Authority) -> Option<HeaderValue> {
+    let value = match authority.port_u16() {
+        Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::from_str(&value).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    fn limits() -> Limits {
+        Limits { connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(90), max_idle: 8 }
+    }
+
+    /// An origin that answers each request it reads with `answer` (after `hold`), counts
+    /// the connections it accepted and how many of them have been closed by keygate, and
+    /// after `per_connection` answers closes the connection itself without saying so.
+    struct Origin {
+        addr: String,
+        accepted: Arc<AtomicUsize>,
+        closed: Arc<AtomicUsize>,
+        heads: Arc<Mutex<Vec<String>>>,
+    }
+
+    async fn origin(per_connection: usize, hold: Duration) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (a, c, h) = (accepted.clone(), closed.clone(), heads.clone());
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(socket, per_connection, hold, c.clone(), h.clone()));
+            }
+        });
+        Origin { addr, accepted, closed, heads }
+    }
+
+    async fn serve(
+        mut socket: TcpStream,
+        per_connection: usize,
+        hold: Duration,
+        closed: Arc<AtomicUsize>,
+        heads: Arc<Mutex<Vec<String>>>,
+    ) {
+        let mut answered = 0;
+        let mut buf = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = socket.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                closed.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            // Requests here have no body: one ends at its blank line.
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = buf.drain(..end + 4).collect();
+                heads.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
+                tokio::time::sleep(hold).await;
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if socket.write_all(answer).await.is_err() {
+                    return;
+                }
+                answered += 1;
+                if answered == per_connection {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn get(addr: &str, path: &str) -> Request<Body> {
+        Request::builder().uri(format!("http://{addr}{path}")).body(Body::empty()).unwrap()
+    }
+
+    async fn call(pool: &Http1Pool, addr: &str) -> Result<String, PoolError> {
+        let (response, lease) = pool.send(get(addr, "/v1/models")).await?;
+        let body = response.into_body().collect().await.map_err(|_| PoolError::Failed)?.to_bytes();
+        drop(lease);
+        Ok(String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what} did not happen within 5 s");
+    }
+
+    #[tokio::test]
+    async fn calls_one_after_another_share_one_connection_in_origin_form_with_host() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(limits());
+        for _ in 0..5 {
+            assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+        }
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle(&o.addr), 1);
+        let (response, lease) = pool.send(get(&o.addr, "/v1/chat/completions?a=1&b=%2F")).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        drop(lease);
+        let head = o.heads.lock().unwrap().last().unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /v1/chat/completions?a=1&b=%2f http/1.1\r\n"), "{head}");
+        assert!(head.contains(&format!("\r\nhost: {}\r\n", o.addr)), "{head}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_not_lent_twice_and_comes_back_only_when_its_answer_is_read() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(limits());
+        let (first, first_lease) = pool.send(get(&o.addr, "/a")).await.unwrap();
+        // The first answer's body is unread: the second call needs a connection of its own.
+        let (second, second_lease) = pool.send(get(&o.addr, "/b")).await.unwrap();
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.idle(&o.addr), 0);
+        for (response, lease) in [(first, first_lease), (second, second_lease)] {
+            response.into_body().collect().await.unwrap();
+            drop(lease);
+        }
+        assert_eq!(pool.idle(&o.addr), 2);
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_closes_its_keep_alive_connections_costs_no_call() {
+        // One answer a connection, closed without `Connection: close`: each next call
+        // finds its connection gone (seen as closed, or handed back unsent and sent again).
+        let o = origin(1, Duration::ZERO).await;
+        let pool = Http1Pool::new(limits());
+        for _ in 0..20 {
+            assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+        }
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn a_request_handed_back_unsent_goes_out_once_on_a_new_connection() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(limits());
+        let authority: uri::Authority = o.addr.parse().unwrap();
+        let slot = pool.inner.slot(&authority);
+        // A connection holding a request it has not written yet hands the next one back
+        // unsent, as one that closed as it was taken does.
+        let mut busy = pool.inner.connect(&authority).await.unwrap();
+        let first = busy.try_send_request(origin_form(get(&o.addr, "/first")).unwrap().1);
+        let second = origin_form(get(&o.addr, "/second")).unwrap().1;
+        let (second, lease) = pool.inner.send_on(slot, &authority, Some(busy), second).await.unwrap();
+        assert_eq!(second.into_body().collect().await.unwrap().to_bytes(), "ok");
+        drop(lease);
+        assert_eq!(first.await.unwrap().into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+        let mut lines: Vec<String> =
+            o.heads.lock().unwrap().iter().map(|h| h.lines().next().unwrap().to_owned()).collect();
+        lines.sort();
+        assert_eq!(lines, ["GET /first HTTP/1.1", "GET /second HTTP/1.1"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_went_out_is_not_sent_again() {
+        // An origin that reads a request and closes without an answer.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let r = reads.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut chunk = [0u8; 4096];
+                if socket.read(&mut chunk).await.unwrap_or(0) > 0 {
+                    r.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        let pool = Http1Pool::new(limits());
+        assert_eq!(pool.send(get(&addr, "/a")).await.err(), Some(PoolError::Failed));
+        assert_eq!(reads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn no_listener_is_a_connect_error() {
+        let unused = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+        let pool = Http1Pool::new(limits());
+        assert_eq!(pool.send(get(&unused, "/")).await.err(), Some(PoolError::Connect));
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(Limits { idle_timeout: Duration::from_millis(200), ..limits() });
+        call(&pool, &o.addr).await.unwrap();
+        assert_eq!(pool.idle(&o.addr), 1);
+        // Nobody calls again: the sweep closes it, and the origin sees it go.
+        eventually("the idle connection's close", || o.closed.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(pool.idle(&o.addr), 0);
+        assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn at_most_max_idle_connections_are_kept_per_origin() {
+        let o = origin(usize::MAX, Duration::from_millis(100)).await;
+        let pool = Http1Pool::new(Limits { max_idle: 2, ..limits() });
+        let calls: Vec<_> = (0..5).map(|_| call(&pool, &o.addr)).collect();
+        for answer in futures_util::future::join_all(calls).await {
+            assert_eq!(answer.unwrap(), "ok");
+        }
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 5);
+        assert_eq!(pool.idle(&o.addr), 2);
+        eventually("three closes", || o.closed.load(Ordering::SeqCst) == 3).await;
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_unread_does_not_leave_its_connection_to_the_next_call() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(limits());
+        // Read the status only, as a caller that went away would.
+        let (response, lease) = pool.send(get(&o.addr, "/a")).await.unwrap();
+        drop(response);
+        drop(lease);
+        assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+        assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+    }
+
+    #[test]
+    fn host_is_the_authority_without_port_80() {
+        let host = |a: &str| host_header(&a.parse().unwrap()).map(|h| h.to_str().unwrap().to_owned());
+        assert_eq!(host("127.0.0.1:8081").as_deref(), Some("127.0.0.1:8081"));
+        assert_eq!(host("models.internal:80").as_deref(), Some("models.internal"));
+        assert_eq!(host("[::1]:11434").as_deref(), Some("[::1]:11434"));
+    }
+}
