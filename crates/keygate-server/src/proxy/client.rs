@@ -118,8 +118,9 @@ impl Upstream {
     pub fn bytes_stream(self) -> BodyStream {
         let read_timeout = self.read_timeout;
         let state = Some((self.response.into_body(), self.lease));
-        // The lease lives in the stream's state: the connection goes back as the stream
-        // ends (the state is dropped with its last item) or is dropped.
+        // The lease lives in the stream's state: the connection goes back when the stream
+        // ends or is dropped (hyper keeps a connection whose answer was cut short from
+        // being taken again, so the order of the two drops does not matter).
         Box::pin(futures_util::stream::unfold(state, move |state| async move {
             let (mut body, lease) = state?;
             loop {
@@ -247,6 +248,29 @@ mod tests {
         assert!(origin("ftp://example.com").is_err());
         assert!(origin("/relative").is_err());
         assert!(origin("https://user:pw@example.com").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_answer_read_through_its_stream_gives_its_connection_back() {
+        use futures_util::StreamExt;
+        let o = super::super::pool::tests::origin(usize::MAX, Duration::ZERO).await;
+        let limits =
+            Limits { connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(90), max_idle: 8 };
+        let pool = Http1Pool::new(limits);
+        for path in ["/first", "/second"] {
+            let request = Request::builder().uri(format!("http://{}{path}", o.addr)).body(axum::body::Body::empty());
+            let (response, lease) = pool.send(request.unwrap()).await.unwrap();
+            let upstream = Upstream { response, read_timeout: Duration::from_secs(5), lease: Some(lease) };
+            let mut stream = upstream.bytes_stream();
+            let mut body = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                body.extend_from_slice(&chunk.unwrap());
+            }
+            assert_eq!(body, path.as_bytes());
+            // Back as the stream ended, before the stream itself is dropped.
+            assert_eq!(pool.idle(&o.addr), 1);
+        }
+        assert_eq!(o.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]

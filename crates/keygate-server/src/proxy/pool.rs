@@ -10,14 +10,21 @@
 //! (swept in the background, and never taken); at most `max_idle` idle connections per
 //! origin (one more is closed, not kept); a request that a closing keep-alive connection
 //! handed back unsent (the origin closed it just as it was taken) is sent once more on a
-//! new connection, while one that went out is never sent twice; the connect timeout
-//! covers name resolution and the TCP handshake. HTTPS origins are not pooled here: their
-//! connection may be HTTP/2, which hyper-util's client negotiates.
+//! new connection, while one that went out is never sent twice; connections are opened
+//! by hyper-util's `HttpConnector`, as before (name resolution, the connect timeout
+//! shared among a name's addresses, IPv6 and IPv4 raced). HTTPS origins are not pooled
+//! here: their connection may be HTTP/2, which hyper-util's client negotiates.
+//!
+//! One difference: hyper-util waits for a connection that is about to be free as well as
+//! for a new one, where this pool opens a new one when none is free at once. A connection
+//! whose answer has just ended may not say it is free yet (on a runtime with several
+//! threads, for a few microseconds): under load that costs a connection more, kept and
+//! used by the next calls, never a wrong answer.
 
 use axum::http::{header, uri, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -53,6 +60,7 @@ pub(crate) struct Http1Pool {
 
 struct Inner {
     origins: Mutex<HashMap<uri::Authority, Arc<Slot>>>,
+    connector: HttpConnector,
     /// The background sweep of idle connections, started with the first connection (it
     /// needs the runtime) and again if that runtime has gone.
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -70,13 +78,22 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Neither closed nor idle for `idle_timeout` at `now` (it may still be finishing
+    /// its last answer: `take` asks whether it is ready).
+    fn usable(&self, now: Instant, idle_timeout: Duration) -> bool {
+        !self.sender.is_closed() && now.saturating_duration_since(self.since) < idle_timeout
+    }
+}
+
 /// A connection lent to one answer: back to its origin's idle connections when dropped,
 /// which the answer's body does at its end. A connection whose answer was not read to
-/// its end is closed by hyper and is never taken again.
+/// its end is closed by hyper and is never taken again (hyper says it is not ready until
+/// then, so returning it early could not lend it twice either).
 pub(crate) struct Lease {
     slot: Arc<Slot>,
     sender: Option<Sender>,
-    max_idle: usize,
+    limits: Limits,
 }
 
 impl Drop for Lease {
@@ -85,9 +102,14 @@ impl Drop for Lease {
             if sender.is_closed() {
                 return;
             }
+            let now = Instant::now();
             let mut idle = lock(&self.slot.idle);
-            if idle.len() < self.max_idle {
-                idle.push(Idle { sender, since: Instant::now() });
+            if idle.len() >= self.limits.max_idle {
+                // Full: make room by what is closed or expired, not at this one's cost.
+                idle.retain(|c| c.usable(now, self.limits.idle_timeout));
+            }
+            if idle.len() < self.limits.max_idle {
+                idle.push(Idle { sender, since: now });
             }
         }
     }
@@ -95,7 +117,10 @@ impl Drop for Lease {
 
 impl Http1Pool {
     pub fn new(limits: Limits) -> Self {
-        let inner = Inner { origins: Mutex::default(), sweeper: Mutex::default(), limits };
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(limits.connect_timeout));
+        let inner = Inner { origins: Mutex::default(), connector, sweeper: Mutex::default(), limits };
         Self { inner: Arc::new(inner) }
     }
 
@@ -106,13 +131,13 @@ impl Http1Pool {
     pub async fn send(&self, request: Request<Body>) -> Result<(Response<Incoming>, Lease), PoolError> {
         let (authority, request) = origin_form(request)?;
         let slot = self.inner.slot(&authority);
-        let taken = self.inner.take(&slot);
+        let taken = self.inner.take(&slot, Instant::now());
         self.inner.send_on(slot, &authority, taken, request).await
     }
 
     /// Idle connections to `authority` (tests).
     #[cfg(test)]
-    fn idle(&self, authority: &str) -> usize {
+    pub(super) fn idle(&self, authority: &str) -> usize {
         let authority: uri::Authority = authority.parse().expect("an authority");
         lock(&self.inner.origins).get(&authority).map_or(0, |slot| lock(&slot.idle).len())
     }
@@ -130,14 +155,13 @@ impl Inner {
     /// The most recently returned idle connection that is ready; closed and expired ones
     /// on the way are dropped. One whose previous answer has only just ended may not be
     /// ready yet: it stays.
-    fn take(&self, slot: &Slot) -> Option<Sender> {
+    fn take(&self, slot: &Slot, now: Instant) -> Option<Sender> {
         let mut idle = lock(&slot.idle);
-        let now = Instant::now();
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
             let conn = &idle[i];
-            if conn.sender.is_closed() || now.duration_since(conn.since) >= self.limits.idle_timeout {
+            if !conn.usable(now, self.limits.idle_timeout) {
                 idle.remove(i);
             } else if conn.sender.is_ready() {
                 return Some(idle.remove(i).sender);
@@ -169,21 +193,19 @@ impl Inner {
     }
 
     fn lease(&self, slot: Arc<Slot>, sender: Sender) -> Lease {
-        Lease { slot, sender: Some(sender), max_idle: self.limits.max_idle }
+        Lease { slot, sender: Some(sender), limits: self.limits }
     }
 
     async fn connect(self: &Arc<Self>, authority: &uri::Authority) -> Result<Sender, PoolError> {
-        // An IPv6 literal is written in brackets in an authority, not in an address.
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(self.limits.connect_timeout, tokio::net::TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| PoolError::Connect)?
+        let target = Uri::builder()
+            .scheme(uri::Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
             .map_err(|_| PoolError::Connect)?;
-        // Small writes (an answer's headers, a stream's events) go out at once.
-        stream.set_nodelay(true).map_err(|_| PoolError::Connect)?;
-        let (sender, connection) =
-            http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|_| PoolError::Connect)?;
+        let stream =
+            tower::ServiceExt::oneshot(self.connector.clone(), target).await.map_err(|_| PoolError::Connect)?;
+        let (sender, connection) = http1::Builder::new().handshake(stream).await.map_err(|_| PoolError::Connect)?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "an upstream connection ended with an error");
@@ -199,7 +221,8 @@ impl Inner {
             return;
         }
         let pool = Arc::downgrade(self);
-        let every = (self.limits.idle_timeout / 2).max(Duration::from_millis(10));
+        // Often enough that a connection outlives its idle timeout by a quarter at most.
+        let every = (self.limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(10));
         *sweeper = Some(tokio::spawn(sweep(pool, every)));
     }
 
@@ -208,7 +231,7 @@ impl Inner {
         let mut origins = lock(&self.origins);
         origins.retain(|_, slot| {
             let mut idle = lock(&slot.idle);
-            idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < self.limits.idle_timeout);
+            idle.retain(|c| c.usable(now, self.limits.idle_timeout));
             // A slot some call still holds stays, so its connection comes back to it.
             !idle.is_empty() || Arc::strong_count(slot) > 1
         });
@@ -233,6 +256,11 @@ fn origin_form(mut request: Request<Body>) -> Result<(uri::Authority, Request<Bo
     let mut parts = std::mem::take(request.uri_mut()).into_parts();
     let authority = parts.authority.take().ok_or(PoolError::Failed)?;
     parts.scheme = None;
+    if parts.path_and_query.as_ref().is_none_or(|pq| pq.path().is_empty()) {
+        let query = parts.path_and_query.as_ref().and_then(|pq| pq.query()).map(|q| format!("?{q}"));
+        let pq = format!("/{}", query.unwrap_or_default());
+        parts.path_and_query = Some(pq.parse().map_err(|_| PoolError::Failed)?);
+    }
     *request.uri_mut() = Uri::from_parts(parts).map_err(|_| PoolError::Failed)?;
     if !request.headers().contains_key(header::HOST) {
         let host = host_header(&authority).ok_or(PoolError::Failed)?;
@@ -257,7 +285,7 @@ pub(crate) fn host_header(authority: &uri::Authority) -> Option<HeaderValue> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -268,18 +296,22 @@ mod tests {
         Limits { connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(90), max_idle: 8 }
     }
 
-    /// An origin that answers each request it reads with `answer` (after `hold`), counts
-    /// the connections it accepted and how many of them have been closed by keygate, and
-    /// after `per_connection` answers closes the connection itself without saying so.
-    struct Origin {
-        addr: String,
-        accepted: Arc<AtomicUsize>,
-        closed: Arc<AtomicUsize>,
-        heads: Arc<Mutex<Vec<String>>>,
+    /// An origin on `listener`. It answers each request with its own path as the body
+    /// (after `hold`, or a second for `/slow…`), `/no-content` with a 204, and `/stream` with one chunk of a body
+    /// it never finishes. It counts the connections it accepted and those keygate closed,
+    /// and after `per_connection` answers closes a connection itself without saying so.
+    pub(in crate::proxy) struct Origin {
+        pub addr: String,
+        pub accepted: Arc<AtomicUsize>,
+        pub closed: Arc<AtomicUsize>,
+        pub heads: Arc<Mutex<Vec<String>>>,
     }
 
-    async fn origin(per_connection: usize, hold: Duration) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    pub(in crate::proxy) async fn origin(per_connection: usize, hold: Duration) -> Origin {
+        origin_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), per_connection, hold)
+    }
+
+    fn origin_on(listener: TcpListener, per_connection: usize, hold: Duration) -> Origin {
         let addr = listener.local_addr().unwrap().to_string();
         let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let heads = Arc::new(Mutex::new(Vec::new()));
@@ -313,11 +345,16 @@ mod tests {
             buf.extend_from_slice(&chunk[..n]);
             // Requests here have no body: one ends at its blank line.
             while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head: Vec<u8> = buf.drain(..end + 4).collect();
-                heads.lock().unwrap().push(String::from_utf8_lossy(&head).into_owned());
-                tokio::time::sleep(hold).await;
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                if socket.write_all(answer).await.is_err() {
+                let head = String::from_utf8_lossy(&buf.drain(..end + 4).collect::<Vec<u8>>()).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                heads.lock().unwrap().push(head);
+                tokio::time::sleep(if path.starts_with("/slow") { Duration::from_secs(1) } else { hold }).await;
+                let answer = match path.as_str() {
+                    "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".to_owned(),
+                    "/stream" => "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n".to_owned(),
+                    _ => format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}", path.len()),
+                };
+                if socket.write_all(answer.as_bytes()).await.is_err() {
                     return;
                 }
                 answered += 1;
@@ -332,11 +369,16 @@ mod tests {
         Request::builder().uri(format!("http://{addr}{path}")).body(Body::empty()).unwrap()
     }
 
-    async fn call(pool: &Http1Pool, addr: &str) -> Result<String, PoolError> {
-        let (response, lease) = pool.send(get(addr, "/v1/models")).await?;
+    /// The answer's body, read to its end before the connection goes back.
+    async fn call_path(pool: &Http1Pool, addr: &str, path: &str) -> Result<String, PoolError> {
+        let (response, lease) = pool.send(get(addr, path)).await?;
         let body = response.into_body().collect().await.map_err(|_| PoolError::Failed)?.to_bytes();
         drop(lease);
         Ok(String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn call(pool: &Http1Pool, addr: &str) -> Result<String, PoolError> {
+        call_path(pool, addr, "/v1/models").await
     }
 
     async fn eventually(what: &str, check: impl Fn() -> bool) {
@@ -353,17 +395,41 @@ mod tests {
     async fn calls_one_after_another_share_one_connection_in_origin_form_with_host() {
         let o = origin(usize::MAX, Duration::ZERO).await;
         let pool = Http1Pool::new(limits());
-        for _ in 0..5 {
-            assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+        for i in 0..5 {
+            assert_eq!(call_path(&pool, &o.addr, &format!("/v1/{i}")).await.unwrap(), format!("/v1/{i}"));
         }
         assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle(&o.addr), 1);
-        let (response, lease) = pool.send(get(&o.addr, "/v1/chat/completions?a=1&b=%2F")).await.unwrap();
-        response.into_body().collect().await.unwrap();
-        drop(lease);
+        call_path(&pool, &o.addr, "/v1/chat/completions?a=1&b=%2F").await.unwrap();
         let head = o.heads.lock().unwrap().last().unwrap().to_ascii_lowercase();
         assert!(head.starts_with("get /v1/chat/completions?a=1&b=%2f http/1.1\r\n"), "{head}");
         assert!(head.contains(&format!("\r\nhost: {}\r\n", o.addr)), "{head}");
+        // A URI without a path asks for `/`, keeping its query.
+        call_path(&pool, &o.addr, "?q=1").await.unwrap();
+        assert!(o.heads.lock().unwrap().last().unwrap().starts_with("GET /?q=1 HTTP/1.1\r\n"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_each_get_their_own_answer() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(Limits { max_idle: 4, ..limits() });
+        let callers: Vec<_> = (0..24)
+            .map(|c| {
+                let (pool, addr) = (pool.clone(), o.addr.clone());
+                tokio::spawn(async move {
+                    for i in 0..40 {
+                        let path = format!("/caller/{c}/call/{i}");
+                        assert_eq!(call_path(&pool, &addr, &path).await.unwrap(), path);
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        // Connections were reused: far fewer than the 960 calls, and at most four kept.
+        assert!(o.accepted.load(Ordering::SeqCst) < 960 / 2, "{} connections", o.accepted.load(Ordering::SeqCst));
+        assert!(pool.idle(&o.addr) <= 4);
     }
 
     #[tokio::test]
@@ -375,8 +441,8 @@ mod tests {
         let (second, second_lease) = pool.send(get(&o.addr, "/b")).await.unwrap();
         assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.idle(&o.addr), 0);
-        for (response, lease) in [(first, first_lease), (second, second_lease)] {
-            response.into_body().collect().await.unwrap();
+        for (response, lease, path) in [(first, first_lease, "/a"), (second, second_lease, "/b")] {
+            assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), path);
             drop(lease);
         }
         assert_eq!(pool.idle(&o.addr), 2);
@@ -385,11 +451,11 @@ mod tests {
     #[tokio::test]
     async fn an_origin_that_closes_its_keep_alive_connections_costs_no_call() {
         // One answer a connection, closed without `Connection: close`: each next call
-        // finds its connection gone (seen as closed, or handed back unsent and sent again).
+        // finds its connection gone and opens another.
         let o = origin(1, Duration::ZERO).await;
         let pool = Http1Pool::new(limits());
         for _ in 0..20 {
-            assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+            assert_eq!(call(&pool, &o.addr).await.unwrap(), "/v1/models");
         }
         assert_eq!(o.accepted.load(Ordering::SeqCst), 20);
     }
@@ -406,9 +472,9 @@ mod tests {
         let first = busy.try_send_request(origin_form(get(&o.addr, "/first")).unwrap().1);
         let second = origin_form(get(&o.addr, "/second")).unwrap().1;
         let (second, lease) = pool.inner.send_on(slot, &authority, Some(busy), second).await.unwrap();
-        assert_eq!(second.into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(second.into_body().collect().await.unwrap().to_bytes(), "/second");
         drop(lease);
-        assert_eq!(first.await.unwrap().into_body().collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(first.await.unwrap().into_body().collect().await.unwrap().to_bytes(), "/first");
         assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
         let mut lines: Vec<String> =
             o.heads.lock().unwrap().iter().map(|h| h.lines().next().unwrap().to_owned()).collect();
@@ -418,23 +484,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_that_went_out_is_not_sent_again() {
-        // An origin that reads a request and closes without an answer.
+        // An origin that answers the first request on a connection and reads the second
+        // one without answering, then closes.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let reads = Arc::new(AtomicUsize::new(0));
-        let r = reads.clone();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let r = requests.clone();
         tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
-                let mut chunk = [0u8; 4096];
-                if socket.read(&mut chunk).await.unwrap_or(0) > 0 {
-                    r.fetch_add(1, Ordering::SeqCst);
-                }
+                let r = r.clone();
+                tokio::spawn(async move {
+                    let mut chunk = [0u8; 4096];
+                    while socket.read(&mut chunk).await.unwrap_or(0) > 0 {
+                        if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+                        } else {
+                            return;
+                        }
+                    }
+                });
             }
         });
         let pool = Http1Pool::new(limits());
+        assert_eq!(call(&pool, &addr).await.unwrap(), "");
+        // On the reused connection: the request went out, so it fails, once.
         assert_eq!(pool.send(get(&addr, "/a")).await.err(), Some(PoolError::Failed));
-        assert_eq!(reads.load(Ordering::SeqCst), 1);
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -442,6 +518,24 @@ mod tests {
         let unused = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
         let pool = Http1Pool::new(limits());
         assert_eq!(pool.send(get(&unused, "/")).await.err(), Some(PoolError::Connect));
+    }
+
+    #[tokio::test]
+    async fn names_and_ipv6_literals_are_connected_to() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let port = o.addr.rsplit(':').next().unwrap();
+        let pool = Http1Pool::new(limits());
+        assert_eq!(call(&pool, &format!("localhost:{port}")).await.unwrap(), "/v1/models");
+        let head = o.heads.lock().unwrap().last().unwrap().to_ascii_lowercase();
+        assert!(head.contains(&format!("\r\nhost: localhost:{port}\r\n")), "{head}");
+        match TcpListener::bind("[::1]:0").await {
+            Ok(listener) => {
+                let v6 = origin_on(listener, usize::MAX, Duration::ZERO);
+                assert_eq!(call(&pool, &v6.addr).await.unwrap(), "/v1/models");
+                assert!(v6.addr.starts_with("[::1]:"));
+            }
+            Err(e) => eprintln!("SKIP the IPv6 half: no IPv6 loopback here ({e})"),
+        }
     }
 
     #[tokio::test]
@@ -453,8 +547,20 @@ mod tests {
         // Nobody calls again: the sweep closes it, and the origin sees it go.
         eventually("the idle connection's close", || o.closed.load(Ordering::SeqCst) == 1).await;
         assert_eq!(pool.idle(&o.addr), 0);
-        assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+        assert_eq!(call(&pool, &o.addr).await.unwrap(), "/v1/models");
         assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_expired_connection_is_never_taken() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(limits());
+        call(&pool, &o.addr).await.unwrap();
+        let slot = pool.inner.slot(&o.addr.parse().unwrap());
+        // Taken at a moment past its idle timeout (before any sweep could run): dropped.
+        assert!(pool.inner.take(&slot, Instant::now() + limits().idle_timeout).is_none());
+        assert_eq!(pool.idle(&o.addr), 0);
+        eventually("the expired connection's close", || o.closed.load(Ordering::SeqCst) == 1).await;
     }
 
     #[tokio::test]
@@ -463,7 +569,7 @@ mod tests {
         let pool = Http1Pool::new(Limits { max_idle: 2, ..limits() });
         let calls: Vec<_> = (0..5).map(|_| call(&pool, &o.addr)).collect();
         for answer in futures_util::future::join_all(calls).await {
-            assert_eq!(answer.unwrap(), "ok");
+            assert_eq!(answer.unwrap(), "/v1/models");
         }
         assert_eq!(o.accepted.load(Ordering::SeqCst), 5);
         assert_eq!(pool.idle(&o.addr), 2);
@@ -471,15 +577,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_dropped_unread_does_not_leave_its_connection_to_the_next_call() {
+    async fn a_call_given_up_on_takes_its_connection_and_its_late_answer_with_it() {
         let o = origin(usize::MAX, Duration::ZERO).await;
         let pool = Http1Pool::new(limits());
-        // Read the status only, as a caller that went away would.
-        let (response, lease) = pool.send(get(&o.addr, "/a")).await.unwrap();
-        drop(response);
+        call(&pool, &o.addr).await.unwrap();
+        // The read timeout gives up on the call on the one idle connection.
+        assert!(tokio::time::timeout(Duration::from_millis(100), pool.send(get(&o.addr, "/slow"))).await.is_err());
+        assert_eq!(pool.idle(&o.addr), 0);
+        // The next call gets its own answer on a new connection, not the late one.
+        assert_eq!(call(&pool, &o.addr).await.unwrap(), "/v1/models");
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_short_closes_its_connection_and_the_next_call_opens_another() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(limits());
+        // One chunk read of a body that goes on, then dropped, as by a caller who left.
+        let (response, lease) = pool.send(get(&o.addr, "/stream")).await.unwrap();
+        let mut body = response.into_body();
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "first");
+        drop(body);
         drop(lease);
-        assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
-        assert_eq!(call(&pool, &o.addr).await.unwrap(), "ok");
+        assert_eq!(call(&pool, &o.addr).await.unwrap(), "/v1/models");
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+        eventually("the cut connection's close", || o.closed.load(Ordering::SeqCst) == 1).await;
+    }
+
+    #[tokio::test]
+    async fn answers_without_a_body_keep_their_connection() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(limits());
+        for _ in 0..3 {
+            let (response, lease) = pool.send(get(&o.addr, "/no-content")).await.unwrap();
+            assert_eq!(response.status(), 204);
+            drop(response);
+            drop(lease);
+        }
+        assert_eq!(call(&pool, &o.addr).await.unwrap(), "/v1/models");
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
     }
 
     #[test]
