@@ -19,7 +19,8 @@ pub struct AppState {
     pub metrics_apart: bool,
     /// Options for the web pages (cookies `Secure` behind TLS).
     pub pages: crate::pages::PagesOptions,
-    /// The proxy's outbound client (hyper's, used directly).
+    /// The proxy's outbound client (keygate's own HTTP/1 pool for plain-HTTP origins,
+    /// hyper-util's for HTTPS; `proxy::client`).
     pub(crate) proxy_client: Arc<crate::proxy::client::ProxyClient>,
 }
 
