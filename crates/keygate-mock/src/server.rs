@@ -96,6 +96,8 @@ impl Shared {
 pub struct MockProvider {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    /// Connections accepted so far.
+    accepted: Arc<std::sync::atomic::AtomicU64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -112,13 +114,15 @@ impl MockProvider {
         let shared = Shared::new(config);
         let app = router(shared.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = accepted.clone();
         tokio::spawn(async move {
-            let _ = serve(listener, app, async {
+            let stopped = async {
                 let _ = stopped.await;
-            })
-            .await;
+            };
+            let _ = serve_counting(listener, app, stopped, counter).await;
         });
-        Ok(Self { addr, shared, stop: Some(stop) })
+        Ok(Self { addr, shared, accepted, stop: Some(stop) })
     }
 
     /// `http://127.0.0.1:<port>`: the base URL to give keygate for a provider.
@@ -128,6 +132,12 @@ impl MockProvider {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many connections the mock has accepted (a client that pools its connections
+    /// opens few).
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Changes the configuration; later requests see the change.
@@ -194,7 +204,18 @@ pub async fn serve(
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
+    serve_counting(listener, app, shutdown, Arc::default()).await
+}
+
+/// [`serve`], counting the connections accepted in `accepted`.
+async fn serve_counting(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    accepted: Arc<std::sync::atomic::AtomicU64>,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(move |tcp| {
+        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let _ = tcp.set_nodelay(true);
     });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await

@@ -459,6 +459,39 @@ async fn metrics_count_calls_and_show_no_database_queries_in_steady_state(db: Te
     assert!(!after.text.contains("CANARY") && !after.text.contains("kg_"), "no secret in metrics");
 }
 
+both_backends!(upstream_connections_are_pooled_and_one_given_up_on_is_not_reused);
+
+async fn upstream_connections_are_pooled_and_one_given_up_on_is_not_reused(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("pooled@example.com").await;
+    let key = h.valid_key("sk-proj-");
+    h.add_key(&alice, json!({"provider": "openai", "secret": key})).await;
+    let before = h.mock.connections_accepted();
+    for _ in 0..6 {
+        let reply = h.chat(&alice.token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    // Six calls one after another on one pooled connection (two, if one call looked
+    // while the connection was still finishing the answer before).
+    let used = h.mock.connections_accepted() - before;
+    assert!((1..=2).contains(&used), "{used} upstream connections for six calls in a row");
+
+    // A call given up on: its connection is closed, never lent again.
+    h.mock.configure(|c| {
+        c.fault = Some(Fault::Delay { ms: UPSTREAM_TIMEOUT.as_millis() as u64 * 3 });
+        c.fault_times = Some(1);
+    });
+    let slow = h.chat(&alice.token).await;
+    assert_eq!((slow.status, slow.code()), (504, "upstream_timeout"), "{}", slow.text);
+    for _ in 0..3 {
+        let reply = h.chat(&alice.token).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.json["choices"][0]["message"]["content"], "Hello from keygate-mock!");
+    }
+    let after = h.mock.connections_accepted() - before;
+    assert!((used..=used + 1).contains(&after), "{after} connections after the timeout ({used} before)");
+}
+
 both_backends!(a_timeout_is_a_clear_504_and_a_disconnect_still_meters_what_passed);
 
 async fn a_timeout_is_a_clear_504_and_a_disconnect_still_meters_what_passed(db: TestDb) {
