@@ -35,7 +35,8 @@ type Sender = http1::SendRequest<Body>;
 /// How long connections are kept and how many.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// Name resolution and TCP handshake together.
+    /// The TCP handshake, shared among a name's addresses (name resolution is not
+    /// counted, as with hyper-util's client before).
     pub connect_timeout: Duration,
     /// A connection unused this long is closed.
     pub idle_timeout: Duration,
@@ -256,11 +257,7 @@ fn origin_form(mut request: Request<Body>) -> Result<(uri::Authority, Request<Bo
     let mut parts = std::mem::take(request.uri_mut()).into_parts();
     let authority = parts.authority.take().ok_or(PoolError::Failed)?;
     parts.scheme = None;
-    if parts.path_and_query.as_ref().is_none_or(|pq| pq.path().is_empty()) {
-        let query = parts.path_and_query.as_ref().and_then(|pq| pq.query()).map(|q| format!("?{q}"));
-        let pq = format!("/{}", query.unwrap_or_default());
-        parts.path_and_query = Some(pq.parse().map_err(|_| PoolError::Failed)?);
-    }
+    // (A parsed URI's path is never empty: `http://host` reads as `http://host/`.)
     *request.uri_mut() = Uri::from_parts(parts).map_err(|_| PoolError::Failed)?;
     if !request.headers().contains_key(header::HOST) {
         let host = host_header(&authority).ok_or(PoolError::Failed)?;
@@ -297,7 +294,7 @@ pub(super) mod tests {
     }
 
     /// An origin on `listener`. It answers each request with its own path as the body
-    /// (after `hold`, or a second for `/slow…`), `/no-content` with a 204, and `/stream` with one chunk of a body
+    /// (after `hold`, or 30 s for `/slow…`), `/no-content` with a 204, and `/stream` with one chunk of a body
     /// it never finishes. It counts the connections it accepted and those keygate closed,
     /// and after `per_connection` answers closes a connection itself without saying so.
     pub(in crate::proxy) struct Origin {
@@ -348,7 +345,7 @@ pub(super) mod tests {
                 let head = String::from_utf8_lossy(&buf.drain(..end + 4).collect::<Vec<u8>>()).into_owned();
                 let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
                 heads.lock().unwrap().push(head);
-                tokio::time::sleep(if path.starts_with("/slow") { Duration::from_secs(1) } else { hold }).await;
+                tokio::time::sleep(if path.starts_with("/slow") { Duration::from_secs(30) } else { hold }).await;
                 let answer = match path.as_str() {
                     "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".to_owned(),
                     "/stream" => "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n".to_owned(),
@@ -404,9 +401,8 @@ pub(super) mod tests {
         let head = o.heads.lock().unwrap().last().unwrap().to_ascii_lowercase();
         assert!(head.starts_with("get /v1/chat/completions?a=1&b=%2f http/1.1\r\n"), "{head}");
         assert!(head.contains(&format!("\r\nhost: {}\r\n", o.addr)), "{head}");
-        // A URI without a path asks for `/`, keeping its query.
-        call_path(&pool, &o.addr, "?q=1").await.unwrap();
-        assert!(o.heads.lock().unwrap().last().unwrap().starts_with("GET /?q=1 HTTP/1.1\r\n"));
+        // A URI without a path asks for `/`.
+        assert_eq!(call_path(&pool, &o.addr, "").await.unwrap(), "/");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,14 +511,19 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn no_listener_is_a_connect_error() {
-        let unused = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().to_string();
+        // A port held (bound, not listening) so no other test can take it: refused.
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let unused = held.local_addr().unwrap().to_string();
         let pool = Http1Pool::new(limits());
         assert_eq!(pool.send(get(&unused, "/")).await.err(), Some(PoolError::Connect));
     }
 
     #[tokio::test]
     async fn names_and_ipv6_literals_are_connected_to() {
-        let o = origin(usize::MAX, Duration::ZERO).await;
+        // On the address `localhost` names first, which the connector tries first.
+        let first = tokio::net::lookup_host("localhost:0").await.unwrap().next().unwrap();
+        let o = origin_on(TcpListener::bind(first).await.unwrap(), usize::MAX, Duration::ZERO);
         let port = o.addr.rsplit(':').next().unwrap();
         let pool = Http1Pool::new(limits());
         assert_eq!(call(&pool, &format!("localhost:{port}")).await.unwrap(), "/v1/models");
@@ -532,7 +533,11 @@ pub(super) mod tests {
             Ok(listener) => {
                 let v6 = origin_on(listener, usize::MAX, Duration::ZERO);
                 assert_eq!(call(&pool, &v6.addr).await.unwrap(), "/v1/models");
-                assert!(v6.addr.starts_with("[::1]:"));
+                let head = v6.heads.lock().unwrap().last().unwrap().to_ascii_lowercase();
+                assert!(
+                    head.contains(&format!("\r\nhost: {}\r\n", v6.addr)) && v6.addr.starts_with("[::1]:"),
+                    "{head}"
+                );
             }
             Err(e) => eprintln!("SKIP the IPv6 half: no IPv6 loopback here ({e})"),
         }

@@ -459,9 +459,9 @@ async fn metrics_count_calls_and_show_no_database_queries_in_steady_state(db: Te
     assert!(!after.text.contains("CANARY") && !after.text.contains("kg_"), "no secret in metrics");
 }
 
-both_backends!(upstream_connections_are_pooled_and_one_given_up_on_is_not_reused);
+both_backends!(upstream_connections_are_pooled_and_calls_after_one_given_up_on_are_answered);
 
-async fn upstream_connections_are_pooled_and_one_given_up_on_is_not_reused(db: TestDb) {
+async fn upstream_connections_are_pooled_and_calls_after_one_given_up_on_are_answered(db: TestDb) {
     let h = Harness::new(db).await;
     let alice = h.user("pooled@example.com").await;
     let key = h.valid_key("sk-proj-");
@@ -476,7 +476,9 @@ async fn upstream_connections_are_pooled_and_one_given_up_on_is_not_reused(db: T
     let used = h.mock.connections_accepted() - before;
     assert!((1..=2).contains(&used), "{used} upstream connections for six calls in a row");
 
-    // A call given up on: its connection is closed, never lent again.
+    // A call given up on: its connection is closed, and the calls after it are answered.
+    // (That it is never lent again, with its late answer, is pool.rs's unit test, where
+    // each answer names its request.)
     h.mock.configure(|c| {
         c.fault = Some(Fault::Delay { ms: UPSTREAM_TIMEOUT.as_millis() as u64 * 3 });
         c.fault_times = Some(1);
@@ -488,8 +490,6 @@ async fn upstream_connections_are_pooled_and_one_given_up_on_is_not_reused(db: T
         assert_eq!(reply.status, 200, "{}", reply.text);
         assert_eq!(reply.json["choices"][0]["message"]["content"], "Hello from keygate-mock!");
     }
-    let after = h.mock.connections_accepted() - before;
-    assert!((used..=used + 1).contains(&after), "{after} connections after the timeout ({used} before)");
 }
 
 both_backends!(a_timeout_is_a_clear_504_and_a_disconnect_still_meters_what_passed);
