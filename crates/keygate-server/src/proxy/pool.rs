@@ -294,9 +294,10 @@ pub(super) mod tests {
     }
 
     /// An origin on `listener`. It answers each request with its own path as the body
-    /// (after `hold`, or 30 s for `/slow…`), `/no-content` with a 204, and `/stream` with one chunk of a body
-    /// it never finishes. It counts the connections it accepted and those keygate closed,
-    /// and after `per_connection` answers closes a connection itself without saying so.
+    /// (after `hold`; `/wait` after 300 ms, `/slow…` after 30 s), `/no-content` with a
+    /// 204, and `/stream` with one chunk of a body it never finishes; 100 ms after `/last`
+    /// it closes the connection without saying so, as after `per_connection` answers. It
+    /// counts the connections it accepted and those keygate closed.
     pub(in crate::proxy) struct Origin {
         pub addr: String,
         pub accepted: Arc<AtomicUsize>,
@@ -345,7 +346,12 @@ pub(super) mod tests {
                 let head = String::from_utf8_lossy(&buf.drain(..end + 4).collect::<Vec<u8>>()).into_owned();
                 let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
                 heads.lock().unwrap().push(head);
-                tokio::time::sleep(if path.starts_with("/slow") { Duration::from_secs(30) } else { hold }).await;
+                let wait = match path.as_str() {
+                    p if p.starts_with("/slow") => Duration::from_secs(30),
+                    "/wait" => Duration::from_millis(300),
+                    _ => hold,
+                };
+                tokio::time::sleep(wait).await;
                 let answer = match path.as_str() {
                     "/no-content" => "HTTP/1.1 204 No Content\r\n\r\n".to_owned(),
                     "/stream" => "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n".to_owned(),
@@ -355,6 +361,11 @@ pub(super) mod tests {
                     return;
                 }
                 answered += 1;
+                if path == "/last" {
+                    // After the client has taken the answer (and given the connection back).
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return;
+                }
                 if answered == per_connection {
                     return;
                 }
@@ -590,6 +601,22 @@ pub(super) mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(100), pool.send(get(&o.addr, "/slow"))).await.is_err());
         assert_eq!(pool.idle(&o.addr), 0);
         // The next call gets its own answer on a new connection, not the late one.
+        assert_eq!(call(&pool, &o.addr).await.unwrap(), "/v1/models");
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_idle_list_makes_room_by_what_has_closed() {
+        let o = origin(usize::MAX, Duration::ZERO).await;
+        let pool = Http1Pool::new(Limits { max_idle: 1, ..limits() });
+        // Two calls at once: `/last` is answered at once on a connection the origin then
+        // closes; `/wait` a moment later. The first fills the one idle place; by the time
+        // the second comes back, that one has closed and gives its place up.
+        let (last, wait) = tokio::join!(call_path(&pool, &o.addr, "/last"), call_path(&pool, &o.addr, "/wait"));
+        assert_eq!((last.unwrap().as_str(), wait.unwrap().as_str()), ("/last", "/wait"));
+        assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.idle(&o.addr), 1);
+        // The next call goes out on `/wait`'s connection.
         assert_eq!(call(&pool, &o.addr).await.unwrap(), "/v1/models");
         assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
     }
