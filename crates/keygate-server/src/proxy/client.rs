@@ -11,9 +11,9 @@
 //! connect timeout for a connection and the read timeout between two reads of the
 //! answer: a stream may run for minutes as long as it moves.
 
-use super::pool::{host_header, Http1Pool, Lease, Limits, PoolError};
+use super::pool::{Http1Pool, Lease, Limits, PoolError};
 use axum::body::Bytes;
-use axum::http::{header, uri, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use axum::http::{uri, HeaderMap, Request, Response, StatusCode, Uri};
 use futures_util::Stream;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -39,11 +39,6 @@ struct Origin {
     authority: uri::Authority,
     /// The base URL's path without its trailing `/` (often empty).
     base_path: String,
-    /// The `Host` header of a plain-HTTP origin, made once: such a connection is always
-    /// HTTP/1.1 (HTTP/2 is only ever agreed in a TLS handshake), where hyper's client
-    /// would otherwise format it from the URI on every call. `None` for HTTPS, whose
-    /// connection may turn out to be HTTP/2, which carries the authority instead.
-    host: Option<HeaderValue>,
 }
 
 /// The pooled clients for every provider, and each provider's origin.
@@ -153,16 +148,12 @@ impl ProxyClient {
                 Err(e) => tracing::error!(provider = %p.id, error = %e, "the provider's base URL cannot be proxied to"),
             }
         }
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(super::pool::connector(connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE)
@@ -173,9 +164,8 @@ impl ProxyClient {
     }
 
     /// The URI of `path_and_query` (already encoded, starting with `/` or not) at
-    /// `provider`'s origin, below its base path; sets `Host` in `headers` when the
-    /// origin's is known ahead (plain HTTP), as hyper's client would set it.
-    pub fn uri(&self, provider: &Provider, path: &str, query: &str, headers: &mut HeaderMap) -> Result<Uri, String> {
+    /// `provider`'s origin, below its base path.
+    pub fn uri(&self, provider: &Provider, path: &str, query: &str) -> Result<Uri, String> {
         let origin = self.origins.get(&provider.id).ok_or_else(|| format!("no client for provider {}", provider.id))?;
         let mut pq = String::with_capacity(origin.base_path.len() + path.len() + query.len() + 2);
         pq.push_str(&origin.base_path);
@@ -184,10 +174,6 @@ impl ProxyClient {
         if !query.is_empty() {
             pq.push('?');
             pq.push_str(query);
-        }
-        if let Some(host) = &origin.host {
-            // As hyper's client does: a `Host` already there (a catalog header) stays.
-            headers.entry(header::HOST).or_insert_with(|| host.clone());
         }
         Uri::builder()
             .scheme(origin.scheme.clone())
@@ -229,8 +215,7 @@ fn origin(base_url: &str) -> Result<Origin, String> {
     if authority.as_str().contains('@') {
         return Err(format!("`{base_url}` carries credentials"));
     }
-    let host = (scheme == uri::Scheme::HTTP).then(|| host_header(&authority)).flatten();
-    Ok(Origin { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned(), host })
+    Ok(Origin { scheme, authority, base_path: uri.path().trim_end_matches('/').to_owned() })
 }
 
 #[cfg(test)]
@@ -254,9 +239,7 @@ mod tests {
     async fn an_answer_read_through_its_stream_gives_its_connection_back() {
         use futures_util::StreamExt;
         let o = super::super::pool::tests::origin(usize::MAX, Duration::ZERO).await;
-        let limits =
-            Limits { connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(90), max_idle: 8 };
-        let pool = Http1Pool::new(limits);
+        let pool = Http1Pool::new(super::super::pool::tests::limits());
         for path in ["/first", "/second"] {
             let request = Request::builder().uri(format!("http://{}{path}", o.addr)).body(axum::body::Body::empty());
             let (response, lease) = pool.send(request.unwrap()).await.unwrap();
@@ -271,16 +254,5 @@ mod tests {
             assert_eq!(pool.idle(&o.addr), 1);
         }
         assert_eq!(o.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn a_plain_http_origin_carries_the_host_header_hyper_would_write() {
-        let host = |base: &str| origin(base).unwrap().host.map(|h| h.to_str().unwrap().to_owned());
-        assert_eq!(host("http://127.0.0.1:8081/v1").as_deref(), Some("127.0.0.1:8081"));
-        assert_eq!(host("http://models.internal:80").as_deref(), Some("models.internal"));
-        assert_eq!(host("http://models.internal").as_deref(), Some("models.internal"));
-        assert_eq!(host("http://[::1]:11434").as_deref(), Some("[::1]:11434"));
-        // HTTPS may be HTTP/2, which names the authority instead: left to hyper.
-        assert_eq!(host("https://api.example.com:8443"), None);
     }
 }

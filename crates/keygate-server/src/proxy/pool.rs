@@ -68,10 +68,11 @@ struct Inner {
     limits: Limits,
 }
 
-/// One origin's idle connections, the most recently returned last.
-#[derive(Default)]
+/// One origin: its idle connections, the most recently returned last, and the `Host`
+/// its requests carry (made once; `None` for an authority no header can hold).
 struct Slot {
     idle: Mutex<Vec<Idle>>,
+    host: Option<HeaderValue>,
 }
 
 struct Idle {
@@ -116,22 +117,36 @@ impl Drop for Lease {
     }
 }
 
+/// The connector both outbound clients open TCP connections with: Nagle off (small
+/// writes, an answer's headers or a stream's events, go out at once), at most
+/// `connect_timeout` for the handshake, shared among a name's addresses.
+pub(crate) fn connector(connect_timeout: Duration) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    // HTTPS URIs reach it too when it is wrapped for TLS (hyper-util's client).
+    connector.enforce_http(false);
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector
+}
+
 impl Http1Pool {
     pub fn new(limits: Limits) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(limits.connect_timeout));
+        let connector = connector(limits.connect_timeout);
         let inner = Inner { origins: Mutex::default(), connector, sweeper: Mutex::default(), limits };
         Self { inner: Arc::new(inner) }
     }
 
     /// Sends `request`, whose URI is absolute (`http://host:port/path?query`), on a
-    /// connection to its authority; `Host` is set from the authority unless present.
-    /// The answer comes with the lease of its connection, to be dropped when its body has
-    /// been read.
+    /// connection to its authority; `Host` is set from the authority unless present (a
+    /// catalog header stays). The answer comes with the lease of its connection, to be
+    /// dropped when its body has been read.
     pub async fn send(&self, request: Request<Body>) -> Result<(Response<Incoming>, Lease), PoolError> {
-        let (authority, request) = origin_form(request)?;
+        let (authority, mut request) = origin_form(request)?;
         let slot = self.inner.slot(&authority);
+        if !request.headers().contains_key(header::HOST) {
+            let host = slot.host.clone().ok_or(PoolError::Failed)?;
+            request.headers_mut().insert(header::HOST, host);
+        }
         let taken = self.inner.take(&slot, Instant::now());
         self.inner.send_on(slot, &authority, taken, request).await
     }
@@ -150,7 +165,8 @@ impl Inner {
         if let Some(slot) = origins.get(authority) {
             return slot.clone();
         }
-        origins.entry(authority.clone()).or_default().clone()
+        let slot = Slot { idle: Mutex::default(), host: host_header(authority) };
+        origins.entry(authority.clone()).or_insert_with(|| Arc::new(slot)).clone()
     }
 
     /// The most recently returned idle connection that is ready; closed and expired ones
@@ -251,18 +267,14 @@ async fn sweep(pool: Weak<Inner>, every: Duration) {
     }
 }
 
-/// `request` with its URI in origin form (HTTP/1 to an origin names the path alone) and
-/// `Host` set from the authority unless present; the authority.
+/// `request` with its URI in origin form (HTTP/1 to an origin names the path alone),
+/// and the authority it named.
 fn origin_form(mut request: Request<Body>) -> Result<(uri::Authority, Request<Body>), PoolError> {
     let mut parts = std::mem::take(request.uri_mut()).into_parts();
     let authority = parts.authority.take().ok_or(PoolError::Failed)?;
     parts.scheme = None;
     // (A parsed URI's path is never empty: `http://host` reads as `http://host/`.)
     *request.uri_mut() = Uri::from_parts(parts).map_err(|_| PoolError::Failed)?;
-    if !request.headers().contains_key(header::HOST) {
-        let host = host_header(&authority).ok_or(PoolError::Failed)?;
-        request.headers_mut().insert(header::HOST, host);
-    }
     Ok((authority, request))
 }
 
@@ -273,7 +285,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// `Host` for a plain-HTTP authority, as hyper's client writes it: the host, and the
 /// port unless it is 80.
-pub(crate) fn host_header(authority: &uri::Authority) -> Option<HeaderValue> {
+fn host_header(authority: &uri::Authority) -> Option<HeaderValue> {
     let value = match authority.port_u16() {
         Some(port) if port != 80 => format!("{}:{port}", authority.host()),
         _ => authority.host().to_owned(),
@@ -289,7 +301,7 @@ pub(super) mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    fn limits() -> Limits {
+    pub(in crate::proxy) fn limits() -> Limits {
         Limits { connect_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(90), max_idle: 8 }
     }
 
@@ -412,6 +424,14 @@ pub(super) mod tests {
         let head = o.heads.lock().unwrap().last().unwrap().to_ascii_lowercase();
         assert!(head.starts_with("get /v1/chat/completions?a=1&b=%2f http/1.1\r\n"), "{head}");
         assert!(head.contains(&format!("\r\nhost: {}\r\n", o.addr)), "{head}");
+        // A `Host` the request already carries (a catalog header) stays.
+        let mut request = get(&o.addr, "/v1/own-host");
+        request.headers_mut().insert(header::HOST, HeaderValue::from_static("models.internal"));
+        let (response, lease) = pool.send(request).await.unwrap();
+        response.into_body().collect().await.unwrap();
+        drop(lease);
+        let head = o.heads.lock().unwrap().last().unwrap().to_ascii_lowercase();
+        assert!(head.contains("\r\nhost: models.internal\r\n") && head.matches("\r\nhost:").count() == 1, "{head}");
         // A URI without a path asks for `/`.
         assert_eq!(call_path(&pool, &o.addr, "").await.unwrap(), "/");
     }
@@ -655,6 +675,7 @@ pub(super) mod tests {
         let host = |a: &str| host_header(&a.parse().unwrap()).map(|h| h.to_str().unwrap().to_owned());
         assert_eq!(host("127.0.0.1:8081").as_deref(), Some("127.0.0.1:8081"));
         assert_eq!(host("models.internal:80").as_deref(), Some("models.internal"));
+        assert_eq!(host("models.internal").as_deref(), Some("models.internal"));
         assert_eq!(host("[::1]:11434").as_deref(), Some("[::1]:11434"));
     }
 }

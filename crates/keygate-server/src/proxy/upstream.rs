@@ -191,7 +191,7 @@ pub(crate) async fn send(
                 .parse::<axum::http::Uri>()
                 .map_err(|e| bad_gateway(format!("the signed URL is not valid: {e}")))?
         }
-        _ => state.proxy_client.uri(provider, incoming.path.raw(), &query, &mut headers).map_err(bad_gateway)?,
+        _ => state.proxy_client.uri(provider, incoming.path.raw(), &query).map_err(bad_gateway)?,
     };
     if !headers.contains_key(header::USER_AGENT) {
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
