@@ -26,6 +26,8 @@ use std::fmt;
 use std::time::Duration;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// The HTTPS connector's builder once it knows which certificates it trusts.
+type TlsBuilder = hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>;
 
 /// An outbound connection unused this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -137,6 +139,13 @@ impl Upstream {
 impl ProxyClient {
     /// A client for every provider in `catalog`.
     pub fn new(catalog: &Catalog, connect_timeout: Duration, read_timeout: Duration) -> Self {
+        let tls = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots();
+        Self::with_tls(catalog, connect_timeout, read_timeout, tls)
+    }
+
+    /// As [`ProxyClient::new`], with HTTPS origins trusted as `tls` says (the tests give a
+    /// local certificate authority).
+    fn with_tls(catalog: &Catalog, connect_timeout: Duration, read_timeout: Duration, tls: TlsBuilder) -> Self {
         let mut origins = HashMap::new();
         for p in catalog.all() {
             match origin(&p.base_url) {
@@ -148,12 +157,8 @@ impl ProxyClient {
                 Err(e) => tracing::error!(provider = %p.id, error = %e, "the provider's base URL cannot be proxied to"),
             }
         }
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(super::pool::connector(connect_timeout));
+        let connector =
+            tls.https_or_http().enable_http1().enable_http2().wrap_connector(super::pool::connector(connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE)
@@ -221,6 +226,8 @@ fn origin(base_url: &str) -> Result<Origin, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
 
     #[test]
     fn origins_keep_their_base_path_and_refuse_what_is_not_a_url() {
@@ -254,5 +261,91 @@ mod tests {
             assert_eq!(pool.idle(&o.addr), 1);
         }
         assert_eq!(o.accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    const TEST_CA: &[u8] = include_bytes!("../../tests/fixtures/tls/ca.pem");
+
+    /// An HTTPS origin on 127.0.0.1 with a certificate for `localhost` from the test-only
+    /// authority (`tests/fixtures/tls`), offering `alpn`. Each answer names the protocol
+    /// version it was asked in and its path; the count is of TCP connections accepted.
+    async fn tls_origin(alpn: &[&[u8]]) -> (u16, Arc<AtomicUsize>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain =
+            vec![CertificateDer::from_pem_slice(include_bytes!("../../tests/fixtures/tls/localhost.pem")).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(include_bytes!("../../tests/fixtures/tls/localhost.key")).unwrap();
+        let mut config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    let answer = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                        let named = format!("{:?} {}", request.version(), request.uri().path());
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(Bytes::from(named))))
+                    });
+                    let _ = if h2 {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, answer)
+                            .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new().serve_connection(io, answer).await
+                    };
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    async fn get(client: &ProxyClient, catalog: &Catalog) -> Result<String, SendError> {
+        use futures_util::StreamExt;
+        let uri = client.uri(catalog.get("openai").unwrap(), "models", "").unwrap();
+        let upstream = client.send(Request::get(uri).body(axum::body::Body::empty()).unwrap()).await?;
+        assert_eq!(upstream.status(), StatusCode::OK);
+        let mut body = Vec::new();
+        let mut stream = upstream.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            body.extend_from_slice(&chunk.unwrap());
+        }
+        Ok(String::from_utf8(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn https_origins_are_reached_over_tls_in_the_protocol_the_handshake_picks_and_untrusted_ones_refused() {
+        let trusting_the_test_ca = || {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(rustls::pki_types::pem::PemObject::from_pem_slice(TEST_CA).unwrap()).unwrap();
+            let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+        };
+        let timeout = Duration::from_secs(5);
+        for (offered, version) in
+            [(&[b"h2".as_slice(), b"http/1.1"][..], "HTTP/2.0"), (&[b"http/1.1".as_slice()][..], "HTTP/1.1")]
+        {
+            let (port, accepted) = tls_origin(offered).await;
+            let mut catalog = Catalog::builtin().unwrap();
+            catalog.set_base_url("openai", &format!("https://localhost:{port}/v1")).unwrap();
+            let client = ProxyClient::with_tls(&catalog, timeout, timeout, trusting_the_test_ca());
+            for _ in 0..3 {
+                assert_eq!(get(&client, &catalog).await.unwrap(), format!("{version} /v1/models"));
+            }
+            if version == "HTTP/2.0" {
+                // One HTTP/2 connection carries every call.
+                assert_eq!(accepted.load(SeqCst), 1);
+            }
+            // The built-in roots do not know the test authority: the handshake fails and
+            // nothing is asked.
+            let untrusting = ProxyClient::new(&catalog, timeout, timeout);
+            assert!(matches!(get(&untrusting, &catalog).await, Err(SendError::Connect)));
+        }
     }
 }
