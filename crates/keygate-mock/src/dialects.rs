@@ -116,7 +116,9 @@ pub(crate) fn answer(
     let config = &capped;
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let id = shared.next_id();
-    match (method.as_str(), path, dialect) {
+    // HEAD is answered as GET is, without the body (hyper leaves it out, keeping its length).
+    let verb = if method == Method::HEAD { "GET" } else { method.as_str() };
+    match (verb, path, dialect) {
         ("GET", "/v1/models", Dialect::Anthropic) => axum::Json(json!({
             "data": [{"type": "model", "id": "claude-sonnet-4-20250514", "display_name": "Claude Sonnet 4", "created_at": "2025-05-14T00:00:00Z"}],
             "has_more": false, "first_id": "claude-sonnet-4-20250514", "last_id": "claude-sonnet-4-20250514"

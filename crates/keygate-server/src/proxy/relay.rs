@@ -44,7 +44,7 @@ pub(crate) async fn answer(
     dialect: Dialect,
     strip_usage_chunk: bool,
 ) -> Result<Response, ApiError> {
-    let Sent { response, echo } = sent;
+    let Sent { response, echo, head } = sent;
     let status = response.status();
     // An interim or protocol-switching answer (1xx, 101) is not an answer to relay: the
     // connection would be handed over to the provider.
@@ -78,6 +78,13 @@ pub(crate) async fn answer(
         }
     }
     annotate(&mut headers, call);
+    // An answer to HEAD has no body to scrub or meter: the length it announces (what a GET
+    // would carry) is relayed as the provider gave it.
+    if head {
+        if let Some(length) = response.headers().get(header::CONTENT_LENGTH) {
+            headers.insert(header::CONTENT_LENGTH, length.clone());
+        }
+    }
     finish.status = Some(status);
 
     if !status.is_success() {

@@ -65,6 +65,8 @@ const OWNER_ONLY_HEADERS: &[&str] = &["openai-organization", "openai-project"];
 pub(crate) struct Sent {
     pub response: Upstream,
     pub echo: Option<Arc<EchoScrubber>>,
+    /// The call was a HEAD: its answer has no body.
+    pub head: bool,
 }
 
 /// What goes out: bytes read whole (API calls: metered, guarded, signable), or a body
@@ -215,7 +217,7 @@ pub(crate) async fn send(
     })?;
     drop(secret);
     drop(aws);
-    Ok(Sent { response, echo: echo.map(Arc::new) })
+    Ok(Sent { response, echo: echo.map(Arc::new), head: incoming.method == axum::http::Method::HEAD })
 }
 
 /// The scrubber for an answer to a call that sent `secrets`. (A benchmark build measures

@@ -29,7 +29,7 @@ pub(super) async fn translated(
     include_usage: bool,
     model: &str,
 ) -> Result<Response, ApiError> {
-    let Sent { response, echo } = sent;
+    let Sent { response, echo, .. } = sent;
     let outgoing = echo.clone();
     let status = response.status();
     state.metrics.request(&finish.call.provider.id, finish.call.source.as_str(), status.as_u16());

@@ -367,7 +367,7 @@ async fn translated(
 ) -> Result<Response, ApiError> {
     let gemini = speaks == Speaks::Gemini;
     let dialect = if gemini { Dialect::Gemini } else { Dialect::Anthropic };
-    let Sent { response, echo } = sent;
+    let Sent { response, echo, .. } = sent;
     let outgoing = echo.clone();
     let status = response.status();
     state.metrics.request(&finish.call.provider.id, finish.call.source.as_str(), status.as_u16());

@@ -23,7 +23,7 @@ pub(super) async fn translated(
     model: &str,
     embed: &Embed,
 ) -> Result<Response, ApiError> {
-    let Sent { response, echo } = sent;
+    let Sent { response, echo, .. } = sent;
     let status = response.status();
     state.metrics.request(&finish.call.provider.id, finish.call.source.as_str(), status.as_u16());
     let mut headers = HeaderMap::new();

@@ -12,6 +12,7 @@ use serde_json::json;
 
 both_backends!(
     connect_and_trace_are_refused_before_any_key_is_touched,
+    a_head_answer_keeps_the_length_the_provider_announced,
     the_users_key_is_injected_and_the_token_never_reaches_the_provider,
     streams_pass_through_and_usage_is_metered,
     the_resolution_chain_in_every_combination,
@@ -866,4 +867,20 @@ async fn connect_and_trace_are_refused_before_any_key_is_touched(db: TestDb) {
         assert_eq!((reply.status, reply.code()), (405, "method_not_allowed"), "{method}: {}", reply.text);
     }
     assert!(h.mock.requests().is_empty(), "nothing reached the provider");
+}
+
+/// HEAD has no body to scrub or meter: the length the provider announces (what a GET
+/// would carry) reaches the caller, and nothing else of the answer changes.
+async fn a_head_answer_keeps_the_length_the_provider_announced(db: TestDb) {
+    let h = Harness::new(db).await;
+    let alice = h.user("alice@example.com").await;
+    h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
+    let get = h.call(Method::GET, "/proxy/openai/v1/models", Some(&alice.token), None).await;
+    assert_eq!(get.status, 200, "{}", get.text);
+    let head = h.call(Method::HEAD, "/proxy/openai/v1/models", Some(&alice.token), None).await;
+    assert_eq!(head.status, 200, "{}", head.text);
+    assert_eq!(head.text, "");
+    assert_eq!(head.headers["content-length"], get.text.len().to_string().as_str());
+    assert_eq!(head.headers["x-keygate-key-source"], "user");
+    assert_eq!(h.mock.requests().last().map(|r| r.method.clone()), Some("HEAD".to_owned()));
 }
