@@ -265,8 +265,8 @@ mod tests {
 
     const TEST_CA: &[u8] = include_bytes!("../../tests/fixtures/tls/ca.pem");
 
-    /// An HTTPS origin on 127.0.0.1 with a certificate for `localhost` from the test-only
-    /// authority (`tests/fixtures/tls`), offering `alpn`. Each answer names the protocol
+    /// An HTTPS origin on 127.0.0.1 with a certificate for `localhost` and `127.0.0.1` from
+    /// the test-only authority (`tests/fixtures/tls`), offering `alpn`. Each answer names the protocol
     /// version it was asked in and its path; the count is of TCP connections accepted.
     async fn tls_origin(alpn: &[&[u8]]) -> (u16, Arc<AtomicUsize>) {
         use rustls::pki_types::pem::PemObject;
@@ -333,7 +333,7 @@ mod tests {
         {
             let (port, accepted) = tls_origin(offered).await;
             let mut catalog = Catalog::builtin().unwrap();
-            catalog.set_base_url("openai", &format!("https://localhost:{port}/v1")).unwrap();
+            catalog.set_base_url("openai", &format!("https://127.0.0.1:{port}/v1")).unwrap();
             let client = ProxyClient::with_tls(&catalog, timeout, timeout, trusting_the_test_ca());
             for _ in 0..3 {
                 assert_eq!(get(&client, &catalog).await.unwrap(), format!("{version} /v1/models"));

@@ -78,13 +78,6 @@ pub(crate) async fn answer(
         }
     }
     annotate(&mut headers, call);
-    // An answer to HEAD has no body to scrub or meter: the length it announces (what a GET
-    // would carry) is relayed as the provider gave it.
-    if head {
-        if let Some(length) = response.headers().get(header::CONTENT_LENGTH) {
-            headers.insert(header::CONTENT_LENGTH, length.clone());
-        }
-    }
     finish.status = Some(status);
 
     if !status.is_success() {
@@ -128,12 +121,30 @@ pub(crate) async fn answer(
     } else if event_stream {
         Body::from_stream(Framed::new(response.bytes_stream(), echo, finish))
     } else {
+        // An answer to HEAD has no body to scrub or meter: the length a GET's answer would
+        // have is relayed when the provider announces one number (never a value as sent).
+        // Error answers (cut and scrubbed when relayed) and streams (sent chunked) carry
+        // none, nor does a 204.
+        if head && status != StatusCode::NO_CONTENT {
+            if let Some(length) = announced_length(response.headers()) {
+                headers.insert(header::CONTENT_LENGTH, length);
+            }
+        }
         buffered(response, dialect, finish, echo).await?
     };
     let mut reply = Response::new(body);
     *reply.status_mut() = status;
     *reply.headers_mut() = headers;
     Ok(reply)
+}
+
+/// The length an answer announces, when every `Content-Length` it carries is the same
+/// decimal number.
+fn announced_length(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut values =
+        headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let first = values.next()??;
+    values.all(|v| v == Some(first)).then(|| HeaderValue::from(first))
 }
 
 /// A non-streamed answer: read whole, metered, and relayed with a Content-Length in one
@@ -298,4 +309,27 @@ pub(crate) async fn read_limited(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_decimal_length_is_announced() {
+        let of = |values: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            announced_length(&headers).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(of(&["179"]), Some("179".to_owned()));
+        assert_eq!(of(&["0"]), Some("0".to_owned()));
+        assert_eq!(of(&["179", "179"]), Some("179".to_owned()));
+        assert_eq!(of(&[]), None);
+        for refused in [&["abc"][..], &["-1"], &["5, 5"], &["5", "6"], &["18446744073709551616"], &["0x10"]] {
+            assert_eq!(of(refused), None, "{refused:?}");
+        }
+    }
 }

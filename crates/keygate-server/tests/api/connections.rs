@@ -13,18 +13,6 @@ use tokio::net::TcpStream;
 /// How long a test waits for the server to act before it fails (a bound, not a measure).
 const PATIENCE: Duration = Duration::from_secs(15);
 
-async fn start(h: &Harness, limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // keygate's own application: proxied calls taken straight from the connection.
-    let app = keygate_server::App::new(h.state.clone());
-    tokio::spawn(keygate_server::serve(listener, app, limits, async {
-        let _ = stopped.await;
-    }));
-    (addr, stop)
-}
-
 /// Reads until the server closes the connection; what it sent meanwhile.
 async fn until_closed(conn: &mut TcpStream) -> String {
     let mut seen = Vec::new();
@@ -59,7 +47,8 @@ fn short() -> ConnectionLimits {
 #[tokio::test]
 async fn slow_headers_idle_connections_and_trickled_bodies_are_cut_off() {
     let h = Harness::new(TestDb::sqlite()).await;
-    let (addr, _stop) = start(&h, short()).await;
+    let server = Server::start_with(&h, short()).await;
+    let addr = server.addr;
 
     // Connected, never a byte: closed.
     let mut idle = TcpStream::connect(addr).await.unwrap();
@@ -136,7 +125,8 @@ async fn every_path_taken_past_the_router_is_one_the_router_proxies() {
 #[tokio::test]
 async fn proxied_calls_from_a_connection_reach_the_proxy_and_nothing_else_does() {
     let h = Harness::new(TestDb::sqlite()).await;
-    let (addr, _stop) = start(&h, short()).await;
+    let server = Server::start_with(&h, short()).await;
+    let addr = server.addr;
     let user = h.user("direct@example.com").await;
     h.add_key(&user, serde_json::json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
     let call = |path: &str| {
@@ -175,7 +165,8 @@ async fn proxied_calls_from_a_connection_reach_the_proxy_and_nothing_else_does()
 async fn past_the_connection_cap_health_checks_answer_and_the_rest_is_refused() {
     let h = Harness::new(TestDb::sqlite()).await;
     let limits = ConnectionLimits { header_timeout: Duration::from_secs(30), max_connections: 3, ..short() };
-    let (addr, _stop) = start(&h, limits).await;
+    let server = Server::start_with(&h, limits).await;
+    let addr = server.addr;
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut conn = TcpStream::connect(addr).await.unwrap();

@@ -12,7 +12,6 @@ use keygate_core::Role;
 use keygate_store::both_backends;
 use keygate_store::testdb::TestDb;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -297,32 +296,6 @@ async fn a_sandbox_session_clones_with_its_own_token(db: TestDb) {
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(h.mock.requests().is_empty(), "nothing reached the git host");
     server.stop().await;
-}
-
-/// keygate on a real port (git needs one), serving the harness's app.
-struct Server {
-    addr: SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Server {
-    async fn start(h: &Harness) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        // keygate's own application: git's streams straight from the connection.
-        let app = keygate_server::App::new(h.state.clone());
-        let task = tokio::spawn(keygate_server::serve(listener, app, Default::default(), async {
-            let _ = stopped.await;
-        }));
-        Self { addr, stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap().unwrap();
-    }
 }
 
 /// `<tmp>/repos/octo/hello.git`: a bare repository with a README on `main` and forty

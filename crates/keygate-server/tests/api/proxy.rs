@@ -870,17 +870,30 @@ async fn connect_and_trace_are_refused_before_any_key_is_touched(db: TestDb) {
 }
 
 /// HEAD has no body to scrub or meter: the length the provider announces (what a GET
-/// would carry) reaches the caller, and nothing else of the answer changes.
+/// would carry) reaches the caller over a real connection, and no body follows.
 async fn a_head_answer_keeps_the_length_the_provider_announced(db: TestDb) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let h = Harness::new(db).await;
     let alice = h.user("alice@example.com").await;
     h.add_key(&alice, json!({"provider": "openai", "secret": h.valid_key("sk-proj-")})).await;
     let get = h.call(Method::GET, "/proxy/openai/v1/models", Some(&alice.token), None).await;
     assert_eq!(get.status, 200, "{}", get.text);
-    let head = h.call(Method::HEAD, "/proxy/openai/v1/models", Some(&alice.token), None).await;
-    assert_eq!(head.status, 200, "{}", head.text);
-    assert_eq!(head.text, "");
-    assert_eq!(head.headers["content-length"], get.text.len().to_string().as_str());
-    assert_eq!(head.headers["x-keygate-key-source"], "user");
+
+    let server = Server::start(&h).await;
+    let mut conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "HEAD /proxy/openai/v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\nconnection: close\r\n\r\n",
+        alice.token
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(15), conn.read_to_string(&mut reply)).await.unwrap().unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a complete head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{reply}");
+    let lengths: Vec<&str> = head.lines().filter_map(|l| l.strip_prefix("content-length: ")).collect();
+    assert_eq!(lengths, [get.text.len().to_string()], "{reply}");
+    assert!(head.contains("x-keygate-key-source: user"), "{reply}");
+    assert_eq!(body, "", "no body after a HEAD's answer");
     assert_eq!(h.mock.requests().last().map(|r| r.method.clone()), Some("HEAD".to_owned()));
+    server.stop().await;
 }

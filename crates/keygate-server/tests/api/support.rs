@@ -420,3 +420,35 @@ impl Harness {
         self.add_key(root, serde_json::json!({"provider": provider, "scope": "operator", "operator_shared": shared, "secret": self.valid_key(prefix)})).await
     }
 }
+
+/// keygate's own application on a real listener, as `keygate serve` runs it: hyper takes
+/// proxied calls (and git's streams) straight from the connection, past the router the
+/// other tests call.
+pub struct Server {
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(h: &Harness) -> Self {
+        Self::start_with(h, keygate_server::ConnectionLimits::default()).await
+    }
+
+    pub async fn start_with(h: &Harness, limits: keygate_server::ConnectionLimits) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = keygate_server::App::new(h.state.clone());
+        let task = tokio::spawn(keygate_server::serve(listener, app, limits, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop, task }
+    }
+
+    /// Stops accepting, lets open calls finish, and waits until the server has stopped.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
