@@ -7,6 +7,8 @@
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+mod skim;
+
 /// Which response format a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -120,7 +122,7 @@ impl Tokens {
 /// What one JSON document of an answer (a body, or one SSE event's data) says about the
 /// call: only the fields keygate reads are kept, typed as they are read (no JSON tree is
 /// built); the rest (the generated text, however long) is skipped over.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Report {
     #[serde(default)]
     model: Option<Model>,
@@ -148,12 +150,13 @@ pub struct Report {
 }
 
 impl Report {
-    /// Reads a document; `None` when it is not a JSON object.
+    /// Reads a document; `None` when it is not a JSON object. A document in the plain
+    /// form providers send is read in one pass ([`skim`]); any other is read with serde.
     pub fn parse(json: &[u8]) -> Option<Self> {
         if !json.trim_ascii_start().starts_with(b"{") {
             return None;
         }
-        serde_json::from_slice(json).ok()
+        skim::report(json).or_else(|| serde_json::from_slice(json).ok())
     }
 
     /// The model the answer names (`model`, or Anthropic's `message.model`).
@@ -219,7 +222,7 @@ impl Field {
 /// JSON tree would be: whether it is an object, and each count that is an integer
 /// (within i64; a float, a string or anything else reads as absent). A key given twice
 /// counts as its last value; a value of any other shape is skipped.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Counts {
     object: bool,
     counts: [Option<i64>; Field::COUNT],
@@ -237,7 +240,7 @@ impl Counts {
 struct Integer(Option<i64>);
 
 /// A `model` field: its text when it is a string (a number, an object, … names none).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Model(Option<String>);
 
 impl Model {
@@ -248,7 +251,7 @@ impl Model {
 
 /// Anthropic's `message` (of `message_start`, or Bedrock's InvokeModel answer): its
 /// `usage` and `model`; a value of any other shape holds neither.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Message {
     usage: Counts,
     /// `None` when absent or `null`.
