@@ -11,7 +11,7 @@
 
 use super::{Counts, Field, Message, Model, Report, Skimmed};
 
-/// Deeper than this, serde decides (its own limit is 128).
+/// Deeper than this, serde decides (it reads up to 127 levels).
 const MAX_DEPTH: usize = 100;
 /// Longer integers may not fit an i64: serde decides.
 const MAX_DIGITS: usize = 18;
@@ -326,12 +326,27 @@ mod tests {
             r#"{"model": null, "usage": {"prompt_tokens": "3", "completion_tokens": [1]}, "message": 7, "choices": {}}"#,
             r#"{"usage": {"prompt_tokens": 3, "prompt_tokens": null}, "message": {"model": "a", "model": "b"}}"#,
             r#"{"choices": "text", "delta": null, "candidates": 5, "é": "ü"}"#,
+            // Within an object the last of a key given twice counts, even a `null` or
+            // another shape.
+            r#"{"usage": {"input_tokens": 1, "input_tokens": 2}, "message": {"usage": {"output_tokens": 3}, "usage": 7}}"#,
+            r#"{"message": {"model": "a", "model": null}, "usageMetadata": {"promptTokenCount": 1, "promptTokenCount": {}}}"#,
+            // Every count name, and every kind of generated text.
+            r#"{"usage": {"inputTokens": 1, "outputTokens": 2, "input_tokens": 3, "output_tokens": 4}, "amazon-bedrock-invocationMetrics": {"inputTokenCount": 5, "outputTokenCount": 6}}"#,
+            r#"{"usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 8}, "delta": {"partial_json": "{a", "text": "b", "x": {"content": ["not counted"], "arguments": "cd"}}}"#,
+            // The largest integer read here, and the deepest nesting.
+            r#"{"usage": {"prompt_tokens": 999999999999999999}}"#,
+            // Whitespace of every kind, and nothing but it after the document.
+            "{\t\"usage\"\r\n:\t{\"prompt_tokens\" :\r1}}\n\t ",
+            "{}",
         ];
-        for doc in plain {
+        let deepest = format!(r#"{{"x": {}1{}}}"#, "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+        for doc in plain.iter().copied().chain([deepest.as_str()]) {
             let skimmed = report(doc.as_bytes());
             assert!(skimmed.is_some(), "read in one pass: {doc}");
             assert_eq!(skimmed, by_serde(doc), "{doc}");
         }
+        let texts = plain.iter().find(|doc| doc.contains("partial_json")).unwrap();
+        assert_eq!(report(texts.as_bytes()).unwrap().text_bytes(), "{a".len() + "b".len() + "cd".len());
     }
 
     #[test]
@@ -352,6 +367,11 @@ mod tests {
             deep.as_str(),
             r#"{"model": tru}"#,
             r#"{"model": "a",}"#,
+            r#"{"usage": {"prompt_tokens": -0}}"#,
+            r#"{"model": nullx}"#,
+            "\u{feff}{}",
+            "{\"model\": \"a\"}\u{0}",
+            "{\u{c}}",
         ] {
             assert_eq!(report(doc.as_bytes()), None, "{doc}");
         }
@@ -362,21 +382,44 @@ mod tests {
         assert!(super::Report::parse(br#"{"usage": {"prompt_tokens": 1}, "usage": {"prompt_tokens": 2}}"#).is_none());
     }
 
+    /// The top-level fields a report keeps.
+    const TOP: [&str; 8] = [
+        "model",
+        "usage",
+        "message",
+        "usageMetadata",
+        "amazon-bedrock-invocationMetrics",
+        "choices",
+        "delta",
+        "candidates",
+    ];
+
+    /// Keys a report reads below the top: every count's name, the text keys, and a few
+    /// others.
+    const KEYS: [&str; 17] = [
+        "prompt_tokens",
+        "completion_tokens",
+        "input_tokens",
+        "output_tokens",
+        "promptTokenCount",
+        "candidatesTokenCount",
+        "inputTokens",
+        "outputTokens",
+        "inputTokenCount",
+        "outputTokenCount",
+        "usage",
+        "model",
+        "content",
+        "text",
+        "arguments",
+        "partial_json",
+        "id",
+    ];
+
     /// Any JSON value of a few levels, with keys a report reads and strings that need
     /// escapes now and then.
     fn value() -> impl Strategy<Value = Value> {
-        let key = prop_oneof![
-            Just("usage".to_owned()),
-            Just("model".to_owned()),
-            Just("prompt_tokens".to_owned()),
-            Just("completion_tokens".to_owned()),
-            Just("input_tokens".to_owned()),
-            Just("outputTokens".to_owned()),
-            Just("content".to_owned()),
-            Just("text".to_owned()),
-            Just("arguments".to_owned()),
-            "[a-z\"\\\\é]{0,4}",
-        ];
+        let key = prop_oneof![prop::sample::select(&KEYS[..]).prop_map(str::to_owned), "[a-z\"\\\\é]{0,4}"];
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
@@ -397,17 +440,7 @@ mod tests {
 
     /// A document's top-level fields, duplicates allowed, spaced or not.
     fn document() -> impl Strategy<Value = String> {
-        let top = prop_oneof![
-            Just("model"),
-            Just("usage"),
-            Just("message"),
-            Just("usageMetadata"),
-            Just("amazon-bedrock-invocationMetrics"),
-            Just("choices"),
-            Just("delta"),
-            Just("candidates"),
-            Just("id"),
-        ];
+        let top = prop_oneof![prop::sample::select(&TOP[..]), Just("id")];
         (prop::collection::vec((top, value()), 0..6), any::<bool>()).prop_map(|(fields, spaced)| {
             let sep = if spaced { ", " } else { "," };
             let fields: Vec<String> = fields
@@ -421,8 +454,46 @@ mod tests {
         })
     }
 
+    /// A value in the plain form: small non-negative integers, strings without escapes,
+    /// keys that name counts and text (given twice now and then).
+    fn plain_value() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(&KEYS[..]);
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            (0u64..1_000_000).prop_map(|n| n.to_string()),
+            "[a-z é😀]{0,6}".prop_map(|s| format!("\"{s}\"")),
+        ];
+        leaf.prop_recursive(4, 24, 4, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((key.clone(), inner), 0..4).prop_map(|pairs| {
+                    let members: Vec<String> = pairs.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+                    format!("{{{}}}", members.join(", "))
+                }),
+            ]
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Documents in the plain form, each kept top-level field once: always read in
+        /// one pass, and as serde reads them.
+        #[test]
+        fn plain_documents_are_read_in_one_pass_as_serde_reads_them(
+            fields in prop::sample::subsequence(&TOP[..], 0..=TOP.len()),
+            values in prop::collection::vec(plain_value(), 8),
+            extra in plain_value(),
+        ) {
+            let mut members: Vec<String> = fields.iter().zip(&values).map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            members.push(format!("\"id\":{extra}"));
+            let doc = format!("{{{}}}", members.join(","));
+            let skimmed = report(doc.as_bytes());
+            prop_assert!(skimmed.is_some(), "{}", doc);
+            prop_assert_eq!(skimmed, by_serde(&doc), "{}", doc);
+        }
 
         #[test]
         fn whatever_it_reads_serde_reads_the_same(doc in document(), cut in any::<prop::sample::Index>(), byte in any::<u8>()) {
