@@ -306,6 +306,44 @@ mod tests {
         serde_json::from_str(json).ok()
     }
 
+    /// The top-level fields serde reads into a [`Report`], by name, as its derive declares
+    /// them (asked for with a deserializer that only notes what it is asked).
+    fn report_fields() -> &'static [&'static str] {
+        struct Names(Option<&'static [&'static str]>);
+        impl<'de> serde::Deserializer<'de> for &mut Names {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("not a struct"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0 = Some(fields);
+                Err(serde::de::Error::custom("noted"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+                unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+            }
+        }
+        let mut names = Names(None);
+        let _ = <Report as serde::Deserialize>::deserialize(&mut names);
+        names.0.unwrap()
+    }
+
+    #[test]
+    fn knows_every_top_level_field_serde_reads() {
+        // A field added to `Report` and not here would be skipped here and read by serde.
+        let fields = report_fields();
+        assert_eq!(fields.len(), TOP.len(), "{fields:?}");
+        for name in fields {
+            assert!(Top::of(name).is_some() && TOP.contains(name), "{name}");
+        }
+    }
+
     #[test]
     fn reads_what_providers_send_as_serde_does() {
         let plain = [
