@@ -7,6 +7,7 @@
 pub mod catalog;
 pub mod endpoints;
 pub mod eventstream;
+pub mod fastmap;
 pub mod guard;
 pub mod ids;
 pub mod model;

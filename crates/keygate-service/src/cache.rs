@@ -20,10 +20,10 @@
 
 use crate::services::Services;
 use crate::ServiceResult;
+use keygate_core::fastmap::FastMap;
 use keygate_core::resolution::{Candidates, KeySource};
 use keygate_core::Credential;
 use keygate_store::{ChangeFeed, ChangeNotice};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -52,14 +52,14 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A generation-tagged cache.
 #[derive(Debug)]
 pub(crate) struct Cache<K, V> {
-    entries: RwLock<HashMap<K, (V, u64, Instant)>>,
+    entries: RwLock<FastMap<K, (V, u64, Instant)>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
 impl<K: std::hash::Hash + Eq + Clone, V: Clone> Cache<K, V> {
     pub(crate) fn new() -> Self {
-        Self { entries: RwLock::new(HashMap::new()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+        Self { entries: RwLock::new(FastMap::default()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
     }
 
     pub(crate) fn get(&self, key: &K, generation: u64) -> Option<V> {

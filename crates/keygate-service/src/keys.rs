@@ -8,10 +8,10 @@
 //! the caller's use of the returned [`SecretText`].
 
 use crate::{now, ServiceError, ServiceResult};
+use keygate_core::fastmap::FastMap;
 use keygate_core::*;
 use keygate_store::Store;
 use keygate_vault::{CredentialContext, DataKey, DataKeyContext, KeyEncryptionKeys, SecretText, VaultError};
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub struct KeyVault {
     store: Arc<dyn Store>,
     keks: Arc<dyn KeyEncryptionKeys>,
-    cache: RwLock<HashMap<DataKeyId, (DataKey, KeyOwner, Instant)>>,
+    cache: RwLock<FastMap<DataKeyId, (DataKey, KeyOwner, Instant)>>,
     /// When expired entries were last swept out (a sweep walks the whole cache, so it
     /// runs at most once a minute, not on every insert).
     swept: std::sync::Mutex<Instant>,
@@ -31,7 +31,7 @@ pub struct KeyVault {
 
 impl KeyVault {
     pub fn new(store: Arc<dyn Store>, keks: Arc<dyn KeyEncryptionKeys>) -> Self {
-        Self { store, keks, cache: RwLock::new(HashMap::new()), swept: std::sync::Mutex::new(Instant::now()) }
+        Self { store, keks, cache: RwLock::new(FastMap::default()), swept: std::sync::Mutex::new(Instant::now()) }
     }
 
     pub fn keks(&self) -> &Arc<dyn KeyEncryptionKeys> {

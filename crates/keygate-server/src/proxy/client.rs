@@ -21,7 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use keygate_core::catalog::{Catalog, Provider};
-use std::collections::HashMap;
+use keygate_core::fastmap::FastMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ pub(crate) struct ProxyClient {
     client: Client<Connector, axum::body::Body>,
     /// Plain-HTTP origins (always HTTP/1.1).
     http1: Http1Pool,
-    origins: HashMap<String, Origin>,
+    origins: FastMap<String, Origin>,
     read_timeout: Duration,
 }
 
@@ -146,7 +146,7 @@ impl ProxyClient {
     /// As [`ProxyClient::new`], with HTTPS origins trusted as `tls` says (the tests give a
     /// local certificate authority).
     fn with_tls(catalog: &Catalog, connect_timeout: Duration, read_timeout: Duration, tls: TlsBuilder) -> Self {
-        let mut origins = HashMap::new();
+        let mut origins = FastMap::default();
         for p in catalog.all() {
             match origin(&p.base_url) {
                 Ok(o) => {

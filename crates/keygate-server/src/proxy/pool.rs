@@ -25,7 +25,7 @@ use axum::http::{header, uri, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
-use std::collections::HashMap;
+use keygate_core::fastmap::FastMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,7 @@ pub(crate) struct Http1Pool {
 }
 
 struct Inner {
-    origins: Mutex<HashMap<uri::Authority, Arc<Slot>>>,
+    origins: Mutex<FastMap<uri::Authority, Arc<Slot>>>,
     connector: HttpConnector,
     /// The background sweep of idle connections, started with the first connection (it
     /// needs the runtime) and again if that runtime has gone.
