@@ -37,40 +37,38 @@ impl<'q> Encode<'q, Sqlite> for Ts {
     }
 }
 
-/// `at` as SQLite stores it ([`SQLITE_FORMAT`]), written digit by digit: every usage row
-/// carries one, and chrono's general formatter cost more than the rest of the row's
-/// encoding together.
+/// `at` as SQLite stores it ([`SQLITE_FORMAT`]), written digit by digit into a fixed
+/// template: every usage row carries one, and chrono's general formatter cost more than
+/// the rest of the row's encoding together.
 fn sqlite_text(at: &DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
+    // Once: each of `DateTime`'s own field getters converts to the naive time again.
+    let at = at.naive_utc();
     let (year, nanos) = (at.year(), at.nanosecond());
     if !(0..=9999).contains(&year) {
-        return at.format(SQLITE_FORMAT).to_string();
+        return at.and_utc().format(SQLITE_FORMAT).to_string();
     }
     // A leap second's nanoseconds run past 1e9; chrono prints it as second 60.
     let second = at.second() + nanos / 1_000_000_000;
     let micros = nanos % 1_000_000_000 / 1_000;
-    let mut out = String::with_capacity(27);
-    push_digits(&mut out, year.unsigned_abs(), 4);
-    for (sep, value, width) in [
-        ('-', at.month(), 2),
-        ('-', at.day(), 2),
-        ('T', at.hour(), 2),
-        (':', at.minute(), 2),
-        (':', second, 2),
-        ('.', micros, 6),
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    // Each field's value and the end of its digits in the template.
+    for (mut value, end, width) in [
+        (year.unsigned_abs(), 4, 4),
+        (at.month(), 7, 2),
+        (at.day(), 10, 2),
+        (at.hour(), 13, 2),
+        (at.minute(), 16, 2),
+        (second, 19, 2),
+        (micros, 26, 6),
     ] {
-        out.push(sep);
-        push_digits(&mut out, value, width);
+        for digit in text[end - width..end].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
     }
-    out.push('Z');
-    out
-}
-
-/// `value`'s last `width` decimal digits, zero-padded.
-fn push_digits(out: &mut String, value: u32, width: u32) {
-    for place in (0..width).rev() {
-        out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
-    }
+    // All ASCII, so nothing is replaced: the checked copy, without a panic path.
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 impl<'r> Decode<'r, Sqlite> for Ts {
@@ -131,10 +129,19 @@ mod tests {
             Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single(),
             Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).single(),
             Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).single(),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).single(),
+            Utc.with_ymd_and_hms(999, 9, 9, 9, 9, 9).single(),
+            Utc.with_ymd_and_hms(-1, 1, 1, 0, 0, 0).single(),
+            Utc.timestamp_opt(1_764_547_200, 5_000).single(),
+            Utc.timestamp_opt(1_764_547_200, 999_999_999).single(),
             leap,
             Some(Utc::now()),
         ];
-        for at in cases.into_iter().map(Option::unwrap) {
+        // And a second in every day of a leap year, at a different time of day and
+        // microsecond each.
+        let days = (0..366)
+            .map(|day| Utc.timestamp_opt(1_704_067_200 + day * 86_400 + day * 137, (day as u32) * 2_731_001).single());
+        for at in cases.into_iter().chain(days).map(Option::unwrap) {
             assert_eq!(sqlite_text(&at), at.format(SQLITE_FORMAT).to_string(), "{at:?}");
         }
         assert_eq!(sqlite_text(&leap.unwrap()), "2016-12-31T23:59:60.500000Z");
