@@ -33,11 +33,13 @@ const B64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 pub struct EchoScrubber {
     /// The secrets, long enough to search for (zeroized on drop).
     secrets: Vec<Vec<u8>>,
-    /// The first four bytes of every form, sorted and deduplicated.
-    prefixes: Vec<[u8; PREFIX]>,
-    /// Which bytes begin a prefix: what the first pass looks for (zeroized on drop, like
-    /// the prefixes).
-    firsts: [bool; 256],
+    /// The first four bytes of every form (as one little-endian number each; a few
+    /// repeat, which costs a comparison, where sorting them cost more).
+    prefixes: Vec<u32>,
+    /// Which two bytes begin a prefix, what the first pass looks for: bit `b % 64` of
+    /// `pairs[a]` is set when some prefix begins with `a`, then `b` (boxed: the
+    /// scrubber moves with the call; zeroized on drop, like the prefixes).
+    pairs: Box<[u64; 256]>,
     /// Every form, built on the first candidate.
     forms: OnceLock<Vec<Form>>,
     /// The longest form, in bytes: how much a stream must hold back.
@@ -46,6 +48,9 @@ pub struct EchoScrubber {
 
 /// How many leading bytes of each form the cheap first pass compares.
 const PREFIX: usize = 4;
+const _: () = assert!(PREFIX == 4, "prefixes are compared as one u32");
+/// How many prefixes [`heads_of`] gives one secret: one per encoding.
+const HEADS_PER_SECRET: usize = 16;
 
 impl std::fmt::Debug for EchoScrubber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,28 +67,31 @@ impl EchoScrubber {
         if secrets.is_empty() {
             return None;
         }
-        let mut prefixes: Vec<[u8; PREFIX]> = Vec::with_capacity(16);
+        // Sized up front: a vector that grew would leave its first copy unzeroized.
+        let mut prefixes: Vec<u32> = Vec::with_capacity(HEADS_PER_SECRET * secrets.len());
         for secret in &secrets {
             heads_of(secret, &mut prefixes);
         }
-        prefixes.sort_unstable();
-        prefixes.dedup();
-        let mut firsts = [false; 256];
+        let mut pairs = Box::new([0u64; 256]);
         for prefix in &prefixes {
-            firsts[usize::from(prefix[0])] = true;
+            let [first, second, ..] = prefix.to_le_bytes();
+            pairs[usize::from(first)] |= pair_bit(second);
         }
         // The longest form is the JSON `\u00XX` escape of the longest secret.
         let longest = secrets.iter().map(|s| s.len() * 6).max().unwrap_or(0);
-        Some(Self { secrets, prefixes, firsts, forms: OnceLock::new(), longest })
+        Some(Self { secrets, prefixes, pairs, forms: OnceLock::new(), longest })
     }
 
     /// Whether `bytes` may hold a form: one of the forms' first four bytes are there.
-    /// One pass, byte by byte against a table of first bytes, each hit compared with the
-    /// sorted prefixes (a SIMD search per prefix, or per three first bytes, restarts at
-    /// every hit, and the forms' first bytes are common letters).
+    /// One pass, byte by byte against the table of first two bytes, each hit compared
+    /// with the prefixes (a SIMD search per prefix, or per three first bytes, restarts at
+    /// every hit, and the forms' first bytes are common letters; the pairs, even with four
+    /// second bytes sharing each bit, let far fewer bytes through).
     fn candidate(&self, bytes: &[u8]) -> bool {
         bytes.windows(PREFIX).any(|head| {
-            self.firsts[usize::from(head[0])] && self.prefixes.binary_search_by(|p| p[..].cmp(head)).is_ok()
+            let head: [u8; PREFIX] = [head[0], head[1], head[2], head[3]];
+            self.pairs[usize::from(head[0])] & pair_bit(head[1]) != 0
+                && self.prefixes.contains(&u32::from_le_bytes(head))
         })
     }
 
@@ -215,13 +223,18 @@ impl Drop for EchoScrubber {
         for prefix in &mut self.prefixes {
             prefix.zeroize();
         }
-        self.firsts.zeroize();
+        (*self.pairs).zeroize();
         if let Some(forms) = self.forms.get_mut() {
             for form in forms {
                 form.bytes.zeroize();
             }
         }
     }
+}
+
+/// The bit of `pairs[a]` that stands for a prefix's second byte `b`.
+fn pair_bit(b: u8) -> u64 {
+    1 << (b % 64)
 }
 
 /// Where `needle` starts in `haystack`: candidates from a SIMD scan for its first byte,
@@ -311,7 +324,7 @@ fn encodings(secret: &[u8], forms: &mut Vec<Vec<u8>>) {
 /// The first [`PREFIX`] bytes of every form [`forms_of`] makes of `secret`, computed on
 /// the stack from its first bytes (every encoding maps a prefix of the secret to a prefix
 /// of the form). A test checks they match the forms.
-fn heads_of(secret: &[u8], heads: &mut Vec<[u8; PREFIX]>) {
+fn heads_of(secret: &[u8], heads: &mut Vec<u32>) {
     /// A form's first bytes, the rest ignored.
     #[derive(Default)]
     struct Head {
@@ -333,7 +346,7 @@ fn heads_of(secret: &[u8], heads: &mut Vec<[u8; PREFIX]>) {
     }
     let mut keep = |head: Head| {
         if head.full() {
-            heads.push(head.bytes);
+            heads.push(u32::from_le_bytes(head.bytes));
         }
     };
     // Raw, cut short (the same start), and with `/` escaped as `\/`.
@@ -509,6 +522,46 @@ mod tests {
         assert_eq!(scrubber.scrub(ordinary), ordinary.to_vec(), "nothing else is touched");
     }
 
+    /// Each form of each secret is found wherever it lies in the text (zero to three
+    /// bytes either side of it: the first pass looks at every byte, whatever its
+    /// alignment), and so is the shortest echo that counts (its needle), alone; one byte
+    /// less is not an echo. Scrubbers of one secret and of two.
+    #[test]
+    fn forms_are_found_at_either_end_of_the_text() {
+        let secrets: [&[&str]; 5] = [
+            &[KEY],
+            &["sk-ant-api03-CANARY_x-y"],
+            &["a/b/c/d/e/f/g/h"],
+            &["12345678"],
+            &[KEY, "ya29.a0AfB_byCANARYaccesstoken0123456789"],
+        ];
+        for secrets in secrets {
+            let scrubber = EchoScrubber::new(secrets).unwrap();
+            assert!(scrubber.prefixes.len() <= HEADS_PER_SECRET * secrets.len());
+            for form in scrubber.forms() {
+                let shown = String::from_utf8_lossy(&form.bytes).into_owned();
+                for (before, after) in (0..=3).flat_map(|b| (0..=3).map(move |a| (b, a))) {
+                    let text = [&b"xyz"[..before], &form.bytes, &b" .,"[..after]].concat();
+                    assert!(scrubber.found_in(&text), "{shown} in {:?}", String::from_utf8_lossy(&text));
+                }
+                assert!(scrubber.found_in(form.needle()), "{shown}: its needle alone");
+                let short = &form.needle()[..form.needle().len() - 1];
+                assert!(!scrubber.found_in(short), "{shown}: less than its needle");
+            }
+        }
+    }
+
+    /// [`heads_of`] gives each secret at most [`HEADS_PER_SECRET`] prefixes (the
+    /// scrubber's vector of them is sized by it and must never grow).
+    #[test]
+    fn a_secret_has_at_most_heads_per_secret_prefixes() {
+        for secret in [KEY, "12345678", "a/b/c/d/e/f/g/h", r"\u00\u00\u00", "%%%%%%%%"] {
+            let mut heads = Vec::new();
+            heads_of(secret.as_bytes(), &mut heads);
+            assert!(heads.len() <= HEADS_PER_SECRET, "{secret}: {}", heads.len());
+        }
+    }
+
     #[test]
     fn a_stream_is_scrubbed_across_every_chunk_boundary() {
         let scrubber = Arc::new(EchoScrubber::new(&[KEY]).unwrap());
@@ -568,7 +621,8 @@ mod tests {
             for form in scrubber.forms() {
                 let head: [u8; PREFIX] = form.bytes[..PREFIX].try_into().unwrap();
                 assert!(
-                    scrubber.prefixes.contains(&head),
+                    scrubber.prefixes.contains(&u32::from_le_bytes(head))
+                        && scrubber.pairs[usize::from(head[0])] & pair_bit(head[1]) != 0,
                     "{key}: no prefix for form {:?}",
                     String::from_utf8_lossy(&form.bytes)
                 );
