@@ -1,5 +1,5 @@
 //! Usage events are written off the hot path: calls hand them to [`UsageRecorder`],
-//! a background task writes them in batches (every 200 ms or 256 events), together with
+//! a background task writes them in batches (every 200 ms or 1,024 events), together with
 //! each used token's last use, and
 //! [`UsageRecorder::flush`] waits until everything handed over is stored (graceful
 //! shutdown, tests).
@@ -12,7 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-const BATCH: usize = 256;
+/// Events a batch holds at most before it is written, under load. Each batch is one
+/// transaction, a dozen commands to SQLite's worker thread (each a wake-up of that
+/// thread and of the runtime) and one commit, whose pages the WAL takes again: at 256
+/// the writer's thread spent ~4.3 µs a proxied call, at 1,024 ~3.8 (BENCHMARKS.md,
+/// round seven). How long an event may wait is [`INTERVAL`], whatever the load.
+const BATCH: usize = 1024;
 const INTERVAL: Duration = Duration::from_millis(200);
 
 enum Message {

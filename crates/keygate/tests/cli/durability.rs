@@ -1,7 +1,7 @@
 //! Usage totals across a crash: `keygate serve` is SIGKILLed while four callers keep it
 //! busy, started again, and what it recorded is compared with the calls it answered. What
 //! may be lost is the usage writer's open batch (`keygate-service/src/usage.rs`: written
-//! every 200 ms or 256 events) and a write in flight: the calls answered in the last
+//! every 200 ms or 1,024 events) and a write in flight: the calls answered in the last
 //! moments before the kill. The bound asserted is five windows (1 s), so a slow machine
 //! cannot fail it; the figure measured is printed (BENCHMARKS.md).
 
